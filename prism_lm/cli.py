@@ -1,0 +1,86 @@
+"""The ``prism`` command: argparse subcommands, each parsing its arguments and calling one function.
+
+A ``PrismError`` (bad input) prints one line, ``error: ...``, and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from prism_lm.errors import PrismError
+
+
+def _sample(args) -> None:
+    import torch
+
+    from prism_lm.checkpoint import load_model
+    from prism_lm.data.tokenizer import EOT_ID, decode, encode
+
+    model = load_model(args.checkpoint, device=args.device)
+    gpt2 = model.config.vocab_size >= EOT_ID + 1
+    if gpt2:
+        ids = encode(args.prompt) if args.prompt else [EOT_ID]
+    else:  # a model with its own small vocabulary: the prompt is a list of ids
+        ids = [int(t) for t in args.prompt.split()] if args.prompt else [0]
+    if not ids or max(ids) >= model.config.vocab_size:
+        raise PrismError(f"prompt token ids must be in [0, {model.config.vocab_size})")
+    generator = torch.Generator(device=args.device).manual_seed(args.seed)
+    for _ in range(args.num_samples):
+        idx = torch.tensor([ids], device=args.device)
+        out = model.generate(idx, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                             top_p=args.top_p, stop_token=EOT_ID if gpt2 else None, generator=generator)
+        new = out[0, len(ids):].tolist()
+        if gpt2 and EOT_ID in new:
+            new = new[: new.index(EOT_ID)]
+        print(args.prompt + decode(new) if gpt2 else " ".join(map(str, ids + new)))
+        if args.num_samples > 1:
+            print("---")
+
+
+def _import_official(args) -> None:
+    from prism_lm.checkpoint import import_official
+
+    out = import_official(args.checkpoint, args.out_dir)
+    print(f"wrote {out}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="prism", description="PRISM white-box transformer: train, evaluate, analyse.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("sample", help="generate text from a checkpoint")
+    p.add_argument("checkpoint", help="checkpoint directory or run directory")
+    p.add_argument("--prompt", default="", help="text prompt (GPT-2 BPE); empty starts from <|endoftext|>")
+    p.add_argument("--max-new-tokens", type=int, default=200)
+    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
+    p.add_argument("--top-k", type=int, default=200)
+    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--num-samples", type=int, default=1)
+    p.add_argument("--seed", type=int, default=1337)
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=_sample)
+
+    p = sub.add_parser("import-official", help="convert an official PRISM ckpt.pt into a prism-lm checkpoint")
+    p.add_argument("checkpoint", help="the official ckpt.pt (read with weights_only=True)")
+    p.add_argument("out_dir", help="new directory for model.safetensors + config.json")
+    p.set_defaults(func=_import_official)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except PrismError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,279 @@
+"""Typed configuration: four dataclasses, read from TOML, overridden with ``--set``.
+
+Design choices:
+- Each section is a plain dataclass with defaults; the defaults of ``ModelConfig`` are the
+  paper's PRISM. There is no other place where defaults live.
+- Loading is strict: an unknown section or key, or a value of the wrong type, is a
+  ``PrismError`` naming it. Ints are accepted where floats are expected (TOML ``1`` for ``1.0``),
+  nothing else is coerced.
+- ``--set section.key=value`` parses ``value`` as a TOML value, falling back to a bare string,
+  so ``--set model.freq_multiplier=pi`` and ``--set optim.lr=3e-4`` both work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prism_lm.errors import PrismError
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+ATTENTION_KINDS = ("prism", "gpt", "diff")
+LAMBDA_SCHEDULES = ("cosine", "constant", "learned")
+NAMED_MULTIPLIERS = {
+    "pi": math.pi,
+    "phi": (1.0 + math.sqrt(5.0)) / 2.0,
+    "e": math.e,
+    "sqrt2": math.sqrt(2.0),
+}
+
+
+def resolve_multiplier(value: float | str) -> float:
+    """The RoPE frequency multiplier m as a float: a number, a name (pi, phi, e, sqrt2) or "p/q"."""
+    if isinstance(value, bool):
+        raise PrismError(f"freq_multiplier must be a number or a name, got {value!r}")
+    if isinstance(value, (int, float)):
+        m = float(value)
+    elif value in NAMED_MULTIPLIERS:
+        m = NAMED_MULTIPLIERS[value]
+    else:
+        try:
+            num, _, den = str(value).partition("/")
+            m = float(num) / float(den) if den else float(num)
+        except (ValueError, ZeroDivisionError):
+            names = ", ".join(NAMED_MULTIPLIERS)
+            raise PrismError(
+                f"freq_multiplier {value!r} is not a number, a fraction p/q, or one of {names}"
+            ) from None
+    if not (m > 0 and math.isfinite(m)):
+        raise PrismError(f"freq_multiplier must be a finite number > 0, got {value!r}")
+    return m
+
+
+@dataclass
+class ModelConfig:
+    """Architecture. Defaults: the paper's PRISM (8 layers, 8 heads, C=512, T=512)."""
+
+    attention: str = "prism"  # prism | gpt | diff
+    n_layer: int = 8
+    n_head: int = 8  # PRISM: heads per stream; DIFF: differential heads (each two maps)
+    n_embd: int = 512
+    block_size: int = 512
+    vocab_size: int = 50304
+    dropout: float = 0.1
+    bias: bool = False  # biases in LayerNorm and MLP (and GPT/DIFF projections)
+    # PRISM only
+    expansion_ratio: int = 2
+    freq_multiplier: float | str = "pi"
+    rope_base: float = 10000.0
+    noise_stream: bool = True
+    lambda_schedule: str = "cosine"  # cosine | constant | learned
+    lambda_start: float = 0.01
+    lambda_end: float = 0.1
+    tied_output: bool = True  # W_O = U^T (paper) or a separate learned projection (CRATE)
+
+    def validate(self) -> None:
+        if self.attention not in ATTENTION_KINDS:
+            raise PrismError(f"model.attention must be one of {ATTENTION_KINDS}, got {self.attention!r}")
+        if self.lambda_schedule not in LAMBDA_SCHEDULES:
+            raise PrismError(
+                f"model.lambda_schedule must be one of {LAMBDA_SCHEDULES}, got {self.lambda_schedule!r}"
+            )
+        for name in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size", "expansion_ratio"):
+            if getattr(self, name) < 1:
+                raise PrismError(f"model.{name} must be >= 1, got {getattr(self, name)}")
+        if self.n_embd % self.n_head:
+            raise PrismError(f"model.n_embd ({self.n_embd}) must be divisible by model.n_head ({self.n_head})")
+        if not 0.0 <= self.dropout < 1.0:
+            raise PrismError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        resolve_multiplier(self.freq_multiplier)
+        if self.attention == "prism" and self.head_dim % 2:
+            raise PrismError(f"PRISM head dim (n_embd/n_head*expansion_ratio = {self.head_dim}) must be even for RoPE")
+        if self.attention == "diff" and (self.n_embd // self.n_head) % 4:
+            raise PrismError("DIFF needs n_embd/n_head divisible by 4 (two maps, even RoPE pairs)")
+
+    @property
+    def head_dim(self) -> int:
+        """PRISM's per-head dictionary width D = (C/H)·R."""
+        return self.n_embd // self.n_head * self.expansion_ratio
+
+
+@dataclass
+class DataConfig:
+    dir: str = "data/embedded"  # a prepared shard directory (see `prism data prepare`)
+    sampler: str = "random"  # random (nanoGPT windows) | sequential (epochs, exact resume)
+    num_workers: int = 0
+
+    def validate(self) -> None:
+        if self.sampler not in ("random", "sequential"):
+            raise PrismError(f"data.sampler must be 'random' or 'sequential', got {self.sampler!r}")
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 6e-4
+    min_lr: float = 6e-5
+    warmup_iters: int = 1000
+    lr_decay_iters: int = 20000
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0  # 0 disables clipping (the norm is still logged)
+    lambda_anneal_iters: int = 0  # T_max of the λ schedule; 0 means run.max_iters
+
+    def validate(self) -> None:
+        if self.lr <= 0 or self.min_lr < 0 or self.min_lr > self.lr:
+            raise PrismError(f"optim: need 0 <= min_lr <= lr and lr > 0, got lr={self.lr}, min_lr={self.min_lr}")
+        if self.warmup_iters < 0 or self.lr_decay_iters < 0 or self.lambda_anneal_iters < 0:
+            raise PrismError("optim: iteration counts must be >= 0")
+
+
+@dataclass
+class RunConfig:
+    out_dir: str = "runs/prism"
+    max_iters: int = 20000
+    batch_size: int = 32
+    grad_accum: int = 2
+    eval_interval: int = 2000
+    eval_iters: int = 200
+    log_interval: int = 10
+    checkpoint_interval: int = 2000
+    keep_checkpoints: int = 3
+    seed: int = 1337
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    dtype: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | float32 | bfloat16
+    compile: bool = False
+    parallel: str = "ddp"  # ddp | fsdp (only used under torchrun with world size > 1)
+    tensorboard: bool = True
+    progress: bool = True
+
+    def validate(self) -> None:
+        for name in ("max_iters", "batch_size", "grad_accum", "eval_interval", "eval_iters",
+                     "log_interval", "checkpoint_interval", "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                raise PrismError(f"run.{name} must be >= 1, got {getattr(self, name)}")
+        if self.dtype not in ("auto", "float32", "bfloat16"):
+            raise PrismError(f"run.dtype must be auto, float32 or bfloat16, got {self.dtype!r}")
+        if self.parallel not in ("ddp", "fsdp"):
+            raise PrismError(f"run.parallel must be 'ddp' or 'fsdp', got {self.parallel!r}")
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def validate(self) -> None:
+        for section in (self.model, self.data, self.optim, self.run):
+            section.validate()
+
+
+# --------------------------------------------------------------------------- dict <-> dataclass
+
+def _type_ok(value: Any, annotation: Any) -> bool:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, a) for a in typing.get_args(annotation))
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, annotation)
+
+
+def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
+    """Build dataclass ``cls`` from ``data``; unknown keys and wrong types raise PrismError."""
+    if not isinstance(data, dict):
+        raise PrismError(f"{where or cls.__name__} must be a table, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{where}.{key}" if where else key
+        if key not in known:
+            raise PrismError(f"unknown config key {name!r} (known: {', '.join(sorted(known))})")
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = from_dict(hint, value, name)
+            continue
+        if not _type_ok(value, hint):
+            type_name = getattr(hint, "__name__", str(hint))
+            raise PrismError(f"config key {name!r} must be {type_name}, got {value!r}")
+        kwargs[key] = float(value) if hint is float else value
+    return cls(**kwargs)
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    return dataclasses.asdict(obj)
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``section.key=value`` strings to a nested dict (a copy is returned)."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    for item in overrides:
+        path, sep, raw = item.partition("=")
+        if not sep or not path.strip():
+            raise PrismError(f"--set expects section.key=value, got {item!r}")
+        *sections, key = path.strip().split(".")
+        node = out
+        for section in sections:
+            node = node.setdefault(section, {})
+            if not isinstance(node, dict):
+                raise PrismError(f"--set {path}: {section!r} is not a section")
+        node[key] = _parse_value(raw.strip())
+    return out
+
+
+def load_train_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
+    """Read a TOML file (or start from defaults when ``path`` is None), apply overrides, validate."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise PrismError(f"config file not found: {path}")
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise PrismError(f"config file {path} is not valid TOML: {exc}") from None
+    data = apply_overrides(data, overrides or [])
+    cfg = from_dict(TrainConfig, data)
+    cfg.validate()
+    return cfg
+
+
+def dump_toml(cfg: TrainConfig) -> str:
+    """Write the resolved config as TOML (flat sections of scalars, so no library is needed)."""
+    lines = []
+    for section, values in to_dict(cfg).items():
+        lines.append(f"[{section}]")
+        for key, value in values.items():
+            lines.append(f"{key} = {_toml_scalar(value)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_scalar(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    escaped = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'

@@ -1,0 +1,1 @@
+"""Data: offline GPT-2 tokenizer, text sources, the embedded story corpus, shards and loaders."""

@@ -1,0 +1,234 @@
+"""The three attention kinds behind one interface: PRISM, GPT-2 and Differential Transformer.
+
+Every kind maps (B, T, C) -> (B, T, C) and takes an optional ``KVCache`` (decoding) and
+``need_weights`` (analysis). Shared design choices:
+- ``attend`` is the only place that computes softmax attention. Its fast path is one call of
+  ``F.scaled_dot_product_attention`` over all heads of all streams (flash kernels on GPU); its
+  eager path writes the softmax out and can return the probabilities. Both are tested equal.
+- Each kind names its streams (``stream_names``) and stacks their heads along the head axis,
+  stream 0 first, so probabilities come back as (B, S*H, Tq, Tk) plus a stream label per head.
+
+PRISM (the paper's eq. 7): one dictionary U (C -> S*H*D, no bias); Q = K = V = U z per head with
+RoPE on Q/K only; signal heads use base 10000*m, noise heads base 10000/m; output
+(y_s U_s - λ y_n U_n) / sqrt(2 H R). "Noise stream off" drops the noise heads and keeps the
+same scale, so it equals the full model at λ = 0 with the same U_s.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from prism_lm.config import ModelConfig, resolve_multiplier
+from prism_lm.model.rope import Rotary
+
+
+class KVCache:
+    """Per-layer key/value store, allocated on first use with the incoming dtype and device."""
+
+    def __init__(self, max_len: int):
+        self.max_len = max_len
+        self.length = 0
+        self.k: torch.Tensor | None = None
+        self.v: torch.Tensor | None = None
+
+    def update(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Append k (B, Hk, T, Dk) and v (B, Hv, T, Dv); return everything cached so far."""
+        T = k.size(2)
+        if self.k is None:
+            self.k = k.new_zeros(k.size(0), k.size(1), self.max_len, k.size(3))
+            self.v = v.new_zeros(v.size(0), v.size(1), self.max_len, v.size(3))
+        end = self.length + T
+        if end > self.max_len:
+            raise ValueError(f"KV cache overflow: {end} > {self.max_len} positions")
+        self.k[:, :, self.length:end] = k
+        self.v[:, :, self.length:end] = v
+        self.length = end
+        return self.k[:, :, :end], self.v[:, :, :end]
+
+
+def causal_mask(tq: int, tk: int, device: torch.device) -> torch.Tensor:
+    """(Tq, Tk) bool, True where query i (the last Tq of Tk positions) may see key j."""
+    offset = tk - tq
+    return torch.ones(tq, tk, dtype=torch.bool, device=device).tril(diagonal=offset)
+
+
+def attend(q, k, v, *, dropout_p: float, eager: bool, need_weights: bool):
+    """Causal softmax attention, scale 1/sqrt(Dk).
+
+    q (B, H, Tq, Dk), k (B, H, Tk, Dk), v (B, H, Tk, Dv); queries are the last Tq positions.
+    Returns y (B, H, Tq, Dv) and, when ``need_weights``, the probabilities (B, H, Tq, Tk) in fp32
+    before dropout.
+    """
+    tq, tk = q.size(-2), k.size(-2)
+    if not (eager or need_weights):
+        if tq == tk:
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+        elif tq == 1:  # one new token sees the whole cache
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
+        else:
+            mask = causal_mask(tq, tk, q.device)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+        return y, None
+    scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.size(-1)))  # (B, H, Tq, Tk)
+    scores = scores.masked_fill(~causal_mask(tq, tk, q.device), float("-inf"))
+    probs = F.softmax(scores, dim=-1, dtype=torch.float32)
+    dropped = F.dropout(probs, p=dropout_p) if dropout_p > 0 else probs
+    y = dropped.to(v.dtype) @ v
+    return y, (probs if need_weights else None)
+
+
+class LearnedLambda(nn.Module):
+    """λ = exp(λq1·λk1) - exp(λq2·λk2) + λ_init, the Differential-Transformer parametrisation."""
+
+    def __init__(self, dim: int, lambda_init: float):
+        super().__init__()
+        self.lambda_init = lambda_init
+        self.q1, self.k1, self.q2, self.k2 = (nn.Parameter(torch.zeros(dim)) for _ in range(4))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for p in (self.q1, self.k1, self.q2, self.k2):
+            nn.init.normal_(p, mean=0.0, std=0.1)
+
+    def forward(self) -> torch.Tensor:
+        first = torch.exp(torch.sum(self.q1 * self.k1).float())
+        second = torch.exp(torch.sum(self.q2 * self.k2).float())
+        return first - second + self.lambda_init
+
+
+class PrismAttention(nn.Module):
+    def __init__(self, cfg: ModelConfig, layer_idx: int):
+        super().__init__()
+        self.n_head, self.head_dim = cfg.n_head, cfg.head_dim
+        self.n_streams = 2 if cfg.noise_stream else 1
+        self.stream_names = ("signal", "noise")[: self.n_streams]
+        width = self.n_streams * self.n_head * self.head_dim
+        self.u_proj = nn.Linear(cfg.n_embd, width, bias=False)  # the dictionary U, rows = atoms
+        self.out_proj = None if cfg.tied_output else nn.Linear(width, cfg.n_embd, bias=False)
+        self.output_scale = 1.0 / math.sqrt(2 * cfg.n_head * cfg.expansion_ratio)
+        m = resolve_multiplier(cfg.freq_multiplier)
+        self.rotary = Rotary(self.head_dim, [cfg.rope_base * m, cfg.rope_base / m][: self.n_streams],
+                             cfg.block_size)
+        self.learned_lambda = None
+        if cfg.lambda_schedule == "learned":
+            self.learned_lambda = LearnedLambda(self.head_dim, cfg.lambda_start)
+        else:  # set from the step by the training loop; a buffer so checkpoints keep it
+            self.register_buffer("lambda_", torch.tensor(float(cfg.lambda_start)))
+        self.dropout = cfg.dropout
+        self.resid_dropout = nn.Dropout(cfg.dropout)
+
+    def reset_parameters(self) -> None:
+        nn.init.orthogonal_(self.u_proj.weight)
+        if self.out_proj is not None:  # start from the tied model's function, then learn freely
+            with torch.no_grad():
+                self.out_proj.weight.copy_(self.u_proj.weight.t())
+        if self.learned_lambda is not None:
+            self.learned_lambda.reset_parameters()
+
+    def current_lambda(self) -> torch.Tensor:
+        return self.learned_lambda() if self.learned_lambda is not None else self.lambda_
+
+    def forward(self, x, cache: KVCache | None = None, eager: bool = False, need_weights: bool = False):
+        B, T, C = x.shape
+        S, H, D = self.n_streams, self.n_head, self.head_dim
+        u = self.u_proj(x).view(B, T, S * H, D).transpose(1, 2)  # (B, S*H, T, D): Q = K = V = U z
+        offset = cache.length if cache is not None else 0
+        qk = self.rotary(u, offset)  # RoPE on Q/K only; V stays unrotated
+        k, v = cache.update(qk, u) if cache is not None else (qk, u)
+        y, probs = attend(qk, k, v, dropout_p=self.dropout if self.training else 0.0,
+                          eager=eager, need_weights=need_weights)  # (B, S*H, T, D)
+        if S == 2:  # signal heads +1, noise heads -λ
+            lam = self.current_lambda().to(y.dtype).reshape(1)
+            sign = torch.cat([y.new_ones(H), -lam.expand(H)]).view(1, S * H, 1, 1)
+            y = y * sign
+        y = y.transpose(1, 2).reshape(B, T, S * H * D)
+        w_out = self.u_proj.weight if self.out_proj is None else self.out_proj.weight.t()  # (S*H*D, C)
+        out = (y @ w_out.to(y.dtype)) * self.output_scale
+        return self.resid_dropout(out), probs
+
+
+class GPTAttention(nn.Module):
+    """nanoGPT's attention: fused Q/K/V projection, output projection, no RoPE."""
+
+    stream_names = ("main",)
+
+    def __init__(self, cfg: ModelConfig, layer_idx: int):
+        super().__init__()
+        self.n_head, self.head_dim = cfg.n_head, cfg.n_embd // cfg.n_head
+        self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)
+        self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.c_proj.is_residual_projection = True
+        self.dropout = cfg.dropout
+        self.resid_dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x, cache: KVCache | None = None, eager: bool = False, need_weights: bool = False):
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).view(B, T, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)  # (B, H, T, hd)
+        if cache is not None:
+            k, v = cache.update(k, v)
+        y, probs = attend(q, k, v, dropout_p=self.dropout if self.training else 0.0,
+                          eager=eager, need_weights=need_weights)
+        y = y.transpose(1, 2).reshape(B, T, C)
+        return self.resid_dropout(self.c_proj(y)), probs
+
+
+class DiffAttention(nn.Module):
+    """Differential Transformer attention (Ye et al. 2024).
+
+    H differential heads, each with two softmax maps of width d = C/(2H) over a shared value of
+    width 2d: (A1 - λ A2) V, per-head RMSNorm, times (1 - λ_init), output projection. λ is learned
+    with λ_init(l) = 0.8 - 0.6 exp(-0.3 l). RoPE (base 10000) on Q/K as in that paper. Map 2i and
+    2i+1 of the stacked heads belong to differential head i.
+    """
+
+    stream_names = ("positive", "negative")
+
+    def __init__(self, cfg: ModelConfig, layer_idx: int):
+        super().__init__()
+        C, H = cfg.n_embd, cfg.n_head
+        self.n_head, self.head_dim = H, C // H // 2  # per-map Q/K width d
+        self.q_proj = nn.Linear(C, C, bias=cfg.bias)
+        self.k_proj = nn.Linear(C, C, bias=cfg.bias)
+        self.v_proj = nn.Linear(C, C, bias=cfg.bias)
+        self.out_proj = nn.Linear(C, C, bias=cfg.bias)
+        self.out_proj.is_residual_projection = True
+        self.lambda_init = 0.8 - 0.6 * math.exp(-0.3 * layer_idx)
+        self.learned_lambda = LearnedLambda(self.head_dim, self.lambda_init)
+        self.subln = nn.RMSNorm(2 * self.head_dim, eps=1e-5)
+        self.rotary = Rotary(self.head_dim, [cfg.rope_base], cfg.block_size)
+        self.dropout = cfg.dropout
+        self.resid_dropout = nn.Dropout(cfg.dropout)
+
+    def reset_parameters(self) -> None:
+        self.learned_lambda.reset_parameters()
+        self.subln.reset_parameters()
+
+    def current_lambda(self) -> torch.Tensor:
+        return self.learned_lambda()
+
+    def forward(self, x, cache: KVCache | None = None, eager: bool = False, need_weights: bool = False):
+        B, T, C = x.shape
+        H, d = self.n_head, self.head_dim
+        offset = cache.length if cache is not None else 0
+        q = self.rotary(self.q_proj(x).view(B, T, 2 * H, d).transpose(1, 2), offset)  # (B, 2H, T, d)
+        k = self.rotary(self.k_proj(x).view(B, T, 2 * H, d).transpose(1, 2), offset)  # (B, 2H, T, d)
+        v = self.v_proj(x).view(B, T, H, 2 * d).transpose(1, 2)  # (B, H, T, 2d)
+        if cache is not None:
+            k, v = cache.update(k, v)
+        y, probs = attend(q, k, v.repeat_interleave(2, dim=1),
+                          dropout_p=self.dropout if self.training else 0.0,
+                          eager=eager, need_weights=need_weights)  # (B, 2H, T, 2d)
+        y = y.view(B, H, 2, T, 2 * d)
+        y = y[:, :, 0] - self.current_lambda().to(y.dtype) * y[:, :, 1]  # (B, H, T, 2d)
+        y = self.subln(y) * (1.0 - self.lambda_init)
+        y = y.transpose(1, 2).reshape(B, T, C)
+        if probs is not None:  # regroup to stream-major: positive maps of all heads, then negative
+            probs = probs.view(B, H, 2, *probs.shape[-2:]).transpose(1, 2).reshape_as(probs)
+        return self.resid_dropout(self.out_proj(y)), probs
+
+
+ATTENTION_CLASSES = {"prism": PrismAttention, "gpt": GPTAttention, "diff": DiffAttention}

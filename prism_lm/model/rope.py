@@ -1,0 +1,62 @@
+"""Rotary position embedding with one base per stream, always in fp32.
+
+Design choices:
+- The paper (and the official code) rotate *interleaved* pairs (x[2i], x[2i+1]). We rotate
+  *contiguous halves* (x[i], x[i + D/2]) instead, which needs no strided gather. The two are the
+  same model up to a fixed permutation of each head's coordinates; PRISM's attention is invariant
+  under it because Q, K and V all come from the same rows of U (see ``interleaved_to_halves``,
+  used when importing official checkpoints and by the test reference).
+- Frequencies follow the official code op for op: inv_freq = 1 / base^(arange(D/2) / (D/2)),
+  angle = position * inv_freq, all fp32, so imported checkpoints reproduce to 1e-5. In bf16 the
+  positions 0..511 would collapse to 385 distinct values, hence fp32 whatever the model dtype.
+- Tables are cached per device as plain attributes, not buffers, so ``model.to(bfloat16)``
+  cannot down-cast them.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def inv_frequencies(head_dim: int, base: float) -> torch.Tensor:
+    """(D/2,) fp32: inv_freq_i = base^(-i/(D/2))."""
+    half = head_dim // 2
+    exponent = torch.arange(0, half, dtype=torch.float32) / half
+    return 1.0 / (base ** exponent)
+
+
+def interleaved_to_halves(head_dim: int) -> torch.Tensor:
+    """Index list mapping one head's interleaved layout to the halves layout: new[j] = old[perm[j]]."""
+    return torch.cat([torch.arange(0, head_dim, 2), torch.arange(1, head_dim, 2)])
+
+
+class Rotary(nn.Module):
+    """RoPE for S streams of heads, each stream with its own base.
+
+    Input (B, S*H, T, D) with the S streams stacked head-wise (stream 0 first); output same shape
+    and dtype, rotated in fp32.
+    """
+
+    def __init__(self, head_dim: int, bases: list[float], max_len: int):
+        super().__init__()
+        self.head_dim, self.bases, self.max_len = head_dim, list(bases), max_len
+        self._tables: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def tables(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin of shape (S, 1, max_len, D/2), fp32, on ``device``."""
+        if device not in self._tables:
+            positions = torch.arange(self.max_len, dtype=torch.float32)
+            angles = torch.stack([torch.outer(positions, inv_frequencies(self.head_dim, b)) for b in self.bases])
+            self._tables[device] = (angles.cos()[:, None].to(device), angles.sin()[:, None].to(device))
+        return self._tables[device]
+
+    def forward(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        B, SH, T, D = x.shape
+        S = len(self.bases)
+        cos, sin = self.tables(x.device)
+        cos, sin = cos[:, :, offset:offset + T], sin[:, :, offset:offset + T]  # (S, 1, T, D/2)
+        xf = x.float().view(B, S, SH // S, T, D)
+        x1, x2 = xf[..., : D // 2], xf[..., D // 2:]
+        out = torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+        return out.view(B, SH, T, D).to(x.dtype)

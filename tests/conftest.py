@@ -1,0 +1,21 @@
+import pytest
+import torch
+
+from prism_lm.config import ModelConfig
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def tiny_config(attention: str = "prism", **overrides) -> ModelConfig:
+    """A model small enough for per-test use on CPU (a few ms a forward)."""
+    base = dict(attention=attention, n_layer=2, n_head=2, n_embd=32, block_size=32, vocab_size=97, dropout=0.0)
+    if attention == "diff":
+        base["n_head"] = 2  # 2 differential heads of width 8 per map
+    base.update(overrides)
+    return ModelConfig(**base)
+
+
+ALL_KINDS = ("prism", "gpt", "diff")

@@ -1,0 +1,64 @@
+"""Config loading: TOML, --set overrides, strict keys and types."""
+
+import pytest
+
+from prism_lm.config import TrainConfig, apply_overrides, dump_toml, load_train_config
+from prism_lm.errors import PrismError
+
+
+def test_defaults_are_the_paper_recipe():
+    cfg = load_train_config(None)
+    assert (cfg.model.n_layer, cfg.model.n_head, cfg.model.n_embd, cfg.model.block_size) == (8, 8, 512, 512)
+    assert (cfg.run.batch_size, cfg.run.grad_accum, cfg.run.max_iters) == (32, 2, 20000)
+    assert (cfg.optim.lr, cfg.optim.min_lr, cfg.optim.warmup_iters) == (6e-4, 6e-5, 1000)
+
+
+def test_toml_and_overrides(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('[model]\nn_layer = 2\nfreq_multiplier = "phi"\n[optim]\nlr = 1\n')
+    cfg = load_train_config(path, ["model.n_head=4", "optim.min_lr=0.5", "model.freq_multiplier=3/2",
+                                   "run.out_dir=runs/x", "model.noise_stream=false"])
+    assert cfg.model.n_layer == 2 and cfg.model.n_head == 4
+    assert cfg.optim.lr == 1.0 and isinstance(cfg.optim.lr, float)
+    assert cfg.model.freq_multiplier == "3/2" and cfg.model.noise_stream is False
+    assert cfg.run.out_dir == "runs/x"
+
+
+def test_round_trip_through_toml(tmp_path):
+    cfg = load_train_config(None, ["model.freq_multiplier=2.5", 'run.out_dir="a \\"b\\""'])
+    path = tmp_path / "c.toml"
+    path.write_text(dump_toml(cfg))
+    assert load_train_config(path) == cfg
+
+
+@pytest.mark.parametrize("override,message", [
+    ("model.n_heads=4", "unknown config key 'model.n_heads'"),
+    ("modle.n_head=4", "unknown config key 'modle'"),
+    ("model.n_head=four", "must be int"),
+    ("model.n_head=4.0", "must be int"),
+    ("model.dropout=true", "must be float"),
+    ("model.attention=mamba", "model.attention must be one of"),
+    ("model.freq_multiplier=tau", "freq_multiplier 'tau'"),
+    ("model.n_head=3", "divisible"),
+    ("optim.min_lr=1.0", "min_lr"),
+    ("n_head", "section.key=value"),
+])
+def test_bad_values_are_one_line_errors(override, message):
+    with pytest.raises(PrismError, match=message) as info:
+        load_train_config(None, [override])
+    assert "\n" not in str(info.value)
+
+
+def test_missing_and_invalid_files(tmp_path):
+    with pytest.raises(PrismError, match="not found"):
+        load_train_config(tmp_path / "nope.toml")
+    (tmp_path / "bad.toml").write_text("[model\n")
+    with pytest.raises(PrismError, match="not valid TOML"):
+        load_train_config(tmp_path / "bad.toml")
+
+
+def test_overrides_do_not_mutate_input():
+    data = {"model": {"n_layer": 2}}
+    out = apply_overrides(data, ["model.n_layer=3"])
+    assert data["model"]["n_layer"] == 2 and out["model"]["n_layer"] == 3
+    assert isinstance(TrainConfig(), TrainConfig)
