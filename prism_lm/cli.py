@@ -45,6 +45,29 @@ def _import_official(args) -> None:
     print(f"wrote {out}")
 
 
+def _data_prepare(args) -> None:
+    import time
+
+    from prism_lm.data.shards import prepare
+
+    t0 = time.perf_counter()
+    manifest, written = prepare(args.source, args.out, val_fraction=args.val_fraction, max_docs=args.max_docs,
+                                workers=args.workers, progress=sys.stderr.isatty())
+    seconds = time.perf_counter() - t0
+    if not written:
+        print(f"{args.out}: up to date (same inputs), nothing to do")
+        return
+    total = sum(s["tokens"] for s in manifest["splits"].values())
+    counts = ", ".join(f"{k} {v['tokens']:,} tokens / {v['documents']:,} docs" for k, v in manifest["splits"].items())
+    print(f"{args.out}: {counts} ({total / max(seconds, 1e-9):,.0f} tokens/s, {seconds:.1f}s)")
+
+
+def _data_inspect(args) -> None:
+    from prism_lm.data.shards import inspect
+
+    print(inspect(args.dir))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="prism", description="PRISM white-box transformer: train, evaluate, analyse.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -65,6 +88,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="the official ckpt.pt (read with weights_only=True)")
     p.add_argument("out_dir", help="new directory for model.safetensors + config.json")
     p.set_defaults(func=_import_official)
+
+    data = sub.add_parser("data", help="prepare and inspect token shards").add_subparsers(dest="data_command",
+                                                                                         required=True)
+    p = data.add_parser("prepare", help="tokenize sources into uint16 shards + manifest.json")
+    p.add_argument("--source", action="append", required=True,
+                   help="a path, directory, glob, 'embedded[:N[:SEED]]' or hub name (repeatable)")
+    p.add_argument("--out", required=True, help="output directory (new, or one prepared from the same inputs)")
+    p.add_argument("--val-fraction", type=float, default=0.01)
+    p.add_argument("--max-docs", type=int, default=None)
+    p.add_argument("--workers", type=int, default=None, help="tokenizer processes (default: all cores, at most 8)")
+    p.set_defaults(func=_data_prepare)
+    p = data.add_parser("inspect", help="counts per split, a decoded sample, annotation statistics")
+    p.add_argument("dir")
+    p.set_defaults(func=_data_inspect)
     return parser
 
 

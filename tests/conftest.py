@@ -1,5 +1,11 @@
+import os
+
 import pytest
 import torch
+
+# tests never touch the network: the hub libraries fail fast instead of downloading
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 from prism_lm.config import ModelConfig
 

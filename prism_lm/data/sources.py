@@ -1,0 +1,213 @@
+"""Text sources behind one interface: iterate documents, and fingerprint the input.
+
+A source spec is one of:
+- ``embedded`` or ``embedded:N`` (N stories, default 20000) or ``embedded:N:SEED``;
+- a path to a ``.txt`` file in the ``<|endoftext|>`` layout, a ``.jsonl`` or ``.parquet`` file with a
+  ``text`` column, or a ``datasets`` ``save_to_disk`` folder (it has ``dataset_info.json``);
+- a directory (every supported file below it, sorted) or a glob;
+- a Hugging Face hub name such as ``roneneldan/TinyStories`` (optionally ``name:split``), loaded
+  lazily through ``datasets``; offline this is a one-line error that says to pass local files.
+
+Every source yields ``Document(text, dependencies)``; only the embedded corpus has dependencies.
+"""
+
+from __future__ import annotations
+
+import glob as globlib
+import hashlib
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from prism_lm.data.embedded import Dependency, generate_story
+from prism_lm.errors import PrismError
+
+SEPARATOR = "<|endoftext|>"
+TEXT_SUFFIXES = (".txt", ".jsonl", ".parquet")
+DEFAULT_EMBEDDED_STORIES = 20000
+HUB_NAME = re.compile(r"[\w.-]+/[\w.-]+(:\w+)?")
+
+
+@dataclass(frozen=True)
+class Document:
+    text: str
+    dependencies: tuple[Dependency, ...] = field(default=())
+
+
+def split_txt(text: str) -> Iterator[str]:
+    """Stories of the TinyStories txt layout: text between lines that are exactly <|endoftext|>."""
+    story: list[str] = []
+    for line in text.split("\n"):
+        if line.rstrip("\r") == SEPARATOR:
+            s = "\n".join(story).strip()
+            if s:
+                yield s
+            story = []
+        else:
+            story.append(line)
+    s = "\n".join(story).strip()
+    if s:
+        yield s
+
+
+def _read_text(path: Path) -> str:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise PrismError(f"cannot read {path}: {exc.strerror}") from None
+    if not data.strip():
+        raise PrismError(f"{path} is empty")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PrismError(f"{path} is not UTF-8 text (undecodable byte at offset {exc.start})") from None
+
+
+def _jsonl_texts(path: Path) -> Iterator[str]:
+    for lineno, line in enumerate(_read_text(path).splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            raise PrismError(f"{path}:{lineno} is not valid JSON") from None
+        if not isinstance(row, dict) or not isinstance(row.get("text"), str):
+            raise PrismError(f"{path}:{lineno} has no string 'text' field")
+        yield row["text"].strip()
+
+
+def _parquet_texts(path: Path) -> Iterator[str]:
+    try:
+        import pyarrow.parquet as pq
+    except ModuleNotFoundError:
+        raise PrismError(f"reading {path} needs pyarrow: pip install pyarrow") from None
+    try:
+        table = pq.read_table(path, columns=["text"])
+    except Exception as exc:  # pyarrow raises its own types for missing columns and corrupt files
+        raise PrismError(f"{path} is not a parquet file with a 'text' column ({type(exc).__name__})") from None
+    for text in table.column("text").to_pylist():
+        yield (text or "").strip()
+
+
+def _saved_dataset_texts(path: Path) -> Iterator[str]:
+    try:
+        import datasets
+    except ModuleNotFoundError:
+        raise PrismError(f"reading the saved dataset {path} needs datasets: pip install 'prism-lm[hub]'") from None
+    ds = datasets.load_from_disk(str(path))
+    if isinstance(ds, datasets.DatasetDict):
+        raise PrismError(f"{path} holds splits {sorted(ds)}; pass one split's folder")
+    if "text" not in ds.column_names:
+        raise PrismError(f"{path} has no 'text' column (columns: {ds.column_names})")
+    for text in ds["text"]:
+        yield (text or "").strip()
+
+
+def _file_texts(path: Path) -> Iterator[str]:
+    if path.is_dir():
+        yield from _saved_dataset_texts(path)
+    elif path.suffix == ".txt":
+        yield from split_txt(_read_text(path))
+    elif path.suffix == ".jsonl":
+        yield from _jsonl_texts(path)
+    elif path.suffix == ".parquet":
+        yield from _parquet_texts(path)
+    else:
+        raise PrismError(f"unsupported file type {path} (use .txt, .jsonl, .parquet or a save_to_disk folder)")
+
+
+class Source:
+    """An iterable of Documents that can be read more than once, with a fingerprint of its input."""
+
+    def __init__(self, spec: str):
+        self.spec = spec
+        self._kind, self._paths, self._args = _parse(spec)
+
+    def __iter__(self) -> Iterator[Document]:
+        if self._kind == "embedded":
+            count, seed = self._args
+            for i in range(count):
+                story = generate_story(i, seed)
+                yield Document(story.text, story.dependencies)
+        elif self._kind == "hub":
+            yield from (Document(t) for t in _hub_texts(*self._args) if t)
+        else:
+            for path in self._paths:
+                yield from (Document(t) for t in _file_texts(path) if t)
+
+    def fingerprint(self) -> dict:
+        """What identifies the input: file sizes and sha256, or the generator's arguments."""
+        if self._kind == "embedded":
+            return {"spec": self.spec, "embedded": {"stories": self._args[0], "seed": self._args[1]}}
+        if self._kind == "hub":
+            return {"spec": self.spec, "hub": list(self._args)}
+        return {"spec": self.spec, "files": [_file_fingerprint(p) for p in self._paths]}
+
+
+def _parse(spec: str):
+    if spec == "embedded" or spec.startswith("embedded:"):
+        parts = spec.split(":")[1:]
+        try:
+            count = int(parts[0]) if parts and parts[0] else DEFAULT_EMBEDDED_STORIES
+            seed = int(parts[1]) if len(parts) > 1 else 0
+        except ValueError:
+            raise PrismError(f"embedded source must be embedded[:N[:SEED]], got {spec!r}") from None
+        if count < 1 or len(parts) > 2:
+            raise PrismError(f"embedded source must be embedded[:N[:SEED]] with N >= 1, got {spec!r}")
+        return "embedded", [], (count, seed)
+    path = Path(spec)
+    if path.is_dir() and not (path / "dataset_info.json").is_file():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in TEXT_SUFFIXES)
+        if not files:
+            raise PrismError(f"directory {path} holds no .txt, .jsonl or .parquet files")
+        return "files", files, ()
+    if path.exists():
+        return "files", [path], ()
+    if any(ch in spec for ch in "*?["):
+        files = sorted(Path(p) for p in globlib.glob(spec, recursive=True) if Path(p).is_file())
+        if not files:
+            raise PrismError(f"glob {spec!r} matches no files")
+        return "files", files, ()
+    if HUB_NAME.fullmatch(spec) and not spec.endswith(TEXT_SUFFIXES):
+        name, _, split = spec.partition(":")
+        return "hub", [], (name, split or "train")
+    raise PrismError(f"source not found: {spec} (a path, a glob, 'embedded', or a hub name like owner/name)")
+
+
+def _hub_texts(name: str, split: str) -> Iterator[str]:
+    try:
+        import datasets
+    except ModuleNotFoundError:
+        raise PrismError(
+            f"loading {name!r} from the Hugging Face hub needs datasets (pip install 'prism-lm[hub]'); "
+            "offline, pass local .txt/.jsonl/.parquet files instead") from None
+    try:
+        ds = datasets.load_dataset(name, split=split)
+    except Exception as exc:  # ConnectionError, OfflineModeIsEnabled, FileNotFoundError, ...
+        raise PrismError(f"cannot load {name!r} (split {split!r}) from the hub ({type(exc).__name__}); "
+                         "offline, pass local .txt/.jsonl/.parquet files instead") from None
+    for text in ds["text"]:
+        yield (text or "").strip()
+
+
+def _file_fingerprint(path: Path) -> dict:
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+        digest = hashlib.sha256()
+        for p in files:
+            digest.update(str(p.relative_to(path)).encode())
+            digest.update(_sha256(p).encode())
+        return {"path": str(path), "sha256": digest.hexdigest()}
+    if not path.is_file():
+        raise PrismError(f"source file not found: {path}")
+    return {"path": str(path), "bytes": path.stat().st_size, "sha256": _sha256(path)}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
