@@ -39,11 +39,13 @@ def model_state(model: PrismLM) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
 
 
-def write_model_files(directory: Path, model: PrismLM, extra: dict[str, Any] | None = None) -> None:
-    """Write weights and config.json into an existing (temporary) directory."""
+def write_model_files(directory: Path, model: PrismLM, extra: dict[str, Any] | None = None,
+                      weights: dict[str, torch.Tensor] | None = None) -> None:
+    """Write weights (``model_state(model)`` unless given) and config.json into an existing directory."""
     from safetensors.torch import save_file
 
-    save_file(model_state(model), str(directory / WEIGHTS), metadata={"format": FORMAT})
+    save_file(weights if weights is not None else model_state(model), str(directory / WEIGHTS),
+              metadata={"format": FORMAT})
     meta = {"format": FORMAT, "model": to_dict(model.config), **(extra or {})}
     (directory / CONFIG).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
 

@@ -52,7 +52,8 @@ def _data_prepare(args) -> None:
 
     t0 = time.perf_counter()
     manifest, written = prepare(args.source, args.out, val_fraction=args.val_fraction, max_docs=args.max_docs,
-                                workers=args.workers, progress=sys.stderr.isatty())
+                                workers=args.workers, compact_vocab=args.compact_vocab,
+                                progress=sys.stderr.isatty())
     seconds = time.perf_counter() - t0
     if not written:
         print(f"{args.out}: up to date (same inputs), nothing to do")
@@ -66,6 +67,40 @@ def _data_inspect(args) -> None:
     from prism_lm.data.shards import inspect
 
     print(inspect(args.dir))
+
+
+def _train(args) -> None:
+    from prism_lm.config import load_train_config
+    from prism_lm.train.loop import train
+
+    cfg = load_train_config(args.config, args.set)
+    summary = train(cfg, resume=args.resume)
+    if summary["interrupted_by"]:
+        print(f"stopped by {summary['interrupted_by']} at step {summary['step']}; checkpoint saved in "
+              f"{summary['run_dir']}/checkpoints (continue with --resume auto)")
+    else:
+        best = summary["best_val_loss"]
+        print(f"done: {summary['step']} steps, train loss {summary['train_loss']:.4f}"
+              + (f", best val loss {best:.4f}" if best is not None else "") + f"; run in {summary['run_dir']}")
+
+
+def _eval(args) -> None:
+    import json
+
+    from prism_lm.checkpoint import load_model
+    from prism_lm.data.shards import ShardSet
+    from prism_lm.evaluate import evaluate_split
+
+    model = load_model(args.checkpoint, device=args.device)
+    shards = ShardSet(args.data, args.split)
+    results = [evaluate_split(model, shards, c, batch_size=args.batch_size, device=args.device)
+               for c in args.context]
+    if args.json:
+        print(json.dumps({"checkpoint": str(args.checkpoint), "data": str(args.data), "results": results}))
+        return
+    for r in results:
+        print(f"context {r['context']:>5}: {r['split']} loss {r['loss']:.4f}, perplexity {r['perplexity']:.2f} "
+              f"({r['tokens']:,} tokens in {r['windows']:,} windows)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,6 +124,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out_dir", help="new directory for model.safetensors + config.json")
     p.set_defaults(func=_import_official)
 
+    p = sub.add_parser("train", help="train a model (torchrun for several processes)")
+    p.add_argument("config", nargs="?", default=None, help="TOML config (default: the paper recipe)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config value")
+    p.add_argument("--resume", default=None, metavar="auto|PATH",
+                   help="continue from the newest checkpoint of run.out_dir (auto) or from PATH")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("eval", help="loss and perplexity over a whole split, per context length")
+    p.add_argument("checkpoint", help="checkpoint directory or run directory")
+    p.add_argument("--data", required=True, help="prepared data directory")
+    p.add_argument("--split", default="val")
+    p.add_argument("--context", type=int, nargs="+", default=[512])
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    p.set_defaults(func=_eval)
+
     data = sub.add_parser("data", help="prepare and inspect token shards").add_subparsers(dest="data_command",
                                                                                          required=True)
     p = data.add_parser("prepare", help="tokenize sources into uint16 shards + manifest.json")
@@ -98,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-fraction", type=float, default=0.01)
     p.add_argument("--max-docs", type=int, default=None)
     p.add_argument("--workers", type=int, default=None, help="tokenizer processes (default: all cores, at most 8)")
+    p.add_argument("--compact-vocab", action="store_true",
+                   help="renumber to the GPT-2 ids the corpus uses (small models on small corpora)")
     p.set_defaults(func=_data_prepare)
     p = data.add_parser("inspect", help="counts per split, a decoded sample, annotation statistics")
     p.add_argument("dir")

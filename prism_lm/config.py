@@ -68,7 +68,7 @@ class ModelConfig:
     n_head: int = 8  # PRISM: heads per stream; DIFF: differential heads (each two maps)
     n_embd: int = 512
     block_size: int = 512
-    vocab_size: int = 50304
+    vocab_size: int = 50304  # 0 in a training config: the data's vocabulary, rounded up to a multiple of 64
     dropout: float = 0.1
     bias: bool = False  # biases in LayerNorm and MLP (and GPT/DIFF projections)
     # PRISM only
@@ -81,14 +81,16 @@ class ModelConfig:
     lambda_end: float = 0.1
     tied_output: bool = True  # W_O = U^T (paper) or a separate learned projection (CRATE)
 
-    def validate(self) -> None:
+    def validate(self, allow_auto_vocab: bool = False) -> None:
         if self.attention not in ATTENTION_KINDS:
             raise PrismError(f"model.attention must be one of {ATTENTION_KINDS}, got {self.attention!r}")
         if self.lambda_schedule not in LAMBDA_SCHEDULES:
             raise PrismError(
                 f"model.lambda_schedule must be one of {LAMBDA_SCHEDULES}, got {self.lambda_schedule!r}"
             )
-        for name in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size", "expansion_ratio"):
+        if self.vocab_size < (0 if allow_auto_vocab else 1):
+            raise PrismError(f"model.vocab_size must be >= 1 (0 = from the data in training), got {self.vocab_size}")
+        for name in ("n_layer", "n_head", "n_embd", "block_size", "expansion_ratio"):
             if getattr(self, name) < 1:
                 raise PrismError(f"model.{name} must be >= 1, got {getattr(self, name)}")
         if self.n_embd % self.n_head:
@@ -175,7 +177,8 @@ class TrainConfig:
     run: RunConfig = field(default_factory=RunConfig)
 
     def validate(self) -> None:
-        for section in (self.model, self.data, self.optim, self.run):
+        self.model.validate(allow_auto_vocab=True)
+        for section in (self.data, self.optim, self.run):
             section.validate()
 
 

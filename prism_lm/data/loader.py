@@ -1,10 +1,12 @@
 """Batches of (x, y) windows for training, with a state that can be saved for exact resume.
 
-- ``RandomWindows``: nanoGPT's sampler, B random offsets per batch (with replacement), driven by
-  its own seeded generator; the state is that generator's position (batches drawn so far).
+- ``RandomWindows``: nanoGPT's sampler, B random offsets per batch (with replacement).
 - ``SequentialWindows``: non-overlapping windows of T+1 tokens, shuffled once per epoch with
-  seed + epoch, dealt round-robin to ranks (rank r takes windows r, r+W, ...), without
-  replacement; the state is (epoch, windows consumed). Every rank sees a disjoint part.
+  seed + epoch, without replacement.
+
+Both deal *global micro-batches*: micro-batch g is a pure function of (seed, g), and rank r of W
+takes g = r, r+W, r+2W, ... So W ranks with gradient accumulation A/W see exactly the batches of
+one process with accumulation A, and the state is just a counter (plus the epoch).
 
 Both return int64 tensors (B, T); on CUDA they go through pinned memory with non-blocking copies.
 The state is a small dict of ints, saved as JSON by the training loop.
@@ -28,12 +30,12 @@ def _to_device(x: np.ndarray, y: np.ndarray, device: torch.device):
 
 class RandomWindows:
     def __init__(self, shards: ShardSet, batch_size: int, block_size: int, seed: int, rank: int = 0,
-                 device: torch.device | str = "cpu"):
+                 world_size: int = 1, device: torch.device | str = "cpu"):
         if len(shards) <= block_size + 1:
             raise PrismError(f"{shards.split} split has {len(shards)} tokens, "
                              f"need more than block size {block_size} + 1")
         self.shards, self.batch_size, self.block_size = shards, batch_size, block_size
-        self.seed, self.rank, self.device = seed, rank, torch.device(device)
+        self.seed, self.rank, self.world_size, self.device = seed, rank, world_size, torch.device(device)
         self.batches = 0
 
     def state_dict(self) -> dict:
@@ -45,8 +47,7 @@ class RandomWindows:
         self.batches = int(state["batches"])
 
     def next_batch(self):
-        # one generator per batch, keyed by (seed, rank, batch number): resuming is just a counter
-        rng = np.random.default_rng([self.seed, self.rank, self.batches])
+        rng = np.random.default_rng([self.seed, self.batches * self.world_size + self.rank])
         starts = rng.integers(0, len(self.shards) - self.block_size - 1, size=self.batch_size)
         rows = np.stack([self.shards.window(int(s), self.block_size + 1) for s in starts])
         self.batches += 1
@@ -60,8 +61,8 @@ class SequentialWindows:
         self.seed, self.rank, self.world_size, self.shuffle = seed, rank, world_size, shuffle
         self.device = torch.device(device)
         self.n_windows = (len(shards) - 1) // block_size
-        self.per_rank = self.n_windows // world_size
-        if self.per_rank < batch_size:
+        self.batches_per_rank = self.n_windows // batch_size // world_size  # per epoch; the ragged tail is dropped
+        if self.batches_per_rank < 1:
             raise PrismError(f"{shards.split} split has {self.n_windows} windows of {block_size} tokens, fewer than "
                              f"one batch of {batch_size} per rank for {world_size} rank(s)")
         self.epoch, self.consumed = 0, 0
@@ -75,20 +76,28 @@ class SequentialWindows:
             raise PrismError(f"data-loader state is for a {state.get('kind')!r} sampler, not 'sequential'")
         self.epoch, self.consumed = int(state["epoch"]), int(state["consumed"])
 
-    def _rank_order(self) -> np.ndarray:
+    def epoch_order(self) -> np.ndarray:
+        """Window ids of the current epoch in global order (micro-batch g = ids[g*B:(g+1)*B])."""
         if self._order_epoch != self.epoch:
-            order = np.arange(self.n_windows)
+            self._order = np.arange(self.n_windows)
             if self.shuffle:
-                order = np.random.default_rng([self.seed, self.epoch]).permutation(self.n_windows)
-            self._order = order[: self.per_rank * self.world_size][self.rank::self.world_size]
+                self._order = np.random.default_rng([self.seed, self.epoch]).permutation(self.n_windows)
             self._order_epoch = self.epoch
         return self._order
 
+    def rank_windows(self) -> np.ndarray:
+        """This rank's window ids for the current epoch, in the order it reads them."""
+        B, W = self.batch_size, self.world_size
+        order = self.epoch_order()
+        return np.concatenate([order[(g * W + self.rank) * B:(g * W + self.rank + 1) * B]
+                               for g in range(self.batches_per_rank)])
+
     def next_batch(self):
-        if self.consumed + self.batch_size > self.per_rank:  # drop the ragged tail, start a new epoch
+        if self.consumed == self.batches_per_rank:
             self.epoch, self.consumed = self.epoch + 1, 0
-        ids = self._rank_order()[self.consumed:self.consumed + self.batch_size]
-        self.consumed += self.batch_size
+        g = self.consumed * self.world_size + self.rank
+        ids = self.epoch_order()[g * self.batch_size:(g + 1) * self.batch_size]
+        self.consumed += 1
         rows = np.stack([self.shards.window(int(w) * self.block_size, self.block_size + 1) for w in ids])
         return _to_device(rows[:, :-1], rows[:, 1:], self.device)
 
@@ -96,5 +105,5 @@ class SequentialWindows:
 def make_loader(kind: str, shards: ShardSet, batch_size: int, block_size: int, seed: int, rank: int = 0,
                 world_size: int = 1, device: torch.device | str = "cpu"):
     if kind == "random":
-        return RandomWindows(shards, batch_size, block_size, seed, rank, device)
+        return RandomWindows(shards, batch_size, block_size, seed, rank, world_size, device)
     return SequentialWindows(shards, batch_size, block_size, seed, rank, world_size, device)

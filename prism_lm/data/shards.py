@@ -36,7 +36,7 @@ import numpy as np
 
 from prism_lm.data.embedded import KINDS
 from prism_lm.data.sources import Document, Source
-from prism_lm.data.tokenizer import EOT_ID, GPT2_VOCAB, gpt2_encoding
+from prism_lm.data.tokenizer import EOT_ID, GPT2_VOCAB, Codec, gpt2_encoding
 from prism_lm.errors import PrismError
 
 FORMAT = "prism-lm/shards/1"
@@ -130,7 +130,6 @@ class _SplitWriter:
         write_header(self._file, GPT2_VOCAB, self.shards[-1]["tokens"])
         self._file.close()
         self._file = None
-        self.shards[-1]["sha256"] = _sha256(self.directory / self.shards[-1]["file"])
 
     def finish(self) -> dict:
         self._close_shard()
@@ -177,7 +176,7 @@ def val_mask(keys: np.ndarray, val_fraction: float) -> np.ndarray:
 
 
 def prepare(specs: list[str], out_dir: str | Path, val_fraction: float = 0.01, max_docs: int | None = None,
-            workers: int | None = None, shard_tokens: int = 100_000_000,
+            workers: int | None = None, shard_tokens: int = 100_000_000, compact_vocab: bool = False,
             progress: bool = True) -> tuple[dict, bool]:
     """Tokenize ``specs`` into ``out_dir``: (manifest, written). A no-op (written False) when up to date."""
     out_dir = Path(out_dir)
@@ -189,7 +188,7 @@ def prepare(specs: list[str], out_dir: str | Path, val_fraction: float = 0.01, m
         raise PrismError("no --source given")
     sources = [Source(s) for s in specs]
     inputs = {"format": FORMAT, "tokenizer": "gpt2", "sources": [s.fingerprint() for s in sources],
-              "val_fraction": val_fraction, "max_docs": max_docs}
+              "val_fraction": val_fraction, "max_docs": max_docs, "compact_vocab": compact_vocab}
     existing = out_dir / "manifest.json"
     if existing.is_file():
         manifest = json.loads(existing.read_text(encoding="utf-8"))
@@ -221,11 +220,14 @@ def prepare(specs: list[str], out_dir: str | Path, val_fraction: float = 0.01, m
                     i += 1
                 bar.update(len(chunk))
         bar.close()
-        manifest = {"format": FORMAT, "inputs": inputs,
-                    "tokenizer": {"name": "gpt2", "vocab_size": GPT2_VOCAB, "eot": EOT_ID},
+        splits = {s: w.finish() for s, w in writers.items()}
+        codec = Codec(_compact(tmp, splits)) if compact_vocab else Codec()
+        for info in splits.values():
+            for shard in info["shards"]:
+                shard["sha256"] = _sha256(tmp / shard["file"])
+        manifest = {"format": FORMAT, "inputs": inputs, "tokenizer": codec.to_json(),
                     "dtype": "uint16", "header_bytes": HEADER_BYTES,
-                    "annotation_kinds": list(KINDS),
-                    "splits": {s: w.finish() for s, w in writers.items()}}
+                    "annotation_kinds": list(KINDS), "splits": splits}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         if out_dir.exists():
             out_dir.rmdir()
@@ -234,6 +236,24 @@ def prepare(specs: list[str], out_dir: str | Path, val_fraction: float = 0.01, m
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return manifest, True
+
+
+def _compact(directory: Path, splits: dict) -> list[int]:
+    """Rewrite every shard to compact ids (sorted used GPT-2 ids, EOT included); return the map."""
+    shards = [directory / s["file"] for info in splits.values() for s in info["shards"]]
+    used = {EOT_ID}
+    for path in shards:
+        used.update(np.unique(np.fromfile(path, dtype=np.uint16, offset=HEADER_BYTES)).tolist())
+    token_map = np.array(sorted(used), dtype=np.uint16)
+    for path in shards:
+        tokens = np.memmap(path, dtype=np.uint16, mode="r+", offset=HEADER_BYTES)
+        if len(tokens):
+            tokens[:] = np.searchsorted(token_map, tokens).astype(np.uint16)
+        count = len(tokens)
+        del tokens
+        with open(path, "r+b") as f:
+            write_header(f, len(token_map), count)
+    return token_map.tolist()
 
 
 class _NoPool:
@@ -322,6 +342,9 @@ class ShardSet:
             raise PrismError(f"token id {bad} >= vocab size {self.vocab_size} in {self.split} data of {self.directory}")
         return out
 
+    def codec(self) -> Codec:
+        return Codec.from_json(self.manifest["tokenizer"])
+
     def annotations(self) -> np.ndarray:
         """int64 (N, 3): recall position, antecedent position, kind id (empty when none)."""
         info = self.info.get("annotations")
@@ -332,10 +355,10 @@ class ShardSet:
 
 def inspect(directory: str | Path, sample_tokens: int = 120) -> str:
     """A human summary of a prepared directory: counts per split, a decoded sample, annotation stats."""
-    from prism_lm.data.tokenizer import decode
-
     manifest = read_manifest(directory)
-    lines = [f"{directory}: {FORMAT}, tokenizer {manifest['tokenizer']['name']}"]
+    tok = manifest["tokenizer"]
+    compact = " (compact vocabulary)" if "token_map" in tok else ""
+    lines = [f"{directory}: {FORMAT}, tokenizer {tok['name']}{compact}, vocab size {tok['vocab_size']}"]
     for split in SPLITS:
         shards = ShardSet(directory, split)
         info = shards.info
@@ -353,7 +376,7 @@ def inspect(directory: str | Path, sample_tokens: int = 120) -> str:
                     lines.append(f"      {kind}: {n:,}")
     train = ShardSet(directory, "train")
     if len(train):
-        sample = decode(train.window(0, min(sample_tokens, len(train))).tolist())
+        sample = Codec.from_json(manifest["tokenizer"]).decode(train.window(0, min(sample_tokens, len(train))))
         lines.append("  sample (train, first tokens):")
         lines.extend("    " + line for line in sample.splitlines())
     return "\n".join(lines)

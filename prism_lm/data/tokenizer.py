@@ -75,3 +75,50 @@ def decode(ids) -> str:
     enc = gpt2_encoding()
     return "".join(enc.decode([i]) if i < GPT2_VOCAB else "\ufffd" for i in ids) if any(
         i >= GPT2_VOCAB for i in ids) else enc.decode(ids)
+
+
+class Codec:
+    """Text <-> model ids: GPT-2 BPE, optionally through a compact map (model id -> GPT-2 id).
+
+    A compact map keeps only the ids a corpus uses, so a small model on a small corpus does not
+    pay for a 50304-wide output layer. It travels in the data manifest and in checkpoints.
+    """
+
+    def __init__(self, token_map: list[int] | None = None):
+        self.token_map = list(token_map) if token_map is not None else None
+        if self.token_map is None:
+            self.vocab_size, self.eot = GPT2_VOCAB, EOT_ID
+            self._to_model = None
+        else:
+            self._to_model = {g: i for i, g in enumerate(self.token_map)}
+            if EOT_ID not in self._to_model:
+                raise PrismError("compact token map lacks <|endoftext|>")
+            self.vocab_size, self.eot = len(self.token_map), self._to_model[EOT_ID]
+
+    def encode(self, text: str) -> list[int]:
+        ids = encode(text)
+        if self._to_model is None:
+            return ids
+        missing = [i for i in ids if i not in self._to_model]
+        if missing:
+            word = gpt2_encoding().decode([missing[0]])
+            raise PrismError(f"text uses a token outside this model's compact vocabulary: {word!r}")
+        return [self._to_model[i] for i in ids]
+
+    def decode(self, ids) -> str:
+        ids = [int(i) for i in ids]
+        if self.token_map is not None:
+            ids = [self.token_map[i] if i < len(self.token_map) else GPT2_VOCAB for i in ids]
+        return decode(ids)
+
+    def to_json(self) -> dict:
+        return {"name": "gpt2", "vocab_size": self.vocab_size, "eot": self.eot,
+                **({"token_map": self.token_map} if self.token_map is not None else {})}
+
+    @classmethod
+    def from_json(cls, info: dict | None) -> Codec:
+        if not info:
+            return cls()
+        if info.get("name") != "gpt2":
+            raise PrismError(f"unknown tokenizer {info.get('name')!r} (only gpt2 is supported)")
+        return cls(info.get("token_map"))

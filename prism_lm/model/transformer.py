@@ -126,7 +126,7 @@ class PrismLM(nn.Module):
         logits = self.lm_head(x)
         if targets is None:
             return logits
-        loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
+        loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
         return logits, loss
 
     def forward_with_attention(self, idx: torch.Tensor):

@@ -137,3 +137,23 @@ def test_real_tinystories_token_count(tmp_path):
     expected = sum(len(encode(s)) + 1 for f in files for s in split_txt(f.read_text(encoding="utf-8")))
     manifest, _ = prepare([str(TINYSTORIES / "*.txt")], tmp_path / "ts", workers=2, progress=False)
     assert sum(s["tokens"] for s in manifest["splits"].values()) == expected
+
+
+def test_compact_vocabulary_round_trips_text(tmp_path):
+    manifest, _ = prepare(["embedded:50"], tmp_path / "c", val_fraction=0.1, compact_vocab=True, progress=False)
+    full, _ = prepare(["embedded:50"], tmp_path / "f", val_fraction=0.1, progress=False)
+    tok = manifest["tokenizer"]
+    assert 100 < tok["vocab_size"] < 1000 and len(tok["token_map"]) == tok["vocab_size"]
+    for split in ("train", "val"):
+        c, f = ShardSet(tmp_path / "c", split), ShardSet(tmp_path / "f", split)
+        assert len(c) == len(f) and c.vocab_size == tok["vocab_size"]
+        stream = c.window(0, len(c))
+        assert stream.max() < tok["vocab_size"]
+        assert np.array_equal(np.asarray(tok["token_map"])[stream], f.window(0, len(f)))
+        assert c.codec().decode(stream[:50]) == f.codec().decode(f.window(0, 50))
+        assert np.array_equal(c.annotations(), f.annotations())
+    codec = ShardSet(tmp_path / "c", "train").codec()
+    assert codec.decode(codec.encode("Once upon a time")) == "Once upon a time"
+    assert codec.decode([codec.eot]) == "<|endoftext|>"
+    with pytest.raises(PrismError, match="outside this model's compact vocabulary"):
+        codec.encode("Photosynthesis quantum")

@@ -1,0 +1,46 @@
+"""Validation loss and perplexity over a whole split, in non-overlapping windows.
+
+Unlike the training loop's estimate (random windows), every token of the split is scored once
+per context length: the split is cut into windows of ``context + 1`` tokens with stride
+``context``, and each window scores its ``context`` targets. Models trained with different
+block sizes are then compared on the same tokens (the ragged tail is dropped and reported).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from prism_lm.data.shards import ShardSet
+from prism_lm.errors import PrismError
+from prism_lm.model import PrismLM
+
+
+@torch.no_grad()
+def evaluate_split(model: PrismLM, shards: ShardSet, context: int, batch_size: int = 8,
+                   device: torch.device | str = "cpu", max_windows: int | None = None) -> dict:
+    if context > model.config.block_size:
+        raise PrismError(f"context {context} exceeds the model's block size {model.config.block_size}")
+    if shards.vocab_size > model.config.vocab_size:
+        raise PrismError(f"data vocabulary ({shards.vocab_size}) is larger than the model's "
+                         f"({model.config.vocab_size})")
+    n_windows = (len(shards) - 1) // context
+    if max_windows is not None:
+        n_windows = min(n_windows, max_windows)
+    if n_windows == 0:
+        raise PrismError(f"{shards.split} split has {len(shards)} tokens, too few for one window of {context}")
+    model.eval()
+    total, count = 0.0, 0
+    for first in range(0, n_windows, batch_size):
+        ids = range(first, min(first + batch_size, n_windows))
+        rows = torch.from_numpy(np.stack([shards.window(w * context, context + 1) for w in ids])).to(device)
+        logits = model(rows[:, :-1])
+        nll = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), rows[:, 1:].reshape(-1), reduction="sum")
+        total += float(nll)
+        count += rows[:, 1:].numel()
+    loss = total / count
+    return {"context": context, "split": shards.split, "tokens": count, "windows": n_windows,
+            "dropped_tokens": len(shards) - 1 - count, "loss": loss, "perplexity": math.exp(loss)}

@@ -1,0 +1,1 @@
+"""Training: the loop, schedules, parallel wrappers, resumable state and metrics."""

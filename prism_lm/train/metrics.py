@@ -1,0 +1,84 @@
+"""Metrics: metrics.jsonl (the official repo's field names), TensorBoard if installed, FLOPs and MFU."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from prism_lm.config import ModelConfig
+
+# dense bf16 tensor-core peaks, FLOP/s
+PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
+
+
+def attention_widths(cfg: ModelConfig) -> tuple[int, int]:
+    """Total query/key width and total value width over all attention maps of one layer."""
+    if cfg.attention == "prism":
+        width = (2 if cfg.noise_stream else 1) * cfg.n_head * cfg.head_dim
+        return width, width
+    if cfg.attention == "diff":
+        return cfg.n_embd, 2 * cfg.n_embd  # 2H maps of width C/2H; each map reads a value of width C/H
+    return cfg.n_embd, cfg.n_embd
+
+
+def flops_per_token(cfg: ModelConfig, n_params: int, seq_len: int) -> float:
+    """Training FLOPs per token (forward + backward): 6N for the weights plus the attention matmuls.
+
+    Per layer the forward spends 2·T·(Wqk + Wv) per token on QK^T and AV (no causal discount, as
+    in nanoGPT and PaLM), tripled for the backward pass.
+    """
+    wqk, wv = attention_widths(cfg)
+    return 6.0 * n_params + 6.0 * cfg.n_layer * seq_len * (wqk + wv)
+
+
+def peak_flops(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((peak for key, peak in PEAK_BF16.items() if key in name), None)
+
+
+class MetricsWriter:
+    """Appends JSON records; mirrors scalars to TensorBoard when it is installed and enabled."""
+
+    def __init__(self, run_dir: Path, tensorboard: bool, enabled: bool = True):
+        self.path = run_dir / "metrics.jsonl"
+        self.enabled = enabled
+        self.tb = None
+        if enabled and tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(run_dir / "tb"))
+            except ImportError:
+                self.tb = None
+
+    def truncate_after(self, step: int) -> None:
+        """On resume: drop records of steps after the checkpoint, so the log reads as one run."""
+        if not (self.enabled and self.path.is_file()):
+            return
+        kept = [line for line in self.path.read_text(encoding="utf-8").splitlines()
+                if line.strip() and json.loads(line).get("iter", 0) <= step]
+        tmp = self.path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        tmp.replace(self.path)
+
+    def write(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.tb is not None:
+            for key, value in record.items():
+                if key not in ("type", "iter") and isinstance(value, (int, float)):
+                    self.tb.add_scalar(f"{record['type']}/{key}", value, record["iter"])
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]

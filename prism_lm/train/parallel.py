@@ -1,0 +1,90 @@
+"""Distributed set-up and model wrapping, applied from outside the model (torchtitan's rule).
+
+Under ``torchrun`` (WORLD_SIZE > 1) the process group uses NCCL on CUDA and gloo on CPU. The
+model is wrapped with DDP or FSDP2 (``fully_shard`` on each block, then the root), after an
+optional ``torch.compile`` of each block (compile before sharding, as torchtitan does).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from prism_lm.errors import PrismError
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int = 0
+    local_rank: int = 0
+    size: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    if name == "auto":
+        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise PrismError(f"run.device={name!r} but CUDA is not available")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device(f"cuda:{local_rank}")
+    return device
+
+
+def init_world(device_name: str) -> World:
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size == 1:
+        return World(device=resolve_device(device_name))
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    device = resolve_device(device_name, local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return World(rank=rank, local_rank=local_rank, size=size, device=device)
+
+
+def close_world(world: World) -> None:
+    if world.size > 1 and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def wrap_model(model: nn.Module, world: World, parallel: str, compile_model: bool) -> nn.Module:
+    """The module to train: compiled blocks, then DDP or FSDP2 across ranks (or the model itself)."""
+    if compile_model:
+        for block in model.blocks:
+            block.compile()
+    if world.size == 1:
+        return model
+    if parallel == "fsdp":
+        from torch.distributed.fsdp import fully_shard
+
+        for block in model.blocks:
+            fully_shard(block)
+        fully_shard(model)
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(model, device_ids=[world.device.index] if world.device.type == "cuda" else None)
+
+
+def all_reduce_mean(value: torch.Tensor, world: World) -> torch.Tensor:
+    if world.size > 1:
+        value = value.clone()
+        dist.all_reduce(value, op=dist.ReduceOp.SUM)
+        value /= world.size
+    return value
+
+
+def barrier(world: World) -> None:
+    if world.size > 1:
+        dist.barrier()

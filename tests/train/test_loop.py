@@ -1,0 +1,100 @@
+"""The training loop in-process: learning, records, checkpoints, refusals, NaN handling."""
+
+import json
+
+import pytest
+import torch
+
+import prism_lm
+from prism_lm.errors import PrismError
+from prism_lm.train import loop
+from prism_lm.train.loop import optimizer_groups, train
+from prism_lm.train.metrics import read_metrics
+from tests.train.helpers import prepare_tiny, tiny_config
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return prepare_tiny(tmp_path_factory.mktemp("data") / "d")
+
+
+def test_run_learns_and_writes_everything(data, tmp_path):
+    cfg = tiny_config(data, tmp_path / "run", **{"run.max_iters": 24, "run.eval_interval": 12,
+                                                   "run.checkpoint_interval": 8})
+    summary = train(cfg)
+    assert summary["step"] == 24 and summary["interrupted_by"] is None
+    records = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    iters = [r for r in records if r["type"] == "iter"]
+    evals = [r for r in records if r["type"] == "eval"]
+    assert [r["iter"] for r in iters] == list(range(1, 25))
+    assert set(iters[0]) == {"type", "iter", "train_loss", "lr", "grad_norm", "prism_lambda", "tokens_per_s", "mfu"}
+    assert set(evals[0]) == {"type", "iter", "train_loss", "val_loss", "lr", "prism_lambda"}
+    assert [r["iter"] for r in evals] == [0, 12, 24]
+    assert evals[-1]["val_loss"] < evals[0]["val_loss"] - 0.5
+    assert iters[0]["mfu"] is None and iters[0]["tokens_per_s"] > 0
+    lambdas = [r["prism_lambda"] for r in iters]
+    assert lambdas[0] == pytest.approx(0.01, abs=1e-4) and lambdas[-1] == pytest.approx(0.1, abs=1e-3)
+    ckpts = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert ckpts == ["best", "step-000016", "step-000024"]  # keep_checkpoints = 2
+    assert (tmp_path / "run" / "config.toml").is_file()
+    model = prism_lm.load_model(tmp_path / "run")  # best
+    meta = json.loads((tmp_path / "run" / "checkpoints" / "best" / "config.json").read_text())
+    assert meta["step"] == 24 and "token_map" in meta["tokenizer"]
+    assert model.config.vocab_size % 64 == 0
+
+
+def test_weight_decay_only_on_matrices():
+    model = prism_lm.PrismLM(prism_lm.ModelConfig(n_layer=1, n_head=2, n_embd=16, vocab_size=50, block_size=8,
+                                                  bias=True))
+    (decay, no_decay), _ = optimizer_groups(model)
+    assert "wte.weight" in decay and "blocks.0.attn.u_proj.weight" in decay
+    assert "blocks.0.ln_1.weight" in no_decay and "blocks.0.mlp.c_fc.bias" in no_decay
+    assert "lm_head.weight" not in decay + no_decay  # tied: optimised once, as wte
+
+
+def test_refuses_to_start_over_an_existing_run(data, tmp_path):
+    train(tiny_config(data, tmp_path / "run", **{"run.max_iters": 4}))
+    before = (tmp_path / "run" / "metrics.jsonl").read_text()
+    with pytest.raises(PrismError, match="already holds a run"):
+        train(tiny_config(data, tmp_path / "run", **{"run.max_iters": 4}))
+    assert (tmp_path / "run" / "metrics.jsonl").read_text() == before
+
+
+def test_resume_with_a_different_model_is_refused(data, tmp_path):
+    train(tiny_config(data, tmp_path / "run", **{"run.max_iters": 4}))
+    with pytest.raises(PrismError, match="model.n_embd"):
+        train(tiny_config(data, tmp_path / "run", **{"run.max_iters": 8, "model.n_embd": 64}), resume="auto")
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(data, tmp_path, monkeypatch):
+    real_forward = prism_lm.PrismLM.forward
+    calls = {"n": 0}
+
+    def poisoned(self, idx, targets=None):
+        out = real_forward(self, idx, targets)
+        if targets is not None and self.training:
+            calls["n"] += 1
+            if calls["n"] > 2 * 5:  # grad_accum 2: from the 6th step on
+                return out[0], out[1] * float("nan")
+        return out
+
+    monkeypatch.setattr(loop.PrismLM, "forward", poisoned)
+    with pytest.raises(PrismError, match=r"training loss became nan at step 6.*last good checkpoint: .*step-000004"):
+        train(tiny_config(data, tmp_path / "run"))
+    ckpts = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert ckpts == ["step-000004"]
+    weights = prism_lm.load_model(tmp_path / "run" / "checkpoints" / "step-000004").state_dict()
+    assert all(torch.isfinite(t).all() for t in weights.values())
+
+
+def test_data_vocab_larger_than_model_is_an_error(data, tmp_path):
+    with pytest.raises(PrismError, match="larger than model.vocab_size"):
+        train(tiny_config(data, tmp_path / "run", **{"model.vocab_size": 64}))
+
+
+@pytest.mark.parametrize("kind", ["gpt", "diff"])
+def test_baselines_train(data, tmp_path, kind):
+    summary = train(tiny_config(data, tmp_path / kind, **{"model.attention": f'"{kind}"', "run.max_iters": 4}))
+    assert summary["step"] == 4
+    lambdas = [r["prism_lambda"] for r in read_metrics(tmp_path / kind / "metrics.jsonl") if r["type"] == "iter"]
+    assert (lambdas[0] is None) == (kind == "gpt")

@@ -1,0 +1,84 @@
+"""Exact resume after SIGKILL, graceful stop on SIGTERM, through the real CLI in subprocesses."""
+
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from prism_lm.train.metrics import read_metrics
+from tests.train.helpers import cli_env, prepare_tiny, run_cli, tiny_overrides
+
+STEPS = 60
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return prepare_tiny(tmp_path_factory.mktemp("data") / "d")
+
+
+def _args(data, out):
+    sets = tiny_overrides(data, out, **{"run.max_iters": STEPS, "run.checkpoint_interval": 5,
+                                         "run.eval_interval": 20, "run.keep_checkpoints": 3,
+                                         "model.n_embd": 64, "run.batch_size": 8})
+    return ["train", *[a for s in sets for a in ("--set", s)]]
+
+
+def _start(args):
+    return subprocess.Popen([sys.executable, "-m", "prism_lm.cli", *args], env=cli_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(path, proc, timeout=60):
+    deadline = time.time() + timeout
+    while not path.exists():
+        assert proc.poll() is None, f"run ended before {path.name}: {proc.communicate()}"
+        assert time.time() < deadline
+        time.sleep(0.005)
+
+
+def _losses(run):
+    return [(r["iter"], r["train_loss"]) for r in read_metrics(run / "metrics.jsonl") if r["type"] == "iter"]
+
+
+def _evals(run):
+    return [(r["iter"], r["val_loss"]) for r in read_metrics(run / "metrics.jsonl") if r["type"] == "eval"]
+
+
+def test_sigkill_then_resume_is_bitwise_identical(data, tmp_path):
+    full = run_cli(_args(data, tmp_path / "full"))
+    assert full.returncode == 0, full.stderr
+
+    proc = _start(_args(data, tmp_path / "killed"))
+    _wait_for(tmp_path / "killed" / "checkpoints" / "step-000010", proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = max(i for i, _ in _losses(tmp_path / "killed"))
+    assert killed_at < STEPS, "the run finished before it was killed; the test proved nothing"
+
+    resumed = run_cli(_args(data, tmp_path / "killed") + ["--resume", "auto"])
+    assert resumed.returncode == 0, resumed.stderr
+    assert _losses(tmp_path / "killed") == _losses(tmp_path / "full")  # exact floats, every step
+    assert _evals(tmp_path / "killed") == _evals(tmp_path / "full")
+    assert len(_losses(tmp_path / "full")) == STEPS
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_zero(data, tmp_path):
+    proc = _start(_args(data, tmp_path / "run"))
+    _wait_for(tmp_path / "run" / "checkpoints" / "step-000005", proc)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "stopped by SIGTERM" in out
+    last = max(i for i, _ in _losses(tmp_path / "run"))
+    assert last < STEPS
+    assert (tmp_path / "run" / "checkpoints" / f"step-{last:06d}" / "train_state.json").is_file()
+
+
+def test_resume_path_errors(data, tmp_path):
+    proc = run_cli(_args(data, tmp_path / "run") + ["--resume", str(tmp_path / "nope")])
+    assert proc.returncode == 2 and "checkpoint not found" in proc.stderr
+    bad = run_cli(["train", "--set", "model.n_heads=3"])
+    assert bad.returncode == 2 and bad.stderr.strip() == (
+        "error: unknown config key 'model.n_heads' (known: " + bad.stderr.split("(known: ")[1].strip())
