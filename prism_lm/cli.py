@@ -103,6 +103,12 @@ def _eval(args) -> None:
               f"({r['tokens']:,} tokens in {r['windows']:,} windows)")
 
 
+def _demo(args) -> None:
+    from prism_lm.demo import run_demo
+
+    run_demo(args.out, analyze=not args.no_analysis)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="prism", description="PRISM white-box transformer: train, evaluate, analyse.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -123,6 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="the official ckpt.pt (read with weights_only=True)")
     p.add_argument("out_dir", help="new directory for model.safetensors + config.json")
     p.set_defaults(func=_import_official)
+
+    p = sub.add_parser("demo", help="offline CPU demo: data, a PRISM and a GPT, evaluation, samples, report")
+    p.add_argument("--out", default=None, help="new output directory (default: demo-runs/<timestamp>)")
+    p.add_argument("--no-analysis", action="store_true", help="skip the attention analysis reports")
+    p.set_defaults(func=_demo)
 
     p = sub.add_parser("train", help="train a model (torchrun for several processes)")
     p.add_argument("config", nargs="?", default=None, help="TOML config (default: the paper recipe)")

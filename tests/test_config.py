@@ -62,3 +62,35 @@ def test_overrides_do_not_mutate_input():
     out = apply_overrides(data, ["model.n_layer=3"])
     assert data["model"]["n_layer"] == 2 and out["model"]["n_layer"] == 3
     assert isinstance(TrainConfig(), TrainConfig)
+
+
+def test_shipped_configs_load_by_name_and_path():
+    from prism_lm.config import PACKAGED_CONFIGS
+
+    names = sorted(p.stem for p in PACKAGED_CONFIGS.glob("*.toml"))
+    assert {"prism-50m-tinystories", "gpt-50m-tinystories", "diff-50m-tinystories", "gpt2-22m-tinystories",
+            "tiny-prism-cpu", "tiny-gpt-cpu"} <= set(names)
+    for name in names:
+        assert load_train_config(name) == load_train_config(PACKAGED_CONFIGS / f"{name}.toml")
+    paper = load_train_config("prism-50m-tinystories")
+    assert paper.model == load_train_config(None).model  # the paper recipe is also the default model
+    assert (paper.run.eval_interval, paper.run.eval_iters) == (2000, 200)
+    with pytest.raises(PrismError, match="shipped configs: .*prism-50m-tinystories"):
+        load_train_config("prism-5m")
+
+
+def test_equal_parameter_counts_of_shipped_baselines():
+    import torch
+
+    from prism_lm.model import PrismLM
+
+    def count(name):
+        cfg = load_train_config(name).model
+        if cfg.vocab_size == 0:
+            cfg.vocab_size = 448
+        with torch.device("meta"):
+            return PrismLM(cfg).num_params()
+
+    assert count("prism-50m-tinystories") == count("gpt-50m-tinystories") == 50_930_176
+    assert count("diff-50m-tinystories") == 50_933_248
+    assert count("tiny-prism-cpu") == count("tiny-gpt-cpu")
