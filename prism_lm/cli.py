@@ -109,6 +109,26 @@ def _demo(args) -> None:
     run_demo(args.out, analyze=not args.no_analysis)
 
 
+def _reference(text: str) -> tuple[str, float]:
+    label, _, value = text.rpartition("=")
+    try:
+        number = float(value)
+    except ValueError:
+        number = None
+    if not label or number is None:
+        raise argparse.ArgumentTypeError(f"expected LABEL=VALUE with a number, got {text!r}")
+    return label, number
+
+
+def _analyze(args) -> None:
+    from prism_lm.analysis.report import analyze_run
+
+    paths = analyze_run(args.run, args.data, args.out, max_windows=args.max_windows, references=args.reference,
+                        layer=args.layer, head=args.head, probe=args.probe, target=args.target)
+    for kind, path in paths.items():
+        print(f"{kind}: {path}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="prism", description="PRISM white-box transformer: train, evaluate, analyse.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -151,6 +171,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.set_defaults(func=_eval)
+
+    p = sub.add_parser("analyze", help="figures and head statistics: report.md, report.html, report.json")
+    p.add_argument("run", help="run directory or checkpoint directory")
+    p.add_argument("--data", required=True, help="prepared data directory (val split; train if val is empty)")
+    p.add_argument("--out", required=True, help="new output directory")
+    p.add_argument("--max-windows", type=int, default=64, help="windows of block_size tokens for head statistics")
+    p.add_argument("--reference", type=_reference, action="append", default=[], metavar="LABEL=VALUE",
+                   help="a labelled horizontal line on the loss plot (repeatable)")
+    p.add_argument("--layer", type=int, default=None, help="layer for the probe figures (default: last)")
+    p.add_argument("--head", type=int, default=0, help="head for the signal/noise map figure")
+    p.add_argument("--probe", default=None, help="probe text (default: the paper's frog/key/door sentence)")
+    p.add_argument("--target", default=None, help="target word of the probe (default: its last word)")
+    p.set_defaults(func=_analyze)
 
     data = sub.add_parser("data", help="prepare and inspect token shards").add_subparsers(dest="data_command",
                                                                                          required=True)

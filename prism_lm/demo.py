@@ -9,6 +9,7 @@ ignores context can reach) and each model's validation loss.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass
@@ -107,6 +108,20 @@ def run_demo(out: Path | None = None, stories: int = DEMO_STORIES, max_iters: in
             "val_loss": {r.name: r.val[-1]["loss"] for r in results}, "report": str(report)}
 
 
+SUMMARY_METRICS = ("mean_distance", "mass_within_8", "antecedent_hit_rate")
+
+
+def stream_summary(report: dict) -> list[tuple[str, int, list[float | None]]]:
+    """(stream, number of heads, mean of each SUMMARY_METRICS over those heads) from an analysis report."""
+    heads = report["heads"]["heads"]
+    rows = []
+    for stream in dict.fromkeys(e["stream"] for e in heads):
+        mine = [e for e in heads if e["stream"] == stream]
+        rows.append((stream, len(mine), [float(np.mean([e[k] for e in mine])) if k in mine[0] else None
+                                         for k in SUMMARY_METRICS]))
+    return rows
+
+
 def _report(results: list[DemoResult], entropy: float, train_tokens: int, reports: dict, seconds: float) -> str:
     lines = ["# prism-lm demo", "",
              f"Embedded corpus: {train_tokens:,} training tokens; unigram entropy {entropy:.3f} nats/token "
@@ -122,7 +137,15 @@ def _report(results: list[DemoResult], entropy: float, train_tokens: int, report
     for r in results:
         lines += [f"**{r.name}** (prompt \"{DEMO_PROMPT}\", temperature 0.8, top-k 40):", "", f"> {r.sample}", ""]
     if reports:
-        lines += ["## Analysis", ""]
+        lines += ["## Analysis", "", "Means over heads of each stream (validation windows; full tables, figures and "
+                  "bootstrap intervals in each model's report):", "",
+                  "| model | stream | heads | " + " | ".join(SUMMARY_METRICS) + " |",
+                  "|---|---|---:|" + "---:|" * len(SUMMARY_METRICS)]
+        for name, paths in reports.items():
+            for stream, n, means in stream_summary(json.loads(paths["json"].read_text(encoding="utf-8"))):
+                lines.append(f"| {name} | {stream} | {n} | " + " | ".join(
+                    "–" if v is None else f"{v:.3f}" for v in means) + " |")
+        lines.append("")
         for name, paths in reports.items():
             lines.append(f"- {name}: [{paths['md']}]({paths['md']}), [{paths['html']}]({paths['html']}), "
                          f"[{paths['json']}]({paths['json']})")

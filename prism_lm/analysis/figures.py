@@ -1,0 +1,147 @@
+"""Figures (matplotlib, Agg): each function draws one figure and saves it as PNG and PDF.
+
+Every function returns the PNG path. Nothing is hard-coded: reference lines on the loss plot are
+given by the caller as (label, value) pairs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+plt.rcParams.update({"font.size": 10, "axes.titlesize": 11, "figure.dpi": 110})
+
+
+def _save(fig, out: Path, name: str) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(out / f"{name}.png")
+    fig.savefig(out / f"{name}.pdf")
+    plt.close(fig)
+    return out / f"{name}.png"
+
+
+def loss_curves(records: list[dict], out: Path, references: list[tuple[str, float]] = ()) -> Path:
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    it = [r for r in records if r["type"] == "iter"]
+    ev = [r for r in records if r["type"] == "eval"]
+    ax.plot([r["iter"] for r in it], [r["train_loss"] for r in it], lw=1, alpha=0.8, label="train (per step)")
+    if ev:
+        ax.plot([r["iter"] for r in ev], [r["val_loss"] for r in ev], "o-", label="val")
+    for i, (label, value) in enumerate(references):
+        ax.axhline(value, ls="--", lw=1, color=f"C{i + 2}", label=f"{label} ({value:g})")
+    ax.set(xlabel="iteration", ylabel="loss (nats/token)", title="Loss")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    return _save(fig, out, "loss_curves")
+
+
+def moving_average(x: np.ndarray, window: int) -> np.ndarray:
+    if len(x) < window:
+        return x
+    kernel = np.ones(window) / window
+    head = np.cumsum(x[: window - 1]) / np.arange(1, window)
+    return np.concatenate([head, np.convolve(x, kernel, mode="valid")])
+
+
+def grad_norm_and_lambda(records: list[dict], out: Path, window: int = 20) -> Path:
+    it = [r for r in records if r["type"] == "iter"]
+    steps = np.array([r["iter"] for r in it])
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+    g = np.array([r["grad_norm"] for r in it], dtype=float)
+    a.plot(steps, g, lw=0.8, alpha=0.5, label="grad norm (before clipping)")
+    a.plot(steps, moving_average(g, window), lw=1.5, label=f"moving average ({window})")
+    a.set(xlabel="iteration", ylabel="global L2 norm", title="Gradient norm")
+    a.legend()
+    lam = [r.get("prism_lambda") for r in it]
+    if any(v is not None for v in lam):
+        b.plot(steps, [np.nan if v is None else v for v in lam])
+        b.set(xlabel="iteration", ylabel="λ", title="λ schedule (mean over layers)")
+    else:
+        b.text(0.5, 0.5, "no λ in this model", ha="center", va="center")
+        b.set_axis_off()
+    return _save(fig, out, "grad_norm_lambda")
+
+
+def stream_maps(maps: dict[str, np.ndarray], labels: list[str], query: int, out: Path, title: str) -> Path:
+    """One head's map per stream side by side (T x T), token labels, the query row highlighted."""
+    fig, axes = plt.subplots(1, len(maps), figsize=(5.2 * len(maps) + 0.6, 5.4), squeeze=False)
+    for ax, (stream, A) in zip(axes[0], maps.items(), strict=True):
+        im = ax.imshow(A, cmap="viridis", vmin=0, vmax=max(float(A.max()), 1e-6))
+        ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=7)
+        ax.set_yticks(range(len(labels)), labels, fontsize=7)
+        ax.add_patch(plt.Rectangle((-0.5, query - 0.5), len(labels), 1, fill=False, ec="red", lw=1.5))
+        ax.set(title=f"{stream}", xlabel="key", ylabel="query")
+        fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.suptitle(title)
+    return _save(fig, out, "head_maps")
+
+
+def target_grid(rows: np.ndarray, labels: list[str], target: int, stream: str, layer: int, out: Path) -> Path:
+    """rows (H, T): each head's attention from the target token over earlier tokens."""
+    H = rows.shape[0]
+    cols = min(4, H)
+    nrows = (H + cols - 1) // cols
+    fig, axes = plt.subplots(nrows, cols, figsize=(3.6 * cols, 2.6 * nrows), squeeze=False)
+    keys = list(range(target + 1))
+    for h in range(nrows * cols):
+        ax = axes[h // cols][h % cols]
+        if h >= H:
+            ax.set_axis_off()
+            continue
+        ax.bar(keys, rows[h, : target + 1], color="C0")
+        ax.set_xticks(keys, labels[: target + 1], rotation=90, fontsize=6)
+        ax.set(title=f"{stream} head {h}", ylim=(0, 1))
+    fig.suptitle(f"Layer {layer}: attention from {labels[target]!r} ({stream} heads)")
+    return _save(fig, out, "target_grid")
+
+
+def resonance(table: dict, out: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    for w, ys in table["sweep"].items():
+        ax.plot(table["sweep_m"], ys, label=f"window {w}")
+    first = str(table["windows"][0])
+    for name, value in table["named_values"].items():
+        if 1.0 <= value <= 4.0:
+            ax.plot([value], [table["named"][name][first]["matched"]], "k.", ms=6)
+            ax.annotate(name, (value, table["named"][name][first]["matched"]), fontsize=8,
+                        xytext=(2, 4), textcoords="offset points")
+    ax.set(xlabel="frequency multiplier m", ylabel="mean |K_SN| (matched pairs)",
+           title=f"Signal/noise RoPE cross-kernel (D = {table['head_dim']})")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    return _save(fig, out, "resonance")
+
+
+def head_metrics(heads: list[dict], metric: str, out: Path) -> Path:
+    streams = list(dict.fromkeys(e["stream"] for e in heads))
+    layers = sorted({e["layer"] for e in heads})
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    for k, s in enumerate(streams):
+        for layer in layers:
+            ys = [e[metric] for e in heads if e["stream"] == s and e["layer"] == layer]
+            xs = np.full(len(ys), layer) + (k - (len(streams) - 1) / 2) * 0.25
+            ax.scatter(xs, ys, color=f"C{k}", s=18, label=s if layer == layers[0] else None)
+    ax.set(xlabel="layer", ylabel=metric.replace("_", " "), title=f"{metric.replace('_', ' ')} per head")
+    ax.set_xticks(layers)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    return _save(fig, out, f"heads_{metric}")
+
+
+def coding_rates(by_step: dict[int, list[dict]], out: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    for i, (step, rows) in enumerate(sorted(by_step.items())):
+        layers = [r["layer"] for r in rows]
+        ax.plot(layers, [r["R"] for r in rows], "o-", color=f"C{i}", label=f"R(Z), step {step}")
+        if "delta_R" in rows[0]:
+            ax.plot(layers, [r["delta_R"] for r in rows], "s--", color=f"C{i}", label=f"ΔR, step {step}")
+    ax.set(xlabel="layer", ylabel="nats", title="Coding rate of each attention layer's input")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return _save(fig, out, "coding_rate")

@@ -1,0 +1,231 @@
+"""``prism analyze``: every analysis of one run or checkpoint, as report.md, report.html and report.json.
+
+Every number in the reports is computed here from the checkpoint, the run's metrics.jsonl and the
+data; report.json holds all of them, report.md and the self-contained report.html (figures
+embedded as base64) present them.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from prism_lm.analysis import figures
+from prism_lm.analysis.capture import capture_attention
+from prism_lm.analysis.heads import METRICS, head_statistics
+from prism_lm.analysis.spectral import layer_coding_rates, model_coherence, resonance_table
+from prism_lm.checkpoint import load_model, read_model_config, resolve_checkpoint_dir
+from prism_lm.config import resolve_multiplier
+from prism_lm.data.shards import ShardSet
+from prism_lm.data.tokenizer import Codec
+from prism_lm.errors import PrismError
+from prism_lm.model import PrismLM
+from prism_lm.train.metrics import read_metrics
+
+PAPER_PROBE = ("The frog found a shiny key. ... The frog looked for a door.", "door")
+EMBEDDED_PROBE = ("Once upon a time, there was a little girl named Lily. One day, she found a shiny key in the "
+                  "garden. She had a pet frog named Spot. She ate an apple for lunch. She picked up the shiny key",
+                  "key")
+
+
+def _run_and_checkpoint(path: Path) -> tuple[Path | None, Path]:
+    path = Path(path)
+    ckpt = resolve_checkpoint_dir(path)
+    run = path if (path / "metrics.jsonl").is_file() else None
+    if run is None and (ckpt.parent.parent / "metrics.jsonl").is_file():
+        run = ckpt.parent.parent
+    return run, ckpt
+
+
+def _probe(codec: Codec, probe: str | None, target: str | None) -> tuple[list[int], int, str]:
+    candidates = [(probe, target or probe.split()[-1])] if probe else [PAPER_PROBE, EMBEDDED_PROBE]
+    last_error = None
+    for text, word in candidates:
+        try:
+            ids = codec.encode(text)
+        except PrismError as exc:  # a compact vocabulary may lack the paper's words
+            last_error = exc
+            continue
+        labels = [codec.decode([i]) for i in ids]
+        hits = [k for k, lab in enumerate(labels) if lab.strip().strip(".,") == word]
+        if not hits:
+            raise PrismError(f"target {word!r} is not a token of the probe {text!r}")
+        return ids, hits[-1], text
+    raise PrismError(f"the probe cannot be encoded with this model's vocabulary ({last_error})")
+
+
+@torch.no_grad()
+def analyze_run(path: str | Path, data_dir: str | Path, out: str | Path, max_windows: int = 64,
+                references: list[tuple[str, float]] = (), layer: int | None = None, head: int = 0,
+                probe: str | None = None, target: str | None = None) -> dict[str, Path]:
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise PrismError(f"refusing to write into non-empty {out}; choose a new --out")
+    run, ckpt = _run_and_checkpoint(Path(path))
+    model = load_model(ckpt)
+    _, meta = read_model_config(ckpt)
+    codec = Codec.from_json(meta.get("tokenizer"))
+    split = "val" if len(ShardSet(data_dir, "val")) > model.config.block_size + 1 else "train"
+    shards = ShardSet(data_dir, split)
+    if shards.vocab_size > model.config.vocab_size:
+        raise PrismError(f"data vocabulary ({shards.vocab_size}) does not fit the model ({model.config.vocab_size})")
+    cfg = model.config
+    fig_dir = out / "figures"
+    report: dict = {"checkpoint": str(ckpt), "run": str(run) if run else None, "data": str(data_dir),
+                    "split": split, "model": {**vars(cfg), "parameters": model.num_params()},
+                    "references": [{"label": label, "value": value} for label, value in references]}
+    figs: dict[str, Path] = {}
+
+    records = read_metrics(run / "metrics.jsonl") if run else []
+    if records:
+        figs["loss"] = figures.loss_curves(records, fig_dir, references)
+        figs["grad_norm_lambda"] = figures.grad_norm_and_lambda(records, fig_dir)
+        evals = [r for r in records if r["type"] == "eval"]
+        report["training"] = {"iterations": max(r["iter"] for r in records),
+                              "final_val_loss": evals[-1]["val_loss"] if evals else None}
+
+    stats = head_statistics(model, shards, max_windows=max_windows)
+    report["heads"] = stats
+    for metric in ("mean_distance", "mass_within_8", "antecedent_hit_rate"):
+        if metric in stats["heads"][0]:
+            figs[f"heads_{metric}"] = figures.head_metrics(stats["heads"], metric, fig_dir)
+
+    ids, tgt, text = _probe(codec, probe, target)
+    cache = capture_attention(model, torch.tensor([ids]))
+    layer = len(model.blocks) - 1 if layer is None else layer
+    labels = [codec.decode([i]).replace("\n", "\\n") for i in ids]
+    maps = {s: cache.stream(layer, s)[0, head].numpy() for s in cache.streams[layer]}
+    figs["head_maps"] = figures.stream_maps(maps, labels, tgt, fig_dir, f"Layer {layer}, head {head}: "
+                                            f"query {labels[tgt]!r} highlighted")
+    first = cache.streams[layer][0]
+    figs["target_grid"] = figures.target_grid(cache.stream(layer, first)[0, :, tgt].numpy(), labels, tgt, first,
+                                              layer, fig_dir)
+    report["probe"] = {"text": text, "target": labels[tgt], "target_position": tgt, "layer": layer, "head": head,
+                       "attention_from_target": {s: cache.stream(layer, s)[0, :, tgt, : tgt + 1].tolist()
+                                                 for s in cache.streams[layer]}}
+
+    if cfg.attention == "prism":
+        table = resonance_table(cfg.head_dim, windows=(cfg.block_size, 4 * cfg.block_size))
+        report["resonance"] = {**table, "model_multiplier": resolve_multiplier(cfg.freq_multiplier)}
+        figs["resonance"] = figures.resonance(table, fig_dir)
+        report["coherence"] = {"init": model_coherence(_initial_model(run, cfg)), "trained": model_coherence(model)}
+
+    batch = torch.from_numpy(np.stack([shards.window(w * cfg.block_size, cfg.block_size)
+                                       for w in range(min(4, (len(shards) - 1) // cfg.block_size))]))
+    rates = {"init": layer_coding_rates(_initial_model(run, cfg), batch)}
+    for step_dir in _run_checkpoints(run, ckpt):
+        rates[step_dir.name] = layer_coding_rates(load_model(step_dir), batch)
+    report["coding_rate"] = rates
+    figs["coding_rate"] = figures.coding_rates({_step_of(k): v for k, v in rates.items()}, fig_dir)
+
+    report["figures"] = {k: str(v.relative_to(out)) for k, v in figs.items()}
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    (out / "report.md").write_text(_markdown(report), encoding="utf-8")
+    (out / "report.html").write_text(_html(report, out), encoding="utf-8")
+    return {"md": out / "report.md", "html": out / "report.html", "json": out / "report.json"}
+
+
+def _initial_model(run: Path | None, cfg) -> PrismLM:
+    """The run's model at step 0: the loop seeds with run.seed before building it."""
+    seed = 1337
+    if run and (run / "config.toml").is_file():
+        from prism_lm.config import load_train_config
+
+        seed = load_train_config(run / "config.toml").run.seed
+    torch.manual_seed(seed)
+    return PrismLM(cfg).eval()
+
+
+def _run_checkpoints(run: Path | None, ckpt: Path) -> list[Path]:
+    if run is None:
+        return [ckpt]
+    from prism_lm.train.state import checkpoint_dirs
+
+    return checkpoint_dirs(run) or [ckpt]
+
+
+def _step_of(name: str) -> int:
+    return 0 if name == "init" else int(name.split("-")[-1]) if name.startswith("step-") else -1
+
+
+# --------------------------------------------------------------------------- rendering
+
+def _fmt(x) -> str:
+    return "–" if x is None else f"{x:.4g}" if isinstance(x, float) else str(x)
+
+
+def _tables(report: dict) -> list[tuple[str, list[str], list[list]]]:
+    """(title, header, rows) for every table, shared by the Markdown and HTML renderers."""
+    tables = []
+    heads = report["heads"]
+    cols = [k for k in (*METRICS, "antecedent_hit_rate") if k in heads["heads"][0]]
+    tables.append((f"Head statistics ({heads['windows']} windows, {heads['tokens']:,} tokens)",
+                   ["layer", "head", "stream", *cols],
+                   [[e["layer"], e["head"], e["stream"], *[e[c] for c in cols]] for e in heads["heads"]]))
+    comp = heads.get("comparison")
+    if comp:
+        tables.append((f"{comp['a']} minus {comp['b']} (mean over heads, 95% bootstrap CI)",
+                       ["metric", comp["a"], comp["b"], "difference", "CI low", "CI high"],
+                       [[k, v["mean_a"], v["mean_b"], v["diff"], *v["ci95"]] for k, v in comp.items()
+                        if isinstance(v, dict)]))
+    if "recall_loss" in heads:
+        r = heads["recall_loss"]
+        tables.append(("Loss on recall tokens (embedded-corpus annotations)", ["tokens", "count", "mean loss"],
+                       [["recall", r["recall_tokens"], r["recall_mean"]], ["other", r["other_tokens"], r["other_mean"]],
+                        ["uniform-attention hit rate", "", heads.get("uniform_hit_rate")]]))
+    if "resonance" in report:
+        res = report["resonance"]
+        ws = [str(w) for w in res["windows"]]
+        tables.append((f"RoPE cross-kernel |K_SN| (D = {res['head_dim']}; model m = {res['model_multiplier']:.5g})",
+                       ["m", "value", *[f"matched, W={w}" for w in ws], *[f"all pairs, W={w}" for w in ws]],
+                       [[name, res["named_values"][name], *[res["named"][name][w]["matched"] for w in ws],
+                         *[res["named"][name][w]["all_pairs"] for w in ws]] for name in res["named"]]))
+        coh = report["coherence"]
+        tables.append(("Coherence ‖U_sᵀU_n‖₂ (normalised) per layer", ["layer", "init", "trained"],
+                       [[i, a, b] for i, (a, b) in enumerate(zip(coh["init"], coh["trained"], strict=True))]))
+    rates = report["coding_rate"]
+    keys = [k for k in ("R", "R_signal", "R_noise", "lambda", "delta_R") if k in next(iter(rates.values()))[0]]
+    tables.append(("Coding rate per layer (attention input, ε = 0.5)", ["checkpoint", "layer", *keys],
+                   [[name, r["layer"], *[r.get(k) for k in keys]] for name, rows in rates.items() for r in rows]))
+    return tables
+
+
+def _markdown(report: dict) -> str:
+    m = report["model"]
+    lines = [f"# Analysis of {report['checkpoint']}", "",
+             f"{m['attention'].upper()} attention, {m['n_layer']} layers, {m['n_head']} heads, C = {m['n_embd']}, "
+             f"T = {m['block_size']}, {m['parameters']:,} parameters. Data: {report['data']} ({report['split']}).", ""]
+    if "training" in report:
+        t = report["training"]
+        lines += [f"Trained for {t['iterations']} iterations; final val loss {_fmt(t['final_val_loss'])}.", ""]
+    p = report["probe"]
+    lines += [f"Probe: \"{p['text']}\", target {p['target']!r} (layer {p['layer']}, head {p['head']}).", ""]
+    for title, header, rows in _tables(report):
+        lines += [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(_fmt(x) for x in row) + " |" for row in rows]
+        lines.append("")
+    lines += ["## Figures", ""] + [f"![{k}]({v})" for k, v in report["figures"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def _html(report: dict, out: Path) -> str:
+    body = [f"<h1>Analysis of {html.escape(report['checkpoint'])}</h1>",
+            f"<p>{html.escape(json.dumps({k: report['model'][k] for k in ('attention', 'n_layer', 'n_head')}))}"
+            f", {report['model']['parameters']:,} parameters; probe: {html.escape(report['probe']['text'])}</p>"]
+    for name, rel in report["figures"].items():
+        data = base64.b64encode((out / rel).read_bytes()).decode("ascii")
+        body.append(f"<h3>{html.escape(name)}</h3><img alt='{html.escape(name)}' src='data:image/png;base64,{data}'>")
+    for title, header, rows in _tables(report):
+        body.append(f"<h2>{html.escape(title)}</h2><table><tr>"
+                    + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>")
+        body += ["<tr>" + "".join(f"<td>{html.escape(_fmt(x))}</td>" for x in row) + "</tr>" for row in rows]
+        body.append("</table>")
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:auto}img{max-width:100%}"
+             "table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ccc;padding:2px 6px}")
+    return f"<!doctype html><html><head><meta charset='utf-8'><style>{style}</style></head><body>" \
+           + "\n".join(body) + "</body></html>\n"

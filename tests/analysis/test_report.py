@@ -1,0 +1,57 @@
+import json
+
+import pytest
+
+from prism_lm.analysis.report import analyze_run
+from prism_lm.cli import main
+from prism_lm.errors import PrismError
+from prism_lm.train.loop import train
+from tests.train.helpers import prepare_tiny, tiny_config
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    base = tmp_path_factory.mktemp("a")
+    data = prepare_tiny(base / "d", stories=60)
+    train(tiny_config(data, base / "run", **{"run.max_iters": 8, "run.eval_interval": 4, "model.block_size": 64}))
+    return base
+
+
+def test_report_files_and_numbers(run, tmp_path):
+    paths = analyze_run(run / "run", run / "d", tmp_path / "rep", max_windows=4, references=[("paper", 1.55)])
+    report = json.loads(paths["json"].read_text())
+    assert report["references"] == [{"label": "paper", "value": 1.55}]
+    assert report["training"]["iterations"] == 8
+    assert len(report["heads"]["heads"]) == 2 * 2 * 2  # layers x streams x heads
+    assert len(report["coherence"]["trained"]) == 2 and set(report["coding_rate"]) >= {"init", "step-000008"}
+    assert report["probe"]["target"].strip() == "key"  # compact vocabulary: the embedded probe
+    for name, rel in report["figures"].items():
+        png = tmp_path / "rep" / rel
+        assert png.is_file() and png.with_suffix(".pdf").is_file(), name
+    md, page = paths["md"].read_text(), paths["html"].read_text()
+    assert "signal minus noise" in md and "| layer | head | stream |" in md
+    assert page.count("data:image/png;base64,") == len(report["figures"]) and "<table>" in page
+    with pytest.raises(PrismError, match="non-empty"):
+        analyze_run(run / "run", run / "d", tmp_path / "rep")
+
+
+def test_gpt_checkpoint_and_cli(run, tmp_path, capsys):
+    gpt = tiny_config(run / "d", run / "gpt", **{"model.attention": '"gpt"', "run.max_iters": 2,
+                                                  "model.block_size": 64})
+    train(gpt)
+    assert main(["analyze", str(run / "gpt" / "checkpoints" / "step-000002"), "--data", str(run / "d"),
+                 "--out", str(tmp_path / "g"), "--max-windows", "2",
+                 "--probe", "Once upon a time, Lily found a shiny key", "--target", "shiny",
+                 "--reference", "paper PRISM=1.55"]) == 0
+    out = capsys.readouterr().out
+    assert "report.html" in out
+    report = json.loads((tmp_path / "g" / "report.json").read_text())
+    assert "resonance" not in report and report["heads"]["comparison"] == {}
+    assert report["references"] == [{"label": "paper PRISM", "value": 1.55}]
+    with pytest.raises(SystemExit):
+        main(["analyze", str(run / "gpt"), "--data", str(run / "d"), "--out", str(tmp_path / "i"),
+              "--reference", "1.55"])
+    assert "LABEL=VALUE" in capsys.readouterr().err
+    assert main(["analyze", str(run / "gpt"), "--data", str(run / "d"), "--out", str(tmp_path / "h"),
+                 "--probe", "She found a door"]) == 2
+    assert "outside this model's compact vocabulary" in capsys.readouterr().err

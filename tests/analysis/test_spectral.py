@@ -1,0 +1,64 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from prism_lm.analysis.spectral import coding_rate, coherence, cross_kernel, layer_coding_rates, resonance_table
+from prism_lm.model import PrismLM
+from prism_lm.model.attention import PrismAttention
+from tests.conftest import tiny_config
+
+
+def test_cross_kernel_against_loops():
+    D, W, m = 8, 20, math.pi
+    got = cross_kernel(m, D, W)
+    vals = []
+    for i in range(1, D // 2):
+        for j in range(1, D // 2):
+            ws, wn = (1e4 * m) ** (-i / (D / 2)), (1e4 / m) ** (-j / (D / 2))
+            vals.append((i == j, abs(sum(math.cos(ws * t) * math.cos(wn * t) for t in range(W)) / W)))
+    assert got["matched"] == pytest.approx(np.mean([v for same, v in vals if same]))
+    assert got["all_pairs"] == pytest.approx(np.mean([v for _, v in vals]))
+
+
+def test_multiplier_one_resonates_most():
+    table = resonance_table(64, windows=(128,), sweep=7)
+    matched = {k: v["128"]["matched"] for k, v in table["named"].items()}
+    assert max(matched, key=matched.get) == "1"
+    assert matched["pi"] < matched["1"]
+    assert len(table["sweep_m"]) == 7 and table["sweep"]["128"][0] == pytest.approx(matched["1"])
+
+
+def test_coherence_bounds():
+    attn = PrismAttention(tiny_config(), 0)
+    rows, C = attn.u_proj.weight.shape
+    half, k = rows // 2, C // 2
+    with torch.no_grad():
+        attn.u_proj.weight.zero_()
+        attn.u_proj.weight[:k, :k] = torch.eye(k)  # signal atoms span the first half of the dims
+        attn.u_proj.weight[half:half + k, k:] = torch.eye(k)  # noise atoms span the other half
+    assert coherence(attn) == pytest.approx(0.0, abs=1e-6)
+    with torch.no_grad():
+        attn.u_proj.weight[half:] = attn.u_proj.weight[:half]
+    assert coherence(attn) == pytest.approx(1.0, abs=1e-5)
+    assert coherence(PrismAttention(tiny_config(noise_stream=False), 0)) is None
+
+
+def test_coding_rate_formula():
+    Z = torch.randn(5, 40, dtype=torch.float64)
+    expected = 0.5 * np.linalg.slogdet(np.eye(5) + 5 / (40 * 0.25) * (Z @ Z.T).numpy())[1]
+    assert coding_rate(Z, eps=0.5) == pytest.approx(expected)
+    assert coding_rate(Z.T.contiguous(), eps=0.5) == pytest.approx(
+        0.5 * np.linalg.slogdet(np.eye(40) + 40 / (5 * 0.25) * (Z.T @ Z).numpy())[1])
+    assert coding_rate(torch.zeros(3, 10, dtype=torch.float64)) == 0
+
+
+def test_layer_coding_rates_delta():
+    model = PrismLM(tiny_config())
+    model.set_prism_lambda(0.3)
+    rows = layer_coding_rates(model, torch.randint(0, 97, (2, 16)))
+    assert len(rows) == 2
+    for r in rows:
+        assert r["delta_R"] == pytest.approx(r["R_signal"] - 0.3 * r["R_noise"], rel=1e-6)
+    assert set(layer_coding_rates(PrismLM(tiny_config("gpt")), torch.randint(0, 97, (1, 8)))[0]) == {"layer", "R"}
