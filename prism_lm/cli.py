@@ -109,6 +109,36 @@ def _demo(args) -> None:
     run_demo(args.out, analyze=not args.no_analysis)
 
 
+def _bench(args) -> None:
+    import json
+
+    from prism_lm.bench import bench_decode, bench_train, with_attention
+    from prism_lm.config import load_train_config
+
+    cfg = load_train_config(args.config, args.set)
+    model_cfg = cfg.model if cfg.model.vocab_size else with_vocab(cfg.model, 50304)
+    for kind in args.attention:
+        kind_cfg = with_attention(model_cfg, kind)
+        if args.bench_command == "train":
+            for path in args.path:
+                for chunk in args.loss_chunk if args.loss_chunk is not None else [cfg.run.loss_chunk]:
+                    row = bench_train(kind_cfg, args.batch_size or cfg.run.batch_size, args.steps, args.warmup,
+                                      args.device, args.dtype, args.compile, path == "eager", chunk)
+                    print(json.dumps(row), flush=True)
+        else:
+            for batch in args.batch_size:
+                for cache in args.cache:
+                    row = bench_decode(kind_cfg, batch, args.prompt_len, args.new_tokens, cache == "on",
+                                       args.device, args.dtype)
+                    print(json.dumps(row), flush=True)
+
+
+def with_vocab(cfg, vocab_size: int):
+    import dataclasses
+
+    return dataclasses.replace(cfg, vocab_size=vocab_size)
+
+
 def _reference(text: str) -> tuple[str, float]:
     label, _, value = text.rpartition("=")
     try:
@@ -184,6 +214,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--probe", default=None, help="probe text (default: the paper's frog/key/door sentence)")
     p.add_argument("--target", default=None, help="target word of the probe (default: its last word)")
     p.set_defaults(func=_analyze)
+
+    bench = sub.add_parser("bench", help="throughput: JSON lines with tokens/s, step time, MFU, peak memory")
+    bench_sub = bench.add_subparsers(dest="bench_command", required=True)
+    for name, text in (("train", "training steps (forward, backward, AdamW) on random tokens"),
+                       ("decode", "greedy decoding from a random prompt, with and without the KV cache")):
+        p = bench_sub.add_parser(name, help=text)
+        p.add_argument("--config", default="prism-50m-tinystories", help="config name or TOML path (model shape)")
+        p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+        p.add_argument("--attention", nargs="+", choices=["prism", "gpt", "diff"], default=["prism", "gpt", "diff"],
+                       help="attention kinds to measure at the config's dimensions")
+        p.add_argument("--device", default="auto")
+        p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
+        p.set_defaults(func=_bench)
+        if name == "train":
+            p.add_argument("--batch-size", type=int, default=None, help="default: the config's run.batch_size")
+            p.add_argument("--steps", type=int, default=10, help="timed steps")
+            p.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation, allocator)")
+            p.add_argument("--path", nargs="+", choices=["fast", "eager"], default=["fast", "eager"],
+                           help="attention paths: SDPA (fast) and the written-out softmax (eager)")
+            p.add_argument("--loss-chunk", type=int, nargs="+", default=None,
+                           help="LM-head chunk sizes to measure (0 = full logits; default: run.loss_chunk)")
+            p.add_argument("--compile", action="store_true", help="torch.compile the model")
+        else:
+            p.add_argument("--batch-size", type=int, nargs="+", default=[1])
+            p.add_argument("--prompt-len", type=int, default=16)
+            p.add_argument("--new-tokens", type=int, default=256)
+            p.add_argument("--cache", nargs="+", choices=["on", "off"], default=["on", "off"])
 
     data = sub.add_parser("data", help="prepare and inspect token shards").add_subparsers(dest="data_command",
                                                                                          required=True)

@@ -154,11 +154,14 @@ class RunConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     dtype: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | float32 | bfloat16
     compile: bool = False
+    loss_chunk: int = 0  # > 0: LM head + cross-entropy in chunks of this many positions (no full logits)
     parallel: str = "ddp"  # ddp | fsdp (only used under torchrun with world size > 1)
     tensorboard: bool = True
     progress: bool = True
 
     def validate(self) -> None:
+        if self.loss_chunk < 0:
+            raise PrismError(f"run.loss_chunk must be >= 0 (0 = plain head), got {self.loss_chunk}")
         for name in ("max_iters", "batch_size", "grad_accum", "eval_interval", "eval_iters",
                      "log_interval", "checkpoint_interval", "keep_checkpoints"):
             if getattr(self, name) < 1:

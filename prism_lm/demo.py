@@ -145,6 +145,11 @@ def _report(results: list[DemoResult], entropy: float, train_tokens: int, report
             for stream, n, means in stream_summary(json.loads(paths["json"].read_text(encoding="utf-8"))):
                 lines.append(f"| {name} | {stream} | {n} | " + " | ".join(
                     "–" if v is None else f"{v:.3f}" for v in means) + " |")
+        uniform = [json.loads(p["json"].read_text(encoding="utf-8"))["heads"].get("uniform_hit_rate")
+                   for p in reports.values()]
+        if uniform[0] is not None:
+            lines += ["", f"A head that spread its mass evenly over the past would have an antecedent hit rate of "
+                      f"{uniform[0]:.3f}."]
         lines.append("")
         for name, paths in reports.items():
             lines.append(f"- {name}: [{paths['md']}]({paths['md']}), [{paths['html']}]({paths['html']}), "

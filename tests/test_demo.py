@@ -30,6 +30,6 @@ def test_demo_end_to_end_small(tmp_path):
     for row in ("| PRISM | signal | 16 |", "| PRISM | noise | 16 |", "| GPT | main | 16 |"):
         assert row in report
     assert f"unigram entropy {result['unigram_entropy']:.3f}" in report
-    assert any("val loss" in line for line in logs)
+    assert any("val loss" in line for line in logs) and "spread its mass evenly" in report
     # never overwrites an earlier demo
     assert main(["demo", "--out", str(tmp_path / "demo")]) == 2

@@ -9,7 +9,8 @@ Design choices:
 - The model knows nothing of training: no optimizer, no MFU, no schedules. The λ schedule is a
   pure function of the step (``prism_lambda_at``); the loop writes its value with ``set_prism_lambda``.
   Compile/DDP/FSDP wrap the model from outside.
-- ``model(idx)`` returns logits (B, T, V); ``model(idx, targets)`` returns (logits, mean CE).
+- ``model(idx)`` returns logits (B, T, V); ``model(idx, targets)`` returns (logits, mean CE), or
+  (None, mean CE) from a chunked head + loss that never holds all logits (``loss_chunk_size``).
 - ``generate`` prefills a KV cache, then feeds one token per step. Past ``block_size`` the
   learned position table ends, so it falls back to recomputing the last ``block_size`` tokens,
   exactly as uncached decoding does.
@@ -25,6 +26,7 @@ from torch import nn
 
 from prism_lm.config import ModelConfig
 from prism_lm.model.attention import ATTENTION_CLASSES, KVCache, PrismAttention
+from prism_lm.model.loss import chunked_linear_cross_entropy
 
 
 def prism_lambda_at(step: int, t_max: int, lambda_start: float, lambda_end: float) -> float:
@@ -73,6 +75,7 @@ class PrismLM(nn.Module):
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
         self.lm_head.weight = self.wte.weight  # tied input/output embedding
         self.eager_attention = False  # True: write the softmax out (slow; for tests and analysis)
+        self.loss_chunk_size = 0  # > 0: model(idx, targets) returns (None, loss) without full logits
         self.reset_parameters()
 
     # ------------------------------------------------------------------ init and bookkeeping
@@ -121,8 +124,14 @@ class PrismLM(nn.Module):
         return self.ln_f(x), maps
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
-        """idx (B, T) int64 -> logits (B, T, V); with targets (B, T) -> (logits, mean CE, -1 ignored)."""
+        """idx (B, T) int64 -> logits (B, T, V); with targets (B, T) -> (logits, mean CE, -1 ignored).
+
+        With ``loss_chunk_size`` > 0 and targets, the loss is computed chunk by chunk and the
+        logits are returned as None (see ``loss.py``).
+        """
         x, _ = self._hidden(idx)
+        if targets is not None and self.loss_chunk_size > 0:
+            return None, chunked_linear_cross_entropy(x, self.lm_head.weight, targets, self.loss_chunk_size)
         logits = self.lm_head(x)
         if targets is None:
             return logits
@@ -137,6 +146,10 @@ class PrismLM(nn.Module):
     # ------------------------------------------------------------------ generation
     def new_kv_caches(self, max_len: int) -> list[KVCache]:
         return [KVCache(max_len) for _ in self.blocks]
+
+    def _last_logits(self, idx: torch.Tensor, caches: list[KVCache] | None = None) -> torch.Tensor:
+        """(B, T) -> logits of the last position (B, V): the head runs on one position only."""
+        return self.lm_head(self._hidden(idx, caches)[0][:, -1])
 
     @torch.no_grad()
     def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
@@ -153,9 +166,9 @@ class PrismLM(nn.Module):
         caches = None
         if use_cache and idx.size(1) < block:
             caches = self.new_kv_caches(min(block, idx.size(1) + max_new_tokens))
-            logits = self.lm_head(self._hidden(idx, caches)[0][:, -1])
+            logits = self._last_logits(idx, caches)
         else:
-            logits = self(idx[:, -block:])[:, -1]
+            logits = self._last_logits(idx[:, -block:])
         done = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
         for step in range(max_new_tokens):
             nxt = sample_next(logits, temperature, top_k, top_p, generator)  # (B,)
@@ -166,9 +179,9 @@ class PrismLM(nn.Module):
             if step == max_new_tokens - 1 or (stop_token is not None and bool(done.all())):
                 break
             if caches is not None and idx.size(1) <= block:
-                logits = self.lm_head(self._hidden(nxt[:, None], caches)[0][:, -1])
+                logits = self._last_logits(nxt[:, None], caches)
             else:  # past the position table: recompute the last block_size tokens
-                logits = self(idx[:, -block:])[:, -1]
+                logits = self._last_logits(idx[:, -block:])
         return idx
 
 

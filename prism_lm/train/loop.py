@@ -125,6 +125,7 @@ def _train(cfg: TrainConfig, resume: str | None, world) -> dict:
 
     torch.manual_seed(cfg.run.seed)
     model = PrismLM(cfg.model).to(device)
+    model.loss_chunk_size = cfg.run.loss_chunk
     # wrap before the optimizer exists: FSDP2 replaces parameters with sharded DTensors in place
     train_model = wrap_model(model, world, cfg.run.parallel, cfg.run.compile)
     optimizer, names = build_optimizer(model, cfg, device)

@@ -1,0 +1,143 @@
+"""``prism bench``: training and decoding throughput, one JSON line per measured variant.
+
+Design choices:
+- Random tokens, so the numbers measure the model and the optimizer, not the data pipeline.
+- Training steps are timed as the loop runs them: autocast (bf16 on CUDA), fused AdamW on CUDA,
+  clipping, optional ``torch.compile`` applied from outside. Warm-up steps (compilation, allocator)
+  are excluded; the clock stops after a device synchronisation, and nothing in the timed loop
+  reads a value back to the host.
+- Every variant of a run uses the same shapes, so PRISM, GPT, DIFF and the eager path are
+  comparable line by line. MFU counts each attention kind's own FLOPs (``flops_per_token``).
+- Peak memory is ``torch.cuda.max_memory_allocated`` on CUDA; on CPU it is not measured (null).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+import time
+from contextlib import nullcontext
+
+import torch
+
+from prism_lm.config import ModelConfig
+from prism_lm.errors import PrismError
+from prism_lm.model import PrismLM
+from prism_lm.train.metrics import flops_per_token, peak_flops
+from prism_lm.train.parallel import resolve_device
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _reset_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _peak_gib(device: torch.device) -> float | None:
+    return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def _autocast(device: torch.device, dtype: str):
+    if dtype == "bfloat16" or (dtype == "auto" and device.type == "cuda"):
+        return torch.autocast(device.type, dtype=torch.bfloat16), "bfloat16"
+    return nullcontext(), "float32"
+
+
+def _model(cfg: ModelConfig, device: torch.device, eager: bool, loss_chunk: int) -> PrismLM:
+    torch.manual_seed(0)
+    model = PrismLM(cfg).to(device)
+    model.eager_attention, model.loss_chunk_size = eager, loss_chunk
+    return model
+
+
+def bench_train(cfg: ModelConfig, batch_size: int, steps: int = 10, warmup: int = 3, device: str = "auto",
+                dtype: str = "auto", compile_model: bool = False, eager: bool = False,
+                loss_chunk: int = 0) -> dict:
+    """Tokens/s, step time, MFU and peak memory of full training steps (forward, backward, AdamW)."""
+    dev = resolve_device(device)
+    _reset_memory(dev)
+    model = _model(cfg, dev, eager, loss_chunk)
+    model.train()
+    step_model = torch.compile(model) if compile_model else model
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": 0.1},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    optimizer = torch.optim.AdamW(groups, lr=1e-4, betas=(0.9, 0.95), fused=dev.type == "cuda")
+    ctx, used_dtype = _autocast(dev, dtype)
+    T = cfg.block_size
+    tokens = torch.randint(0, cfg.vocab_size, (warmup + steps, batch_size, T + 1), device=dev)
+
+    def step(i: int) -> None:
+        with ctx:
+            _, loss = step_model(tokens[i, :, :-1], tokens[i, :, 1:])
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    for i in range(warmup):
+        step(i)
+    _sync(dev)
+    t0 = time.perf_counter()
+    for i in range(warmup, warmup + steps):
+        step(i)
+    _sync(dev)
+    seconds = (time.perf_counter() - t0) / steps
+    tps = batch_size * T / seconds
+    n_params = model.num_params()
+    peak = peak_flops(dev)
+    return {"bench": "train", **_variant(cfg, eager, compile_model, loss_chunk), "device": device_name(dev),
+            "dtype": used_dtype, "batch_size": batch_size, "seq_len": T, "params": n_params,
+            "tokens_per_s": tps, "step_ms": 1000 * seconds,
+            "mfu": tps * flops_per_token(cfg, n_params, T) / peak if peak else None,
+            "peak_mem_gib": _peak_gib(dev), "steps": steps}
+
+
+@torch.no_grad()
+def bench_decode(cfg: ModelConfig, batch_size: int = 1, prompt_len: int = 16, new_tokens: int = 256,
+                 use_cache: bool = True, device: str = "auto", dtype: str = "auto", repeats: int = 1) -> dict:
+    """Greedy decoding throughput: new tokens per second over all rows, prefill included."""
+    dev = resolve_device(device)
+    if prompt_len + new_tokens > cfg.block_size:
+        raise PrismError(f"prompt_len + new_tokens ({prompt_len + new_tokens}) exceeds block_size {cfg.block_size}")
+    _reset_memory(dev)
+    model = _model(cfg, dev, eager=False, loss_chunk=0).eval()
+    if dev.type == "cuda" and dtype in ("auto", "bfloat16"):
+        model = model.to(torch.bfloat16)
+        used_dtype = "bfloat16"
+    else:
+        used_dtype = "float32"
+    prompt = torch.randint(0, cfg.vocab_size, (batch_size, prompt_len), device=dev)
+    model.generate(prompt, min(8, new_tokens), temperature=0.0, use_cache=use_cache)  # warm-up
+    _sync(dev)
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        out = model.generate(prompt, new_tokens, temperature=0.0, use_cache=use_cache)
+    _sync(dev)
+    seconds = (time.perf_counter() - t0) / repeats
+    return {"bench": "decode", "attention": cfg.attention, "kv_cache": use_cache, "device": device_name(dev),
+            "dtype": used_dtype, "batch_size": batch_size, "prompt_len": prompt_len,
+            "new_tokens": out.size(1) - prompt_len, "seconds": seconds,
+            "tokens_per_s": batch_size * (out.size(1) - prompt_len) / seconds,
+            "ms_per_token": 1000 * seconds / (out.size(1) - prompt_len), "peak_mem_gib": _peak_gib(dev)}
+
+
+def _variant(cfg: ModelConfig, eager: bool, compiled: bool, loss_chunk: int) -> dict:
+    return {"attention": cfg.attention, "path": "eager" if eager else "fast", "compile": compiled,
+            "loss_chunk": loss_chunk, "n_layer": cfg.n_layer, "n_head": cfg.n_head, "n_embd": cfg.n_embd}
+
+
+def with_attention(cfg: ModelConfig, kind: str) -> ModelConfig:
+    """The same dimensions with another attention kind (GPT and DIFF ignore the PRISM knobs)."""
+    return dataclasses.replace(cfg, attention=kind)
