@@ -113,7 +113,7 @@ def bench_decode(cfg: ModelConfig, batch_size: int = 1, prompt_len: int = 16, ne
         raise PrismError(f"prompt_len + new_tokens ({prompt_len + new_tokens}) exceeds block_size {cfg.block_size}")
     _reset_memory(dev)
     model = _model(cfg, dev, eager=False, loss_chunk=0).eval()
-    if dev.type == "cuda" and dtype in ("auto", "bfloat16"):
+    if dtype == "bfloat16" or (dtype == "auto" and dev.type == "cuda"):
         model = model.to(torch.bfloat16)
         used_dtype = "bfloat16"
     else:

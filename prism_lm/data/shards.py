@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from prism_lm.data.embedded import KINDS
-from prism_lm.data.sources import Document, Source
+from prism_lm.data.sources import Document, Source, file_sha256
 from prism_lm.data.tokenizer import EOT_ID, GPT2_VOCAB, Codec, gpt2_encoding
 from prism_lm.errors import PrismError
 
@@ -141,14 +141,6 @@ class _SplitWriter:
         return info
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _limited(sources: list[Source], max_docs: int | None):
     n = 0
     for source in sources:
@@ -224,7 +216,7 @@ def prepare(specs: list[str], out_dir: str | Path, val_fraction: float = 0.01, m
         codec = Codec(_compact(tmp, splits)) if compact_vocab else Codec()
         for info in splits.values():
             for shard in info["shards"]:
-                shard["sha256"] = _sha256(tmp / shard["file"])
+                shard["sha256"] = file_sha256(tmp / shard["file"])
         manifest = {"format": FORMAT, "inputs": inputs, "tokenizer": codec.to_json(),
                     "dtype": "uint16", "header_bytes": HEADER_BYTES,
                     "annotation_kinds": list(KINDS), "splits": splits}

@@ -198,14 +198,14 @@ def _file_fingerprint(path: Path) -> dict:
         digest = hashlib.sha256()
         for p in files:
             digest.update(str(p.relative_to(path)).encode())
-            digest.update(_sha256(p).encode())
+            digest.update(file_sha256(p).encode())
         return {"path": str(path), "sha256": digest.hexdigest()}
     if not path.is_file():
         raise PrismError(f"source file not found: {path}")
-    return {"path": str(path), "bytes": path.stat().st_size, "sha256": _sha256(path)}
+    return {"path": str(path), "bytes": path.stat().st_size, "sha256": file_sha256(path)}
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):

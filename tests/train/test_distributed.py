@@ -1,5 +1,7 @@
-"""torchrun with 2 gloo processes on CPU gives the losses of 1 process with the same global batch."""
+"""torchrun with 2 gloo processes on CPU gives the losses of 1 process with the same global batch,
+and a 2-process run resumed from a mid-run checkpoint repeats its losses exactly (DDP and FSDP2)."""
 
+import shutil
 import subprocess
 import sys
 
@@ -26,14 +28,27 @@ def _losses(run):
     return [r["train_loss"] for r in read_metrics(run / "metrics.jsonl") if r["type"] == "iter"]
 
 
+def _torchrun(args):
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "prism_lm.cli", *args], capture_output=True, text=True, env=cli_env(), timeout=300)
+
+
+def _torchrun_resumed_copy(run, copy, data, parallel):
+    """Copy a finished run, drop its last checkpoint (step 8), and resume from step 4 in 2 processes."""
+    shutil.copytree(run, copy)
+    shutil.rmtree(copy / "checkpoints" / "step-000008")
+    return _torchrun(["train", *_sets(data, copy, parallel), "--resume", "auto"])
+
+
 @pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
 def test_two_processes_match_one(data, tmp_path, parallel):
     single = run_cli(["train", *_sets(data, tmp_path / "one", parallel)])
     assert single.returncode == 0, single.stderr
-    multi = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                            "-m", "prism_lm.cli", "train", *_sets(data, tmp_path / "two", parallel)],
-                           capture_output=True, text=True, env=cli_env(), timeout=300)
+    multi = _torchrun(["train", *_sets(data, tmp_path / "two", parallel)])
     assert multi.returncode == 0, multi.stderr[-3000:]
+    resumed = _torchrun_resumed_copy(tmp_path / "two", tmp_path / "resumed", data, parallel)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert _losses(tmp_path / "resumed") == _losses(tmp_path / "two")  # bitwise, steps 5-8 recomputed
     one, two = _losses(tmp_path / "one"), _losses(tmp_path / "two")
     assert len(one) == len(two) == 8
     assert one[0] != one[-1]
