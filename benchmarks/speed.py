@@ -15,9 +15,9 @@ import sys
 GPU = [
     # training at the paper shape: batch 32, T 512, bf16, compiled; full logits vs chunked head
     ["train", "--batch-size", "32", "--steps", "20", "--warmup", "5", "--compile", "--path", "fast",
-     "--loss-chunk", "0", "4096"],
+     "--loss-chunk", "0", "2048", "8192"],
     ["train", "--batch-size", "32", "--steps", "10", "--warmup", "2", "--path", "eager", "--attention", "prism",
-     "--loss-chunk", "4096"],
+     "--loss-chunk", "2048"],
     ["decode", "--batch-size", "1", "8", "32", "--cache", "on"],
     ["decode", "--batch-size", "1", "--cache", "off", "--attention", "prism"],
 ]

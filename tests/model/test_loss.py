@@ -46,3 +46,20 @@ def test_model_with_chunked_loss_trains_the_same_tied_weights():
     torch.testing.assert_close(chunked, plain)
     for n, p in model.named_parameters():
         torch.testing.assert_close(p.grad, ref[n], rtol=1e-5, atol=1e-6, msg=n)
+
+
+@pytest.mark.slow
+def test_chunked_loss_under_torch_compile():
+    """The paper configs turn the chunked loss on and may compile: both together give the eager numbers."""
+    model = PrismLM(tiny_config(dropout=0.0))
+    model.loss_chunk_size = 16
+    reference = PrismLM(tiny_config(dropout=0.0))
+    reference.load_state_dict(model.state_dict())
+    idx, tgt = torch.randint(0, 97, (3, 20)), torch.randint(0, 97, (3, 20))
+    _, loss = torch.compile(model)(idx, tgt)
+    loss.backward()
+    _, expected = reference(idx, tgt)
+    expected.backward()
+    torch.testing.assert_close(loss, expected)
+    for a, b in zip(model.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-6)
