@@ -16,13 +16,13 @@ from __future__ import annotations
 import dataclasses
 import platform
 import time
-from contextlib import nullcontext
 
 import torch
 
-from prism_lm.config import ModelConfig
+from prism_lm.config import ModelConfig, RunConfig, TrainConfig
 from prism_lm.errors import PrismError
 from prism_lm.model import PrismLM
+from prism_lm.train.loop import autocast_for, build_optimizer
 from prism_lm.train.metrics import flops_per_token, peak_flops
 from prism_lm.train.parallel import resolve_device
 
@@ -48,10 +48,8 @@ def device_name(device: torch.device) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
-def _autocast(device: torch.device, dtype: str):
-    if dtype == "bfloat16" or (dtype == "auto" and device.type == "cuda"):
-        return torch.autocast(device.type, dtype=torch.bfloat16), "bfloat16"
-    return nullcontext(), "float32"
+def _uses_bf16(device: torch.device, dtype: str) -> bool:
+    return dtype == "bfloat16" or (dtype == "auto" and device.type == "cuda")
 
 
 def _model(cfg: ModelConfig, device: torch.device, eager: bool, loss_chunk: int) -> PrismLM:
@@ -64,17 +62,19 @@ def _model(cfg: ModelConfig, device: torch.device, eager: bool, loss_chunk: int)
 def bench_train(cfg: ModelConfig, batch_size: int, steps: int = 10, warmup: int = 3, device: str = "auto",
                 dtype: str = "auto", compile_model: bool = False, eager: bool = False,
                 loss_chunk: int = 0) -> dict:
-    """Tokens/s, step time, MFU and peak memory of full training steps (forward, backward, AdamW)."""
+    """Tokens/s, step time, MFU and peak memory of full training steps (forward, backward, AdamW).
+
+    The optimizer and autocast are the training loop's own, with the paper's optimizer settings.
+    """
     dev = resolve_device(device)
     _reset_memory(dev)
     model = _model(cfg, dev, eager, loss_chunk)
     model.train()
     step_model = torch.compile(model) if compile_model else model
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": 0.1},
-              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    optimizer = torch.optim.AdamW(groups, lr=1e-4, betas=(0.9, 0.95), fused=dev.type == "cuda")
-    ctx, used_dtype = _autocast(dev, dtype)
+    used_dtype = "bfloat16" if _uses_bf16(dev, dtype) else "float32"
+    train_cfg = TrainConfig(model=cfg, run=RunConfig(dtype=used_dtype))
+    optimizer, _ = build_optimizer(model, train_cfg, dev)
+    ctx = autocast_for(train_cfg, dev)
     T = cfg.block_size
     tokens = torch.randint(0, cfg.vocab_size, (warmup + steps, batch_size, T + 1), device=dev)
 
@@ -113,7 +113,7 @@ def bench_decode(cfg: ModelConfig, batch_size: int = 1, prompt_len: int = 16, ne
         raise PrismError(f"prompt_len + new_tokens ({prompt_len + new_tokens}) exceeds block_size {cfg.block_size}")
     _reset_memory(dev)
     model = _model(cfg, dev, eager=False, loss_chunk=0).eval()
-    if dtype == "bfloat16" or (dtype == "auto" and dev.type == "cuda"):
+    if _uses_bf16(dev, dtype):
         model = model.to(torch.bfloat16)
         used_dtype = "bfloat16"
     else:
@@ -139,5 +139,8 @@ def _variant(cfg: ModelConfig, eager: bool, compiled: bool, loss_chunk: int) -> 
 
 
 def with_attention(cfg: ModelConfig, kind: str) -> ModelConfig:
-    """The same dimensions with another attention kind (GPT and DIFF ignore the PRISM knobs)."""
-    return dataclasses.replace(cfg, attention=kind)
+    """The same dimensions with another attention kind (GPT and DIFF ignore the PRISM knobs).
+
+    A training config's vocab_size of 0 ("from the data") becomes GPT-2's padded 50,304.
+    """
+    return dataclasses.replace(cfg, attention=kind, vocab_size=cfg.vocab_size or 50304)

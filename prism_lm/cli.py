@@ -116,9 +116,8 @@ def _bench(args) -> None:
     from prism_lm.config import load_train_config
 
     cfg = load_train_config(args.config, args.set)
-    model_cfg = cfg.model if cfg.model.vocab_size else with_vocab(cfg.model, 50304)
     for kind in args.attention:
-        kind_cfg = with_attention(model_cfg, kind)
+        kind_cfg = with_attention(cfg.model, kind)
         if args.bench_command == "train":
             for path in args.path:
                 for chunk in args.loss_chunk if args.loss_chunk is not None else [cfg.run.loss_chunk]:
@@ -131,12 +130,6 @@ def _bench(args) -> None:
                     row = bench_decode(kind_cfg, batch, args.prompt_len, args.new_tokens, cache == "on",
                                        args.device, args.dtype)
                     print(json.dumps(row), flush=True)
-
-
-def with_vocab(cfg, vocab_size: int):
-    import dataclasses
-
-    return dataclasses.replace(cfg, vocab_size=vocab_size)
 
 
 def _reference(text: str) -> tuple[str, float]:

@@ -29,7 +29,8 @@ def test_bench_decode_counts_tokens_and_rejects_overlong_requests():
 
 def test_with_attention_keeps_dimensions():
     cfg = with_attention(tiny_config(), "diff")
-    assert cfg.attention == "diff" and cfg.n_embd == 32 and tiny_config().attention == "prism"
+    assert cfg.attention == "diff" and cfg.n_embd == 32 and cfg.vocab_size == 97
+    assert with_attention(tiny_config(vocab_size=0), "gpt").vocab_size == 50304
 
 
 def test_cli_prints_one_json_line_per_variant(capsys):

@@ -36,8 +36,8 @@ from prism_lm.train.state import (
 )
 
 
-def optimizer_groups(model: PrismLM) -> tuple[list[dict], list[list[str]]]:
-    """Weight decay on tensors with >= 2 dims only (matrices, embeddings); names per group."""
+def optimizer_groups(model: PrismLM) -> tuple[list[list[str]], list[list[torch.nn.Parameter]]]:
+    """(names, parameters) of two groups: decayed (>= 2 dims: matrices, embeddings), then not decayed."""
     decay = [(n, p) for n, p in model.named_parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [(n, p) for n, p in model.named_parameters() if p.requires_grad and p.dim() < 2]
     return [[n for n, _ in decay], [n for n, _ in no_decay]], [[p for _, p in decay], [p for _, p in no_decay]]
