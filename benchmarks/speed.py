@@ -18,13 +18,13 @@ GPU = [
      "--loss-chunk", "0", "2048", "8192"],
     ["train", "--batch-size", "32", "--steps", "10", "--warmup", "2", "--path", "eager", "--attention", "prism",
      "--loss-chunk", "2048"],
-    ["decode", "--batch-size", "1", "8", "32", "--cache", "on"],
-    ["decode", "--batch-size", "1", "--cache", "off", "--attention", "prism"],
+    ["decode", "--batch-size", "1", "8", "32", "--cache", "dynamic", "compiled"],
+    ["decode", "--batch-size", "1", "--cache", "none", "--attention", "prism"],
 ]
 CPU = [
     ["train", "--batch-size", "4", "--steps", "3", "--warmup", "1", "--set", "model.block_size=256",
      "--loss-chunk", "0", "1024"],
-    ["decode", "--batch-size", "1", "--cache", "on", "off"],
+    ["decode", "--batch-size", "1", "--cache", "dynamic", "none"],
 ]
 
 

@@ -104,10 +104,20 @@ def bench_train(cfg: ModelConfig, batch_size: int, steps: int = 10, warmup: int 
             "peak_mem_gib": _peak_gib(dev), "steps": steps}
 
 
+CACHE_MODES = ("dynamic", "static", "compiled", "none")
+
+
 @torch.no_grad()
 def bench_decode(cfg: ModelConfig, batch_size: int = 1, prompt_len: int = 16, new_tokens: int = 256,
-                 use_cache: bool = True, device: str = "auto", dtype: str = "auto", repeats: int = 1) -> dict:
-    """Greedy decoding throughput: new tokens per second over all rows, prefill included."""
+                 cache: str = "dynamic", device: str = "auto", dtype: str = "auto", repeats: int = 1) -> dict:
+    """Greedy decoding throughput: new tokens per second over all rows, prefill included.
+
+    ``cache``: "dynamic" (growing KV cache), "static" (fixed-shape buffers), "compiled" (static,
+    with ``decode_step`` compiled: CUDA graphs on CUDA via mode="reduce-overhead"), or "none"
+    (every step recomputes the whole prefix).
+    """
+    if cache not in CACHE_MODES:
+        raise PrismError(f"cache must be one of {CACHE_MODES}, got {cache!r}")
     dev = resolve_device(device)
     if prompt_len + new_tokens > cfg.block_size:
         raise PrismError(f"prompt_len + new_tokens ({prompt_len + new_tokens}) exceeds block_size {cfg.block_size}")
@@ -118,15 +128,22 @@ def bench_decode(cfg: ModelConfig, batch_size: int = 1, prompt_len: int = 16, ne
         used_dtype = "bfloat16"
     else:
         used_dtype = "float32"
+    step = None
+    if cache == "compiled":
+        mode = "reduce-overhead" if dev.type == "cuda" else "default"
+        step = torch.compile(model.decode_step, mode=mode, fullgraph=True)
+    options = {"temperature": 0.0, "use_cache": cache != "none", "static_cache": cache in ("static", "compiled"),
+               "decode_step": step}
     prompt = torch.randint(0, cfg.vocab_size, (batch_size, prompt_len), device=dev)
-    model.generate(prompt, min(8, new_tokens), temperature=0.0, use_cache=use_cache)  # warm-up
+    # warm-up; compiled steps need the timed run's cache length, or they would compile again
+    model.generate(prompt, new_tokens if step else min(8, new_tokens), **options)
     _sync(dev)
     t0 = time.perf_counter()
     for _ in range(repeats):
-        out = model.generate(prompt, new_tokens, temperature=0.0, use_cache=use_cache)
+        out = model.generate(prompt, new_tokens, **options)
     _sync(dev)
     seconds = (time.perf_counter() - t0) / repeats
-    return {"bench": "decode", "attention": cfg.attention, "kv_cache": use_cache, "device": device_name(dev),
+    return {"bench": "decode", "attention": cfg.attention, "cache": cache, "device": device_name(dev),
             "dtype": used_dtype, "batch_size": batch_size, "prompt_len": prompt_len,
             "new_tokens": out.size(1) - prompt_len, "seconds": seconds,
             "tokens_per_s": batch_size * (out.size(1) - prompt_len) / seconds,

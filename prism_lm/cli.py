@@ -127,8 +127,8 @@ def _bench(args) -> None:
         else:
             for batch in args.batch_size:
                 for cache in args.cache:
-                    row = bench_decode(kind_cfg, batch, args.prompt_len, args.new_tokens, cache == "on",
-                                       args.device, args.dtype)
+                    row = bench_decode(kind_cfg, batch, args.prompt_len, args.new_tokens, cache, args.device,
+                                       args.dtype)
                     print(json.dumps(row), flush=True)
 
 
@@ -211,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="throughput: JSON lines with tokens/s, step time, MFU, peak memory")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True)
     for name, text in (("train", "training steps (forward, backward, AdamW) on random tokens"),
-                       ("decode", "greedy decoding from a random prompt, with and without the KV cache")):
+                       ("decode", "greedy decoding from a random prompt, with each kind of KV cache and without")):
         p = bench_sub.add_parser(name, help=text)
         p.add_argument("--config", default="prism-50m-tinystories", help="config name or TOML path (model shape)")
         p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
@@ -233,7 +233,10 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--batch-size", type=int, nargs="+", default=[1])
             p.add_argument("--prompt-len", type=int, default=16)
             p.add_argument("--new-tokens", type=int, default=256)
-            p.add_argument("--cache", nargs="+", choices=["on", "off"], default=["on", "off"])
+            p.add_argument("--cache", nargs="+", choices=["dynamic", "static", "compiled", "none"],
+                           default=["dynamic", "none"],
+                           help="KV cache: growing, fixed-shape, fixed-shape with a compiled step (CUDA graphs "
+                                "on CUDA), or none (recompute the prefix)")
 
     data = sub.add_parser("data", help="prepare and inspect token shards").add_subparsers(dest="data_command",
                                                                                          required=True)

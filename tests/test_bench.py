@@ -20,11 +20,13 @@ def test_bench_train_record_is_consistent():
 
 def test_bench_decode_counts_tokens_and_rejects_overlong_requests():
     cfg = tiny_config(block_size=64)
-    row = bench_decode(cfg, batch_size=3, prompt_len=4, new_tokens=20, use_cache=True, device="cpu")
-    assert row["new_tokens"] == 20 and row["kv_cache"] is True
+    row = bench_decode(cfg, batch_size=3, prompt_len=4, new_tokens=20, cache="static", device="cpu")
+    assert row["new_tokens"] == 20 and row["cache"] == "static"
     assert row["tokens_per_s"] == pytest.approx(3 * 20 / row["seconds"])
     with pytest.raises(PrismError, match="exceeds block_size"):
         bench_decode(cfg, prompt_len=16, new_tokens=60, device="cpu")
+    with pytest.raises(PrismError, match="cache must be one of"):
+        bench_decode(cfg, cache="on", device="cpu")
 
 
 def test_with_attention_keeps_dimensions():
@@ -44,7 +46,7 @@ def test_cli_prints_one_json_line_per_variant(capsys):
     assert main(["bench", "decode", "--config", "tiny-prism-cpu", *sets, "--new-tokens", "8", "--attention",
                  "diff", "--batch-size", "1", "2", "--device", "cpu"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert [(r["batch_size"], r["kv_cache"]) for r in rows] == [(1, True), (1, False), (2, True), (2, False)]
+    assert [(r["batch_size"], r["cache"]) for r in rows] == [(1, "dynamic"), (1, "none"), (2, "dynamic"), (2, "none")]
     assert main(["bench", "decode", "--config", "tiny-prism-cpu", "--set", "model.nope=1"]) == 2
 
 
@@ -56,5 +58,6 @@ def test_bench_on_cuda_reports_memory_and_mfu():
     assert row["dtype"] == "bfloat16" and row["peak_mem_gib"] > 0
     if torch.cuda.get_device_name().startswith(("NVIDIA H100", "NVIDIA H200", "NVIDIA A100")):
         assert 0 < row["mfu"] < 1
-    dec = bench_decode(cfg, prompt_len=16, new_tokens=32, device="cuda")
-    assert dec["dtype"] == "bfloat16" and dec["new_tokens"] == 32
+    for cache in ("dynamic", "compiled"):  # compiled: CUDA graphs through mode="reduce-overhead"
+        dec = bench_decode(cfg, prompt_len=16, new_tokens=32, cache=cache, device="cuda")
+        assert dec["dtype"] == "bfloat16" and dec["new_tokens"] == 32

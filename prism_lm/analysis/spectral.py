@@ -7,7 +7,8 @@ the noise stream at ω_n,j = (10000/m)^(-j/(D/2)). Their cross-kernel over a win
 
 is large when two frequencies resonate. We aggregate |K_SN| over the matched pairs (i = j) and
 over all pairs (i, j); pair 0 (ω = 1 in both streams, whatever m) is left out, since no m can
-separate it. m = 1 makes matched pairs identical (|K| ≈ ½).
+separate it. m = 1 makes matched pairs identical: K is then the window mean of cos², about ½
+for pairs that turn many times within the window and near 1 for slow pairs that barely turn.
 
 Coherence: ‖W_s W_nᵀ‖₂ / (‖W_s‖₂ ‖W_n‖₂) for the signal and noise rows of U (the paper's
 ‖U_sᵀ U_n‖ with atoms as columns), 0 for orthogonal subspaces, 1 for a shared direction.

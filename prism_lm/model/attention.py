@@ -1,7 +1,7 @@
 """The three attention kinds behind one interface: PRISM, GPT-2 and Differential Transformer.
 
-Every kind maps (B, T, C) -> (B, T, C) and takes an optional ``KVCache`` (decoding) and
-``need_weights`` (analysis). Shared design choices:
+Every kind maps (B, T, C) at ``positions`` (T,) (default 0..T-1) -> (B, T, C) and takes an
+optional ``KVCache`` (decoding) and ``need_weights`` (analysis). Shared design choices:
 - ``attend`` is the only place that computes softmax attention. Its fast path is one call of
   ``F.scaled_dot_product_attention`` over all heads of all streams (flash kernels on GPU); its
   eager path writes the softmax out and can return the probabilities. Both are tested equal.
@@ -27,27 +27,45 @@ from prism_lm.model.rope import Rotary
 
 
 class KVCache:
-    """Per-layer key/value store, allocated on first use with the incoming dtype and device."""
+    """Per-layer keys and values for decoding, allocated on first use (the prefill) like the inputs.
 
-    def __init__(self, max_len: int):
-        self.max_len = max_len
-        self.length = 0
+    Dynamic (default): appends at the end and returns the filled prefix, so shapes grow by one
+    position per step. Static: writes at the given positions and always returns the whole
+    ``max_len`` buffers with a mask of the positions each query may see; every step then has the
+    same shapes and the buffers never move, which CUDA graphs need (``torch.compile`` with
+    ``mode="reduce-overhead"`` around ``PrismLM.decode_step``).
+    """
+
+    def __init__(self, max_len: int, static: bool = False):
+        self.max_len, self.static = max_len, static
+        self.length = 0  # dynamic caches only: positions filled so far
         self.k: torch.Tensor | None = None
         self.v: torch.Tensor | None = None
 
-    def update(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Append k (B, Hk, T, Dk) and v (B, Hv, T, Dv); return everything cached so far."""
-        T = k.size(2)
+    def update(self, k: torch.Tensor, v: torch.Tensor, positions: torch.Tensor):
+        """Store k (B, Hk, T, Dk) and v (B, Hv, T, Dv) at ``positions`` (T,).
+
+        Returns keys, values and a (T, Tk) bool mask (None for dynamic caches, whose queries are
+        the last T of the returned keys, so ``attend`` derives the causal mask itself).
+        """
         if self.k is None:
             self.k = k.new_zeros(k.size(0), k.size(1), self.max_len, k.size(3))
             self.v = v.new_zeros(v.size(0), v.size(1), self.max_len, v.size(3))
-        end = self.length + T
+            self.slots = torch.arange(self.max_len, device=k.device)
+            if self.static:
+                torch._dynamo.mark_static_address(self.k)
+                torch._dynamo.mark_static_address(self.v)
+        if self.static:
+            self.k.index_copy_(2, positions, k)
+            self.v.index_copy_(2, positions, v)
+            return self.k, self.v, self.slots[None, :] <= positions[:, None]
+        end = self.length + k.size(2)
         if end > self.max_len:
             raise ValueError(f"KV cache overflow: {end} > {self.max_len} positions")
         self.k[:, :, self.length:end] = k
         self.v[:, :, self.length:end] = v
         self.length = end
-        return self.k[:, :, :end], self.v[:, :, :end]
+        return self.k[:, :, :end], self.v[:, :, :end], None
 
 
 def causal_mask(tq: int, tk: int, device: torch.device) -> torch.Tensor:
@@ -56,16 +74,19 @@ def causal_mask(tq: int, tk: int, device: torch.device) -> torch.Tensor:
     return torch.ones(tq, tk, dtype=torch.bool, device=device).tril(diagonal=offset)
 
 
-def attend(q, k, v, *, dropout_p: float, eager: bool, need_weights: bool):
+def attend(q, k, v, *, dropout_p: float, eager: bool, need_weights: bool, mask: torch.Tensor | None = None):
     """Causal softmax attention, scale 1/sqrt(Dk).
 
-    q (B, H, Tq, Dk), k (B, H, Tk, Dk), v (B, H, Tk, Dv); queries are the last Tq positions.
+    q (B, H, Tq, Dk), k (B, H, Tk, Dk), v (B, H, Tk, Dv); without ``mask`` (Tq, Tk) bool, the
+    queries are the last Tq positions and each sees the keys up to its own.
     Returns y (B, H, Tq, Dv) and, when ``need_weights``, the probabilities (B, H, Tq, Tk) in fp32
     before dropout.
     """
     tq, tk = q.size(-2), k.size(-2)
     if not (eager or need_weights):
-        if tq == tk:
+        if mask is not None:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+        elif tq == tk:
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
         elif tq == 1:  # one new token sees the whole cache
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
@@ -74,7 +95,8 @@ def attend(q, k, v, *, dropout_p: float, eager: bool, need_weights: bool):
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
         return y, None
     scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.size(-1)))  # (B, H, Tq, Tk)
-    scores = scores.masked_fill(~causal_mask(tq, tk, q.device), float("-inf"))
+    allowed = causal_mask(tq, tk, q.device) if mask is None else mask
+    scores = scores.masked_fill(~allowed, float("-inf"))
     probs = F.softmax(scores, dim=-1, dtype=torch.float32)
     dropped = F.dropout(probs, p=dropout_p) if dropout_p > 0 else probs
     y = dropped.to(v.dtype) @ v
@@ -132,15 +154,15 @@ class PrismAttention(nn.Module):
     def current_lambda(self) -> torch.Tensor:
         return self.learned_lambda() if self.learned_lambda is not None else self.lambda_
 
-    def forward(self, x, cache: KVCache | None = None, eager: bool = False, need_weights: bool = False):
+    def forward(self, x, positions: torch.Tensor | None = None, cache: KVCache | None = None, eager: bool = False,
+                need_weights: bool = False):
         B, T, C = x.shape
         S, H, D = self.n_streams, self.n_head, self.head_dim
         u = self.u_proj(x).view(B, T, S * H, D).transpose(1, 2)  # (B, S*H, T, D): Q = K = V = U z
-        offset = cache.length if cache is not None else 0
-        qk = self.rotary(u, offset)  # RoPE on Q/K only; V stays unrotated
-        k, v = cache.update(qk, u) if cache is not None else (qk, u)
+        qk = self.rotary(u, positions)  # RoPE on Q/K only; V stays unrotated
+        k, v, mask = cache.update(qk, u, positions) if cache is not None else (qk, u, None)
         y, probs = attend(qk, k, v, dropout_p=self.dropout if self.training else 0.0,
-                          eager=eager, need_weights=need_weights)  # (B, S*H, T, D)
+                          eager=eager, need_weights=need_weights, mask=mask)  # (B, S*H, T, D)
         if S == 2:  # signal heads +1, noise heads -λ
             lam = self.current_lambda().to(y.dtype).reshape(1)
             sign = torch.cat([y.new_ones(H), -lam.expand(H)]).view(1, S * H, 1, 1)
@@ -165,13 +187,13 @@ class GPTAttention(nn.Module):
         self.dropout = cfg.dropout
         self.resid_dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x, cache: KVCache | None = None, eager: bool = False, need_weights: bool = False):
+    def forward(self, x, positions: torch.Tensor | None = None, cache: KVCache | None = None, eager: bool = False,
+                need_weights: bool = False):
         B, T, C = x.shape
         q, k, v = self.c_attn(x).view(B, T, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)  # (B, H, T, hd)
-        if cache is not None:
-            k, v = cache.update(k, v)
+        k, v, mask = cache.update(k, v, positions) if cache is not None else (k, v, None)
         y, probs = attend(q, k, v, dropout_p=self.dropout if self.training else 0.0,
-                          eager=eager, need_weights=need_weights)
+                          eager=eager, need_weights=need_weights, mask=mask)
         y = y.transpose(1, 2).reshape(B, T, C)
         return self.resid_dropout(self.c_proj(y)), probs
 
@@ -210,18 +232,17 @@ class DiffAttention(nn.Module):
     def current_lambda(self) -> torch.Tensor:
         return self.learned_lambda()
 
-    def forward(self, x, cache: KVCache | None = None, eager: bool = False, need_weights: bool = False):
+    def forward(self, x, positions: torch.Tensor | None = None, cache: KVCache | None = None, eager: bool = False,
+                need_weights: bool = False):
         B, T, C = x.shape
         H, d = self.n_head, self.head_dim
-        offset = cache.length if cache is not None else 0
-        q = self.rotary(self.q_proj(x).view(B, T, 2 * H, d).transpose(1, 2), offset)  # (B, 2H, T, d)
-        k = self.rotary(self.k_proj(x).view(B, T, 2 * H, d).transpose(1, 2), offset)  # (B, 2H, T, d)
+        q = self.rotary(self.q_proj(x).view(B, T, 2 * H, d).transpose(1, 2), positions)  # (B, 2H, T, d)
+        k = self.rotary(self.k_proj(x).view(B, T, 2 * H, d).transpose(1, 2), positions)  # (B, 2H, T, d)
         v = self.v_proj(x).view(B, T, H, 2 * d).transpose(1, 2)  # (B, H, T, 2d)
-        if cache is not None:
-            k, v = cache.update(k, v)
+        k, v, mask = cache.update(k, v, positions) if cache is not None else (k, v, None)
         y, probs = attend(q, k, v.repeat_interleave(2, dim=1),
                           dropout_p=self.dropout if self.training else 0.0,
-                          eager=eager, need_weights=need_weights)  # (B, 2H, T, 2d)
+                          eager=eager, need_weights=need_weights, mask=mask)  # (B, 2H, T, 2d)
         y = y.view(B, H, 2, T, 2 * d)
         y = y[:, :, 0] - self.current_lambda().to(y.dtype) * y[:, :, 1]  # (B, H, T, 2d)
         y = self.subln(y) * (1.0 - self.lambda_init)

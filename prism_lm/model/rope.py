@@ -51,11 +51,15 @@ class Rotary(nn.Module):
             self._tables[device] = (angles.cos()[:, None].to(device), angles.sin()[:, None].to(device))
         return self._tables[device]
 
-    def forward(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, S*H, T, D) at ``positions`` (T,) int64, by default 0..T-1."""
         B, SH, T, D = x.shape
         S = len(self.bases)
         cos, sin = self.tables(x.device)
-        cos, sin = cos[:, :, offset:offset + T], sin[:, :, offset:offset + T]  # (S, 1, T, D/2)
+        if positions is None:
+            cos, sin = cos[:, :, :T], sin[:, :, :T]  # (S, 1, T, D/2)
+        else:
+            cos, sin = cos[:, :, positions], sin[:, :, positions]
         xf = x.float().view(B, S, SH // S, T, D)
         x1, x2 = xf[..., : D // 2], xf[..., D // 2:]
         out = torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)

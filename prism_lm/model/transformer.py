@@ -55,8 +55,8 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
         self.mlp = MLP(cfg)
 
-    def forward(self, x, cache=None, eager=False, need_weights=False):
-        a, probs = self.attn(self.ln_1(x), cache=cache, eager=eager, need_weights=need_weights)
+    def forward(self, x, positions, cache=None, eager=False, need_weights=False):
+        a, probs = self.attn(self.ln_1(x), positions, cache=cache, eager=eager, need_weights=need_weights)
         x = x + a
         x = x + self.mlp(self.ln_2(x))
         return x, probs
@@ -109,16 +109,19 @@ class PrismLM(nn.Module):
         return [float(b.attn.current_lambda().detach()) for b in self.blocks if hasattr(b.attn, "current_lambda")]
 
     # ------------------------------------------------------------------ forward
-    def _hidden(self, idx, caches=None, need_weights=False):
+    def _hidden(self, idx, caches=None, need_weights=False, positions=None):
+        """idx (B, T) at ``positions`` (T,) (default: after what a dynamic cache holds) -> (B, T, C)."""
         B, T = idx.shape
-        offset = caches[0].length if caches else 0
-        if offset + T > self.config.block_size:
-            raise ValueError(f"sequence of {offset + T} tokens exceeds block_size {self.config.block_size}")
-        pos = torch.arange(offset, offset + T, device=idx.device)
-        x = self.drop(self.wte(idx) + self.wpe(pos))  # (B, T, C)
+        if positions is None:
+            offset = caches[0].length if caches else 0
+            if offset + T > self.config.block_size:
+                raise ValueError(f"sequence of {offset + T} tokens exceeds block_size {self.config.block_size}")
+            positions = torch.arange(offset, offset + T, device=idx.device) if caches else None
+        pos_emb = self.wpe.weight[:T] if positions is None else self.wpe(positions)
+        x = self.drop(self.wte(idx) + pos_emb)  # (B, T, C)
         maps = []
         for i, block in enumerate(self.blocks):
-            x, probs = block(x, cache=caches[i] if caches else None,
+            x, probs = block(x, positions, cache=caches[i] if caches else None,
                              eager=self.eager_attention, need_weights=need_weights)
             maps.append(probs)
         return self.ln_f(x), maps
@@ -144,31 +147,39 @@ class PrismLM(nn.Module):
         return self.lm_head(x), maps
 
     # ------------------------------------------------------------------ generation
-    def new_kv_caches(self, max_len: int) -> list[KVCache]:
-        return [KVCache(max_len) for _ in self.blocks]
+    def new_kv_caches(self, max_len: int, static: bool = False) -> list[KVCache]:
+        return [KVCache(max_len, static) for _ in self.blocks]
 
-    def _last_logits(self, idx: torch.Tensor, caches: list[KVCache] | None = None) -> torch.Tensor:
-        """(B, T) -> logits of the last position (B, V): the head runs on one position only."""
-        return self.lm_head(self._hidden(idx, caches)[0][:, -1])
+    def decode_step(self, idx: torch.Tensor, positions: torch.Tensor | None = None,
+                    caches: list[KVCache] | None = None) -> torch.Tensor:
+        """idx (B, T) -> logits of the last position (B, V); the head runs on that position only.
+
+        With static caches and a fixed shape this is the function to compile from outside
+        (``torch.compile(model.decode_step, mode="reduce-overhead", fullgraph=True)``).
+        """
+        return self.lm_head(self._hidden(idx, caches, positions=positions)[0][:, -1])
 
     @torch.no_grad()
     def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
                  top_k: int | None = None, top_p: float | None = None, stop_token: int | None = None,
-                 use_cache: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
+                 use_cache: bool = True, generator: torch.Generator | None = None, static_cache: bool = False,
+                 decode_step=None) -> torch.Tensor:
         """Extend idx (B, T) by up to ``max_new_tokens``. temperature 0 is greedy.
 
         With ``stop_token`` a row that emitted it keeps emitting it, and decoding ends early once
-        every row has.
+        every row has. ``static_cache`` keeps every step's shapes fixed; ``decode_step`` replaces
+        ``self.decode_step`` for the one-token steps (a compiled version of it, typically).
         """
         if idx.dim() != 2 or idx.size(1) == 0:
             raise ValueError("generate needs a non-empty (B, T) prompt")
         block = self.config.block_size
         caches = None
+        step_fn = decode_step or self.decode_step
         if use_cache and idx.size(1) < block:
-            caches = self.new_kv_caches(min(block, idx.size(1) + max_new_tokens))
-            logits = self._last_logits(idx, caches)
+            caches = self.new_kv_caches(min(block, idx.size(1) + max_new_tokens), static_cache)
+            logits = self.decode_step(idx, torch.arange(idx.size(1), device=idx.device), caches)  # prefill
         else:
-            logits = self._last_logits(idx[:, -block:])
+            logits = self.decode_step(idx[:, -block:])
         done = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
         for step in range(max_new_tokens):
             nxt = sample_next(logits, temperature, top_k, top_p, generator)  # (B,)
@@ -179,9 +190,9 @@ class PrismLM(nn.Module):
             if step == max_new_tokens - 1 or (stop_token is not None and bool(done.all())):
                 break
             if caches is not None and idx.size(1) <= block:
-                logits = self._last_logits(nxt[:, None], caches)
+                logits = step_fn(nxt[:, None], torch.full((1,), idx.size(1) - 1, device=idx.device), caches)
             else:  # past the position table: recompute the last block_size tokens
-                logits = self._last_logits(idx[:, -block:])
+                logits = self.decode_step(idx[:, -block:])
         return idx
 
 

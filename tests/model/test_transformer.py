@@ -59,13 +59,31 @@ def test_too_long_sequence_is_an_error():
 
 @pytest.mark.parametrize("kind", ALL_KINDS)
 def test_cached_greedy_equals_uncached(kind):
+    """Dynamic cache, static cache and recomputation decode the same tokens."""
     model = PrismLM(tiny_config(kind, block_size=40)).eval()
     model.set_prism_lambda(0.2)
     prompt = torch.randint(0, 97, (3, 5))
     cached = model.generate(prompt, 30, temperature=0)
     uncached = model.generate(prompt, 30, temperature=0, use_cache=False)
+    static = model.generate(prompt, 30, temperature=0, static_cache=True)
     assert cached.shape == (3, 35)
-    assert torch.equal(cached, uncached)
+    assert torch.equal(cached, uncached) and torch.equal(static, uncached)
+
+
+@pytest.mark.parametrize("kind", ALL_KINDS)
+def test_static_cache_steps_match_full_forward_on_both_paths(kind):
+    """Fixed-shape steps over the whole buffer, masked, give the full forward's logits (fast and eager)."""
+    model = PrismLM(tiny_config(kind)).eval()
+    idx = torch.randint(0, 97, (2, 12))
+    full = model(idx)
+    for eager in (False, True):
+        model.eager_attention = eager
+        caches = model.new_kv_caches(16, static=True)
+        steps = [model.lm_head(model._hidden(idx[:, :5], caches, positions=torch.arange(5))[0])]
+        for t in range(5, 12):
+            steps.append(model.decode_step(idx[:, t:t + 1], torch.tensor([t]), caches)[:, None])
+        assert caches[0].k.shape[2] == 16  # the buffer never grows or shrinks
+        torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-5, rtol=1e-5)
 
 
 def test_generation_past_block_size_matches_uncached():
@@ -116,3 +134,22 @@ def test_sampling_is_reproducible_with_generator():
     a = model.generate(prompt, 10, temperature=1.0, generator=torch.Generator().manual_seed(3))
     b = model.generate(prompt, 10, temperature=1.0, generator=torch.Generator().manual_seed(3))
     assert torch.equal(a, b)
+
+
+@pytest.mark.slow
+def test_compiled_static_decode_step_equals_eager():
+    model = PrismLM(tiny_config(block_size=40)).eval()
+    prompt = torch.randint(0, 97, (2, 5))
+    step = torch.compile(model.decode_step, fullgraph=True)
+    compiled = model.generate(prompt, 20, temperature=0, static_cache=True, decode_step=step)
+    assert torch.equal(compiled, model.generate(prompt, 20, temperature=0))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_graph_decoding_equals_dynamic_cache():
+    model = PrismLM(tiny_config(block_size=64)).cuda().eval()
+    prompt = torch.randint(0, 97, (2, 5), device="cuda")
+    step = torch.compile(model.decode_step, mode="reduce-overhead", fullgraph=True)
+    graphed = model.generate(prompt, 40, temperature=0, static_cache=True, decode_step=step)
+    assert torch.equal(graphed, model.generate(prompt, 40, temperature=0))
