@@ -113,6 +113,8 @@ class PrismLM(nn.Module):
         """idx (B, T) at ``positions`` (T,) (default: after what a dynamic cache holds) -> (B, T, C)."""
         B, T = idx.shape
         if positions is None:
+            if caches and caches[0].static:
+                raise ValueError("static KV caches need explicit positions (see generate)")
             offset = caches[0].length if caches else 0
             if offset + T > self.config.block_size:
                 raise ValueError(f"sequence of {offset + T} tokens exceeds block_size {self.config.block_size}")

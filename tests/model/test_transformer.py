@@ -84,6 +84,8 @@ def test_static_cache_steps_match_full_forward_on_both_paths(kind):
             steps.append(model.decode_step(idx[:, t:t + 1], torch.tensor([t]), caches)[:, None])
         assert caches[0].k.shape[2] == 16  # the buffer never grows or shrinks
         torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="explicit positions"):
+        model.decode_step(idx[:, :1], caches=caches)
 
 
 def test_generation_past_block_size_matches_uncached():
