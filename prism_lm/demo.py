@@ -141,15 +141,15 @@ def _report(results: list[DemoResult], entropy: float, train_tokens: int, report
                   "bootstrap intervals in each model's report):", "",
                   "| model | stream | heads | " + " | ".join(SUMMARY_METRICS) + " |",
                   "|---|---|---:|" + "---:|" * len(SUMMARY_METRICS)]
-        for name, paths in reports.items():
-            for stream, n, means in stream_summary(json.loads(paths["json"].read_text(encoding="utf-8"))):
+        analyses = {name: json.loads(paths["json"].read_text(encoding="utf-8")) for name, paths in reports.items()}
+        for name, analysis in analyses.items():
+            for stream, n, means in stream_summary(analysis):
                 lines.append(f"| {name} | {stream} | {n} | " + " | ".join(
                     "–" if v is None else f"{v:.3f}" for v in means) + " |")
-        uniform = [json.loads(p["json"].read_text(encoding="utf-8"))["heads"].get("uniform_hit_rate")
-                   for p in reports.values()]
-        if uniform[0] is not None:
+        uniform = next(iter(analyses.values()))["heads"].get("uniform_hit_rate")  # the same data for every model
+        if uniform is not None:
             lines += ["", f"A head that spread its mass evenly over the past would have an antecedent hit rate of "
-                      f"{uniform[0]:.3f}."]
+                      f"{uniform:.3f}."]
         lines.append("")
         for name, paths in reports.items():
             lines.append(f"- {name}: [{paths['md']}]({paths['md']}), [{paths['html']}]({paths['html']}), "

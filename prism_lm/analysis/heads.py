@@ -116,8 +116,8 @@ def head_statistics(model: PrismLM, shards: ShardSet, max_windows: int | None = 
             per_head.append(entry)
         layers.append(per_head)
     flat = [e for layer in layers for e in layer]
-    result = {"windows": n, "tokens": n * T, "heads": flat, "streams": list(streams[0]) if streams else [],
-              "comparison": _compare(flat, list(streams[0]) if streams else [])}
+    names = list(streams[0]) if streams else []
+    result = {"windows": n, "tokens": n * T, "heads": flat, "streams": names, "comparison": _compare(flat, names)}
     if recall_loss:
         result["recall_loss"] = {"recall_tokens": len(recall_loss), "recall_mean": float(np.mean(recall_loss)),
                                  "other_tokens": len(other_loss), "other_mean": float(np.mean(other_loss))}

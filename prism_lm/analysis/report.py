@@ -109,15 +109,16 @@ def analyze_run(path: str | Path, data_dir: str | Path, out: str | Path, max_win
                        "attention_from_target": {s: cache.stream(layer, s)[0, :, tgt, : tgt + 1].tolist()
                                                  for s in cache.streams[layer]}}
 
+    initial = _initial_model(run, cfg)
     if cfg.attention == "prism":
         table = resonance_table(cfg.head_dim, windows=(cfg.block_size, 4 * cfg.block_size))
         report["resonance"] = {**table, "model_multiplier": resolve_multiplier(cfg.freq_multiplier)}
         figs["resonance"] = figures.resonance(table, fig_dir)
-        report["coherence"] = {"init": model_coherence(_initial_model(run, cfg)), "trained": model_coherence(model)}
+        report["coherence"] = {"init": model_coherence(initial), "trained": model_coherence(model)}
 
     batch = torch.from_numpy(np.stack([shards.window(w * cfg.block_size, cfg.block_size)
                                        for w in range(min(4, (len(shards) - 1) // cfg.block_size))]))
-    rates = {"init": layer_coding_rates(_initial_model(run, cfg), batch)}
+    rates = {"init": layer_coding_rates(initial, batch)}
     for step_dir in _run_checkpoints(run, ckpt):
         rates[step_dir.name] = layer_coding_rates(load_model(step_dir), batch)
     report["coding_rate"] = rates
