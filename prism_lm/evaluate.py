@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -36,7 +35,7 @@ def evaluate_split(model: PrismLM, shards: ShardSet, context: int, batch_size: i
     total, count = 0.0, 0
     for first in range(0, n_windows, batch_size):
         ids = range(first, min(first + batch_size, n_windows))
-        rows = torch.from_numpy(np.stack([shards.window(w * context, context + 1) for w in ids])).to(device)
+        rows = torch.from_numpy(shards.windows([w * context for w in ids], context + 1)).to(device)
         logits = model(rows[:, :-1])
         nll = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), rows[:, 1:].reshape(-1), reduction="sum")
         total += float(nll)

@@ -79,7 +79,7 @@ def head_statistics(model: PrismLM, shards: ShardSet, max_windows: int | None = 
     streams = heads = None
     for first in range(0, len(windows), batch_size):
         ids = windows[first:first + batch_size]
-        rows = torch.from_numpy(np.stack([shards.window(w * T, T + 1) for w in ids]))
+        rows = torch.from_numpy(shards.windows([w * T for w in ids], T + 1))
         cache = capture_attention(model, rows[:, :-1])
         streams, heads = cache.streams, cache.heads_per_stream
         nll = F.cross_entropy(cache.logits.reshape(-1, cache.logits.size(-1)), rows[:, 1:].reshape(-1),

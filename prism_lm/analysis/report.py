@@ -12,7 +12,6 @@ import html
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from prism_lm.analysis import figures
@@ -116,8 +115,8 @@ def analyze_run(path: str | Path, data_dir: str | Path, out: str | Path, max_win
         figs["resonance"] = figures.resonance(table, fig_dir)
         report["coherence"] = {"init": model_coherence(initial), "trained": model_coherence(model)}
 
-    batch = torch.from_numpy(np.stack([shards.window(w * cfg.block_size, cfg.block_size)
-                                       for w in range(min(4, (len(shards) - 1) // cfg.block_size))]))
+    n_batch = min(4, (len(shards) - 1) // cfg.block_size)
+    batch = torch.from_numpy(shards.windows([w * cfg.block_size for w in range(n_batch)], cfg.block_size))
     rates = {"init": layer_coding_rates(initial, batch)}
     for step_dir in _run_checkpoints(run, ckpt):
         rates[step_dir.name] = layer_coding_rates(load_model(step_dir), batch)

@@ -49,7 +49,7 @@ class RandomWindows:
     def next_batch(self):
         rng = np.random.default_rng([self.seed, self.batches * self.world_size + self.rank])
         starts = rng.integers(0, len(self.shards) - self.block_size - 1, size=self.batch_size)
-        rows = np.stack([self.shards.window(int(s), self.block_size + 1) for s in starts])
+        rows = self.shards.windows(starts, self.block_size + 1)
         self.batches += 1
         return _to_device(rows[:, :-1], rows[:, 1:], self.device)
 
@@ -98,7 +98,7 @@ class SequentialWindows:
         g = self.consumed * self.world_size + self.rank
         ids = self.epoch_order()[g * self.batch_size:(g + 1) * self.batch_size]
         self.consumed += 1
-        rows = np.stack([self.shards.window(int(w) * self.block_size, self.block_size + 1) for w in ids])
+        rows = self.shards.windows(ids * self.block_size, self.block_size + 1)
         return _to_device(rows[:, :-1], rows[:, 1:], self.device)
 
 

@@ -334,6 +334,10 @@ class ShardSet:
             raise PrismError(f"token id {bad} >= vocab size {self.vocab_size} in {self.split} data of {self.directory}")
         return out
 
+    def windows(self, starts, length: int) -> np.ndarray:
+        """(len(starts), length) int64: ``window(start, length)`` for each start, stacked."""
+        return np.stack([self.window(int(s), length) for s in starts])
+
     def codec(self) -> Codec:
         return Codec.from_json(self.manifest["tokenizer"])
 

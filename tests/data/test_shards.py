@@ -42,6 +42,12 @@ def test_multiple_shards_and_worker_processes_give_the_same_stream(tmp_path):
     assert len(a) == len(b) and np.array_equal(a.window(0, len(a)), b.window(0, len(b)))
     assert np.array_equal(a.annotations(), b.annotations())
     assert many["splits"]["val"]["tokens"] == 0
+    # windows crossing shard boundaries, stacked
+    boundary = many["splits"]["train"]["shards"][0]["tokens"]
+    starts = [0, boundary - 5, boundary + 3]
+    rows = b.windows(np.array(starts), 11)
+    assert rows.shape == (3, 11) and rows.dtype == np.int64
+    assert all(np.array_equal(rows[i], a.window(s, 11)) for i, s in enumerate(starts))
 
 
 def test_annotations_are_global_token_offsets(tmp_path):
