@@ -3,9 +3,9 @@
 Design choices:
 - Random tokens, so the numbers measure the model and the optimizer, not the data pipeline.
 - Training steps are timed as the loop runs them: autocast (bf16 on CUDA), fused AdamW on CUDA,
-  clipping, optional ``torch.compile`` applied from outside. Warm-up steps (compilation, allocator)
-  are excluded; the clock stops after a device synchronisation, and nothing in the timed loop
-  reads a value back to the host.
+  clipping, optional ``torch.compile`` of each block applied from outside (``run.compile``).
+  Warm-up steps (compilation, allocator) are excluded; the clock stops after a device
+  synchronisation, and nothing in the timed loop reads a value back to the host.
 - Every variant of a run uses the same shapes, so PRISM, GPT, DIFF and the eager path are
   comparable line by line. MFU counts each attention kind's own FLOPs (``flops_per_token``).
 - Peak memory is ``torch.cuda.max_memory_allocated`` on CUDA; on CPU it is not measured (null).
@@ -24,7 +24,7 @@ from prism_lm.errors import PrismError
 from prism_lm.model import PrismLM
 from prism_lm.train.loop import autocast_for, build_optimizer
 from prism_lm.train.metrics import flops_per_token, peak_flops
-from prism_lm.train.parallel import resolve_device
+from prism_lm.train.parallel import World, resolve_device, wrap_model
 
 
 def _sync(device: torch.device) -> None:
@@ -59,30 +59,19 @@ def _model(cfg: ModelConfig, device: torch.device, eager: bool, loss_chunk: int)
     return model
 
 
-def bench_train(cfg: ModelConfig, batch_size: int, steps: int = 10, warmup: int = 3, device: str = "auto",
-                dtype: str = "auto", compile_model: bool = False, eager: bool = False,
-                loss_chunk: int = 0) -> dict:
-    """Tokens/s, step time, MFU and peak memory of full training steps (forward, backward, AdamW).
+def time_training(loss_of, parameters, optimizer, vocab_size: int, batch_size: int, seq_len: int, steps: int,
+                  warmup: int, dev: torch.device) -> float:
+    """Seconds per training step: ``loss_of(x, y)``, backward, clip at 1.0, ``optimizer.step``.
 
-    The optimizer and autocast are the training loop's own, with the paper's optimizer settings.
+    Shared by prism-lm's models and the reference implementations, so both are timed alike.
     """
-    dev = resolve_device(device)
-    _reset_memory(dev)
-    model = _model(cfg, dev, eager, loss_chunk)
-    model.train()
-    step_model = torch.compile(model) if compile_model else model
-    used_dtype = "bfloat16" if _uses_bf16(dev, dtype) else "float32"
-    train_cfg = TrainConfig(model=cfg, run=RunConfig(dtype=used_dtype))
-    optimizer, _ = build_optimizer(model, train_cfg, dev)
-    ctx = autocast_for(train_cfg, dev)
-    T = cfg.block_size
-    tokens = torch.randint(0, cfg.vocab_size, (warmup + steps, batch_size, T + 1), device=dev)
+    tokens = torch.randint(0, vocab_size, (warmup + steps, batch_size, seq_len + 1), device=dev)
+    inputs, targets = tokens[..., :-1].contiguous(), tokens[..., 1:].contiguous()
+    parameters = list(parameters)
 
     def step(i: int) -> None:
-        with ctx:
-            _, loss = step_model(tokens[i, :, :-1], tokens[i, :, 1:])
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        loss_of(inputs[i], targets[i]).backward()
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
@@ -93,15 +82,56 @@ def bench_train(cfg: ModelConfig, batch_size: int, steps: int = 10, warmup: int 
     for i in range(warmup, warmup + steps):
         step(i)
     _sync(dev)
-    seconds = (time.perf_counter() - t0) / steps
-    tps = batch_size * T / seconds
-    n_params = model.num_params()
+    return (time.perf_counter() - t0) / steps
+
+
+def timed(fn, dev: torch.device, repeats: int = 1):
+    """(seconds per call, last result) of ``fn()``, the clock read after a device synchronisation."""
+    _sync(dev)
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        out = fn()
+    _sync(dev)
+    return (time.perf_counter() - t0) / repeats, out
+
+
+def train_record(cfg: ModelConfig, n_params: int, batch_size: int, seconds: float, dev: torch.device,
+                 dtype: str, steps: int) -> dict:
+    """The measured numbers of one training variant: tokens/s, step time, MFU (``cfg``'s FLOPs), memory."""
+    tps = batch_size * cfg.block_size / seconds
     peak = peak_flops(dev)
-    return {"bench": "train", **_variant(cfg, eager, compile_model, loss_chunk), "device": device_name(dev),
-            "dtype": used_dtype, "batch_size": batch_size, "seq_len": T, "params": n_params,
-            "tokens_per_s": tps, "step_ms": 1000 * seconds,
-            "mfu": tps * flops_per_token(cfg, n_params, T) / peak if peak else None,
+    return {"device": device_name(dev), "dtype": dtype, "batch_size": batch_size, "seq_len": cfg.block_size,
+            "params": n_params, "tokens_per_s": tps, "step_ms": 1000 * seconds,
+            "mfu": tps * flops_per_token(cfg, n_params, cfg.block_size) / peak if peak else None,
             "peak_mem_gib": _peak_gib(dev), "steps": steps}
+
+
+def bench_train(cfg: ModelConfig, batch_size: int, steps: int = 10, warmup: int = 3, device: str = "auto",
+                dtype: str = "auto", compile_model: bool = False, eager: bool = False,
+                loss_chunk: int = 0) -> dict:
+    """Tokens/s, step time, MFU and peak memory of full training steps (forward, backward, AdamW).
+
+    The optimizer, autocast and compilation (each block, as ``run.compile``) are the training
+    loop's own, with the paper's optimizer settings.
+    """
+    dev = resolve_device(device)
+    _reset_memory(dev)
+    model = _model(cfg, dev, eager, loss_chunk)
+    model.train()
+    step_model = wrap_model(model, World(device=dev), "ddp", compile_model)
+    used_dtype = "bfloat16" if _uses_bf16(dev, dtype) else "float32"
+    train_cfg = TrainConfig(model=cfg, run=RunConfig(dtype=used_dtype))
+    optimizer, _ = build_optimizer(model, train_cfg, dev)
+    ctx = autocast_for(train_cfg, dev)
+
+    def loss_of(x, y):
+        with ctx:
+            return step_model(x, y)[1]
+
+    seconds = time_training(loss_of, model.parameters(), optimizer, cfg.vocab_size, batch_size, cfg.block_size,
+                            steps, warmup, dev)
+    return {"bench": "train", **_variant(cfg, eager, compile_model, loss_chunk),
+            **train_record(cfg, model.num_params(), batch_size, seconds, dev, used_dtype, steps)}
 
 
 CACHE_MODES = ("dynamic", "static", "compiled", "none")
@@ -137,12 +167,7 @@ def bench_decode(cfg: ModelConfig, batch_size: int = 1, prompt_len: int = 16, ne
     prompt = torch.randint(0, cfg.vocab_size, (batch_size, prompt_len), device=dev)
     # warm-up; compiled steps need the timed run's cache length, or they would compile again
     model.generate(prompt, new_tokens if step else min(8, new_tokens), **options)
-    _sync(dev)
-    t0 = time.perf_counter()
-    for _ in range(repeats):
-        out = model.generate(prompt, new_tokens, **options)
-    _sync(dev)
-    seconds = (time.perf_counter() - t0) / repeats
+    seconds, out = timed(lambda: model.generate(prompt, new_tokens, **options), dev, repeats)
     return {"bench": "decode", "attention": cfg.attention, "cache": cache, "device": device_name(dev),
             "dtype": used_dtype, "batch_size": batch_size, "prompt_len": prompt_len,
             "new_tokens": out.size(1) - prompt_len, "seconds": seconds,
