@@ -165,6 +165,49 @@ def run_pytest(out: Path) -> dict:
     return {"bench": "pytest -m gpu", "returncode": proc.returncode, "summary": lines[-1] if lines else ""}
 
 
+BACKEND_ORDERS = {"default": None,
+                  "cudnn-first": ("CUDNN_ATTENTION", "FLASH_ATTENTION", "EFFICIENT_ATTENTION", "MATH"),
+                  "no-cudnn": ("FLASH_ATTENTION", "EFFICIENT_ATTENTION", "MATH")}
+
+
+def sdpa_backends(name: str):
+    """SDPA's own choice ("default") or a backend priority, as a context manager."""
+    import contextlib
+
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    order = BACKEND_ORDERS[name]
+    if order is None:
+        return contextlib.nullcontext()
+    return sdpa_kernel([getattr(SDPBackend, b) for b in order], set_priority=True)
+
+
+@torch.no_grad()
+def sdpa_probe(cfg, batch: int, prompt_len: int, dev):
+    """Which SDPA backend runs PRISM's shapes, and what one decode-shaped call costs with and without cuDNN.
+
+    Decode shape: one query against a key length that grows by one per call, as a dynamic cache does.
+    """
+    H, D = 2 * cfg.n_head, cfg.head_dim
+    dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
+    train_q = torch.randn(batch, H, cfg.block_size, D, device=dev, dtype=dtype)
+    one_q = torch.randn(1, H, 1, D, device=dev, dtype=dtype)
+    out = {"bench": "sdpa", "device": device_name(dev), "heads": H, "head_dim": D,
+           "choice_train": int(torch._fused_sdp_choice(train_q, train_q, train_q, is_causal=True)),
+           "choice_decode": int(torch._fused_sdp_choice(one_q, train_q[:1, :, :prompt_len],
+                                                        train_q[:1, :, :prompt_len])),
+           "backend_ids": {name: int(b) for name, b in torch.nn.attention.SDPBackend.__members__.items()}}
+    keys = [train_q[:1, :, : prompt_len + i] for i in range(32)]
+
+    def calls():
+        return [torch.nn.functional.scaled_dot_product_attention(one_q, k, k) for k in keys]
+
+    for name in ("default", "no-cudnn"):
+        with sdpa_backends(name):
+            out[f"decode_call_ms_{name}"] = 1000 * timed(calls, dev)[0] / len(keys)
+    return out
+
+
 def targets(records: list[dict]) -> dict:
     """Issue 15's targets as ratios to the official code measured in the same run."""
     def find(**match):
@@ -211,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--commit", default=None, help="recorded in the first line")
     parser.add_argument("--no-compile", action="store_true", help="eager training steps (fast CPU checks)")
     parser.add_argument("--no-pytest", action="store_true", help="skip `pytest -m gpu`")
+    parser.add_argument("--only", nargs="+", metavar="SECTION", help="run these sections alone, in suite order")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         print("error: --device cuda but CUDA is not available (use --device cpu --tiny for the dry run)",
@@ -227,36 +271,43 @@ def main(argv: list[str] | None = None) -> int:
     batch, steps, warmup = (4, 2, 1) if args.tiny else (32, 20, 5)
     prompt_len, new_tokens = (8, 24) if args.tiny else (16, 256)
     compiled = not args.no_compile
-    chunk = 2048
     suite = Suite(Path(args.out), args.budget_s)
     suite.emit({"section": "env", "commit": args.commit, "device": device_name(dev), "torch": torch.__version__,
                 "python": platform.python_version(), "peak_bf16_flops": peak_flops(dev), "tiny": args.tiny,
                 "model": dataclasses.asdict(cfg)})
 
-    def ours(kind: str, loss_chunk: int):
+    def ours(kind: str, loss_chunk: int, backends: str = "default"):
         kind_cfg = dataclasses.replace(cfg, attention=kind)
-        return {"impl": "prism-lm", **bench_train(kind_cfg, batch, steps, warmup, args.device, "auto", compiled,
-                                                  False, loss_chunk)}
+        with sdpa_backends(backends):
+            row = bench_train(kind_cfg, batch, steps, warmup, args.device, "auto", compiled, False, loss_chunk)
+        return {"impl": "prism-lm", "sdpa_backends": backends, **row}
 
-    suite.run("train", reference_train, "official-prism", cfg, anchors, batch, steps, warmup, dev, compiled)
-    suite.run("train", ours, "prism", chunk)
-    suite.run("train", reference_train, "nanogpt", dataclasses.replace(cfg, attention="gpt"), anchors, batch, steps,
-              warmup, dev, compiled)
-    for kind in ("compiled", "dynamic", "static"):
-        suite.run("decode", lambda c=kind: {"impl": "prism-lm", **bench_decode(cfg, 1, prompt_len, new_tokens, c,
-                                                                                args.device)})
-    suite.run("decode", reference_decode, cfg, anchors, 1, prompt_len, new_tokens, dev)
-    suite.run("cuda_graphs", cuda_graph_check, cfg, prompt_len, new_tokens, dev)
-    if not args.no_pytest:
-        suite.run("pytest", run_pytest, suite.out)
-    suite.run("train", ours, "gpt", chunk)
-    suite.run("train", ours, "diff", chunk)
-    for loss_chunk in (0, 8192):
-        suite.run("train", ours, "prism", loss_chunk)
-    for b in (8, 64):
-        for kind in ("dynamic", "compiled"):
-            suite.run("decode", lambda c=kind, b=b: {"impl": "prism-lm", **bench_decode(cfg, b, prompt_len,
-                                                                                        new_tokens, c, args.device)})
+    def decode(cache: str, b: int = 1):
+        return {"impl": "prism-lm", **bench_decode(cfg, b, prompt_len, new_tokens, cache, args.device)}
+
+    gpt_cfg = dataclasses.replace(cfg, attention="gpt")
+    sections = {
+        "train-reference": [(reference_train, "official-prism", cfg, anchors, batch, steps, warmup, dev, compiled),
+                            (reference_train, "nanogpt", gpt_cfg, anchors, batch, steps, warmup, dev, compiled)],
+        "train-prism": [(ours, "prism", 2048)],
+        "decode-batch1": [(decode, c) for c in ("compiled", "dynamic", "static")]
+                         + [(reference_decode, cfg, anchors, 1, prompt_len, new_tokens, dev)],
+        "cuda-graphs": [(cuda_graph_check, cfg, prompt_len, new_tokens, dev)],
+        "pytest": [(run_pytest, suite.out)],
+        "sdpa-backends": [(sdpa_probe, cfg, batch, prompt_len, dev), (ours, "prism", 2048, "cudnn-first")],
+        "train-kinds": [(ours, "gpt", 2048), (ours, "diff", 2048)],
+        "loss-chunk-sweep": [(ours, "prism", c) for c in (0, 8192)],
+        "decode-batched": [(decode, c, b) for b in (8, 64) for c in ("dynamic", "compiled")],
+    }
+    unknown = [name for name in args.only or [] if name not in sections]
+    if unknown:
+        print(f"error: unknown section {unknown[0]!r} (sections: {', '.join(sections)})", file=sys.stderr)
+        return 2
+    for name, calls in sections.items():
+        if (args.only and name not in args.only) or (name == "pytest" and args.no_pytest):
+            continue
+        for fn, *call_args in calls:
+            suite.run(name, fn, *call_args)
     suite.emit({"section": "targets", **targets(suite.records)})
     return 0
 

@@ -103,12 +103,25 @@ def attend(q, k, v, *, dropout_p: float, eager: bool, need_weights: bool, mask: 
     return y, (probs if need_weights else None)
 
 
+def decoding_backends():
+    """Context for KV-cache decoding: SDPA without the cuDNN backend.
+
+    On Hopper, SDPA may pick cuDNN, which builds a graph for every new key length; a growing cache
+    has a new length at every step, which cost ~45 ms a token on an H100 (benchmarks/RESULTS.md).
+    """
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
+
+
 class LearnedLambda(nn.Module):
     """λ = exp(λq1·λk1) - exp(λq2·λk2) + λ_init, the Differential-Transformer parametrisation."""
 
     def __init__(self, dim: int, lambda_init: float):
         super().__init__()
         self.lambda_init = lambda_init
+        # a tensor, not a float, in forward: compiled blocks with different λ_init then share one graph
+        self.register_buffer("init", torch.tensor(float(lambda_init)), persistent=False)
         self.q1, self.k1, self.q2, self.k2 = (nn.Parameter(torch.zeros(dim)) for _ in range(4))
         self.reset_parameters()
 
@@ -119,7 +132,7 @@ class LearnedLambda(nn.Module):
     def forward(self) -> torch.Tensor:
         first = torch.exp(torch.sum(self.q1 * self.k1).float())
         second = torch.exp(torch.sum(self.q2 * self.k2).float())
-        return first - second + self.lambda_init
+        return first - second + self.init.float()
 
 
 class PrismAttention(nn.Module):
@@ -220,6 +233,7 @@ class DiffAttention(nn.Module):
         self.out_proj.is_residual_projection = True
         self.lambda_init = 0.8 - 0.6 * math.exp(-0.3 * layer_idx)
         self.learned_lambda = LearnedLambda(self.head_dim, self.lambda_init)
+        self.register_buffer("subln_scale", torch.tensor(1.0 - self.lambda_init), persistent=False)
         self.subln = nn.RMSNorm(2 * self.head_dim, eps=1e-5)
         self.rotary = Rotary(self.head_dim, [cfg.rope_base], cfg.block_size)
         self.dropout = cfg.dropout
@@ -245,7 +259,7 @@ class DiffAttention(nn.Module):
                           eager=eager, need_weights=need_weights, mask=mask)  # (B, 2H, T, 2d)
         y = y.view(B, H, 2, T, 2 * d)
         y = y[:, :, 0] - self.current_lambda().to(y.dtype) * y[:, :, 1]  # (B, H, T, 2d)
-        y = self.subln(y) * (1.0 - self.lambda_init)
+        y = self.subln(y) * self.subln_scale.to(y.dtype)
         y = y.transpose(1, 2).reshape(B, T, C)
         if probs is not None:  # regroup to stream-major: positive maps of all heads, then negative
             probs = probs.view(B, H, 2, *probs.shape[-2:]).transpose(1, 2).reshape_as(probs)

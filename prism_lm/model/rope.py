@@ -9,8 +9,9 @@ Design choices:
 - Frequencies follow the official code op for op: inv_freq = 1 / base^(arange(D/2) / (D/2)),
   angle = position * inv_freq, all fp32, so imported checkpoints reproduce to 1e-5. In bf16 the
   positions 0..511 would collapse to 385 distinct values, hence fp32 whatever the model dtype.
-- Tables are cached per device as plain attributes, not buffers, so ``model.to(bfloat16)``
-  cannot down-cast them.
+- Tables are plain attributes, not buffers, computed once: they follow the module to its device
+  but ``model.to(bfloat16)`` cannot down-cast them, and nothing is filled in lazily, which would
+  make ``torch.compile`` recompile on the second call.
 """
 
 from __future__ import annotations
@@ -41,15 +42,19 @@ class Rotary(nn.Module):
     def __init__(self, head_dim: int, bases: list[float], max_len: int):
         super().__init__()
         self.head_dim, self.bases, self.max_len = head_dim, list(bases), max_len
-        self._tables: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+        positions = torch.arange(max_len, dtype=torch.float32)
+        angles = torch.stack([torch.outer(positions, inv_frequencies(head_dim, b)) for b in self.bases])
+        self.cos, self.sin = angles.cos()[:, None], angles.sin()[:, None]  # (S, 1, max_len, D/2) fp32
+
+    def _apply(self, fn, recurse=True):
+        """Follow the module to a new device (``.to``, ``.cuda``) but never to a new dtype."""
+        device = fn(torch.empty(0)).device
+        self.cos, self.sin = self.cos.to(device), self.sin.to(device)
+        return super()._apply(fn, recurse)
 
     def tables(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """cos, sin of shape (S, 1, max_len, D/2), fp32, on ``device``."""
-        if device not in self._tables:
-            positions = torch.arange(self.max_len, dtype=torch.float32)
-            angles = torch.stack([torch.outer(positions, inv_frequencies(self.head_dim, b)) for b in self.bases])
-            self._tables[device] = (angles.cos()[:, None].to(device), angles.sin()[:, None].to(device))
-        return self._tables[device]
+        return self.cos.to(device), self.sin.to(device)
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, S*H, T, D) at ``positions`` (T,) int64, by default 0..T-1."""

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from prism_lm.config import ModelConfig
-from prism_lm.model.attention import ATTENTION_CLASSES, KVCache, PrismAttention
+from prism_lm.model.attention import ATTENTION_CLASSES, KVCache, PrismAttention, decoding_backends
 from prism_lm.model.loss import chunked_linear_cross_entropy
 
 
@@ -174,6 +174,12 @@ class PrismLM(nn.Module):
         """
         if idx.dim() != 2 or idx.size(1) == 0:
             raise ValueError("generate needs a non-empty (B, T) prompt")
+        with decoding_backends():
+            return self._generate(idx, max_new_tokens, temperature, top_k, top_p, stop_token, use_cache,
+                                  generator, static_cache, decode_step)
+
+    def _generate(self, idx, max_new_tokens, temperature, top_k, top_p, stop_token, use_cache, generator,
+                  static_cache, decode_step):
         block = self.config.block_size
         caches = None
         step_fn = decode_step or self.decode_step

@@ -2,7 +2,8 @@
 
 Under ``torchrun`` (WORLD_SIZE > 1) the process group uses NCCL on CUDA and gloo on CPU. The
 model is wrapped with DDP or FSDP2 (``fully_shard`` on each block, then the root), after an
-optional ``torch.compile`` of each block (compile before sharding, as torchtitan does).
+optional ``torch.compile`` (of the whole model under DDP; of each block before sharding under
+FSDP2, as torchtitan does).
 """
 
 from __future__ import annotations
@@ -59,22 +60,26 @@ def close_world(world: World) -> None:
 
 
 def wrap_model(model: nn.Module, world: World, parallel: str, compile_model: bool) -> nn.Module:
-    """The module to train: compiled blocks, then DDP or FSDP2 across ranks (or the model itself)."""
-    if compile_model:
-        for block in model.blocks:
-            block.compile()
-    if world.size == 1:
-        return model
-    if parallel == "fsdp":
+    """The module to train (its forward is the model's; its parameters are the model's).
+
+    One process or DDP: the whole model compiled (so the LM head and the loss fuse too), then DDP.
+    FSDP2: each block compiled, then sharded block by block and at the root, as torchtitan does.
+    """
+    if world.size > 1 and parallel == "fsdp":
         from torch.distributed.fsdp import fully_shard
 
         for block in model.blocks:
+            if compile_model:
+                block.compile()
             fully_shard(block)
         fully_shard(model)
         return model
+    module = torch.compile(model) if compile_model else model
+    if world.size == 1:
+        return module
     from torch.nn.parallel import DistributedDataParallel
 
-    return DistributedDataParallel(model, device_ids=[world.device.index] if world.device.type == "cuda" else None)
+    return DistributedDataParallel(module, device_ids=[world.device.index] if world.device.type == "cuda" else None)
 
 
 def all_reduce_mean(value: torch.Tensor, world: World) -> torch.Tensor:
