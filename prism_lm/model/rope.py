@@ -48,7 +48,7 @@ class Rotary(nn.Module):
 
     def _apply(self, fn, recurse=True):
         """Follow the module to a new device (``.to``, ``.cuda``) but never to a new dtype."""
-        device = fn(torch.empty(0)).device
+        device = fn(self.cos[:0]).device  # probe from where the tables are: a dtype-only move keeps it
         self.cos, self.sin = self.cos.to(device), self.sin.to(device)
         return super()._apply(fn, recurse)
 
