@@ -10,7 +10,7 @@ import os
 import tempfile
 import time
 
-from prism_lm.data.shards import prepare
+from prism_lm.data.prepare import prepare
 from prism_lm.data.sources import Source
 from prism_lm.data.tokenizer import gpt2_encoding
 

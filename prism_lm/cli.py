@@ -48,7 +48,7 @@ def _import_official(args) -> None:
 def _data_prepare(args) -> None:
     import time
 
-    from prism_lm.data.shards import prepare
+    from prism_lm.data.prepare import prepare
 
     t0 = time.perf_counter()
     manifest, written = prepare(args.source, args.out, val_fraction=args.val_fraction, max_docs=args.max_docs,

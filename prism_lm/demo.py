@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from prism_lm.config import load_train_config
-from prism_lm.data.shards import ShardSet, prepare
+from prism_lm.data.prepare import prepare
+from prism_lm.data.shards import ShardSet
 from prism_lm.errors import PrismError
 
 DEMO_STORIES = 6000

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from prism_lm.cli import main
-from prism_lm.data.shards import ShardSet, prepare
+from prism_lm.data.prepare import prepare
+from prism_lm.data.shards import ShardSet
 from prism_lm.demo import run_demo, unigram_entropy
 
 

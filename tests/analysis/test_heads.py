@@ -4,7 +4,8 @@ import torch
 
 from prism_lm.analysis import capture_attention
 from prism_lm.analysis.heads import bootstrap_diff, head_statistics, pattern_metrics, spectral_centroid
-from prism_lm.data.shards import ShardSet, prepare
+from prism_lm.data.prepare import prepare
+from prism_lm.data.shards import ShardSet
 from prism_lm.model import PrismLM
 from tests.conftest import tiny_config
 

@@ -3,7 +3,7 @@
 import numpy as np
 
 from prism_lm.data.embedded import KINDS, generate_story
-from prism_lm.data.shards import tokenize_document
+from prism_lm.data.prepare import tokenize_document
 from prism_lm.data.sources import Document
 
 

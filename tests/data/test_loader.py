@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from prism_lm.data.loader import RandomWindows, SequentialWindows, make_loader
-from prism_lm.data.shards import ShardSet, prepare
+from prism_lm.data.prepare import prepare
+from prism_lm.data.shards import ShardSet
 from prism_lm.errors import PrismError
 
 

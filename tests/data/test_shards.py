@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from prism_lm.cli import main
-from prism_lm.data.shards import HEADER_BYTES, ShardSet, prepare, read_header, val_mask
+from prism_lm.data.prepare import prepare, val_mask
+from prism_lm.data.shards import HEADER_BYTES, ShardSet, read_header
 from prism_lm.data.sources import split_txt
 from prism_lm.data.tokenizer import EOT_ID, encode
 from prism_lm.errors import PrismError

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from prism_lm.config import load_train_config
-from prism_lm.data.shards import prepare
+from prism_lm.data.prepare import prepare
 
 
 def prepare_tiny(directory: Path, stories: int = 150) -> Path:

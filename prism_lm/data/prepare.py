@@ -1,0 +1,229 @@
+"""``prism data prepare``: text sources -> a prepared directory of token shards (see ``shards.py``).
+
+Design choices:
+- Train/val split by document, deterministically: the ``round(f * N)`` documents with the
+  smallest sha1 of their text go to val (at least one when f > 0 and N >= 2), so a story lands
+  in the same split whatever the order of the inputs.
+- Two streaming passes (hash, then tokenize in worker processes), so memory stays flat.
+- The directory is built under a temporary name and renamed: complete or absent. Re-running with
+  the same inputs finds an identical manifest and does nothing; a different non-empty output
+  directory is never overwritten.
+- ``compact_vocab`` renumbers the shards to the GPT-2 ids the corpus uses; the map travels in the
+  manifest (and from there into checkpoints) as the tokenizer record.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import multiprocessing
+import os
+from pathlib import Path
+
+import numpy as np
+
+from prism_lm.data.embedded import KINDS
+from prism_lm.data.shards import FORMAT, HEADER_BYTES, SPLITS, ShardSet, read_manifest, write_header
+from prism_lm.data.sources import Document, Source, file_sha256
+from prism_lm.data.tokenizer import EOT_ID, GPT2_VOCAB, Codec, gpt2_encoding
+from prism_lm.errors import PrismError
+from prism_lm.files import atomic_directory, write_json
+
+CHUNK_DOCS = 256
+
+
+def tokenize_document(doc: Document) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
+    """Tokens (uint16, without EOT) and dependencies as (recall token, antecedent token, kind id)."""
+    enc = gpt2_encoding()
+    tokens = enc.encode_ordinary(doc.text)
+    deps = []
+    if doc.dependencies:
+        starts, at = [], 0
+        for t in tokens:
+            starts.append(at)
+            at += len(enc.decode_single_token_bytes(t))
+
+        def token_at(char: int) -> int:
+            return bisect.bisect_right(starts, len(doc.text[:char].encode("utf-8"))) - 1
+
+        deps = [(token_at(d.recall_start), token_at(d.ante_start), KINDS.index(d.kind)) for d in doc.dependencies]
+    return np.asarray(tokens, dtype=np.uint16), deps
+
+
+def _tokenize_chunk(docs: list[Document]):
+    return [tokenize_document(d) for d in docs]
+
+
+def _chunks(docs, size):
+    chunk = []
+    for d in docs:
+        chunk.append(d)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+class _SplitWriter:
+    def __init__(self, directory: Path, split: str, shard_tokens: int):
+        self.directory, self.split, self.shard_tokens = directory, split, shard_tokens
+        self.shards: list[dict] = []
+        self.tokens = self.documents = 0
+        self.annotations: list[tuple[int, int, int]] = []
+        self._file = None
+
+    def _open(self) -> None:
+        name = f"{self.split}-{len(self.shards):05d}.bin"
+        self._file = open(self.directory / name, "wb")
+        write_header(self._file, GPT2_VOCAB, 0)
+        self.shards.append({"file": name, "tokens": 0})
+
+    def add(self, tokens: np.ndarray, deps) -> None:
+        if self._file is None or self.shards[-1]["tokens"] >= self.shard_tokens:
+            self._close_shard()
+            self._open()
+        base = self.tokens
+        self.annotations.extend((base + r, base + a, k) for r, a, k in deps)
+        doc = np.append(tokens, np.uint16(EOT_ID))
+        self._file.write(doc.tobytes())
+        self.shards[-1]["tokens"] += len(doc)
+        self.tokens += len(doc)
+        self.documents += 1
+
+    def _close_shard(self) -> None:
+        if self._file is None:
+            return
+        self._file.seek(0)
+        write_header(self._file, GPT2_VOCAB, self.shards[-1]["tokens"])
+        self._file.close()
+        self._file = None
+
+    def finish(self) -> dict:
+        self._close_shard()
+        info = {"tokens": self.tokens, "documents": self.documents, "shards": self.shards}
+        if self.annotations:
+            name = f"{self.split}-annotations.npy"
+            np.save(self.directory / name, np.asarray(self.annotations, dtype=np.int64), allow_pickle=False)
+            info["annotations"] = {"file": name, "count": len(self.annotations)}
+        return info
+
+
+def _limited(sources: list[Source], max_docs: int | None):
+    n = 0
+    for source in sources:
+        for doc in source:
+            if max_docs is not None and n >= max_docs:
+                return
+            n += 1
+            yield doc
+
+
+def _doc_key(text: str) -> int:
+    return int.from_bytes(hashlib.sha1(text.encode("utf-8")).digest()[:8], "little")
+
+
+def val_mask(keys: np.ndarray, val_fraction: float) -> np.ndarray:
+    """Bool mask of validation documents: the round(f*N) smallest keys (ties broken by index)."""
+    n = len(keys)
+    n_val = round(val_fraction * n)
+    if val_fraction > 0 and n >= 2:
+        n_val = min(max(n_val, 1), n - 1)
+    mask = np.zeros(n, dtype=bool)
+    if n_val:
+        mask[np.lexsort((np.arange(n), keys))[:n_val]] = True
+    return mask
+
+
+def prepare(specs: list[str], out_dir: str | Path, val_fraction: float = 0.01, max_docs: int | None = None,
+            workers: int | None = None, shard_tokens: int = 100_000_000, compact_vocab: bool = False,
+            progress: bool = True) -> tuple[dict, bool]:
+    """Tokenize ``specs`` into ``out_dir``: (manifest, written). A no-op (written False) when up to date."""
+    out_dir = Path(out_dir)
+    if not 0.0 <= val_fraction < 1.0:
+        raise PrismError(f"--val-fraction must be in [0, 1), got {val_fraction}")
+    if max_docs is not None and max_docs < 1:
+        raise PrismError(f"--max-docs must be >= 1, got {max_docs}")
+    if not specs:
+        raise PrismError("no --source given")
+    sources = [Source(s) for s in specs]
+    inputs = {"format": FORMAT, "tokenizer": "gpt2", "sources": [s.fingerprint() for s in sources],
+              "val_fraction": val_fraction, "max_docs": max_docs, "compact_vocab": compact_vocab}
+    if (out_dir / "manifest.json").is_file():
+        manifest = read_manifest(out_dir)
+        if manifest.get("inputs") == inputs:
+            for split in SPLITS:
+                ShardSet(out_dir, split)  # verifies headers and sizes
+            return manifest, False
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise PrismError(f"refusing to overwrite non-empty {out_dir} (it holds other data); choose a new --out")
+
+    keys = np.fromiter((_doc_key(d.text) for d in _limited(sources, max_docs)), dtype=np.uint64)
+    if len(keys) == 0:
+        raise PrismError(f"no stories found in {', '.join(specs)}")
+    is_val = val_mask(keys, val_fraction)
+
+    with atomic_directory(out_dir) as tmp:
+        writers = {s: _SplitWriter(tmp, s, shard_tokens) for s in SPLITS}
+        workers = workers or min(os.cpu_count() or 1, 8)
+        chunks = _chunks(_limited(sources, max_docs), CHUNK_DOCS)
+        bar = _progress(len(keys), progress)
+        i = 0
+        with _pool(workers, len(keys)) as pool:
+            results = pool.imap(_tokenize_chunk, chunks) if pool else map(_tokenize_chunk, chunks)
+            for chunk in results:
+                for tokens, deps in chunk:
+                    writers["val" if is_val[i] else "train"].add(tokens, deps)
+                    i += 1
+                bar.update(len(chunk))
+        bar.close()
+        splits = {s: w.finish() for s, w in writers.items()}
+        codec = Codec(_compact(tmp, splits)) if compact_vocab else Codec()
+        for info in splits.values():
+            for shard in info["shards"]:
+                shard["sha256"] = file_sha256(tmp / shard["file"])
+        manifest = {"format": FORMAT, "inputs": inputs, "tokenizer": codec.to_json(),
+                    "dtype": "uint16", "header_bytes": HEADER_BYTES,
+                    "annotation_kinds": list(KINDS), "splits": splits}
+        write_json(tmp / "manifest.json", manifest)
+    return manifest, True
+
+
+def _compact(directory: Path, splits: dict) -> list[int]:
+    """Rewrite every shard to compact ids (sorted used GPT-2 ids, EOT included); return the map."""
+    shards = [directory / s["file"] for info in splits.values() for s in info["shards"]]
+    used = {EOT_ID}
+    for path in shards:
+        used.update(np.unique(np.fromfile(path, dtype=np.uint16, offset=HEADER_BYTES)).tolist())
+    token_map = np.array(sorted(used), dtype=np.uint16)
+    for path in shards:
+        tokens = np.memmap(path, dtype=np.uint16, mode="r+", offset=HEADER_BYTES)
+        if len(tokens):
+            tokens[:] = np.searchsorted(token_map, tokens).astype(np.uint16)
+        count = len(tokens)
+        del tokens
+        with open(path, "r+b") as f:
+            write_header(f, len(token_map), count)
+    return token_map.tolist()
+
+
+class _NoPool:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _pool(workers: int, n_docs: int):
+    if workers <= 1 or n_docs < 4 * CHUNK_DOCS:
+        return _NoPool()
+    return multiprocessing.get_context("fork").Pool(workers)
+
+
+def _progress(total: int, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="doc", desc="tokenizing", disable=not enabled, leave=False)
+
+
