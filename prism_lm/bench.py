@@ -19,9 +19,10 @@ import time
 
 import torch
 
-from prism_lm.config import ModelConfig, RunConfig, TrainConfig
+from prism_lm.config import ModelConfig, RunConfig, TrainConfig, resolve_vocab_size
+from prism_lm.data.shards import manifest_vocab_size
 from prism_lm.errors import PrismError
-from prism_lm.model import PrismLM
+from prism_lm.model import PrismLM, generate
 from prism_lm.train.loop import autocast_for, build_optimizer
 from prism_lm.train.metrics import flops_per_token, peak_flops
 from prism_lm.train.parallel import World, resolve_device, wrap_model
@@ -52,11 +53,9 @@ def _uses_bf16(device: torch.device, dtype: str) -> bool:
     return dtype == "bfloat16" or (dtype == "auto" and device.type == "cuda")
 
 
-def _model(cfg: ModelConfig, device: torch.device, eager: bool, loss_chunk: int) -> PrismLM:
+def _model(cfg: ModelConfig, device: torch.device) -> PrismLM:
     torch.manual_seed(0)
-    model = PrismLM(cfg).to(device)
-    model.eager_attention, model.loss_chunk_size = eager, loss_chunk
-    return model
+    return PrismLM(cfg).to(device)
 
 
 def time_training(loss_of, parameters, optimizer, vocab_size: int, batch_size: int, seq_len: int, steps: int,
@@ -111,12 +110,12 @@ def bench_train(cfg: ModelConfig, batch_size: int, steps: int = 10, warmup: int 
                 loss_chunk: int = 0) -> dict:
     """Tokens/s, step time, MFU and peak memory of full training steps (forward, backward, AdamW).
 
-    The optimizer, autocast and compilation (each block, as ``run.compile``) are the training
+    The optimizer, autocast and compilation (``run.compile``: ``wrap_model``) are the training
     loop's own, with the paper's optimizer settings.
     """
     dev = resolve_device(device)
     _reset_memory(dev)
-    model = _model(cfg, dev, eager, loss_chunk)
+    model = _model(cfg, dev)
     model.train()
     step_model = wrap_model(model, World(device=dev), "ddp", compile_model)
     used_dtype = "bfloat16" if _uses_bf16(dev, dtype) else "float32"
@@ -126,7 +125,7 @@ def bench_train(cfg: ModelConfig, batch_size: int, steps: int = 10, warmup: int 
 
     def loss_of(x, y):
         with ctx:
-            return step_model(x, y)[1]
+            return step_model(x, y, loss_chunk=loss_chunk, eager=eager).loss
 
     seconds = time_training(loss_of, model.parameters(), optimizer, cfg.vocab_size, batch_size, cfg.block_size,
                             steps, warmup, dev)
@@ -152,7 +151,7 @@ def bench_decode(cfg: ModelConfig, batch_size: int = 1, prompt_len: int = 16, ne
     if prompt_len + new_tokens > cfg.block_size:
         raise PrismError(f"prompt_len + new_tokens ({prompt_len + new_tokens}) exceeds block_size {cfg.block_size}")
     _reset_memory(dev)
-    model = _model(cfg, dev, eager=False, loss_chunk=0).eval()
+    model = _model(cfg, dev).eval()
     if _uses_bf16(dev, dtype):
         model = model.to(torch.bfloat16)
         used_dtype = "bfloat16"
@@ -166,8 +165,8 @@ def bench_decode(cfg: ModelConfig, batch_size: int = 1, prompt_len: int = 16, ne
                "decode_step": step}
     prompt = torch.randint(0, cfg.vocab_size, (batch_size, prompt_len), device=dev)
     # warm-up; compiled steps need the timed run's cache length, or they would compile again
-    model.generate(prompt, new_tokens if step else min(8, new_tokens), **options)
-    seconds, out = timed(lambda: model.generate(prompt, new_tokens, **options), dev, repeats)
+    generate(model, prompt, new_tokens if step else min(8, new_tokens), **options)
+    seconds, out = timed(lambda: generate(model, prompt, new_tokens, **options), dev, repeats)
     return {"bench": "decode", "attention": cfg.attention, "cache": cache, "device": device_name(dev),
             "dtype": used_dtype, "batch_size": batch_size, "prompt_len": prompt_len,
             "new_tokens": out.size(1) - prompt_len, "seconds": seconds,
@@ -181,8 +180,33 @@ def _variant(cfg: ModelConfig, eager: bool, compiled: bool, loss_chunk: int) -> 
 
 
 def with_attention(cfg: ModelConfig, kind: str) -> ModelConfig:
-    """The same dimensions with another attention kind (GPT and DIFF ignore the PRISM knobs).
+    """The same dimensions with another attention kind (the others ignore the PRISM knobs)."""
+    return dataclasses.replace(cfg, attention=kind)
 
-    A training config's vocab_size of 0 ("from the data") becomes GPT-2's padded 50,304.
-    """
-    return dataclasses.replace(cfg, attention=kind, vocab_size=cfg.vocab_size or 50304)
+
+def bench_model_config(cfg: TrainConfig) -> ModelConfig:
+    """The model a training config describes, its vocabulary resolved as training resolves it
+    (``model.vocab_size = 0``: from the manifest in ``data.dir``)."""
+    data_vocab = manifest_vocab_size(cfg.data.dir)
+    return dataclasses.replace(cfg.model, vocab_size=resolve_vocab_size(cfg.model.vocab_size, data_vocab))
+
+
+def sweep_train(cfg: TrainConfig, kinds: list[str], paths: list[str], loss_chunks: list[int] | None,
+                batch_size: int | None, steps: int, warmup: int, device: str, dtype: str, compile_model: bool):
+    """``bench_train`` for every kind x path ("fast" | "eager") x loss chunk; yields one record each."""
+    model_cfg = bench_model_config(cfg)
+    for kind in kinds:
+        for path in paths:
+            for chunk in loss_chunks if loss_chunks is not None else [cfg.run.loss_chunk]:
+                yield bench_train(with_attention(model_cfg, kind), batch_size or cfg.run.batch_size, steps, warmup,
+                                  device, dtype, compile_model, path == "eager", chunk)
+
+
+def sweep_decode(cfg: TrainConfig, kinds: list[str], batch_sizes: list[int], caches: list[str], prompt_len: int,
+                 new_tokens: int, device: str, dtype: str):
+    """``bench_decode`` for every kind x batch size x cache mode; yields one record each."""
+    model_cfg = bench_model_config(cfg)
+    for kind in kinds:
+        for batch in batch_sizes:
+            for cache in caches:
+                yield bench_decode(with_attention(model_cfg, kind), batch, prompt_len, new_tokens, cache, device, dtype)

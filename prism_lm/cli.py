@@ -9,33 +9,15 @@ import argparse
 import sys
 
 from prism_lm.errors import PrismError
+from prism_lm.model.attention import ATTENTION_KINDS
 
 
 def _sample(args) -> None:
-    import torch
+    from prism_lm.sampling import sample
 
-    from prism_lm.checkpoint import load_model
-    from prism_lm.data.tokenizer import EOT_ID, decode, encode
-
-    model = load_model(args.checkpoint, device=args.device)
-    gpt2 = model.config.vocab_size >= EOT_ID + 1
-    if gpt2:
-        ids = encode(args.prompt) if args.prompt else [EOT_ID]
-    else:  # a model with its own small vocabulary: the prompt is a list of ids
-        ids = [int(t) for t in args.prompt.split()] if args.prompt else [0]
-    if not ids or max(ids) >= model.config.vocab_size:
-        raise PrismError(f"prompt token ids must be in [0, {model.config.vocab_size})")
-    generator = torch.Generator(device=args.device).manual_seed(args.seed)
-    for _ in range(args.num_samples):
-        idx = torch.tensor([ids], device=args.device)
-        out = model.generate(idx, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
-                             top_p=args.top_p, stop_token=EOT_ID if gpt2 else None, generator=generator)
-        new = out[0, len(ids):].tolist()
-        if gpt2 and EOT_ID in new:
-            new = new[: new.index(EOT_ID)]
-        print(args.prompt + decode(new) if gpt2 else " ".join(map(str, ids + new)))
-        if args.num_samples > 1:
-            print("---")
+    texts = sample(args.checkpoint, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.top_p,
+                   args.num_samples, args.seed, args.device)
+    print("\n---\n".join(texts))
 
 
 def _import_official(args) -> None:
@@ -87,14 +69,9 @@ def _train(args) -> None:
 def _eval(args) -> None:
     import json
 
-    from prism_lm.checkpoint import load_model
-    from prism_lm.data.shards import ShardSet
-    from prism_lm.evaluate import evaluate_split
+    from prism_lm.evaluate import evaluate_checkpoint
 
-    model = load_model(args.checkpoint, device=args.device)
-    shards = ShardSet(args.data, args.split)
-    results = [evaluate_split(model, shards, c, batch_size=args.batch_size, device=args.device)
-               for c in args.context]
+    results = evaluate_checkpoint(args.checkpoint, args.data, args.context, args.split, args.batch_size, args.device)
     if args.json:
         print(json.dumps({"checkpoint": str(args.checkpoint), "data": str(args.data), "results": results}))
         return
@@ -112,24 +89,18 @@ def _demo(args) -> None:
 def _bench(args) -> None:
     import json
 
-    from prism_lm.bench import bench_decode, bench_train, with_attention
+    from prism_lm.bench import sweep_decode, sweep_train
     from prism_lm.config import load_train_config
 
     cfg = load_train_config(args.config, args.set)
-    for kind in args.attention:
-        kind_cfg = with_attention(cfg.model, kind)
-        if args.bench_command == "train":
-            for path in args.path:
-                for chunk in args.loss_chunk if args.loss_chunk is not None else [cfg.run.loss_chunk]:
-                    row = bench_train(kind_cfg, args.batch_size or cfg.run.batch_size, args.steps, args.warmup,
-                                      args.device, args.dtype, args.compile, path == "eager", chunk)
-                    print(json.dumps(row), flush=True)
-        else:
-            for batch in args.batch_size:
-                for cache in args.cache:
-                    row = bench_decode(kind_cfg, batch, args.prompt_len, args.new_tokens, cache, args.device,
-                                       args.dtype)
-                    print(json.dumps(row), flush=True)
+    if args.bench_command == "train":
+        rows = sweep_train(cfg, args.attention, args.path, args.loss_chunk, args.batch_size, args.steps, args.warmup,
+                           args.device, args.dtype, args.compile)
+    else:
+        rows = sweep_decode(cfg, args.attention, args.batch_size, args.cache, args.prompt_len, args.new_tokens,
+                            args.device, args.dtype)
+    for row in rows:
+        print(json.dumps(row), flush=True)
 
 
 def _reference(text: str) -> tuple[str, float]:
@@ -158,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sample", help="generate text from a checkpoint")
     p.add_argument("checkpoint", help="checkpoint directory or run directory")
-    p.add_argument("--prompt", default="", help="text prompt (GPT-2 BPE); empty starts from <|endoftext|>")
+    p.add_argument("--prompt", default="", help="text prompt, encoded with the checkpoint's own tokenizer (token "
+                   "ids for a model without one); empty starts from <|endoftext|>")
     p.add_argument("--max-new-tokens", type=int, default=200)
     p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
     p.add_argument("--top-k", type=int, default=200)
@@ -215,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = bench_sub.add_parser(name, help=text)
         p.add_argument("--config", default="prism-50m-tinystories", help="config name or TOML path (model shape)")
         p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
-        p.add_argument("--attention", nargs="+", choices=["prism", "gpt", "diff"], default=["prism", "gpt", "diff"],
+        p.add_argument("--attention", nargs="+", choices=list(ATTENTION_KINDS), default=list(ATTENTION_KINDS),
                        help="attention kinds to measure at the config's dimensions")
         p.add_argument("--device", default="auto")
         p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])

@@ -27,7 +27,6 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-ATTENTION_KINDS = ("prism", "gpt", "diff")
 LAMBDA_SCHEDULES = ("cosine", "constant", "learned")
 NAMED_MULTIPLIERS = {
     "pi": math.pi,
@@ -63,12 +62,12 @@ def resolve_multiplier(value: float | str) -> float:
 class ModelConfig:
     """Architecture. Defaults: the paper's PRISM (8 layers, 8 heads, C=512, T=512)."""
 
-    attention: str = "prism"  # prism | gpt | diff
+    attention: str = "prism"  # a kind of prism_lm.model.ATTENTION_KINDS: prism | gpt | gpt-rope | diff
     n_layer: int = 8
     n_head: int = 8  # PRISM: heads per stream; DIFF: differential heads (each two maps)
     n_embd: int = 512
     block_size: int = 512
-    vocab_size: int = 50304  # 0 in a training config: the data's vocabulary, rounded up to a multiple of 64
+    vocab_size: int = 50304  # 0 in a training config: the data's vocabulary (resolve_vocab_size)
     dropout: float = 0.1
     bias: bool = False  # biases in LayerNorm and MLP (and GPT/DIFF projections)
     # PRISM only
@@ -82,8 +81,10 @@ class ModelConfig:
     tied_output: bool = True  # W_O = U^T (paper) or a separate learned projection (CRATE)
 
     def validate(self, allow_auto_vocab: bool = False) -> None:
+        from prism_lm.model.attention import ATTENTION_KINDS  # the kinds own their checks
+
         if self.attention not in ATTENTION_KINDS:
-            raise PrismError(f"model.attention must be one of {ATTENTION_KINDS}, got {self.attention!r}")
+            raise PrismError(f"model.attention must be one of {tuple(ATTENTION_KINDS)}, got {self.attention!r}")
         if self.lambda_schedule not in LAMBDA_SCHEDULES:
             raise PrismError(
                 f"model.lambda_schedule must be one of {LAMBDA_SCHEDULES}, got {self.lambda_schedule!r}"
@@ -98,10 +99,9 @@ class ModelConfig:
         if not 0.0 <= self.dropout < 1.0:
             raise PrismError(f"model.dropout must be in [0, 1), got {self.dropout}")
         resolve_multiplier(self.freq_multiplier)
-        if self.attention == "prism" and self.head_dim % 2:
-            raise PrismError(f"PRISM head dim (n_embd/n_head*expansion_ratio = {self.head_dim}) must be even for RoPE")
-        if self.attention == "diff" and (self.n_embd // self.n_head) % 4:
-            raise PrismError("DIFF needs n_embd/n_head divisible by 4 (two maps, even RoPE pairs)")
+        if not (self.rope_base > 0 and math.isfinite(self.rope_base)):
+            raise PrismError(f"model.rope_base must be a finite number > 0, got {self.rope_base}")
+        ATTENTION_KINDS[self.attention].check_config(self)
 
     @property
     def head_dim(self) -> int:
@@ -113,7 +113,6 @@ class ModelConfig:
 class DataConfig:
     dir: str = "data/embedded"  # a prepared shard directory (see `prism data prepare`)
     sampler: str = "random"  # random (nanoGPT windows) | sequential (epochs, exact resume)
-    num_workers: int = 0
 
     def validate(self) -> None:
         if self.sampler not in ("random", "sequential"):
@@ -183,6 +182,19 @@ class TrainConfig:
         self.model.validate(allow_auto_vocab=True)
         for section in (self.data, self.optim, self.run):
             section.validate()
+
+
+def resolve_vocab_size(configured: int, data_vocab: int | None) -> int:
+    """The model's vocabulary: ``configured``, or for 0 ("from the data") the data's vocabulary
+    rounded up to a multiple of 64 (for the matmuls). The one place this rule lives."""
+    if configured == 0:
+        if data_vocab is None:
+            raise PrismError("model.vocab_size = 0 means 'from the data', but no prepared data was found "
+                             "(set model.vocab_size or data.dir)")
+        return (data_vocab + 63) // 64 * 64
+    if data_vocab is not None and data_vocab > configured:
+        raise PrismError(f"data vocabulary ({data_vocab}) is larger than model.vocab_size ({configured})")
+    return configured
 
 
 # --------------------------------------------------------------------------- dict <-> dataclass

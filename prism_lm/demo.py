@@ -52,8 +52,10 @@ def default_out_dir() -> Path:
 
 def run_demo(out: Path | None = None, stories: int = DEMO_STORIES, max_iters: int | None = None,
              analyze: bool = True, log=print) -> dict:
-    from prism_lm.checkpoint import load_model
+    from prism_lm.checkpoint import load_codec, load_model
     from prism_lm.evaluate import evaluate_split
+    from prism_lm.model import generate
+    from prism_lm.run_dir import RunDir
     from prism_lm.train.loop import train
 
     out = Path(out) if out is not None else default_out_dir()
@@ -79,12 +81,12 @@ def run_demo(out: Path | None = None, stories: int = DEMO_STORIES, max_iters: in
         t0 = time.perf_counter()
         summary = train(cfg)
         seconds = time.perf_counter() - t0
-        model = load_model(out / name / "checkpoints" / f"step-{summary['step']:06d}")
+        final = RunDir(out / name).step_dir(summary["step"])
+        model, codec = load_model(final), load_codec(final)
         val = [evaluate_split(model, val_data, c, batch_size=16) for c in (64, cfg.model.block_size)]
-        codec = train_data.codec()
         gen = torch.Generator().manual_seed(0)
-        ids = model.generate(torch.tensor([codec.encode(DEMO_PROMPT)]), 160, temperature=0.8, top_k=40,
-                             stop_token=codec.eot, generator=gen)[0].tolist()
+        ids = generate(model, torch.tensor([codec.encode(DEMO_PROMPT)]), 160, temperature=0.8, top_k=40,
+                       stop_token=codec.eot, generator=gen)[0].tolist()
         story = codec.decode(ids).split("<|endoftext|>")[0]
         log(f"[demo] {name.upper()}: {seconds:.0f}s, val loss {val[-1]['loss']:.3f} (context {val[-1]['context']})")
         results.append(DemoResult(name.upper(), model.num_params(), summary["step"], seconds, val, story,

@@ -9,6 +9,7 @@ block sizes are then compared on the same tokens (the ragged tail is dropped and
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -36,10 +37,27 @@ def evaluate_split(model: PrismLM, shards: ShardSet, context: int, batch_size: i
     for first in range(0, n_windows, batch_size):
         ids = range(first, min(first + batch_size, n_windows))
         rows = torch.from_numpy(shards.windows([w * context for w in ids], context + 1)).to(device)
-        logits = model(rows[:, :-1])
+        logits = model(rows[:, :-1]).logits
         nll = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), rows[:, 1:].reshape(-1), reduction="sum")
         total += float(nll)
         count += rows[:, 1:].numel()
     loss = total / count
     return {"context": context, "split": shards.split, "tokens": count, "windows": n_windows,
             "dropped_tokens": len(shards) - 1 - count, "loss": loss, "perplexity": math.exp(loss)}
+
+
+def evaluate_checkpoint(checkpoint: str | Path, data_dir: str | Path, contexts: list[int], split: str = "val",
+                        batch_size: int = 8, device: str = "cpu") -> list[dict]:
+    """``evaluate_split`` of a checkpoint (or a run's best) at each context length."""
+    from prism_lm.checkpoint import load_model
+    from prism_lm.train.parallel import resolve_device
+
+    if batch_size < 1:
+        raise PrismError(f"--batch-size must be >= 1, got {batch_size}")
+    bad = [c for c in contexts if c < 1]
+    if bad:
+        raise PrismError(f"--context must be >= 1, got {bad[0]}")
+    dev = resolve_device(device)
+    model = load_model(checkpoint, device=dev)
+    shards = ShardSet(data_dir, split)
+    return [evaluate_split(model, shards, c, batch_size=batch_size, device=dev) for c in contexts]

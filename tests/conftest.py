@@ -8,6 +8,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 from prism_lm.config import ModelConfig
+from prism_lm.model import ATTENTION_KINDS
 
 
 @pytest.fixture(autouse=True)
@@ -24,4 +25,4 @@ def tiny_config(attention: str = "prism", **overrides) -> ModelConfig:
     return ModelConfig(**base)
 
 
-ALL_KINDS = ("prism", "gpt", "diff")
+ALL_KINDS = tuple(ATTENTION_KINDS)  # every registered kind runs through every per-kind test

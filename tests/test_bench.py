@@ -5,6 +5,8 @@ import torch
 
 from prism_lm.bench import bench_decode, bench_train, with_attention
 from prism_lm.cli import main
+from prism_lm.config import resolve_vocab_size
+from prism_lm.data.shards import ShardSet
 from prism_lm.errors import PrismError
 from prism_lm.model import PrismLM
 from tests.conftest import tiny_config
@@ -32,11 +34,23 @@ def test_bench_decode_counts_tokens_and_rejects_overlong_requests():
 def test_with_attention_keeps_dimensions():
     cfg = with_attention(tiny_config(), "diff")
     assert cfg.attention == "diff" and cfg.n_embd == 32 and cfg.vocab_size == 97
-    assert with_attention(tiny_config(vocab_size=0), "gpt").vocab_size == 50304
+
+
+def test_bench_resolves_vocabulary_zero_from_the_data_like_training(tmp_path):
+    from prism_lm.bench import bench_model_config
+    from prism_lm.config import load_train_config
+    from tests.train.helpers import prepare_tiny
+
+    data = prepare_tiny(tmp_path / "d", stories=20)
+    cfg = load_train_config("tiny-prism-cpu", [f'data.dir="{data}"'])
+    vocab = ShardSet(data, "train").vocab_size
+    assert bench_model_config(cfg).vocab_size == resolve_vocab_size(0, vocab) == (vocab + 63) // 64 * 64
+    with pytest.raises(PrismError, match="no prepared data was found"):
+        bench_model_config(load_train_config("tiny-prism-cpu", [f'data.dir="{tmp_path / "none"}"']))
 
 
 def test_cli_prints_one_json_line_per_variant(capsys):
-    sets = ["--set", "model.n_layer=1", "--set", "model.block_size=32"]
+    sets = ["--set", "model.n_layer=1", "--set", "model.block_size=32", "--set", "model.vocab_size=384"]
     assert main(["bench", "train", "--config", "tiny-prism-cpu", *sets, "--steps", "1", "--warmup", "0",
                  "--batch-size", "2", "--attention", "prism", "gpt", "--path", "fast", "eager",
                  "--device", "cpu"]) == 0

@@ -16,17 +16,17 @@ from tests.reference import make_official_checkpoint, official_logits
 @pytest.mark.parametrize("kind", ALL_KINDS)
 def test_round_trip(tmp_path, kind):
     model = PrismLM(tiny_config(kind, freq_multiplier="phi")).eval()
-    model.set_prism_lambda(0.042)
+    model.set_scheduled_lambda(0.042)
     save_model(model, tmp_path / "ck")
     assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["config.json", "model.safetensors"]
     loaded = prism_lm.load_model(tmp_path / "ck")
     assert not loaded.training
     assert loaded.config == model.config
     idx = torch.randint(0, 97, (2, 9))
-    torch.testing.assert_close(loaded(idx), model(idx), atol=0, rtol=0)
+    torch.testing.assert_close(loaded(idx).logits, model(idx).logits, atol=0, rtol=0)
     assert loaded.lm_head.weight is loaded.wte.weight
     if kind == "prism":
-        assert loaded.prism_lambdas() == pytest.approx([0.042, 0.042])
+        assert loaded.lambdas() == pytest.approx([0.042, 0.042])
 
 
 def test_save_refuses_to_overwrite(tmp_path):
@@ -110,11 +110,11 @@ def test_official_import_reproduces_official_logits(tmp_path, bias, prefix):
     torch.save(ckpt, tmp_path / "ckpt.pt")
     import_official(tmp_path / "ckpt.pt", tmp_path / "ours")
     model = prism_lm.load_model(tmp_path / "ours")
-    assert model.prism_lambdas() == pytest.approx([0.05, 0.06])
+    assert model.lambdas() == pytest.approx([0.05, 0.06])
     assert model.config.lambda_schedule == "constant"
     idx = torch.randint(0, 61, (24,))
     expected = official_logits(ckpt["model"], args, idx)
-    torch.testing.assert_close(model(idx[None])[0], expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(model(idx[None]).logits[0], expected, atol=1e-5, rtol=1e-5)
     meta = json.loads((tmp_path / "ours" / "config.json").read_text())
     assert meta["imported_from"]["iter_num"] == 1234
     assert meta["imported_from"]["best_val_loss"] == pytest.approx(1.55)

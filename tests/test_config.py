@@ -82,12 +82,12 @@ def test_shipped_configs_load_by_name_and_path():
 def test_equal_parameter_counts_of_shipped_baselines():
     import torch
 
+    from prism_lm.config import resolve_vocab_size
     from prism_lm.model import PrismLM
 
     def count(name):
         cfg = load_train_config(name).model
-        if cfg.vocab_size == 0:
-            cfg.vocab_size = 448
+        cfg.vocab_size = resolve_vocab_size(cfg.vocab_size, 365)  # the demo corpus's compact vocabulary
         with torch.device("meta"):
             return PrismLM(cfg).num_params()
 

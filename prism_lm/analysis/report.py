@@ -8,6 +8,7 @@ embedded as base64) present them.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 import json
 from pathlib import Path
@@ -18,12 +19,14 @@ from prism_lm.analysis import figures
 from prism_lm.analysis.capture import capture_attention
 from prism_lm.analysis.heads import METRICS, head_statistics
 from prism_lm.analysis.spectral import layer_coding_rates, model_coherence, resonance_table
-from prism_lm.checkpoint import load_model, read_model_config, resolve_checkpoint_dir
-from prism_lm.config import resolve_multiplier
+from prism_lm.checkpoint import load_codec, load_model, resolve_checkpoint_dir
+from prism_lm.config import ModelConfig, TrainConfig, resolve_multiplier
 from prism_lm.data.shards import ShardSet
 from prism_lm.data.tokenizer import Codec
 from prism_lm.errors import PrismError
 from prism_lm.model import PrismLM
+from prism_lm.run_dir import RunDir
+from prism_lm.train.loop import initial_model
 from prism_lm.train.metrics import read_metrics
 
 PAPER_PROBE = ("The frog found a shiny key. ... The frog looked for a door.", "door")
@@ -32,12 +35,10 @@ EMBEDDED_PROBE = ("Once upon a time, there was a little girl named Lily. One day
                   "key")
 
 
-def _run_and_checkpoint(path: Path) -> tuple[Path | None, Path]:
+def _run_and_checkpoint(path: Path) -> tuple[RunDir | None, Path]:
     path = Path(path)
     ckpt = resolve_checkpoint_dir(path)
-    run = path if (path / "metrics.jsonl").is_file() else None
-    if run is None and (ckpt.parent.parent / "metrics.jsonl").is_file():
-        run = ckpt.parent.parent
+    run = RunDir(path) if RunDir(path).metrics_path.is_file() else RunDir.of_checkpoint(ckpt)
     return run, ckpt
 
 
@@ -67,20 +68,21 @@ def analyze_run(path: str | Path, data_dir: str | Path, out: str | Path, max_win
         raise PrismError(f"refusing to write into non-empty {out}; choose a new --out")
     run, ckpt = _run_and_checkpoint(Path(path))
     model = load_model(ckpt)
-    _, meta = read_model_config(ckpt)
-    codec = Codec.from_json(meta.get("tokenizer"))
+    codec = load_codec(ckpt)
+    if codec is None:
+        raise PrismError(f"{ckpt} records no tokenizer and its vocabulary is not GPT-2's: no text to probe it with")
     split = "val" if len(ShardSet(data_dir, "val")) > model.config.block_size + 1 else "train"
     shards = ShardSet(data_dir, split)
     if shards.vocab_size > model.config.vocab_size:
         raise PrismError(f"data vocabulary ({shards.vocab_size}) does not fit the model ({model.config.vocab_size})")
     cfg = model.config
     fig_dir = out / "figures"
-    report: dict = {"checkpoint": str(ckpt), "run": str(run) if run else None, "data": str(data_dir),
+    report: dict = {"checkpoint": str(ckpt), "run": str(run.path) if run else None, "data": str(data_dir),
                     "split": split, "model": {**vars(cfg), "parameters": model.num_params()},
                     "references": [{"label": label, "value": value} for label, value in references]}
     figs: dict[str, Path] = {}
 
-    records = read_metrics(run / "metrics.jsonl") if run else []
+    records = read_metrics(run.metrics_path) if run else []
     if records:
         figs["loss"] = figures.loss_curves(records, fig_dir, references)
         figs["grad_norm_lambda"] = figures.grad_norm_and_lambda(records, fig_dir)
@@ -110,7 +112,7 @@ def analyze_run(path: str | Path, data_dir: str | Path, out: str | Path, max_win
 
     initial = _initial_model(run, cfg)
     if cfg.attention == "prism":
-        table = resonance_table(cfg.head_dim, windows=(cfg.block_size, 4 * cfg.block_size))
+        table = resonance_table(cfg, windows=(cfg.block_size, 4 * cfg.block_size))
         report["resonance"] = {**table, "model_multiplier": resolve_multiplier(cfg.freq_multiplier)}
         figs["resonance"] = figures.resonance(table, fig_dir)
         report["coherence"] = {"init": model_coherence(initial), "trained": model_coherence(model)}
@@ -118,7 +120,7 @@ def analyze_run(path: str | Path, data_dir: str | Path, out: str | Path, max_win
     n_batch = min(4, (len(shards) - 1) // cfg.block_size)
     batch = torch.from_numpy(shards.windows([w * cfg.block_size for w in range(n_batch)], cfg.block_size))
     rates = {"init": layer_coding_rates(initial, batch)}
-    for step_dir in _run_checkpoints(run, ckpt):
+    for step_dir in (run.steps() if run else []) or [ckpt]:
         rates[step_dir.name] = layer_coding_rates(load_model(step_dir), batch)
     report["coding_rate"] = rates
     figs["coding_rate"] = figures.coding_rates({_step_of(k): v for k, v in rates.items()}, fig_dir)
@@ -130,23 +132,11 @@ def analyze_run(path: str | Path, data_dir: str | Path, out: str | Path, max_win
     return {"md": out / "report.md", "html": out / "report.html", "json": out / "report.json"}
 
 
-def _initial_model(run: Path | None, cfg) -> PrismLM:
-    """The run's model at step 0: the loop seeds with run.seed before building it."""
-    seed = 1337
-    if run and (run / "config.toml").is_file():
-        from prism_lm.config import load_train_config
-
-        seed = load_train_config(run / "config.toml").run.seed
-    torch.manual_seed(seed)
-    return PrismLM(cfg).eval()
-
-
-def _run_checkpoints(run: Path | None, ckpt: Path) -> list[Path]:
-    if run is None:
-        return [ckpt]
-    from prism_lm.train.state import checkpoint_dirs
-
-    return checkpoint_dirs(run) or [ckpt]
+def _initial_model(run: RunDir | None, cfg: ModelConfig) -> PrismLM:
+    """The run's model at step 0, rebuilt from its recorded config and seed (a bare checkpoint:
+    the default run settings)."""
+    recorded = run.read_config() if run else None
+    return initial_model(dataclasses.replace(recorded or TrainConfig(), model=cfg)).eval()
 
 
 def _step_of(name: str) -> int:

@@ -1,7 +1,9 @@
 """White-box numerics: RoPE non-resonance, subspace coherence, and coding rates.
 
-Non-resonance (paper §2.3): the signal stream rotates pair i at ω_s,i = (10000 m)^(-i/(D/2)) and
-the noise stream at ω_n,j = (10000/m)^(-j/(D/2)). Their cross-kernel over a window of W positions,
+Non-resonance (paper §2.3): the signal stream rotates pair i at ω_s,i = (b m)^(-i/(D/2)) and
+the noise stream at ω_n,j = (b/m)^(-j/(D/2)), b = ``model.rope_base`` (10000); the bases come from
+``PrismAttention.rope_bases`` and the frequencies from ``rope.inv_frequencies``, the model's own
+formula. Their cross-kernel over a window of W positions,
 
     K_SN(i, j) = (1/W) Σ_{τ=0}^{W-1} cos(ω_s,i τ) cos(ω_n,j τ),
 
@@ -21,24 +23,24 @@ each PRISM attention layer.
 
 from __future__ import annotations
 
-import math
+import dataclasses
 
 import numpy as np
 import torch
 
-from prism_lm.config import NAMED_MULTIPLIERS
+from prism_lm.config import NAMED_MULTIPLIERS, ModelConfig, resolve_multiplier
 from prism_lm.model import PrismLM
 from prism_lm.model.attention import PrismAttention
+from prism_lm.model.rope import inv_frequencies
 
-NAMED_M = {**{k: v for k, v in NAMED_MULTIPLIERS.items()}, "3/2": 1.5, "2": 2.0, "3": 3.0, "1": 1.0}
+# the named irrationals, and the rationals to hold them against
+NAMED_M = {**NAMED_MULTIPLIERS, **{name: resolve_multiplier(name) for name in ("3/2", "2", "3", "1")}}
 
 
-def cross_kernel(m: float, head_dim: int, window: int, base: float = 10000.0) -> dict[str, float]:
-    """Mean |K_SN| over matched pairs and over all pairs (pair 0 excluded) for multiplier m."""
-    half = head_dim // 2
-    i = np.arange(1, half)
-    w_s = (base * m) ** (-i / half)
-    w_n = (base / m) ** (-i / half)
+def cross_kernel(signal_base: float, noise_base: float, head_dim: int, window: int) -> dict[str, float]:
+    """Mean |K_SN| over matched pairs and over all pairs (pair 0 excluded) for two RoPE bases."""
+    w_s = inv_frequencies(head_dim, signal_base, torch.float64).numpy()[1:]
+    w_n = inv_frequencies(head_dim, noise_base, torch.float64).numpy()[1:]
     tau = np.arange(window)
     cs = np.cos(np.outer(w_s, tau))  # (P, W)
     cn = np.cos(np.outer(w_n, tau))
@@ -46,20 +48,29 @@ def cross_kernel(m: float, head_dim: int, window: int, base: float = 10000.0) ->
     return {"matched": float(np.abs(np.diag(k)).mean()), "all_pairs": float(np.abs(k).mean())}
 
 
-def resonance_table(head_dim: int, windows: tuple[int, ...] = (128, 512, 2048), sweep: int = 121) -> dict:
-    named = {name: {str(w): cross_kernel(m, head_dim, w) for w in windows} for name, m in NAMED_M.items()}
+def stream_bases(cfg: ModelConfig, m: float) -> tuple[float, float]:
+    """The (signal, noise) RoPE bases a PRISM of ``cfg``'s shape would use with multiplier m."""
+    signal, noise = PrismAttention.rope_bases(dataclasses.replace(cfg, freq_multiplier=float(m), noise_stream=True))
+    return signal, noise
+
+
+def resonance_table(cfg: ModelConfig, windows: tuple[int, ...] = (128, 512, 2048), sweep: int = 121) -> dict:
+    """|K_SN| for the named multipliers and a sweep of m in [1, 4], at ``cfg``'s head dim and rope_base."""
+    def kernel(m: float, w: int) -> dict[str, float]:
+        return cross_kernel(*stream_bases(cfg, m), cfg.head_dim, w)
+
+    named = {name: {str(w): kernel(m, w) for w in windows} for name, m in NAMED_M.items()}
     ms = np.linspace(1.0, 4.0, sweep)
-    curve = {str(w): [cross_kernel(float(m), head_dim, w)["matched"] for m in ms] for w in windows}
-    return {"head_dim": head_dim, "windows": list(windows), "named": named,
+    curve = {str(w): [kernel(float(m), w)["matched"] for m in ms] for w in windows}
+    return {"head_dim": cfg.head_dim, "rope_base": cfg.rope_base, "windows": list(windows), "named": named,
             "named_values": {k: float(v) for k, v in NAMED_M.items()}, "sweep_m": ms.tolist(), "sweep": curve}
 
 
 def coherence(attn: PrismAttention) -> float | None:
     if attn.n_streams < 2:
         return None
-    W = attn.u_proj.weight.detach().float()
-    half = W.shape[0] // 2
-    ws, wn = W[:half], W[half:]
+    U = attn.dictionary().detach().float()  # (S, H, D, C)
+    ws, wn = U[0].reshape(-1, U.shape[-1]), U[1].reshape(-1, U.shape[-1])
     cross = torch.linalg.matrix_norm(ws @ wn.T, ord=2)
     return float(cross / (torch.linalg.matrix_norm(ws, ord=2) * torch.linalg.matrix_norm(wn, ord=2)))
 
@@ -94,7 +105,7 @@ def layer_coding_rates(model: PrismLM, idx: torch.Tensor, eps: float = 0.5) -> l
         row = {"layer": layer, "R": coding_rate(Z, eps)}
         attn = block.attn
         if isinstance(attn, PrismAttention):
-            U = attn.u_proj.weight.detach().double().view(attn.n_streams, attn.n_head, attn.head_dim, -1)
+            U = attn.dictionary().detach().double()  # (S, H, D, C)
             per_stream = [sum(coding_rate(U[s, k] @ Z, eps) for k in range(attn.n_head))
                           for s in range(attn.n_streams)]
             lam = float(attn.current_lambda().detach())
@@ -103,10 +114,3 @@ def layer_coding_rates(model: PrismLM, idx: torch.Tensor, eps: float = 0.5) -> l
                 row.update({"R_noise": per_stream[1], "delta_R": per_stream[0] - lam * per_stream[1]})
         rows.append(row)
     return rows
-
-
-def named_multiplier(value: float) -> str:
-    for name, m in NAMED_M.items():
-        if math.isclose(m, value, rel_tol=1e-9):
-            return name
-    return f"{value:g}"

@@ -189,7 +189,3 @@ def generate_story(index: int, seed: int = 0) -> Story:
     w.say(rng.choice(("The end.", f"{pron['Sub']} was very {rng.choice(FEELINGS)}.", "It was a good day.")))
     return w.story()
 
-
-def generate_stories(count: int, seed: int = 0, start: int = 0):
-    for i in range(start, start + count):
-        yield generate_story(i, seed)

@@ -58,6 +58,13 @@ def read_manifest(directory: str | Path) -> dict:
                                     "run `prism data prepare`")
 
 
+def manifest_vocab_size(directory: str | Path) -> int | None:
+    """The vocabulary of a prepared directory, or None when ``directory`` holds no manifest."""
+    if not (Path(directory) / "manifest.json").is_file():
+        return None
+    return int(read_manifest(directory)["tokenizer"]["vocab_size"])
+
+
 class ShardSet:
     """One split of a prepared directory as a single token stream over memory-mapped shards."""
 

@@ -1,7 +1,11 @@
-"""The three attention kinds behind one interface: PRISM, GPT-2 and Differential Transformer.
+"""The attention kinds behind one interface: PRISM, GPT-2, GPT-2 with RoPE, Differential Transformer.
 
-Every kind maps (B, T, C) at ``positions`` (T,) (default 0..T-1) -> (B, T, C) and takes an
-optional ``KVCache`` (decoding) and ``need_weights`` (analysis). Shared design choices:
+Every kind is an ``AttentionKind``: it maps (B, T, C) at ``positions`` (T,) (default 0..T-1) ->
+(B, T, C), takes an optional KV cache (decoding, ``generate.py``) and ``need_weights`` (analysis),
+and declares what the rest of prism-lm asks of it: its config checks, stream names, FLOP widths,
+current λ, init, and for PRISM the dictionary's layout and RoPE bases. ``ATTENTION_KINDS`` at the
+end of this file is the registry that config, CLI, metrics, bench, analysis and import read;
+adding a kind is a class here plus its tests. Shared design choices:
 - ``attend`` is the only place that computes softmax attention. Its fast path is one call of
   ``F.scaled_dot_product_attention`` over all heads of all streams (flash kernels on GPU); its
   eager path writes the softmax out and can return the probabilities. Both are tested equal.
@@ -17,55 +21,15 @@ same scale, so it equals the full model at λ = 0 with the same U_s.
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from prism_lm.config import ModelConfig, resolve_multiplier
+from prism_lm.errors import PrismError
 from prism_lm.model.rope import Rotary
-
-
-class KVCache:
-    """Per-layer keys and values for decoding, allocated on first use (the prefill) like the inputs.
-
-    Dynamic (default): appends at the end and returns the filled prefix, so shapes grow by one
-    position per step. Static: writes at the given positions and always returns the whole
-    ``max_len`` buffers with a mask of the positions each query may see; every step then has the
-    same shapes and the buffers never move, which CUDA graphs need (``torch.compile`` with
-    ``mode="reduce-overhead"`` around ``PrismLM.decode_step``).
-    """
-
-    def __init__(self, max_len: int, static: bool = False):
-        self.max_len, self.static = max_len, static
-        self.length = 0  # dynamic caches only: positions filled so far
-        self.k: torch.Tensor | None = None
-        self.v: torch.Tensor | None = None
-
-    def update(self, k: torch.Tensor, v: torch.Tensor, positions: torch.Tensor):
-        """Store k (B, Hk, T, Dk) and v (B, Hv, T, Dv) at ``positions`` (T,).
-
-        Returns keys, values and a (T, Tk) bool mask (None for dynamic caches, whose queries are
-        the last T of the returned keys, so ``attend`` derives the causal mask itself).
-        """
-        if self.k is None:
-            self.k = k.new_zeros(k.size(0), k.size(1), self.max_len, k.size(3))
-            self.v = v.new_zeros(v.size(0), v.size(1), self.max_len, v.size(3))
-            self.slots = torch.arange(self.max_len, device=k.device)
-            if self.static:
-                torch._dynamo.mark_static_address(self.k)
-                torch._dynamo.mark_static_address(self.v)
-        if self.static:
-            self.k.index_copy_(2, positions, k)
-            self.v.index_copy_(2, positions, v)
-            return self.k, self.v, self.slots[None, :] <= positions[:, None]
-        end = self.length + k.size(2)
-        if end > self.max_len:
-            raise ValueError(f"KV cache overflow: {end} > {self.max_len} positions")
-        self.k[:, :, self.length:end] = k
-        self.v[:, :, self.length:end] = v
-        self.length = end
-        return self.k[:, :, :end], self.v[:, :, :end], None
 
 
 def causal_mask(tq: int, tk: int, device: torch.device) -> torch.Tensor:
@@ -114,6 +78,36 @@ def decoding_backends():
     return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
 
 
+class AttentionKind(nn.Module):
+    """The interface of an attention kind. Subclasses set ``name`` and implement ``forward``."""
+
+    name: ClassVar[str]
+
+    @classmethod
+    def streams(cls, cfg: ModelConfig) -> tuple[str, ...]:
+        """Names of the head streams, in the order their heads are stacked."""
+        return ("main",)
+
+    @classmethod
+    def check_config(cls, cfg: ModelConfig) -> None:
+        """Raise PrismError when ``cfg``'s shapes do not suit this kind."""
+
+    @classmethod
+    def flop_widths(cls, cfg: ModelConfig) -> tuple[int, int]:
+        """Total query/key width and total value width over all attention maps of one layer."""
+        return cfg.n_embd, cfg.n_embd
+
+    def current_lambda(self) -> torch.Tensor | None:
+        """The weight of the subtracted stream (PRISM's λ, DIFF's learned λ); None without one."""
+        return None
+
+    def set_scheduled_lambda(self, value: float) -> None:
+        """Take λ(t) from the training loop's schedule (a no-op for kinds without a scheduled λ)."""
+
+    def reset_parameters(self) -> None:
+        """Kind-specific init, run after the model's generic N(0, 0.02) pass."""
+
+
 class LearnedLambda(nn.Module):
     """λ = exp(λq1·λk1) - exp(λq2·λk2) + λ_init, the Differential-Transformer parametrisation."""
 
@@ -135,19 +129,43 @@ class LearnedLambda(nn.Module):
         return first - second + self.init.float()
 
 
-class PrismAttention(nn.Module):
+class PrismAttention(AttentionKind):
+    name = "prism"
+
+    @classmethod
+    def streams(cls, cfg: ModelConfig) -> tuple[str, ...]:
+        return ("signal", "noise") if cfg.noise_stream else ("signal",)
+
+    @classmethod
+    def check_config(cls, cfg: ModelConfig) -> None:
+        if cfg.head_dim % 2:
+            raise PrismError(f"PRISM head dim (n_embd/n_head*expansion_ratio = {cfg.head_dim}) must be even for RoPE")
+
+    @classmethod
+    def flop_widths(cls, cfg: ModelConfig) -> tuple[int, int]:
+        width = len(cls.streams(cfg)) * cfg.n_head * cfg.head_dim
+        return width, width
+
+    @classmethod
+    def dictionary_shape(cls, cfg: ModelConfig) -> tuple[int, int, int, int]:
+        """U's rows as (streams, heads, D, C): stream 0 (signal) first, then head by head."""
+        return len(cls.streams(cfg)), cfg.n_head, cfg.head_dim, cfg.n_embd
+
+    @classmethod
+    def rope_bases(cls, cfg: ModelConfig) -> list[float]:
+        """RoPE base of each stream: signal rope_base·m, noise rope_base/m."""
+        m = resolve_multiplier(cfg.freq_multiplier)
+        return [cfg.rope_base * m, cfg.rope_base / m][: len(cls.streams(cfg))]
+
     def __init__(self, cfg: ModelConfig, layer_idx: int):
         super().__init__()
-        self.n_head, self.head_dim = cfg.n_head, cfg.head_dim
-        self.n_streams = 2 if cfg.noise_stream else 1
-        self.stream_names = ("signal", "noise")[: self.n_streams]
+        self.stream_names = self.streams(cfg)
+        self.n_streams, self.n_head, self.head_dim = self.dictionary_shape(cfg)[:3]
         width = self.n_streams * self.n_head * self.head_dim
         self.u_proj = nn.Linear(cfg.n_embd, width, bias=False)  # the dictionary U, rows = atoms
         self.out_proj = None if cfg.tied_output else nn.Linear(width, cfg.n_embd, bias=False)
         self.output_scale = 1.0 / math.sqrt(2 * cfg.n_head * cfg.expansion_ratio)
-        m = resolve_multiplier(cfg.freq_multiplier)
-        self.rotary = Rotary(self.head_dim, [cfg.rope_base * m, cfg.rope_base / m][: self.n_streams],
-                             cfg.block_size)
+        self.rotary = Rotary(self.head_dim, self.rope_bases(cfg), cfg.block_size)
         self.learned_lambda = None
         if cfg.lambda_schedule == "learned":
             self.learned_lambda = LearnedLambda(self.head_dim, cfg.lambda_start)
@@ -155,6 +173,14 @@ class PrismAttention(nn.Module):
             self.register_buffer("lambda_", torch.tensor(float(cfg.lambda_start)))
         self.dropout = cfg.dropout
         self.resid_dropout = nn.Dropout(cfg.dropout)
+
+    def dictionary(self) -> torch.Tensor:
+        """U (streams, heads, D, C), a view of the live weight."""
+        return self.u_proj.weight.view(self.n_streams, self.n_head, self.head_dim, -1)
+
+    def set_scheduled_lambda(self, value: float) -> None:
+        if self.learned_lambda is None:
+            self.lambda_.fill_(value)
 
     def reset_parameters(self) -> None:
         nn.init.orthogonal_(self.u_proj.weight)
@@ -167,7 +193,7 @@ class PrismAttention(nn.Module):
     def current_lambda(self) -> torch.Tensor:
         return self.learned_lambda() if self.learned_lambda is not None else self.lambda_
 
-    def forward(self, x, positions: torch.Tensor | None = None, cache: KVCache | None = None, eager: bool = False,
+    def forward(self, x, positions: torch.Tensor | None = None, cache=None, eager: bool = False,
                 need_weights: bool = False):
         B, T, C = x.shape
         S, H, D = self.n_streams, self.n_head, self.head_dim
@@ -186,13 +212,14 @@ class PrismAttention(nn.Module):
         return self.resid_dropout(out), probs
 
 
-class GPTAttention(nn.Module):
+class GPTAttention(AttentionKind):
     """nanoGPT's attention: fused Q/K/V projection, output projection, no RoPE."""
 
-    stream_names = ("main",)
+    name = "gpt"
 
     def __init__(self, cfg: ModelConfig, layer_idx: int):
         super().__init__()
+        self.stream_names = self.streams(cfg)
         self.n_head, self.head_dim = cfg.n_head, cfg.n_embd // cfg.n_head
         self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)
         self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
@@ -200,18 +227,41 @@ class GPTAttention(nn.Module):
         self.dropout = cfg.dropout
         self.resid_dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x, positions: torch.Tensor | None = None, cache: KVCache | None = None, eager: bool = False,
+    def forward(self, x, positions: torch.Tensor | None = None, cache=None, eager: bool = False,
                 need_weights: bool = False):
         B, T, C = x.shape
         q, k, v = self.c_attn(x).view(B, T, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)  # (B, H, T, hd)
+        q, k = self.rotate(q, positions), self.rotate(k, positions)
         k, v, mask = cache.update(k, v, positions) if cache is not None else (k, v, None)
         y, probs = attend(q, k, v, dropout_p=self.dropout if self.training else 0.0,
                           eager=eager, need_weights=need_weights, mask=mask)
         y = y.transpose(1, 2).reshape(B, T, C)
         return self.resid_dropout(self.c_proj(y)), probs
 
+    def rotate(self, x: torch.Tensor, positions: torch.Tensor | None) -> torch.Tensor:
+        return x  # no position information here: GPT-2 has its learned absolute embedding only
 
-class DiffAttention(nn.Module):
+
+class GPTRoPEAttention(GPTAttention):
+    """GPT-2 attention with RoPE (base ``rope_base``) on Q and K: the baseline that, like PRISM,
+    has rotary positions on top of the learned absolute embedding."""
+
+    name = "gpt-rope"
+
+    @classmethod
+    def check_config(cls, cfg: ModelConfig) -> None:
+        if (cfg.n_embd // cfg.n_head) % 2:
+            raise PrismError(f"gpt-rope needs an even head dim (n_embd/n_head = {cfg.n_embd // cfg.n_head})")
+
+    def __init__(self, cfg: ModelConfig, layer_idx: int):
+        super().__init__(cfg, layer_idx)
+        self.rotary = Rotary(self.head_dim, [cfg.rope_base], cfg.block_size)
+
+    def rotate(self, x: torch.Tensor, positions: torch.Tensor | None) -> torch.Tensor:
+        return self.rotary(x, positions)
+
+
+class DiffAttention(AttentionKind):
     """Differential Transformer attention (Ye et al. 2024).
 
     H differential heads, each with two softmax maps of width d = C/(2H) over a shared value of
@@ -220,10 +270,24 @@ class DiffAttention(nn.Module):
     2i+1 of the stacked heads belong to differential head i.
     """
 
-    stream_names = ("positive", "negative")
+    name = "diff"
+
+    @classmethod
+    def streams(cls, cfg: ModelConfig) -> tuple[str, ...]:
+        return ("positive", "negative")
+
+    @classmethod
+    def check_config(cls, cfg: ModelConfig) -> None:
+        if (cfg.n_embd // cfg.n_head) % 4:
+            raise PrismError("DIFF needs n_embd/n_head divisible by 4 (two maps, even RoPE pairs)")
+
+    @classmethod
+    def flop_widths(cls, cfg: ModelConfig) -> tuple[int, int]:
+        return cfg.n_embd, 2 * cfg.n_embd  # 2H maps of width C/2H; each map reads a value of width C/H
 
     def __init__(self, cfg: ModelConfig, layer_idx: int):
         super().__init__()
+        self.stream_names = self.streams(cfg)
         C, H = cfg.n_embd, cfg.n_head
         self.n_head, self.head_dim = H, C // H // 2  # per-map Q/K width d
         self.q_proj = nn.Linear(C, C, bias=cfg.bias)
@@ -246,7 +310,7 @@ class DiffAttention(nn.Module):
     def current_lambda(self) -> torch.Tensor:
         return self.learned_lambda()
 
-    def forward(self, x, positions: torch.Tensor | None = None, cache: KVCache | None = None, eager: bool = False,
+    def forward(self, x, positions: torch.Tensor | None = None, cache=None, eager: bool = False,
                 need_weights: bool = False):
         B, T, C = x.shape
         H, d = self.n_head, self.head_dim
@@ -266,4 +330,6 @@ class DiffAttention(nn.Module):
         return self.resid_dropout(self.out_proj(y)), probs
 
 
-ATTENTION_CLASSES = {"prism": PrismAttention, "gpt": GPTAttention, "diff": DiffAttention}
+ATTENTION_KINDS: dict[str, type[AttentionKind]] = {
+    kind.name: kind for kind in (PrismAttention, GPTAttention, GPTRoPEAttention, DiffAttention)
+}

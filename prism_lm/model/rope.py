@@ -20,10 +20,10 @@ import torch
 from torch import nn
 
 
-def inv_frequencies(head_dim: int, base: float) -> torch.Tensor:
-    """(D/2,) fp32: inv_freq_i = base^(-i/(D/2))."""
+def inv_frequencies(head_dim: int, base: float, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(D/2,): inv_freq_i = base^(-i/(D/2)); fp32 for the model, fp64 for the resonance numerics."""
     half = head_dim // 2
-    exponent = torch.arange(0, half, dtype=torch.float32) / half
+    exponent = torch.arange(0, half, dtype=dtype) / half
     return 1.0 / (base ** exponent)
 
 

@@ -19,21 +19,16 @@ from pathlib import Path
 
 import torch
 
-from prism_lm.config import TrainConfig, dump_toml
+from prism_lm.checkpoint.training import load_training_checkpoint, save_training_checkpoint
+from prism_lm.config import TrainConfig, resolve_vocab_size
 from prism_lm.data.loader import RandomWindows, make_loader
 from prism_lm.data.shards import ShardSet
 from prism_lm.errors import PrismError
 from prism_lm.model import PrismLM
+from prism_lm.run_dir import RunDir
 from prism_lm.train.metrics import MetricsWriter, flops_per_token, peak_flops
 from prism_lm.train.parallel import all_reduce_mean, barrier, close_world, init_world, wrap_model
 from prism_lm.train.schedules import lr_at, prism_lambda_at
-from prism_lm.train.state import (
-    checkpoint_dirs,
-    load_training_checkpoint,
-    prune_checkpoints,
-    replace_best,
-    save_training_checkpoint,
-)
 
 
 def optimizer_groups(model: PrismLM) -> tuple[list[list[str]], list[list[torch.nn.Parameter]]]:
@@ -73,7 +68,7 @@ def estimate_loss(model: PrismLM, shards: ShardSet, cfg: TrainConfig, device, ct
     for _ in range(cfg.run.eval_iters):
         x, y = loader.next_batch()
         with ctx:
-            total += model(x, y)[1].float()
+            total += model(x, y, loss_chunk=cfg.run.loss_chunk).loss.float()
     model.train(was_training)
     return total / cfg.run.eval_iters
 
@@ -99,11 +94,13 @@ class _StopFlag:
         return False
 
 
-def _resolve_vocab(cfg: TrainConfig, data_vocab: int) -> None:
-    if cfg.model.vocab_size == 0:  # "from the data": rounded up to a multiple of 64 for the matmuls
-        cfg.model.vocab_size = (data_vocab + 63) // 64 * 64
-    if data_vocab > cfg.model.vocab_size:
-        raise PrismError(f"data vocabulary ({data_vocab}) is larger than model.vocab_size ({cfg.model.vocab_size})")
+def initial_model(cfg: TrainConfig) -> PrismLM:
+    """The run's model at step 0: seeded with ``run.seed``, then built (the loop's first act).
+
+    ``cfg.model.vocab_size`` must be resolved (a run's recorded config.toml is).
+    """
+    torch.manual_seed(cfg.run.seed)
+    return PrismLM(cfg.model)
 
 
 def train(cfg: TrainConfig, resume: str | None = None) -> dict:
@@ -116,39 +113,35 @@ def train(cfg: TrainConfig, resume: str | None = None) -> dict:
 
 
 def _train(cfg: TrainConfig, resume: str | None, world) -> dict:
-    device, run_dir = world.device, Path(cfg.run.out_dir)
+    device, run = world.device, RunDir(cfg.run.out_dir)
     train_data, val_data = ShardSet(cfg.data.dir, "train"), ShardSet(cfg.data.dir, "val")
-    _resolve_vocab(cfg, train_data.vocab_size)
+    cfg.model.vocab_size = resolve_vocab_size(cfg.model.vocab_size, train_data.vocab_size)
     if cfg.run.grad_accum % world.size:
         raise PrismError(f"run.grad_accum ({cfg.run.grad_accum}) must be divisible by the world size ({world.size})")
     accum = cfg.run.grad_accum // world.size
 
-    torch.manual_seed(cfg.run.seed)
-    model = PrismLM(cfg.model).to(device)
-    model.loss_chunk_size = cfg.run.loss_chunk
+    model = initial_model(cfg).to(device)
     # wrap before the optimizer exists: FSDP2 replaces parameters with sharded DTensors in place
     train_model = wrap_model(model, world, cfg.run.parallel, cfg.run.compile)
     optimizer, names = build_optimizer(model, cfg, device)
     loader = make_loader(cfg.data.sampler, train_data, cfg.run.batch_size, cfg.model.block_size, cfg.run.seed,
                          world.rank, world.size, device)
-    metrics = MetricsWriter(run_dir, cfg.run.tensorboard, enabled=world.is_main)
+    metrics = MetricsWriter(run, cfg.run.tensorboard, enabled=world.is_main)
     step, best_val = 0, None
     if resume:
-        ckpt = _resume_dir(run_dir, resume)
+        ckpt = _resume_dir(run, resume)
         if ckpt is not None:
             meta = load_training_checkpoint(ckpt, model, optimizer, names)
             step, best_val = meta["step"], meta["best_val_loss"]
             loader.load_state_dict(meta["loader"])
             metrics.truncate_after(step)
     else:
-        if checkpoint_dirs(run_dir) or (run_dir / "metrics.jsonl").exists():
-            raise PrismError(f"{run_dir} already holds a run; use --resume auto to continue it or a new run.out_dir")
+        if run.holds_run():
+            raise PrismError(f"{run.path} already holds a run; use --resume auto to continue it or a new run.out_dir")
     if step == 0:  # after the identical init: each rank's dropout stream differs (resume restores it)
         torch.manual_seed(cfg.run.seed + world.rank)
-    if world.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if not (run_dir / "config.toml").exists():
-            (run_dir / "config.toml").write_text(dump_toml(cfg), encoding="utf-8")
+    if world.is_main and not run.config_path.exists():
+        run.write_config(cfg)
     barrier(world)
 
     ctx = autocast_for(cfg, device)
@@ -163,18 +156,18 @@ def _train(cfg: TrainConfig, resume: str | None, world) -> dict:
     train_loss = float("nan")
 
     def save(at_step: int) -> Path:
-        path = run_dir / "checkpoints" / f"step-{at_step:06d}"
+        path = run.step_dir(at_step)
         save_training_checkpoint(path, model, optimizer, names, at_step, loader.state_dict(), best_val,
                                  {**extra, "step": at_step}, world.is_main)
         if world.is_main:
-            prune_checkpoints(run_dir, cfg.run.keep_checkpoints)
+            run.prune(cfg.run.keep_checkpoints)
         barrier(world)
         return path
 
     def check_finite(value: float, at_step: int) -> None:
         if not math.isfinite(value):
-            done = checkpoint_dirs(run_dir)
-            kept = f"last good checkpoint: {done[-1]}" if done else "no checkpoint was written"
+            newest = run.newest()
+            kept = f"last good checkpoint: {newest}" if newest else "no checkpoint was written"
             raise PrismError(f"training loss became {value} at step {at_step}; stopped ({kept})")
 
     def evaluate(at_step: int, lr: float, best: float | None) -> float | None:
@@ -190,8 +183,8 @@ def _train(cfg: TrainConfig, resume: str | None, world) -> dict:
                        "lr": lr, "prism_lambda": _lambda(model)})
         if at_step > 0 and (best is None or val_loss < best):
             best = val_loss
-            if world.is_main and checkpoint_dirs(run_dir):
-                replace_best(run_dir, checkpoint_dirs(run_dir)[-1])
+            if world.is_main and run.newest():
+                run.replace_best(run.newest())
         return best
 
     model.train()
@@ -201,7 +194,7 @@ def _train(cfg: TrainConfig, resume: str | None, world) -> dict:
             for group in optimizer.param_groups:
                 group["lr"] = lr
             lam = prism_lambda_at(step, lambda_tmax, cfg.model.lambda_start, cfg.model.lambda_end)
-            model.set_prism_lambda(lam)
+            model.set_scheduled_lambda(lam)
             if step % cfg.run.eval_interval == 0:
                 best_val = evaluate(step, lr, best_val)
 
@@ -209,8 +202,7 @@ def _train(cfg: TrainConfig, resume: str | None, world) -> dict:
                 _set_grad_sync(train_model, micro == accum - 1)
                 x, y = loader.next_batch()
                 with ctx:
-                    _, loss = train_model(x, y)
-                    loss = loss / accum
+                    loss = train_model(x, y, loss_chunk=cfg.run.loss_chunk).loss / accum
                 loss.backward()
                 loss_sum += loss.detach()
             clip = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")
@@ -244,14 +236,13 @@ def _train(cfg: TrainConfig, resume: str | None, world) -> dict:
     if not stop.signal and step % cfg.run.eval_interval == 0:  # the final evaluation, after the final save
         best_val = evaluate(step, lr_at(step, cfg.optim), best_val)
     metrics.close()
-    return {"run_dir": str(run_dir), "step": step, "train_loss": train_loss, "best_val_loss": best_val,
+    return {"run_dir": str(run.path), "step": step, "train_loss": train_loss, "best_val_loss": best_val,
             "interrupted_by": stop.signal}
 
 
-def _resume_dir(run_dir: Path, resume: str) -> Path | None:
+def _resume_dir(run: RunDir, resume: str) -> Path | None:
     if resume == "auto":
-        found = checkpoint_dirs(run_dir)
-        return found[-1] if found else None
+        return run.newest()
     path = Path(resume)
     if not path.is_dir():
         raise PrismError(f"--resume: checkpoint not found: {path}")
@@ -272,7 +263,7 @@ def _full_norm(norm: torch.Tensor) -> float:
 
 
 def _lambda(model: PrismLM) -> float | None:
-    lambdas = model.prism_lambdas()
+    lambdas = model.lambdas()
     return sum(lambdas) / len(lambdas) if lambdas else None
 
 

@@ -8,19 +8,11 @@ from pathlib import Path
 import torch
 
 from prism_lm.config import ModelConfig
+from prism_lm.model.attention import ATTENTION_KINDS
+from prism_lm.run_dir import RunDir
 
 # dense bf16 tensor-core peaks, FLOP/s
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
-
-
-def attention_widths(cfg: ModelConfig) -> tuple[int, int]:
-    """Total query/key width and total value width over all attention maps of one layer."""
-    if cfg.attention == "prism":
-        width = (2 if cfg.noise_stream else 1) * cfg.n_head * cfg.head_dim
-        return width, width
-    if cfg.attention == "diff":
-        return cfg.n_embd, 2 * cfg.n_embd  # 2H maps of width C/2H; each map reads a value of width C/H
-    return cfg.n_embd, cfg.n_embd
 
 
 def flops_per_token(cfg: ModelConfig, n_params: int, seq_len: int) -> float:
@@ -29,7 +21,7 @@ def flops_per_token(cfg: ModelConfig, n_params: int, seq_len: int) -> float:
     Per layer the forward spends 2·T·(Wqk + Wv) per token on QK^T and AV (no causal discount, as
     in nanoGPT and PaLM), tripled for the backward pass.
     """
-    wqk, wv = attention_widths(cfg)
+    wqk, wv = ATTENTION_KINDS[cfg.attention].flop_widths(cfg)
     return 6.0 * n_params + 6.0 * cfg.n_layer * seq_len * (wqk + wv)
 
 
@@ -43,15 +35,15 @@ def peak_flops(device: torch.device) -> float | None:
 class MetricsWriter:
     """Appends JSON records; mirrors scalars to TensorBoard when it is installed and enabled."""
 
-    def __init__(self, run_dir: Path, tensorboard: bool, enabled: bool = True):
-        self.path = run_dir / "metrics.jsonl"
+    def __init__(self, run: RunDir, tensorboard: bool, enabled: bool = True):
+        self.path = run.metrics_path
         self.enabled = enabled
         self.tb = None
         if enabled and tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self.tb = SummaryWriter(str(run_dir / "tb"))
+                self.tb = SummaryWriter(str(run.tensorboard_dir))
             except ImportError:
                 self.tb = None
 

@@ -1,13 +1,10 @@
-"""Schedules as pure functions of the step, so they are right after a resume."""
+"""Schedules as pure functions of the step, so they are right after a resume: learning rate and λ."""
 
 from __future__ import annotations
 
 import math
 
 from prism_lm.config import OptimConfig
-from prism_lm.model.transformer import prism_lambda_at
-
-__all__ = ["lr_at", "prism_lambda_at"]
 
 
 def lr_at(step: int, cfg: OptimConfig) -> float:
@@ -18,3 +15,9 @@ def lr_at(step: int, cfg: OptimConfig) -> float:
         return cfg.min_lr
     progress = (step - cfg.warmup_iters) / max(1, cfg.lr_decay_iters - cfg.warmup_iters)
     return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (cfg.lr - cfg.min_lr)
+
+
+def prism_lambda_at(step: int, t_max: int, lambda_start: float, lambda_end: float) -> float:
+    """λ(t) = λ0 + (λ1 - λ0) * ½(1 - cos(π min(1, t / T_max)))."""
+    progress = min(1.0, max(0.0, step / t_max)) if t_max > 0 else 1.0
+    return lambda_start + (lambda_end - lambda_start) * 0.5 * (1.0 - math.cos(math.pi * progress))

@@ -25,5 +25,5 @@ def test_capture_matches_model_logits_and_keeps_training_mode():
     cache = capture_attention(model, idx)
     assert model.training
     model.eval()
-    torch.testing.assert_close(cache.logits, model(idx), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(cache.logits, model(idx).logits, atol=1e-5, rtol=1e-5)
     assert cache.streams[0] == ("positive", "negative")

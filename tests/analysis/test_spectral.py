@@ -12,7 +12,7 @@ from tests.conftest import tiny_config
 
 def test_cross_kernel_against_loops():
     D, W, m = 8, 20, math.pi
-    got = cross_kernel(m, D, W)
+    got = cross_kernel(1e4 * m, 1e4 / m, D, W)
     vals = []
     for i in range(1, D // 2):
         for j in range(1, D // 2):
@@ -23,7 +23,7 @@ def test_cross_kernel_against_loops():
 
 
 def test_multiplier_one_resonates_most():
-    table = resonance_table(64, windows=(128,), sweep=7)
+    table = resonance_table(tiny_config(n_embd=64, n_head=2), windows=(128,), sweep=7)  # D = 64
     matched = {k: v["128"]["matched"] for k, v in table["named"].items()}
     assert max(matched, key=matched.get) == "1"
     assert matched["pi"] < matched["1"]
@@ -56,9 +56,19 @@ def test_coding_rate_formula():
 
 def test_layer_coding_rates_delta():
     model = PrismLM(tiny_config())
-    model.set_prism_lambda(0.3)
+    model.set_scheduled_lambda(0.3)
     rows = layer_coding_rates(model, torch.randint(0, 97, (2, 16)))
     assert len(rows) == 2
     for r in rows:
         assert r["delta_R"] == pytest.approx(r["R_signal"] - 0.3 * r["R_noise"], rel=1e-6)
     assert set(layer_coding_rates(PrismLM(tiny_config("gpt")), torch.randint(0, 97, (1, 8)))[0]) == {"layer", "R"}
+
+
+def test_rope_base_reaches_the_model_and_the_resonance_analysis():
+    base, moved = tiny_config(n_embd=64, n_head=2), tiny_config(n_embd=64, n_head=2, rope_base=500.0)
+    assert PrismAttention.rope_bases(moved) == pytest.approx([500.0 * math.pi, 500.0 / math.pi])
+    assert PrismAttention(moved, 0).rotary.bases == pytest.approx([500.0 * math.pi, 500.0 / math.pi])
+    table, moved_table = (resonance_table(c, windows=(128,), sweep=3) for c in (base, moved))
+    assert moved_table["rope_base"] == 500.0
+    assert moved_table["named"]["pi"]["128"] == cross_kernel(500.0 * math.pi, 500.0 / math.pi, 64, 128)
+    assert moved_table["named"]["pi"]["128"] != table["named"]["pi"]["128"]

@@ -84,12 +84,12 @@ def test_rerun_is_noop_and_other_output_is_never_overwritten(tmp_path):
 
 
 def test_interrupted_run_leaves_nothing_that_looks_complete(tmp_path, monkeypatch):
-    from prism_lm.data import shards
+    from prism_lm.data import prepare as pipeline
 
     def boom(docs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(shards, "_tokenize_chunk", boom)
+    monkeypatch.setattr(pipeline, "_tokenize_chunk", boom)
     with pytest.raises(KeyboardInterrupt):
         prepare(["embedded:10"], tmp_path / "out", progress=False)
     assert list(tmp_path.iterdir()) == []

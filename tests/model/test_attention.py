@@ -17,11 +17,10 @@ from tests.reference import prism_attention_eq7, rope_interleaved
 @pytest.mark.parametrize("kind", ALL_KINDS)
 def test_sdpa_and_eager_paths_agree(kind):
     model = PrismLM(tiny_config(kind)).eval()
-    model.set_prism_lambda(0.3)
+    model.set_scheduled_lambda(0.3)
     idx = torch.randint(0, 97, (3, 32))
-    fast = model(idx)
-    model.eager_attention = True
-    eager = model(idx)
+    fast = model(idx).logits
+    eager = model(idx, eager=True).logits
     torch.testing.assert_close(fast, eager, atol=1e-5, rtol=1e-5)
 
 
@@ -30,7 +29,7 @@ def test_attention_probabilities_per_stream(kind):
     model = PrismLM(tiny_config(kind)).eval()
     idx = torch.randint(0, 97, (2, 10))
     logits, maps = model.forward_with_attention(idx)
-    torch.testing.assert_close(logits, model(idx), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(logits, model(idx).logits, atol=1e-5, rtol=1e-5)
     attn = model.blocks[0].attn
     n_maps = len(attn.stream_names) * attn.n_head
     assert len(maps) == 2 and maps[0].shape == (2, n_maps, 10, 10)
@@ -151,12 +150,12 @@ def test_learned_lambda_is_trained_parameter():
     _, loss = model(idx, idx)
     loss.backward()
     assert attn.learned_lambda.q1.grad is not None and attn.learned_lambda.q1.grad.abs().sum() > 0
-    model.set_prism_lambda(0.5)  # scheduled λ only: a learned λ is left alone
+    model.set_scheduled_lambda(0.5)  # scheduled λ only: a learned λ is left alone
     assert float(attn.current_lambda().detach()) == pytest.approx(lam0)
 
 
 def test_constant_and_cosine_lambda_are_buffers_set_by_step():
-    from prism_lm.model import prism_lambda_at
+    from prism_lm.train.schedules import prism_lambda_at
 
     assert prism_lambda_at(0, 100, 0.01, 0.1) == pytest.approx(0.01)
     assert prism_lambda_at(50, 100, 0.01, 0.1) == pytest.approx(0.055)
@@ -164,9 +163,9 @@ def test_constant_and_cosine_lambda_are_buffers_set_by_step():
     assert prism_lambda_at(500, 100, 0.01, 0.1) == pytest.approx(0.1)
     assert prism_lambda_at(25, 100, 0.01, 0.1) == pytest.approx(0.01 + 0.09 * 0.5 * (1 - math.cos(math.pi / 4)))
     model = PrismLM(tiny_config(lambda_schedule="constant", lambda_start=0.2))
-    assert model.prism_lambdas() == pytest.approx([0.2, 0.2])
-    model.set_prism_lambda(0.07)
-    assert model.prism_lambdas() == pytest.approx([0.07, 0.07])
+    assert model.lambdas() == pytest.approx([0.2, 0.2])
+    model.set_scheduled_lambda(0.07)
+    assert model.lambdas() == pytest.approx([0.07, 0.07])
 
 
 def test_untied_output_starts_equal_then_learns_separately():

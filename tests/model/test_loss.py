@@ -39,8 +39,7 @@ def test_model_with_chunked_loss_trains_the_same_tied_weights():
     plain.backward()
     ref = {n: p.grad.clone() for n, p in model.named_parameters()}
     model.zero_grad()
-    model.loss_chunk_size = 16
-    none, chunked = model(idx, tgt)
+    none, chunked = model(idx, tgt, loss_chunk=16)
     chunked.backward()
     assert none is None and logits.shape == (3, 20, 97)
     torch.testing.assert_close(chunked, plain)
@@ -52,11 +51,10 @@ def test_model_with_chunked_loss_trains_the_same_tied_weights():
 def test_chunked_loss_under_torch_compile():
     """The paper configs turn the chunked loss on and may compile: both together give the eager numbers."""
     model = PrismLM(tiny_config(dropout=0.0))
-    model.loss_chunk_size = 16
     reference = PrismLM(tiny_config(dropout=0.0))
     reference.load_state_dict(model.state_dict())
     idx, tgt = torch.randint(0, 97, (3, 20)), torch.randint(0, 97, (3, 20))
-    _, loss = torch.compile(model)(idx, tgt)
+    _, loss = torch.compile(model)(idx, tgt, loss_chunk=16)
     loss.backward()
     _, expected = reference(idx, tgt)
     expected.backward()

@@ -5,7 +5,8 @@ import torch
 import torch.nn.functional as F
 
 from prism_lm.config import ModelConfig
-from prism_lm.model import PrismLM, sample_next
+from prism_lm.model import PrismLM, generate, sample_next
+from prism_lm.model.generate import new_kv_caches
 from tests.conftest import ALL_KINDS, tiny_config
 
 
@@ -32,13 +33,13 @@ def test_paper_config_parameter_counts():
 def test_logits_and_loss(kind):
     model = PrismLM(tiny_config(kind))
     idx = torch.randint(0, 97, (2, 16))
-    logits = model(idx)
+    logits = model(idx).logits
     assert logits.shape == (2, 16, 97)
     targets = torch.randint(0, 97, (2, 16))
     targets[0, :4] = -1
     logits2, loss = model(idx, targets)
     model.eval()
-    expected = F.cross_entropy(model(idx).view(-1, 97), targets.view(-1), ignore_index=-1)
+    expected = F.cross_entropy(model(idx).logits.view(-1, 97), targets.view(-1), ignore_index=-1)
     torch.testing.assert_close(model(idx, targets)[1], expected)
     assert logits2.shape == logits.shape and loss.ndim == 0
 
@@ -61,11 +62,11 @@ def test_too_long_sequence_is_an_error():
 def test_cached_greedy_equals_uncached(kind):
     """Dynamic cache, static cache and recomputation decode the same tokens."""
     model = PrismLM(tiny_config(kind, block_size=40)).eval()
-    model.set_prism_lambda(0.2)
+    model.set_scheduled_lambda(0.2)
     prompt = torch.randint(0, 97, (3, 5))
-    cached = model.generate(prompt, 30, temperature=0)
-    uncached = model.generate(prompt, 30, temperature=0, use_cache=False)
-    static = model.generate(prompt, 30, temperature=0, static_cache=True)
+    cached = generate(model, prompt, 30, temperature=0)
+    uncached = generate(model, prompt, 30, temperature=0, use_cache=False)
+    static = generate(model, prompt, 30, temperature=0, static_cache=True)
     assert cached.shape == (3, 35)
     assert torch.equal(cached, uncached) and torch.equal(static, uncached)
 
@@ -75,13 +76,12 @@ def test_static_cache_steps_match_full_forward_on_both_paths(kind):
     """Fixed-shape steps over the whole buffer, masked, give the full forward's logits (fast and eager)."""
     model = PrismLM(tiny_config(kind)).eval()
     idx = torch.randint(0, 97, (2, 12))
-    full = model(idx)
+    full = model(idx).logits
     for eager in (False, True):
-        model.eager_attention = eager
-        caches = model.new_kv_caches(16, static=True)
-        steps = [model.lm_head(model._hidden(idx[:, :5], caches, positions=torch.arange(5))[0])]
+        caches = new_kv_caches(model, 16, static=True)
+        steps = [model.lm_head(model._hidden(idx[:, :5], caches, positions=torch.arange(5), eager=eager)[0])]
         for t in range(5, 12):
-            steps.append(model.decode_step(idx[:, t:t + 1], torch.tensor([t]), caches)[:, None])
+            steps.append(model.decode_step(idx[:, t:t + 1], torch.tensor([t]), caches, eager=eager)[:, None])
         assert caches[0].k.shape[2] == 16  # the buffer never grows or shrinks
         torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="explicit positions"):
@@ -91,15 +91,15 @@ def test_static_cache_steps_match_full_forward_on_both_paths(kind):
 def test_generation_past_block_size_matches_uncached():
     model = PrismLM(tiny_config(block_size=12)).eval()
     prompt = torch.randint(0, 97, (2, 4))
-    assert torch.equal(model.generate(prompt, 20, temperature=0),
-                       model.generate(prompt, 20, temperature=0, use_cache=False))
+    assert torch.equal(generate(model, prompt, 20, temperature=0),
+                       generate(model, prompt, 20, temperature=0, use_cache=False))
 
 
 def test_cache_logits_match_full_forward():
     model = PrismLM(tiny_config("prism")).eval()
     idx = torch.randint(0, 97, (2, 12))
-    full = model(idx)
-    caches = model.new_kv_caches(12)
+    full = model(idx).logits
+    caches = new_kv_caches(model, 12)
     x, _ = model._hidden(idx[:, :7], caches)
     steps = [model.lm_head(x)]
     for t in range(7, 12):
@@ -111,9 +111,9 @@ def test_cache_logits_match_full_forward():
 def test_stop_token_ends_rows():
     model = PrismLM(tiny_config()).eval()
     prompt = torch.randint(0, 97, (2, 3))
-    greedy = model.generate(prompt, 6, temperature=0)
+    greedy = generate(model, prompt, 6, temperature=0)
     stop = int(greedy[0, 3])  # the first token row 0 will emit
-    out = model.generate(prompt, 6, temperature=0, stop_token=stop)
+    out = generate(model, prompt, 6, temperature=0, stop_token=stop)
     assert out[0, 3] == stop
     assert torch.all(out[0, 3:] == stop)
 
@@ -133,8 +133,8 @@ def test_sampling_filters():
 def test_sampling_is_reproducible_with_generator():
     model = PrismLM(tiny_config()).eval()
     prompt = torch.randint(0, 97, (1, 4))
-    a = model.generate(prompt, 10, temperature=1.0, generator=torch.Generator().manual_seed(3))
-    b = model.generate(prompt, 10, temperature=1.0, generator=torch.Generator().manual_seed(3))
+    a = generate(model, prompt, 10, temperature=1.0, generator=torch.Generator().manual_seed(3))
+    b = generate(model, prompt, 10, temperature=1.0, generator=torch.Generator().manual_seed(3))
     assert torch.equal(a, b)
 
 
@@ -143,8 +143,8 @@ def test_compiled_static_decode_step_equals_eager():
     model = PrismLM(tiny_config(block_size=40)).eval()
     prompt = torch.randint(0, 97, (2, 5))
     step = torch.compile(model.decode_step, fullgraph=True)
-    compiled = model.generate(prompt, 20, temperature=0, static_cache=True, decode_step=step)
-    assert torch.equal(compiled, model.generate(prompt, 20, temperature=0))
+    compiled = generate(model, prompt, 20, temperature=0, static_cache=True, decode_step=step)
+    assert torch.equal(compiled, generate(model, prompt, 20, temperature=0))
 
 
 @pytest.mark.gpu
@@ -153,5 +153,5 @@ def test_cuda_graph_decoding_equals_dynamic_cache():
     model = PrismLM(tiny_config(block_size=64)).cuda().eval()
     prompt = torch.randint(0, 97, (2, 5), device="cuda")
     step = torch.compile(model.decode_step, mode="reduce-overhead", fullgraph=True)
-    graphed = model.generate(prompt, 40, temperature=0, static_cache=True, decode_step=step)
-    assert torch.equal(graphed, model.generate(prompt, 40, temperature=0))
+    graphed = generate(model, prompt, 40, temperature=0, static_cache=True, decode_step=step)
+    assert torch.equal(graphed, generate(model, prompt, 40, temperature=0))

@@ -70,12 +70,12 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(data, tmp_path, monkeypat
     real_forward = prism_lm.PrismLM.forward
     calls = {"n": 0}
 
-    def poisoned(self, idx, targets=None):
-        out = real_forward(self, idx, targets)
+    def poisoned(self, idx, targets=None, **options):
+        out = real_forward(self, idx, targets, **options)
         if targets is not None and self.training:
             calls["n"] += 1
             if calls["n"] > 2 * 5:  # grad_accum 2: from the 6th step on
-                return out[0], out[1] * float("nan")
+                return out._replace(loss=out.loss * float("nan"))
         return out
 
     monkeypatch.setattr(loop.PrismLM, "forward", poisoned)

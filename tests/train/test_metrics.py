@@ -3,8 +3,13 @@ import json
 import torch
 
 from prism_lm.config import ModelConfig
-from prism_lm.model import PrismLM
-from prism_lm.train.metrics import MetricsWriter, attention_widths, flops_per_token, peak_flops
+from prism_lm.model import ATTENTION_KINDS, PrismLM
+from prism_lm.run_dir import RunDir
+from prism_lm.train.metrics import MetricsWriter, flops_per_token, peak_flops
+
+
+def attention_widths(cfg):
+    return ATTENTION_KINDS[cfg.attention].flop_widths(cfg)
 
 
 def test_paper_config_flops_match_the_stated_budget():
@@ -28,7 +33,7 @@ def test_no_mfu_peak_on_cpu():
 
 
 def test_writer_truncates_after_resume_step(tmp_path):
-    w = MetricsWriter(tmp_path, tensorboard=False)
+    w = MetricsWriter(RunDir(tmp_path), tensorboard=False)
     for i in range(1, 6):
         w.write({"type": "iter", "iter": i, "train_loss": float(i)})
     w.truncate_after(3)

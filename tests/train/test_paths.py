@@ -11,7 +11,6 @@ def training_losses(kind: str, eager: bool, loss_chunk: int, steps: int = 50, de
                     autocast_dtype: torch.dtype | None = None, **model) -> list[float]:
     torch.manual_seed(0)
     net = PrismLM(tiny_config(kind, dropout=0.0, block_size=64, **model)).to(device)
-    net.eager_attention, net.loss_chunk_size = eager, loss_chunk
     opt = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=0.1)
     data = torch.Generator().manual_seed(1)
     losses = []
@@ -19,7 +18,7 @@ def training_losses(kind: str, eager: bool, loss_chunk: int, steps: int = 50, de
         idx = torch.randint(0, 24, (4, 65), generator=data)  # a small alphabet, so the loss falls fast
         x, y = idx[:, :-1].to(device), idx[:, 1:].to(device)
         with torch.autocast(device, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            _, loss = net(x, y)
+            _, loss = net(x, y, loss_chunk=loss_chunk, eager=eager)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
         opt.step()

@@ -1,0 +1,146 @@
+"""Model checkpoints without pickle: ``model.safetensors`` + ``config.json``.
+
+Design choices:
+- A checkpoint is a directory. ``config.json`` holds ``{"format": ..., "model": ModelConfig,
+  "tokenizer": codec record}``; weights are safetensors with the tied LM head stored once (as
+  ``wte.weight``).
+- A checkpoint knows its codec (text <-> ids): ``load_codec`` is the one reader of that record,
+  and every command that takes or prints text uses it.
+- Writing goes through ``files.atomic_directory``: complete or absent, never overwritten.
+- Loading checks every key and shape before touching the model and names the first mismatch.
+  Under FSDP2 (DTensor parameters) the same function shards each full tensor like the live one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from prism_lm.config import ModelConfig, from_dict, to_dict
+from prism_lm.data.tokenizer import GPT2_VOCAB, Codec
+from prism_lm.errors import PrismError
+from prism_lm.files import atomic_directory, read_tagged_json, write_json
+from prism_lm.model import PrismLM
+
+FORMAT = "prism-lm/model/1"
+WEIGHTS, CONFIG = "model.safetensors", "config.json"
+TIED_KEY = "lm_head.weight"
+
+
+def full_tensor(t: torch.Tensor) -> torch.Tensor:
+    """``t`` whole, detached, contiguous, on CPU (a DTensor shard under FSDP2 is gathered: every rank calls)."""
+    if hasattr(t, "full_tensor"):
+        t = t.full_tensor()
+    return t.detach().to("cpu").contiguous()
+
+
+def placed_like(full: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``full`` placed like ``target`` (same device; same sharding when target is a DTensor)."""
+    if hasattr(target, "device_mesh"):
+        from torch.distributed.tensor import distribute_tensor
+
+        return distribute_tensor(full.to(target.device_mesh.device_type), target.device_mesh, target.placements)
+    return full.to(target.device)
+
+
+def model_state(model: PrismLM) -> dict[str, torch.Tensor]:
+    """Persistent tensors, tied head dropped, whole, on CPU."""
+    state = model.state_dict()
+    state.pop(TIED_KEY, None)
+    return {k: full_tensor(v) for k, v in state.items()}
+
+
+def write_model_files(directory: Path, model: PrismLM, extra: dict[str, Any] | None = None,
+                      weights: dict[str, torch.Tensor] | None = None) -> None:
+    """Write weights (``model_state(model)`` unless given) and config.json into an existing directory."""
+    from safetensors.torch import save_file
+
+    save_file(weights if weights is not None else model_state(model), str(directory / WEIGHTS),
+              metadata={"format": FORMAT})
+    write_json(directory / CONFIG, {"format": FORMAT, "model": to_dict(model.config), **(extra or {})})
+
+
+def save_model(model: PrismLM, directory: str | Path, codec: Codec | None = None) -> Path:
+    """Save weights + config (and the codec, when given) to a new directory (complete or absent)."""
+    directory = Path(directory)
+    with atomic_directory(directory) as tmp:
+        write_model_files(tmp, model, {"tokenizer": codec.to_json()} if codec is not None else None)
+    return directory
+
+
+def read_model_config(directory: Path) -> tuple[ModelConfig, dict[str, Any]]:
+    meta = read_tagged_json(directory / CONFIG, FORMAT, "a prism-lm model config",
+                            missing=f"not a checkpoint: {directory / CONFIG} is missing")
+    if "model" not in meta:
+        raise PrismError(f"{directory / CONFIG} has no model section")
+    cfg = from_dict(ModelConfig, meta["model"], "model")
+    cfg.validate()
+    return cfg, meta
+
+
+def load_codec(path: str | Path) -> Codec | None:
+    """The codec of a checkpoint (or a run's): its recorded tokenizer, else GPT-2 BPE when the
+    vocabulary covers GPT-2's, else None (a model of bare token ids)."""
+    cfg, meta = read_model_config(resolve_checkpoint_dir(path))
+    if meta.get("tokenizer"):
+        return Codec.from_json(meta["tokenizer"])
+    return Codec() if cfg.vocab_size >= GPT2_VOCAB else None
+
+
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise PrismError(f"not a checkpoint: {path} is missing")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise PrismError(f"{path} is not a readable safetensors file ({exc})") from None
+
+
+def load_state(model: PrismLM, state: dict[str, torch.Tensor], source: str) -> None:
+    """Copy ``state`` (whole tensors) into ``model`` after checking that keys and shapes match exactly."""
+    expected = model.state_dict()
+    expected.pop(TIED_KEY, None)
+    for key, tensor in expected.items():
+        if key not in state:
+            raise PrismError(f"{source}: missing tensor {key!r}")
+        if tuple(state[key].shape) != tuple(tensor.shape):
+            raise PrismError(
+                f"{source}: tensor {key!r} has shape {tuple(state[key].shape)}, model expects {tuple(tensor.shape)}"
+            )
+    unexpected = sorted(set(state) - set(expected))
+    if unexpected:
+        raise PrismError(f"{source}: unexpected tensor {unexpected[0]!r}")
+    with torch.no_grad():
+        for key, tensor in expected.items():
+            tensor.copy_(placed_like(state[key], tensor))
+
+
+def resolve_checkpoint_dir(path: str | Path) -> Path:
+    """A checkpoint directory, or a run directory (its ``checkpoints/best``, else the newest step)."""
+    from prism_lm.run_dir import RunDir
+
+    path = Path(path)
+    if not path.exists():
+        raise PrismError(f"checkpoint not found: {path}")
+    if (path / CONFIG).is_file():
+        return path
+    found = RunDir(path).model_checkpoint()
+    if found is None:
+        raise PrismError(f"{path} holds no checkpoint (no {CONFIG}, no checkpoints/best or checkpoints/step-*)")
+    return found
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> PrismLM:
+    """Load a checkpoint (or a run's best/newest one); the model is returned in eval mode."""
+    directory = resolve_checkpoint_dir(path)
+    cfg, _ = read_model_config(directory)
+    model = PrismLM(cfg)
+    load_state(model, read_weights(directory / WEIGHTS), str(directory / WEIGHTS))
+    return model.to(device).eval()
+
+

@@ -1,0 +1,89 @@
+"""Official PRISM checkpoints (nanoGPT-style ``ckpt.pt``) -> prism-lm checkpoints.
+
+They are read with ``torch.load(weights_only=True)`` only, so a pickle cannot run code. Their U
+rows are permuted from interleaved RoPE pairs to our contiguous halves (an exact
+reparametrisation, see ``model/rope.py``; the dictionary's layout comes from ``PrismAttention``);
+their λ is kept as a constant.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from prism_lm.checkpoint.model import TIED_KEY, load_state, write_model_files
+from prism_lm.config import ModelConfig
+from prism_lm.errors import PrismError
+from prism_lm.files import atomic_directory
+from prism_lm.model import PrismLM
+from prism_lm.model.attention import PrismAttention
+from prism_lm.model.rope import interleaved_to_halves
+
+OFFICIAL_ARGS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "vocab_size",
+                 "prism_expansion_ratio", "prism_freq_multiplier", "prism_lambda_start", "prism_lambda_end")
+
+
+def _official_config(args: dict[str, Any]) -> ModelConfig:
+    missing = [k for k in OFFICIAL_ARGS if k not in args]
+    if missing:
+        raise PrismError(f"official checkpoint: model_args lacks {missing[0]!r}")
+    cfg = ModelConfig(
+        attention="prism", n_layer=int(args["n_layer"]), n_head=int(args["n_head"]), n_embd=int(args["n_embd"]),
+        block_size=int(args["block_size"]), vocab_size=int(args["vocab_size"]), bias=bool(args["bias"]),
+        dropout=float(args.get("dropout", 0.0)), expansion_ratio=int(args["prism_expansion_ratio"]),
+        freq_multiplier=float(args["prism_freq_multiplier"]), lambda_schedule="constant",
+        lambda_start=float(args["prism_lambda_start"]), lambda_end=float(args["prism_lambda_end"]),
+    )
+    cfg.validate()
+    return cfg
+
+
+def convert_official_state(official: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    """Rename official keys to ours, drop mask buffers, permute U rows to the halves RoPE layout."""
+    official = {k.removeprefix("_orig_mod."): v for k, v in official.items()}
+    S, H, D, C = PrismAttention.dictionary_shape(cfg)
+    perm = interleaved_to_halves(D)
+    out: dict[str, torch.Tensor] = {}
+    for key, tensor in official.items():
+        if key.endswith(".attn.bias") or key == TIED_KEY:
+            continue
+        new = key.removeprefix("transformer.").replace("h.", "blocks.", 1) if key.startswith("transformer.h.") \
+            else key.removeprefix("transformer.")
+        if new.endswith(".attn.lambda_q"):
+            new = new.replace(".attn.lambda_q", ".attn.lambda_")
+            tensor = tensor.reshape(())
+        elif new.endswith(".attn.u_proj.weight"):
+            tensor = tensor.view(S * H, D, C)[:, perm].reshape(S * H * D, C)
+        out[new] = tensor.float().contiguous()
+    return out
+
+
+def import_official(ckpt_path: str | Path, out_dir: str | Path) -> Path:
+    """Read an official PRISM ``ckpt.pt`` (weights_only) and write it as one of our checkpoints."""
+    ckpt_path, out_dir = Path(ckpt_path), Path(out_dir)
+    if not ckpt_path.is_file():
+        raise PrismError(f"official checkpoint not found: {ckpt_path}")
+    try:
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for truncated/foreign/unsafe files
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PrismError(f"{ckpt_path} is not a loadable official checkpoint ({first_line})") from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "model_args" not in ckpt:
+        raise PrismError(f"{ckpt_path} is not an official PRISM checkpoint (needs 'model' and 'model_args')")
+    cfg = _official_config(ckpt["model_args"])
+    model = PrismLM(cfg)
+    state = convert_official_state(ckpt["model"], cfg)
+    load_state(model, state, str(ckpt_path))
+    extra = {"imported_from": {"path": str(ckpt_path), "iter_num": _plain(ckpt.get("iter_num")),
+                               "best_val_loss": _plain(ckpt.get("best_val_loss"))}}
+    with atomic_directory(out_dir) as tmp:
+        write_model_files(tmp, model, extra)
+    return out_dir
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.item() if value.numel() == 1 else value.tolist()
+    return value
