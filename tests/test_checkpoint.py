@@ -133,3 +133,16 @@ def test_official_import_rejects_bad_input(tmp_path):
     with pytest.raises(PrismError, match="not a loadable official checkpoint"):
         import_official(tmp_path / "unsafe.pt", tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_checkpoint_knows_its_codec(tmp_path):
+    from prism_lm.checkpoint import load_codec
+    from prism_lm.data.tokenizer import EOT_ID, Codec
+
+    save_model(PrismLM(tiny_config(vocab_size=4)), tmp_path / "compact", codec=Codec([11, 13, 17, EOT_ID]))
+    codec = load_codec(tmp_path / "compact")
+    assert codec.token_map == [11, 13, 17, EOT_ID] and codec.eot == 3
+    save_model(PrismLM(tiny_config(vocab_size=50304)), tmp_path / "gpt2")  # no record, GPT-2-sized: GPT-2 BPE
+    assert load_codec(tmp_path / "gpt2").token_map is None
+    save_model(PrismLM(tiny_config()), tmp_path / "ids")  # no record, 97 ids: a model of bare ids
+    assert load_codec(tmp_path / "ids") is None

@@ -94,3 +94,16 @@ def test_equal_parameter_counts_of_shipped_baselines():
     assert count("prism-50m-tinystories") == count("gpt-50m-tinystories") == 50_930_176
     assert count("diff-50m-tinystories") == 50_933_248
     assert count("tiny-prism-cpu") == count("tiny-gpt-cpu")
+
+
+def test_vocab_size_zero_is_resolved_by_one_rule():
+    from prism_lm.config import resolve_vocab_size
+
+    assert resolve_vocab_size(0, 365) == 384 and resolve_vocab_size(0, 384) == 384
+    assert resolve_vocab_size(50304, 50257) == 50304 and resolve_vocab_size(512, None) == 512
+    with pytest.raises(PrismError, match="larger than model.vocab_size"):
+        resolve_vocab_size(256, 365)
+    with pytest.raises(PrismError, match="no prepared data"):
+        resolve_vocab_size(0, None)
+    with pytest.raises(PrismError, match="rope_base"):
+        load_train_config(None, ["model.rope_base=0"])

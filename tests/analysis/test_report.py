@@ -55,3 +55,30 @@ def test_gpt_checkpoint_and_cli(run, tmp_path, capsys):
     assert main(["analyze", str(run / "gpt"), "--data", str(run / "d"), "--out", str(tmp_path / "h"),
                  "--probe", "She found a door"]) == 2
     assert "outside this model's compact vocabulary" in capsys.readouterr().err
+
+
+def test_step_zero_model_is_rebuilt_from_the_runs_own_seed(tmp_path):
+    """The analysis' untrained baseline is the run's step-0 model: same config, same seed (here 7)."""
+    import torch
+
+    import prism_lm
+    from prism_lm.analysis.report import _initial_model
+    from prism_lm.model import PrismLM
+    from prism_lm.run_dir import RunDir
+
+    data = prepare_tiny(tmp_path / "d", stories=40)
+    seen = {}
+    real_init = PrismLM.__init__
+
+    def spy(self, cfg):  # the loop's first model is the step-0 model
+        real_init(self, cfg)
+        seen.setdefault("step0", {k: v.clone() for k, v in self.state_dict().items()})
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(PrismLM, "__init__", spy)
+        train(tiny_config(data, tmp_path / "run", **{"run.seed": 7, "run.max_iters": 2}))
+    model = prism_lm.load_model(tmp_path / "run")
+    rebuilt = _initial_model(RunDir(tmp_path / "run"), model.config).state_dict()
+    assert all(torch.equal(rebuilt[k], seen["step0"][k]) for k in rebuilt)
+    other_seed = _initial_model(None, model.config).state_dict()  # a bare checkpoint: the default seed
+    assert not all(torch.equal(other_seed[k], seen["step0"][k]) for k in other_seed)

@@ -191,3 +191,50 @@ def test_diff_lambda_init_depends_on_layer():
     model = PrismLM(tiny_config("diff", n_layer=3))
     inits = [b.attn.lambda_init for b in model.blocks]
     assert inits == pytest.approx([0.8 - 0.6 * math.exp(-0.3 * layer) for layer in range(3)])
+
+
+def test_every_kind_declares_what_the_rest_of_prism_lm_asks():
+    from prism_lm.model import ATTENTION_KINDS, AttentionKind
+
+    assert {"prism", "gpt", "gpt-rope", "diff"} <= set(ATTENTION_KINDS)
+    for name, kind in ATTENTION_KINDS.items():
+        cfg = tiny_config(name)
+        attn = kind(cfg, 0)
+        assert issubclass(kind, AttentionKind) and kind.name == name
+        assert attn.stream_names == kind.streams(cfg)
+        assert all(w > 0 for w in kind.flop_widths(cfg))
+        lam = attn.current_lambda()
+        assert (lam is None) == (name in ("gpt", "gpt-rope"))
+    with pytest.raises(PrismError, match="must be one of .*gpt-rope"):
+        tiny_config("nope").validate()
+
+
+def test_gpt_rope_rotates_queries_and_keys():
+    """Same weights: GPT with RoPE differs from GPT exactly by the rotation (shift-invariant scores)."""
+    torch.manual_seed(0)
+    rope, plain = PrismLM(tiny_config("gpt-rope")).eval(), PrismLM(tiny_config("gpt")).eval()
+    plain.load_state_dict(rope.state_dict())
+    idx = torch.randint(0, 97, (2, 12))
+    assert not torch.allclose(rope(idx).logits, plain(idx).logits)
+    attn = rope.blocks[0].attn
+    q = torch.randn(1, attn.n_head, 6, attn.head_dim)
+    pos = torch.arange(6)
+    scores = attn.rotate(q, pos) @ attn.rotate(q, pos).transpose(-2, -1)
+    shifted = attn.rotate(q, pos + 5) @ attn.rotate(q, pos + 5).transpose(-2, -1)
+    torch.testing.assert_close(scores, shifted, atol=1e-4, rtol=1e-4)
+    with pytest.raises(PrismError, match="even head dim"):
+        tiny_config("gpt-rope", n_embd=30, n_head=2).validate()
+
+
+def test_prism_dictionary_view_and_shape():
+    cfg = tiny_config()
+    attn = PrismAttention(cfg, 0)
+    S, H, D, C = PrismAttention.dictionary_shape(cfg)
+    assert attn.dictionary().shape == (S, H, D, C) == (2, 2, cfg.head_dim, cfg.n_embd)
+    assert torch.equal(attn.dictionary()[1, 0], attn.u_proj.weight[H * D:(H + 1) * D])  # noise head 0
+
+
+def test_rotary_tables_follow_the_device_but_never_the_dtype():
+    model = PrismLM(tiny_config()).to("meta").to(torch.bfloat16)
+    rotary = model.blocks[0].attn.rotary
+    assert rotary.cos.device.type == "meta" and rotary.cos.dtype == torch.float32

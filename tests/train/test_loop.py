@@ -98,3 +98,58 @@ def test_baselines_train(data, tmp_path, kind):
     assert summary["step"] == 4
     lambdas = [r["prism_lambda"] for r in read_metrics(tmp_path / kind / "metrics.jsonl") if r["type"] == "iter"]
     assert (lambdas[0] is None) == (kind == "gpt")
+
+
+def _final_weights(data, out, **sets):
+    train(tiny_config(data, out, **sets))
+    return prism_lm.load_model(out).state_dict()
+
+
+def test_grad_clip_zero_means_no_clipping(data, tmp_path):
+    unclipped = _final_weights(data, tmp_path / "a", **{"optim.grad_clip": 0})
+    huge = _final_weights(data, tmp_path / "b", **{"optim.grad_clip": 1e9})
+    tight = _final_weights(data, tmp_path / "c", **{"optim.grad_clip": 1e-3})
+    assert all(torch.equal(unclipped[k], huge[k]) for k in unclipped)
+    assert not all(torch.equal(unclipped[k], tight[k]) for k in unclipped)
+
+
+def test_lambda_anneal_iters_sets_the_schedule_length(data, tmp_path):
+    from prism_lm.train.schedules import prism_lambda_at
+
+    train(tiny_config(data, tmp_path / "short", **{"optim.lambda_anneal_iters": 4}))
+    train(tiny_config(data, tmp_path / "whole", **{"optim.lambda_anneal_iters": 0}))
+
+    def lam(run):  # the record of step s logs λ(s - 1), the value that step trained with
+        return {r["iter"]: r["prism_lambda"] for r in read_metrics(run / "metrics.jsonl") if r["type"] == "iter"}
+
+    short, whole = lam(tmp_path / "short"), lam(tmp_path / "whole")
+    assert short[5] == pytest.approx(0.1) and short[3] == pytest.approx(prism_lambda_at(2, 4, 0.01, 0.1))
+    assert whole[5] == pytest.approx(prism_lambda_at(4, 12, 0.01, 0.1)) and whole[5] < 0.1
+
+
+def test_sequential_sampler_trains_and_resumes_exactly(data, tmp_path):
+    # λ's schedule length is pinned: by default it is run.max_iters, which the first half changes
+    sets = {"data.sampler": '"sequential"', "run.checkpoint_interval": 4, "optim.lambda_anneal_iters": 12}
+    train(tiny_config(data, tmp_path / "whole", **sets))
+    train(tiny_config(data, tmp_path / "split", **{**sets, "run.max_iters": 4}))
+    train(tiny_config(data, tmp_path / "split", **sets), resume="auto")
+
+    def losses(run):
+        return [(r["iter"], r["train_loss"]) for r in read_metrics(run / "metrics.jsonl") if r["type"] == "iter"]
+
+    assert losses(tmp_path / "split") == losses(tmp_path / "whole")
+    assert len(losses(tmp_path / "whole")) == 12
+
+
+@pytest.mark.slow
+def test_run_compile_trains_like_eager(data, tmp_path):
+    """run.compile goes through wrap_model (the whole model under torch.compile) and changes no number."""
+    sets = {"model.dropout": 0.0, "run.eval_interval": 100, "run.max_iters": 6}
+    train(tiny_config(data, tmp_path / "eager", **sets))
+    train(tiny_config(data, tmp_path / "compiled", **sets, **{"run.compile": "true"}))
+
+    def losses(run):
+        return [r["train_loss"] for r in read_metrics(run / "metrics.jsonl") if r["type"] == "iter"]
+
+    torch.testing.assert_close(torch.tensor(losses(tmp_path / "compiled")), torch.tensor(losses(tmp_path / "eager")),
+                               rtol=1e-4, atol=1e-4)
