@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.anchors import anchors_dir, build_reference, reference_optimizer  # noqa: E402
 from prism_lm.bench import device_name, time_training, timed  # noqa: E402
 from prism_lm.config import RunConfig, TrainConfig, load_train_config  # noqa: E402
-from prism_lm.model import PrismLM  # noqa: E402
+from prism_lm.model import PrismLM, generate  # noqa: E402
 from prism_lm.train.loop import build_optimizer  # noqa: E402
 
 
@@ -48,12 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     ours = PrismLM(cfg).train()
     chunk = train_cfg.run.loss_chunk
-    ours.loss_chunk_size = chunk
     ours_opt, _ = build_optimizer(ours, TrainConfig(model=cfg, run=RunConfig(dtype="float32")), dev)
     official = build_reference("official-prism", cfg, anchors).train()
     official.update_prism_lambda(0, 1)
     official_opt = reference_optimizer(official, dev)
-    sides = {"prism-lm": (lambda x, y: ours(x, y)[1], ours, ours_opt),
+    sides = {"prism-lm": (lambda x, y: ours(x, y, loss_chunk=chunk).loss, ours, ours_opt),
              "official-prism": (lambda x, y: official(x, y)[1], official, official_opt)}
 
     def one_step(name: str, warmup: int = 0) -> float:
@@ -74,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     ours.eval()
     official.eval()
     prompt = torch.randint(0, cfg.vocab_size, (1, 16))
-    decoders = {"prism-lm": lambda: ours.generate(prompt, args.new_tokens, temperature=0),
+    decoders = {"prism-lm": lambda: generate(ours, prompt, args.new_tokens, temperature=0),
                 "official-prism": lambda: official.generate(prompt, args.new_tokens, top_k=1)}
     decode = {name: [] for name in decoders}
     with torch.no_grad():

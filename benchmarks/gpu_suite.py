@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from benchmarks.anchors import anchors_dir, build_reference, reference_optimizer  # noqa: E402
 from prism_lm.bench import bench_decode, bench_train, device_name, time_training, timed, train_record  # noqa: E402
 from prism_lm.config import load_train_config  # noqa: E402
-from prism_lm.model import PrismLM  # noqa: E402
+from prism_lm.model import PrismLM, generate  # noqa: E402
 from prism_lm.train.metrics import peak_flops  # noqa: E402
 
 TINY = ["model.n_layer=2", "model.n_head=2", "model.n_embd=64", "model.block_size=64", "model.vocab_size=512"]
@@ -134,13 +134,13 @@ def cuda_graph_check(cfg, prompt_len: int, new_tokens: int, dev):
     step = torch.compile(model.decode_step, mode=mode, fullgraph=True)
     prompt = torch.randint(0, cfg.vocab_size, (1, prompt_len), device=dev)
     options = dict(temperature=0.0, static_cache=True, decode_step=step)
-    warm = [timed(lambda: model.generate(prompt, new_tokens, **options), dev)[0] for _ in range(2)]
+    warm = [timed(lambda: generate(model, prompt, new_tokens, **options), dev)[0] for _ in range(2)]
     graphs, skips = counters["stats"]["unique_graphs"], counters["inductor"]["cudagraph_skips"]
     activities = [torch.profiler.ProfilerActivity.CPU]
     if dev.type == "cuda":
         activities.append(torch.profiler.ProfilerActivity.CUDA)
     with torch.profiler.profile(activities=activities) as prof:
-        seconds, out = timed(lambda: model.generate(prompt, new_tokens, **options), dev)
+        seconds, out = timed(lambda: generate(model, prompt, new_tokens, **options), dev)
     events = {e.key: e.count for e in prof.key_averages()}
     result = {"bench": "cuda_graphs", "device": device_name(dev), "new_tokens": out.size(1) - prompt_len,
               "warmup_seconds": warm, "seconds": seconds,
