@@ -51,13 +51,26 @@ def _data_inspect(args) -> None:
     print(inspect(args.dir))
 
 
+def _data_verify(args) -> None:
+    from prism_lm.data.shards import verify
+
+    print(verify(args.dir))
+
+
 def _train(args) -> None:
     from prism_lm.config import load_train_config
     from prism_lm.train.loop import train
 
+    if args.config is None:
+        from prism_lm.config import shipped_configs
+
+        raise PrismError(f"name a config: prism train NAME_OR_TOML (shipped: {', '.join(shipped_configs())})")
     cfg = load_train_config(args.config, args.set)
-    summary = train(cfg, resume=args.resume)
-    if summary["interrupted_by"]:
+    summary = train(cfg, resume=args.resume, allow_config_change=args.allow_config_change)
+    if summary.get("already_finished"):
+        print(f"{summary['run_dir']}: already finished at step {summary['step']} (run.max_iters = "
+              f"{cfg.run.max_iters}); nothing to do")
+    elif summary["interrupted_by"]:
         print(f"stopped by {summary['interrupted_by']} at step {summary['step']}; checkpoint saved in "
               f"{summary['run_dir']}/checkpoints (continue with --resume auto)")
     else:
@@ -151,10 +164,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_demo)
 
     p = sub.add_parser("train", help="train a model (torchrun for several processes)")
-    p.add_argument("config", nargs="?", default=None, help="TOML config (default: the paper recipe)")
+    p.add_argument("config", nargs="?", default=None, help="a shipped config name or a TOML file")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config value")
     p.add_argument("--resume", default=None, metavar="auto|PATH",
-                   help="continue from the newest checkpoint of run.out_dir (auto) or from PATH")
+                   help="continue from the newest good checkpoint of run.out_dir (auto) or from PATH")
+    p.add_argument("--allow-config-change", action="store_true",
+                   help="resume even though the config differs from the run's in a way that breaks exactness "
+                        "(the change is recorded in config_changes.jsonl)")
     p.set_defaults(func=_train)
 
     p = sub.add_parser("eval", help="loss and perplexity over a whole split, per context length")
@@ -225,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = data.add_parser("inspect", help="counts per split, a decoded sample, annotation statistics")
     p.add_argument("dir")
     p.set_defaults(func=_data_inspect)
+    p = data.add_parser("verify", help="check every shard against its manifest (sizes, sha256, token ids)")
+    p.add_argument("dir")
+    p.set_defaults(func=_data_verify)
     return parser
 
 

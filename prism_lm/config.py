@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -98,6 +99,9 @@ class ModelConfig:
             raise PrismError(f"model.n_embd ({self.n_embd}) must be divisible by model.n_head ({self.n_head})")
         if not 0.0 <= self.dropout < 1.0:
             raise PrismError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        if not all(math.isfinite(v) for v in (self.lambda_start, self.lambda_end)):
+            raise PrismError(f"model.lambda_start and lambda_end must be finite, got {self.lambda_start}, "
+                             f"{self.lambda_end}")
         resolve_multiplier(self.freq_multiplier)
         if not (self.rope_base > 0 and math.isfinite(self.rope_base)):
             raise PrismError(f"model.rope_base must be a finite number > 0, got {self.rope_base}")
@@ -136,6 +140,14 @@ class OptimConfig:
             raise PrismError(f"optim: need 0 <= min_lr <= lr and lr > 0, got lr={self.lr}, min_lr={self.min_lr}")
         if self.warmup_iters < 0 or self.lr_decay_iters < 0 or self.lambda_anneal_iters < 0:
             raise PrismError("optim: iteration counts must be >= 0")
+        for name in ("beta1", "beta2"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise PrismError(f"optim.{name} must be in [0, 1), got {getattr(self, name)}")
+        for name in ("weight_decay", "grad_clip"):
+            if not (getattr(self, name) >= 0 and math.isfinite(getattr(self, name))):
+                raise PrismError(f"optim.{name} must be a finite number >= 0, got {getattr(self, name)}")
+        if not all(math.isfinite(v) for v in (self.lr, self.min_lr)):
+            raise PrismError(f"optim.lr and optim.min_lr must be finite, got {self.lr}, {self.min_lr}")
 
 
 @dataclass
@@ -169,6 +181,10 @@ class RunConfig:
             raise PrismError(f"run.dtype must be auto, float32 or bfloat16, got {self.dtype!r}")
         if self.parallel not in ("ddp", "fsdp"):
             raise PrismError(f"run.parallel must be 'ddp' or 'fsdp', got {self.parallel!r}")
+        if not 0 <= self.seed < 2**63:
+            raise PrismError(f"run.seed must be in [0, 2^63), got {self.seed}")
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", self.device):
+            raise PrismError(f"run.device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
 
 
 @dataclass
@@ -271,8 +287,11 @@ def resolve_config_path(path: str | Path) -> Path:
     packaged = PACKAGED_CONFIGS / (path.name if path.suffix == ".toml" else f"{path.name}.toml")
     if path.parent == Path(".") and packaged.is_file():
         return packaged
-    names = ", ".join(sorted(p.stem for p in PACKAGED_CONFIGS.glob("*.toml")))
-    raise PrismError(f"config file not found: {path} (shipped configs: {names})")
+    raise PrismError(f"config file not found: {path} (shipped configs: {', '.join(shipped_configs())})")
+
+
+def shipped_configs() -> list[str]:
+    return sorted(p.stem for p in PACKAGED_CONFIGS.glob("*.toml"))
 
 
 def load_train_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:

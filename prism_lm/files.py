@@ -5,18 +5,56 @@
   is never overwritten (``atomic_directory``).
 - Every JSON file carries a ``format`` tag; reading one checks the tag and turns a missing,
   unreadable or foreign file into a one-line ``PrismError`` (``read_tagged_json``).
+- What prism-lm writes follows the user's umask (``follow_umask``): ``mkdtemp`` makes 0700
+  directories and safetensors 0600 files, which would keep colleagues out of shared runs and data.
+- One writer per directory (``WriterLock``): an advisory ``flock`` on a lock file that names its
+  holder; the kernel releases it when the holder dies, so a stale lock is simply taken over.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import os
 import shutil
+import socket
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
-from prism_lm.errors import PrismError
+from prism_lm.errors import PrismError, warn
+
+
+def umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def follow_umask(root: Path) -> None:
+    """chmod ``root`` and everything below it to what the umask allows (dirs 777, files 666)."""
+    mask = umask()
+    for path in [root, *root.rglob("*")]:
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~mask)
+
+
+def file_digest(path: Path) -> dict[str, Any]:
+    """{"bytes", "sha256"} of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return {"bytes": path.stat().st_size, "sha256": digest.hexdigest()}
+
+
+def clean_temporaries(parent: Path, name: str) -> list[Path]:
+    """Remove ``parent/.NAME.tmp-*`` left by a killed writer (call it holding the writer lock)."""
+    removed = sorted(parent.glob(f".{name}.tmp-*")) if parent.is_dir() else []
+    for path in removed:
+        shutil.rmtree(path, ignore_errors=True)
+    return removed
 
 
 class atomic_directory:  # noqa: N801 (used as a function: ``with atomic_directory(target) as tmp``)
@@ -26,7 +64,9 @@ class atomic_directory:  # noqa: N801 (used as a function: ``with atomic_directo
         self.target = Path(target)
 
     def __enter__(self) -> Path:
-        if self.target.exists() and (not self.target.is_dir() or any(self.target.iterdir())):
+        if self.target.exists() and not self.target.is_dir():
+            raise PrismError(f"{self.target} exists and is a file, not a directory")
+        if self.target.exists() and any(self.target.iterdir()):
             raise PrismError(f"refusing to overwrite non-empty {self.target}")
         self.target.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.tmp-", dir=self.target.parent))
@@ -36,6 +76,7 @@ class atomic_directory:  # noqa: N801 (used as a function: ``with atomic_directo
         if exc_type is not None:
             shutil.rmtree(self.tmp, ignore_errors=True)
             return
+        follow_umask(self.tmp)
         if self.target.exists():  # an empty directory may stand in the way
             self.target.rmdir()
         os.replace(self.tmp, self.target)
@@ -60,3 +101,48 @@ def read_tagged_json(path: Path, fmt: str, what: str, missing: str | None = None
 
 def write_json(path: Path, data: dict[str, Any], indent: int | None = 2) -> None:
     path.write_text(json.dumps(data, indent=indent) + "\n", encoding="utf-8")
+
+
+class WriterLock:
+    """Context manager: hold ``path`` (a lock file) exclusively, or raise PrismError naming the holder.
+
+    The file names its holder while held and is removed on release; one still there with a holder
+    in it was left by a process that died (the kernel released its flock), and is taken over.
+    """
+
+    def __init__(self, path: Path, what: str):
+        self.path, self.what = Path(path), what
+        self.file = None
+
+    def __enter__(self) -> WriterLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            self.file = open(self.path, "a+", encoding="utf-8")
+            try:
+                fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                self.file.seek(0)
+                holder = self.file.read().strip() or "another process"
+                self.file.close()
+                raise PrismError(f"{self.what} is in use by {holder}; wait for it to finish or use another one") \
+                    from None
+            try:  # the file we locked may have been removed by a holder releasing it meanwhile
+                if os.stat(self.path).st_ino == os.fstat(self.file.fileno()).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+            self.file.close()
+        self.file.seek(0)
+        previous = self.file.read().strip()
+        if previous:
+            warn(f"taking over the lock on {self.what} left by {previous}, which is no longer running")
+        self.file.seek(0)
+        self.file.truncate()
+        self.file.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        self.file.flush()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.path.unlink(missing_ok=True)  # before unlocking: a waiting opener then re-checks the inode
+        fcntl.flock(self.file, fcntl.LOCK_UN)
+        self.file.close()

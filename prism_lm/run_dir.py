@@ -5,29 +5,40 @@
     RUN/tb/                            TensorBoard events (optional)
     RUN/checkpoints/step-000200/       a training checkpoint (``checkpoint/training.py``)
     RUN/checkpoints/best/              a copy of the step checkpoint with the best val loss
+    RUN/config_changes.jsonl           what a resume changed in the config, and at which step
+    RUN/.lock                          the writer's lock (pid and host of the training that holds it)
 
 Step directories appear by rename (complete or absent); ``steps()`` lists only those holding a
-training state, oldest first. Everything else (loop, analysis, demo, CLI) opens runs through here.
+training state, oldest first. A resume takes the newest checkpoint that passes
+``verify_training_checkpoint``; the others on the way are moved aside as ``.rejected-step-*``
+(never deleted, never collided with) with a warning. Everything else (loop, analysis, demo, CLI)
+opens runs through here.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
 from prism_lm.checkpoint.model import CONFIG
-from prism_lm.checkpoint.training import STATE_JSON
+from prism_lm.checkpoint.training import STATE_JSON, verify_training_checkpoint
 from prism_lm.config import TrainConfig, dump_toml, load_train_config
+from prism_lm.errors import PrismError, warn
+from prism_lm.files import WriterLock, clean_temporaries
 
 
 class RunDir:
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        if self.path.exists() and not self.path.is_dir():
+            raise PrismError(f"run directory {self.path} exists and is a file")
         self.config_path = self.path / "config.toml"
         self.metrics_path = self.path / "metrics.jsonl"
         self.tensorboard_dir = self.path / "tb"
         self.checkpoints_dir = self.path / "checkpoints"
         self.best = self.checkpoints_dir / "best"
+        self.changes_path = self.path / "config_changes.jsonl"
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
@@ -59,6 +70,43 @@ class RunDir:
 
     def holds_run(self) -> bool:
         return bool(self.steps()) or self.metrics_path.exists()
+
+    def writer_lock(self) -> WriterLock:
+        """Held by the one training that writes here; a second is refused naming the first."""
+        return WriterLock(self.path / ".lock", f"run directory {self.path}")
+
+    def clean_leftovers(self) -> None:
+        """Remove temporary checkpoint directories left by a killed writer (hold the lock)."""
+        for name in ("step-*", "best"):
+            for path in clean_temporaries(self.checkpoints_dir, name):
+                warn(f"removed {path.name}, a partial checkpoint left by an interrupted run")
+        for stale in (self.checkpoints_dir / ".best.tmp", self.checkpoints_dir / ".best.old"):
+            shutil.rmtree(stale, ignore_errors=True)
+
+    def newest_verified(self) -> Path | None:
+        """The newest step checkpoint that verifies; broken ones on the way are moved aside with a warning."""
+        if self.checkpoints_dir.is_dir():  # a step directory without its state never finished writing
+            for path in sorted(self.checkpoints_dir.glob("step-*")):
+                if not (path / STATE_JSON).is_file():
+                    self._reject(path, f"{STATE_JSON} is missing")
+        for path in reversed(self.steps()):
+            problem = verify_training_checkpoint(path)
+            if problem is None:
+                return path
+            self._reject(path, problem)
+        return None
+
+    def _reject(self, path: Path, problem: str) -> None:
+        aside = path.with_name(f".rejected-{path.name}")
+        n = 1
+        while aside.exists():
+            aside, n = path.with_name(f".rejected-{path.name}-{n}"), n + 1
+        path.rename(aside)
+        warn(f"skipping checkpoint {path} ({problem}); moved it to {aside.name}")
+
+    def record_config_change(self, step: int, changes: dict[str, tuple]) -> None:
+        with open(self.changes_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"step": step, "changes": {k: list(v) for k, v in changes.items()}}) + "\n")
 
     def prune(self, keep: int) -> None:
         for old in self.steps()[:-keep]:

@@ -76,6 +76,13 @@ def analyze_run(path: str | Path, data_dir: str | Path, out: str | Path, max_win
     if shards.vocab_size > model.config.vocab_size:
         raise PrismError(f"data vocabulary ({shards.vocab_size}) does not fit the model ({model.config.vocab_size})")
     cfg = model.config
+    layer = cfg.n_layer - 1 if layer is None else layer
+    if not 0 <= layer < cfg.n_layer:
+        raise PrismError(f"--layer must be in [0, {cfg.n_layer}) for this model, got {layer}")
+    if not 0 <= head < cfg.n_head:
+        raise PrismError(f"--head must be in [0, {cfg.n_head}) for this model, got {head}")
+    if max_windows < 1:
+        raise PrismError(f"--max-windows must be >= 1, got {max_windows}")
     fig_dir = out / "figures"
     report: dict = {"checkpoint": str(ckpt), "run": str(run.path) if run else None, "data": str(data_dir),
                     "split": split, "model": {**vars(cfg), "parameters": model.num_params()},
@@ -98,7 +105,6 @@ def analyze_run(path: str | Path, data_dir: str | Path, out: str | Path, max_win
 
     ids, tgt, text = _probe(codec, probe, target)
     cache = capture_attention(model, torch.tensor([ids]))
-    layer = len(model.blocks) - 1 if layer is None else layer
     labels = [codec.decode([i]).replace("\n", "\\n") for i in ids]
     maps = {s: cache.stream(layer, s)[0, head].numpy() for s in cache.streams[layer]}
     figs["head_maps"] = figures.stream_maps(maps, labels, tgt, fig_dir, f"Layer {layer}, head {head}: "

@@ -4,7 +4,9 @@ A checkpoint directory ``checkpoints/step-000200/`` holds
 - ``model.safetensors`` + ``config.json``: a model checkpoint (``prism_lm.load_model`` reads it);
 - ``train_state.safetensors``: optimizer moments keyed by parameter name, torch CPU/CUDA RNG states;
 - ``train_state.json``: step, optimizer hyper-parameters, python and numpy RNG states, the data
-  loader's state, the best validation loss so far.
+  loader's state, the best validation loss so far, the training-loss window since the last log
+  record, and the size and sha256 of the other three files, so ``verify_training_checkpoint``
+  can tell a good checkpoint from a truncated or damaged one before resuming from it.
 
 Design choices: parameter names, not optimizer indices, key the optimizer state, so a mismatch is
 reported by name. Under FSDP2 the sharded tensors (DTensor) are gathered to full tensors on save
@@ -21,6 +23,7 @@ import numpy as np
 import torch
 
 from prism_lm.checkpoint.model import (
+    CONFIG,
     WEIGHTS,
     full_tensor,
     load_state,
@@ -31,7 +34,7 @@ from prism_lm.checkpoint.model import (
     write_model_files,
 )
 from prism_lm.errors import PrismError
-from prism_lm.files import atomic_directory, read_tagged_json, write_json
+from prism_lm.files import atomic_directory, file_digest, read_tagged_json, write_json
 from prism_lm.model import PrismLM
 
 STATE_FORMAT = "prism-lm/train-state/1"
@@ -97,21 +100,54 @@ def set_rng_state(tensors: dict, meta: dict) -> None:
 
 
 def save_training_checkpoint(directory: Path, model: PrismLM, optimizer, names: list[list[str]], step: int,
-                             loader_state: dict, best_val_loss: float | None, extra: dict, is_writer: bool) -> None:
+                             loader_state: dict, best_val_loss: float | None, extra: dict, is_writer: bool,
+                             log_window: dict | None = None) -> None:
     """Gather on every rank; rank 0 (``is_writer``) writes ``directory`` atomically."""
     weights = model_state(model)
     optim_tensors, optim_meta = optimizer_state(optimizer, names)
     rng_tensors, rng_meta = rng_state()
     if not is_writer:
         return
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
-    with atomic_directory(directory) as tmp:
-        write_model_files(tmp, model, extra, weights=weights)
-        save_file({**optim_tensors, **rng_tensors}, str(tmp / STATE_TENSORS))
-        meta = {"format": STATE_FORMAT, "step": step, "optimizer": optim_meta, "rng": rng_meta,
-                "loader": loader_state, "best_val_loss": best_val_loss}
-        write_json(tmp / STATE_JSON, meta, indent=None)
+    try:
+        with atomic_directory(directory) as tmp:
+            write_model_files(tmp, model, extra, weights=weights)
+            save_file({**optim_tensors, **rng_tensors}, str(tmp / STATE_TENSORS))
+            meta = {"format": STATE_FORMAT, "step": step, "optimizer": optim_meta, "rng": rng_meta,
+                    "loader": loader_state, "best_val_loss": best_val_loss, "log_window": log_window,
+                    "files": {name: file_digest(tmp / name) for name in (WEIGHTS, CONFIG, STATE_TENSORS)}}
+            write_json(tmp / STATE_JSON, meta, indent=None)  # last: its presence marks a finished write
+    except (OSError, SafetensorError) as exc:  # disk full, quota, permissions: earlier checkpoints stay
+        reason = getattr(exc, "strerror", None) or str(exc).strip().splitlines()[0]
+        raise PrismError(f"could not write checkpoint {directory} ({reason}); "
+                         "the previous checkpoints are intact") from None
+
+
+def verify_training_checkpoint(directory: Path) -> str | None:
+    """None for a complete, undamaged training checkpoint; else what is wrong with it."""
+    try:
+        meta = read_tagged_json(directory / STATE_JSON, STATE_FORMAT, "a prism-lm training state",
+                                missing=f"{STATE_JSON} is missing")
+    except PrismError as exc:
+        return str(exc)
+    for name, expected in (meta.get("files") or {}).items():
+        path = directory / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != expected["bytes"]:
+            return f"{name} has {path.stat().st_size} bytes, {expected['bytes']} were written"
+        if file_digest(path)["sha256"] != expected["sha256"]:
+            return f"{name} does not match the sha256 recorded when it was written"
+    if not meta.get("files"):  # written before checksums were recorded: check that the files read
+        try:
+            read_model_config(directory)
+            read_weights(directory / WEIGHTS)
+            read_weights(directory / STATE_TENSORS)
+        except PrismError as exc:
+            return str(exc)
+    return None
 
 
 def load_training_checkpoint(directory: Path, model: PrismLM, optimizer, names: list[list[str]]) -> dict:

@@ -15,9 +15,12 @@ Design choices:
 from __future__ import annotations
 
 import bisect
+import collections
 import hashlib
 import multiprocessing
 import os
+import signal
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +29,8 @@ from prism_lm.data.embedded import KINDS
 from prism_lm.data.shards import FORMAT, HEADER_BYTES, SPLITS, ShardSet, read_manifest, write_header
 from prism_lm.data.sources import Document, Source, file_sha256
 from prism_lm.data.tokenizer import EOT_ID, GPT2_VOCAB, Codec, gpt2_encoding
-from prism_lm.errors import PrismError
-from prism_lm.files import atomic_directory, write_json
+from prism_lm.errors import PrismError, warn
+from prism_lm.files import WriterLock, atomic_directory, clean_temporaries, write_json
 
 CHUNK_DOCS = 256
 
@@ -77,7 +80,7 @@ class _SplitWriter:
         name = f"{self.split}-{len(self.shards):05d}.bin"
         self._file = open(self.directory / name, "wb")
         write_header(self._file, GPT2_VOCAB, 0)
-        self.shards.append({"file": name, "tokens": 0})
+        self.shards.append({"file": name, "tokens": 0, "max_token_id": -1})
 
     def add(self, tokens: np.ndarray, deps) -> None:
         if self._file is None or self.shards[-1]["tokens"] >= self.shard_tokens:
@@ -88,6 +91,7 @@ class _SplitWriter:
         doc = np.append(tokens, np.uint16(EOT_ID))
         self._file.write(doc.tobytes())
         self.shards[-1]["tokens"] += len(doc)
+        self.shards[-1]["max_token_id"] = max(self.shards[-1]["max_token_id"], int(doc.max()))
         self.tokens += len(doc)
         self.documents += 1
 
@@ -146,22 +150,39 @@ def prepare(specs: list[str], out_dir: str | Path, val_fraction: float = 0.01, m
         raise PrismError(f"--max-docs must be >= 1, got {max_docs}")
     if not specs:
         raise PrismError("no --source given")
+    if workers is not None and workers < 1:
+        raise PrismError(f"--workers must be >= 1, got {workers}")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise PrismError(f"--out {out_dir} exists and is a file")
     sources = [Source(s) for s in specs]
     inputs = {"format": FORMAT, "tokenizer": "gpt2", "sources": [s.fingerprint() for s in sources],
               "val_fraction": val_fraction, "max_docs": max_docs, "compact_vocab": compact_vocab}
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with WriterLock(out_dir.parent / f".{out_dir.name}.lock", f"data directory {out_dir}"):
+        for leftover in clean_temporaries(out_dir.parent, out_dir.name):
+            warn(f"removed {leftover.name}, a partial preparation left by an interrupted run")
+        return _prepare(sources, inputs, out_dir, val_fraction, max_docs, workers, shard_tokens, compact_vocab,
+                        progress)
+
+
+def _prepare(sources, inputs, out_dir: Path, val_fraction, max_docs, workers, shard_tokens, compact_vocab,
+             progress) -> tuple[dict, bool]:
     if (out_dir / "manifest.json").is_file():
         manifest = read_manifest(out_dir)
         if manifest.get("inputs") == inputs:
             for split in SPLITS:
-                ShardSet(out_dir, split)  # verifies headers and sizes
+                ShardSet(out_dir, split)  # verifies sizes, hashes and token ids
             return manifest, False
     if out_dir.exists() and any(out_dir.iterdir()):
         raise PrismError(f"refusing to overwrite non-empty {out_dir} (it holds other data); choose a new --out")
 
     keys = np.fromiter((_doc_key(d.text) for d in _limited(sources, max_docs)), dtype=np.uint64)
     if len(keys) == 0:
-        raise PrismError(f"no stories found in {', '.join(specs)}")
+        raise PrismError(f"no stories found in {', '.join(s.spec for s in sources)}")
     is_val = val_mask(keys, val_fraction)
+    if val_fraction > 0 and not is_val.any():
+        warn(f"--val-fraction {val_fraction} of {len(keys)} document(s) leaves the val split empty: "
+             "training will report no validation loss")
 
     with atomic_directory(out_dir) as tmp:
         writers = {s: _SplitWriter(tmp, s, shard_tokens) for s in SPLITS}
@@ -170,7 +191,7 @@ def prepare(specs: list[str], out_dir: str | Path, val_fraction: float = 0.01, m
         bar = _progress(len(keys), progress)
         i = 0
         with _pool(workers, len(keys)) as pool:
-            results = pool.imap(_tokenize_chunk, chunks) if pool else map(_tokenize_chunk, chunks)
+            results = _bounded_imap(pool, chunks, 2 * workers) if pool else map(_tokenize_chunk, chunks)
             for chunk in results:
                 for tokens, deps in chunk:
                     writers["val" if is_val[i] else "train"].add(tokens, deps)
@@ -191,15 +212,17 @@ def prepare(specs: list[str], out_dir: str | Path, val_fraction: float = 0.01, m
 
 def _compact(directory: Path, splits: dict) -> list[int]:
     """Rewrite every shard to compact ids (sorted used GPT-2 ids, EOT included); return the map."""
-    shards = [directory / s["file"] for info in splits.values() for s in info["shards"]]
+    shards = [s for info in splits.values() for s in info["shards"]]
     used = {EOT_ID}
-    for path in shards:
-        used.update(np.unique(np.fromfile(path, dtype=np.uint16, offset=HEADER_BYTES)).tolist())
+    for shard in shards:
+        used.update(np.unique(np.fromfile(directory / shard["file"], dtype=np.uint16, offset=HEADER_BYTES)).tolist())
     token_map = np.array(sorted(used), dtype=np.uint16)
-    for path in shards:
+    for shard in shards:
+        path = directory / shard["file"]
         tokens = np.memmap(path, dtype=np.uint16, mode="r+", offset=HEADER_BYTES)
         if len(tokens):
             tokens[:] = np.searchsorted(token_map, tokens).astype(np.uint16)
+            shard["max_token_id"] = int(tokens.max())
         count = len(tokens)
         del tokens
         with open(path, "r+b") as f:
@@ -218,7 +241,30 @@ class _NoPool:
 def _pool(workers: int, n_docs: int):
     if workers <= 1 or n_docs < 4 * CHUNK_DOCS:
         return _NoPool()
-    return multiprocessing.get_context("fork").Pool(workers)
+    return multiprocessing.get_context("fork").Pool(workers, initializer=_worker_init)
+
+
+def _worker_init() -> None:
+    """A tokenizer worker dies with its parent (no orphans after kill -9) and leaves Ctrl-C to it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() == 1:  # the parent died before prctl took effect
+            os._exit(1)
+
+
+def _bounded_imap(pool, chunks, in_flight: int):
+    """``pool.imap(_tokenize_chunk, chunks)`` with at most ``in_flight`` chunks queued: Pool.imap reads
+    its whole input at once, which would hold every document of the corpus in memory."""
+    pending = collections.deque()
+    for chunk in chunks:
+        pending.append(pool.apply_async(_tokenize_chunk, (chunk,)))
+        if len(pending) >= in_flight:
+            yield pending.popleft().get()
+    while pending:
+        yield pending.popleft().get()
 
 
 def _progress(total: int, enabled: bool):

@@ -11,8 +11,12 @@ Layout of a prepared directory (written by ``prism_lm.data.prepare``)::
 Design choices:
 - Header: magic ``PRISMTOK``, format version (u32), vocab size (u32), token count (u64), 8 bytes
   reserved; little endian. Readers check it and the file size against the manifest.
-- A split is read as one token stream over memory-mapped shards (``ShardSet``); every window read
-  is checked against the vocabulary.
+- A split is read as one token stream over memory-mapped shards (``ShardSet``). Sizes are checked
+  every time; each shard's sha256 and largest token id are checked once per process (the first
+  ``ShardSet`` that opens it), so a damaged shard or an id past the vocabulary stops a run before
+  its first step rather than when a sampled window happens to contain it. ``verify`` (``prism data
+  verify``) checks everything afresh.
+- Shard paths in a manifest must stay inside its directory.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import numpy as np
 
 from prism_lm.data.tokenizer import Codec
 from prism_lm.errors import PrismError
-from prism_lm.files import read_tagged_json
+from prism_lm.files import file_digest, read_tagged_json
 
 FORMAT = "prism-lm/shards/1"
 MAGIC, VERSION, HEADER_BYTES = b"PRISMTOK", 1, 32
@@ -65,10 +69,40 @@ def manifest_vocab_size(directory: str | Path) -> int | None:
     return int(read_manifest(directory)["tokenizer"]["vocab_size"])
 
 
+_VERIFIED: dict[tuple, int] = {}  # (path, size, mtime) -> largest token id, for shards checked in this process
+
+
+def _check_shard(path: Path, shard: dict, vocab_size: int, fresh: bool = False) -> int:
+    """Check a shard's sha256 and token ids against its manifest entry; returns its largest token id."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key in _VERIFIED and not fresh:
+        return _VERIFIED[key]
+    if "sha256" in shard and file_digest(path)["sha256"] != shard["sha256"]:
+        raise PrismError(f"shard {path} does not match the sha256 in its manifest (damaged or replaced; "
+                         "prepare the data again)")
+    tokens = np.memmap(path, dtype=np.uint16, mode="r", offset=HEADER_BYTES)
+    largest = int(tokens.max()) if len(tokens) else -1
+    if largest >= vocab_size:
+        raise PrismError(f"token id {largest} >= vocab size {vocab_size} in shard {path}")
+    if shard.get("max_token_id", largest) != largest:
+        raise PrismError(f"shard {path}: largest token id {largest}, manifest says {shard['max_token_id']}")
+    _VERIFIED[key] = largest
+    return largest
+
+
+def shard_path(directory: Path, name: str) -> Path:
+    """``directory / name``, refusing a manifest entry that points outside the directory."""
+    path = directory / name
+    if not path.resolve().is_relative_to(directory.resolve()):
+        raise PrismError(f"manifest of {directory} names a shard outside it: {name!r}")
+    return path
+
+
 class ShardSet:
     """One split of a prepared directory as a single token stream over memory-mapped shards."""
 
-    def __init__(self, directory: str | Path, split: str):
+    def __init__(self, directory: str | Path, split: str, fresh: bool = False):
         self.directory = Path(directory)
         self.manifest = read_manifest(directory)
         if split not in self.manifest["splits"]:
@@ -76,9 +110,9 @@ class ShardSet:
         self.split, self.info = split, self.manifest["splits"][split]
         self.vocab_size = int(self.manifest["tokenizer"]["vocab_size"])
         self.arrays, self.names, self.starts = [], [], []
-        total = 0
+        total, self.max_token_id = 0, -1
         for shard in self.info["shards"]:
-            path = self.directory / shard["file"]
+            path = shard_path(self.directory, shard["file"])
             if not path.is_file():
                 raise PrismError(f"shard {path} listed in the manifest is missing")
             vocab, count = read_header(path)
@@ -86,6 +120,7 @@ class ShardSet:
             if count != shard["tokens"] or vocab != self.vocab_size or size != HEADER_BYTES + 2 * count:
                 raise PrismError(f"shard {path} disagrees with its manifest (header says {count} tokens, "
                                  f"manifest {shard['tokens']}, file holds {(size - HEADER_BYTES) // 2})")
+            self.max_token_id = max(self.max_token_id, _check_shard(path, shard, self.vocab_size, fresh))
             self.starts.append(total)
             self.arrays.append(np.memmap(path, dtype=np.uint16, mode="r", offset=HEADER_BYTES, shape=(count,)))
             self.names.append(path)
@@ -97,6 +132,12 @@ class ShardSet:
 
     def __len__(self) -> int:
         return self.total
+
+    def check_fits(self, model_vocab: int) -> None:
+        """Refuse a model whose vocabulary does not cover every token id of this split."""
+        if self.max_token_id >= model_vocab:
+            raise PrismError(f"{self.split} data of {self.directory} holds token id {self.max_token_id}, "
+                             f"past the model's vocabulary of {model_vocab}")
 
     def window(self, start: int, length: int) -> np.ndarray:
         """Tokens [start, start + length) of the split stream as int64, checked against the vocab."""
@@ -128,7 +169,7 @@ class ShardSet:
         info = self.info.get("annotations")
         if not info:
             return np.zeros((0, 3), dtype=np.int64)
-        return np.load(self.directory / info["file"], allow_pickle=False)
+        return np.load(shard_path(self.directory, info["file"]), allow_pickle=False)
 
 
 def inspect(directory: str | Path, sample_tokens: int = 120) -> str:
@@ -157,4 +198,14 @@ def inspect(directory: str | Path, sample_tokens: int = 120) -> str:
         sample = Codec.from_json(manifest["tokenizer"]).decode(train.window(0, min(sample_tokens, len(train))))
         lines.append("  sample (train, first tokens):")
         lines.extend("    " + line for line in sample.splitlines())
+    return "\n".join(lines)
+
+
+def verify(directory: str | Path) -> str:
+    """Check every shard of a prepared directory afresh (sizes, sha256, token ids); a summary line per split."""
+    lines = []
+    for split in read_manifest(directory)["splits"]:
+        shards = ShardSet(directory, split, fresh=True)
+        lines.append(f"{split}: {len(shards.info['shards'])} shard(s), {len(shards):,} tokens, "
+                     f"largest id {shards.max_token_id} < vocab {shards.vocab_size}: ok")
     return "\n".join(lines)

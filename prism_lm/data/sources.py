@@ -17,12 +17,13 @@ import glob as globlib
 import hashlib
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from prism_lm.data.embedded import Dependency, generate_story
 from prism_lm.errors import PrismError
+from prism_lm.files import file_digest
 
 SEPARATOR = "<|endoftext|>"
 TEXT_SUFFIXES = (".txt", ".jsonl", ".parquet")
@@ -36,10 +37,13 @@ class Document:
     dependencies: tuple[Dependency, ...] = field(default=())
 
 
-def split_txt(text: str) -> Iterator[str]:
-    """Stories of the TinyStories txt layout: text between lines that are exactly <|endoftext|>."""
+def split_txt(text: str | Iterable[str]) -> Iterator[str]:
+    """Stories of the TinyStories txt layout: text between lines that are exactly <|endoftext|>.
+
+    ``text`` is a whole text or an iterable of its lines (a stream: memory stays flat).
+    """
     story: list[str] = []
-    for line in text.split("\n"):
+    for line in text.split("\n") if isinstance(text, str) else text:
         if line.rstrip("\r") == SEPARATOR:
             s = "\n".join(story).strip()
             if s:
@@ -52,21 +56,29 @@ def split_txt(text: str) -> Iterator[str]:
         yield s
 
 
-def _read_text(path: Path) -> str:
+def _lines(path: Path) -> Iterator[str]:
+    """The lines of a UTF-8 text file (without their newline), read as a stream."""
     try:
-        data = path.read_bytes()
+        f = open(path, "rb")
     except OSError as exc:
         raise PrismError(f"cannot read {path}: {exc.strerror}") from None
-    if not data.strip():
+    offset, has_text = 0, False
+    with f:
+        for raw in f:
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                at = offset + exc.start
+                raise PrismError(f"{path} is not UTF-8 text (undecodable byte at offset {at})") from None
+            offset += len(raw)
+            has_text = has_text or bool(line.strip())
+            yield line[:-1] if line.endswith("\n") else line
+    if not has_text:
         raise PrismError(f"{path} is empty")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise PrismError(f"{path} is not UTF-8 text (undecodable byte at offset {exc.start})") from None
 
 
 def _jsonl_texts(path: Path) -> Iterator[str]:
-    for lineno, line in enumerate(_read_text(path).splitlines(), 1):
+    for lineno, line in enumerate(_lines(path), 1):
         if not line.strip():
             continue
         try:
@@ -109,7 +121,7 @@ def _file_texts(path: Path) -> Iterator[str]:
     if path.is_dir():
         yield from _saved_dataset_texts(path)
     elif path.suffix == ".txt":
-        yield from split_txt(_read_text(path))
+        yield from split_txt(_lines(path))
     elif path.suffix == ".jsonl":
         yield from _jsonl_texts(path)
     elif path.suffix == ".parquet":
@@ -206,8 +218,4 @@ def _file_fingerprint(path: Path) -> dict:
 
 
 def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return file_digest(path)["sha256"]

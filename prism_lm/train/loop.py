@@ -20,13 +20,13 @@ from pathlib import Path
 import torch
 
 from prism_lm.checkpoint.training import load_training_checkpoint, save_training_checkpoint
-from prism_lm.config import TrainConfig, resolve_vocab_size
+from prism_lm.config import TrainConfig, resolve_vocab_size, to_dict
 from prism_lm.data.loader import RandomWindows, make_loader
 from prism_lm.data.shards import ShardSet
-from prism_lm.errors import PrismError
+from prism_lm.errors import PrismError, warn
 from prism_lm.model import PrismLM
 from prism_lm.run_dir import RunDir
-from prism_lm.train.metrics import MetricsWriter, flops_per_token, peak_flops
+from prism_lm.train.metrics import MetricsWriter, flops_per_token, peak_flops, read_metrics
 from prism_lm.train.parallel import all_reduce_mean, barrier, close_world, init_world, wrap_model
 from prism_lm.train.schedules import lr_at, prism_lambda_at
 
@@ -103,22 +103,72 @@ def initial_model(cfg: TrainConfig) -> PrismLM:
     return PrismLM(cfg.model)
 
 
-def train(cfg: TrainConfig, resume: str | None = None) -> dict:
-    """Run (or continue) training as configured; returns a summary of the run."""
+def train(cfg: TrainConfig, resume: str | None = None, allow_config_change: bool = False) -> dict:
+    """Run (or continue) training as configured; returns a summary of the run.
+
+    One training writes a run directory at a time (a lock; a second is refused). On resume the
+    newest checkpoint that verifies is taken, and a config that differs from the run's recorded
+    one in anything that would break exactness is refused unless ``allow_config_change``; what
+    changed is then recorded in ``config_changes.jsonl``.
+    """
     world = init_world(cfg.run.device)
+    run = RunDir(cfg.run.out_dir)
     try:
-        return _train(cfg, resume, world)
+        if not world.is_main:
+            return _train(cfg, resume, allow_config_change, world, run)
+        with run.writer_lock():
+            run.clean_leftovers()
+            return _train(cfg, resume, allow_config_change, world, run)
     finally:
         close_world(world)
 
 
-def _train(cfg: TrainConfig, resume: str | None, world) -> dict:
-    device, run = world.device, RunDir(cfg.run.out_dir)
+# keys that change what is logged, saved or where it runs, never the numbers of the training itself
+RESUME_SAFE_KEYS = {"run.out_dir", "run.device", "run.progress", "run.tensorboard", "run.log_interval",
+                    "run.eval_interval", "run.eval_iters", "run.checkpoint_interval", "run.keep_checkpoints",
+                    "run.parallel"}
+
+
+def _config_changes(recorded: TrainConfig, cfg: TrainConfig) -> dict[str, tuple]:
+    old, new = to_dict(recorded), to_dict(cfg)
+    return {f"{section}.{key}": (old[section][key], value) for section, values in new.items()
+            for key, value in values.items() if old[section].get(key) != value}
+
+
+def _train(cfg: TrainConfig, resume: str | None, allow_config_change: bool, world, run: RunDir) -> dict:
+    device = world.device
     train_data, val_data = ShardSet(cfg.data.dir, "train"), ShardSet(cfg.data.dir, "val")
     cfg.model.vocab_size = resolve_vocab_size(cfg.model.vocab_size, train_data.vocab_size)
+    train_data.check_fits(cfg.model.vocab_size)
+    val_data.check_fits(cfg.model.vocab_size)
     if cfg.run.grad_accum % world.size:
         raise PrismError(f"run.grad_accum ({cfg.run.grad_accum}) must be divisible by the world size ({world.size})")
+    if len(val_data) <= cfg.model.block_size + 1 and world.is_main:
+        warn(f"the val split of {cfg.data.dir} has {len(val_data)} tokens, fewer than block_size + 1 = "
+             f"{cfg.model.block_size + 1}: no validation loss will be computed")
     accum = cfg.run.grad_accum // world.size
+
+    ckpt = None
+    if resume:
+        if resume != "auto":
+            ckpt = Path(resume)
+            if not ckpt.is_dir():
+                raise PrismError(f"--resume: checkpoint not found: {ckpt}")
+        else:
+            if world.is_main:
+                run.newest_verified()  # moves broken checkpoints aside, so every rank sees the same newest
+            barrier(world)
+            ckpt = run.newest()
+    elif run.holds_run():
+        raise PrismError(f"{run.path} already holds a run; use --resume auto to continue it or a new run.out_dir")
+    recorded = run.read_config() if ckpt is not None else None
+    changes = _config_changes(recorded, cfg) if recorded is not None else {}
+    safe = RESUME_SAFE_KEYS | ({"run.max_iters"} if cfg.optim.lambda_anneal_iters else set())  # else λ's T_max
+    breaking = sorted(k for k in changes if k not in safe)
+    if breaking and not allow_config_change:
+        key = breaking[0]
+        raise PrismError(f"--resume: {key} is {changes[key][1]!r} but the run was started with {changes[key][0]!r}, "
+                         "which would break an exact resume (pass --allow-config-change to continue anyway)")
 
     model = initial_model(cfg).to(device)
     # wrap before the optimizer exists: FSDP2 replaces parameters with sharded DTensors in place
@@ -126,21 +176,23 @@ def _train(cfg: TrainConfig, resume: str | None, world) -> dict:
     optimizer, names = build_optimizer(model, cfg, device)
     loader = make_loader(cfg.data.sampler, train_data, cfg.run.batch_size, cfg.model.block_size, cfg.run.seed,
                          world.rank, world.size, device)
+    step, best_val, window = 0, None, None
+    if ckpt is not None:
+        meta = load_training_checkpoint(ckpt, model, optimizer, names)
+        step, best_val, window = meta["step"], meta["best_val_loss"], meta.get("log_window")
+        loader.load_state_dict(meta["loader"])
+    has_val = len(val_data) > cfg.model.block_size + 1
+    if ckpt is not None and step >= cfg.run.max_iters and not _final_eval_missing(run, step, cfg, has_val):
+        return {"run_dir": str(run.path), "step": step, "train_loss": None, "best_val_loss": best_val,
+                "interrupted_by": None, "already_finished": True}
     metrics = MetricsWriter(run, cfg.run.tensorboard, enabled=world.is_main)
-    step, best_val = 0, None
-    if resume:
-        ckpt = _resume_dir(run, resume)
-        if ckpt is not None:
-            meta = load_training_checkpoint(ckpt, model, optimizer, names)
-            step, best_val = meta["step"], meta["best_val_loss"]
-            loader.load_state_dict(meta["loader"])
-            metrics.truncate_after(step)
-    else:
-        if run.holds_run():
-            raise PrismError(f"{run.path} already holds a run; use --resume auto to continue it or a new run.out_dir")
+    if resume:  # the log reads as one run: records after the checkpoint (and a partial last line) go
+        metrics.truncate_after(step)
     if step == 0:  # after the identical init: each rank's dropout stream differs (resume restores it)
         torch.manual_seed(cfg.run.seed + world.rank)
-    if world.is_main and not run.config_path.exists():
+    if world.is_main:  # the config the run really trains with, written when training really starts
+        if changes:
+            run.record_config_change(step, changes)
         run.write_config(cfg)
     barrier(world)
 
@@ -151,14 +203,16 @@ def _train(cfg: TrainConfig, resume: str | None, world) -> dict:
     lambda_tmax = cfg.optim.lambda_anneal_iters or cfg.run.max_iters
     extra = {"tokenizer": train_data.codec().to_json()}
     progress = _progress_bar(cfg, world, step)
-    last_log, last_log_step, last_saved = time.perf_counter(), step, step
-    loss_sum = torch.zeros((), device=device)
-    train_loss = float("nan")
+    # the training losses since the last iter record (restored on resume, so the next mean is the same)
+    last_log_step = window["since"] if window else step
+    loss_sum = torch.tensor(window["loss_sum"] if window else 0.0, device=device)
+    last_log, last_saved, train_loss = time.perf_counter(), step, float("nan")
 
     def save(at_step: int) -> Path:
         path = run.step_dir(at_step)
+        window_state = {"loss_sum": float(loss_sum), "since": last_log_step}
         save_training_checkpoint(path, model, optimizer, names, at_step, loader.state_dict(), best_val,
-                                 {**extra, "step": at_step}, world.is_main)
+                                 {**extra, "step": at_step}, world.is_main, window_state)
         if world.is_main:
             run.prune(cfg.run.keep_checkpoints)
         barrier(world)
@@ -166,13 +220,13 @@ def _train(cfg: TrainConfig, resume: str | None, world) -> dict:
 
     def check_finite(value: float, at_step: int) -> None:
         if not math.isfinite(value):
-            newest = run.newest()
-            kept = f"last good checkpoint: {newest}" if newest else "no checkpoint was written"
+            good = run.newest_verified() if world.is_main else None
+            kept = f"last good checkpoint: {good}" if good else "no verified checkpoint"
             raise PrismError(f"training loss became {value} at step {at_step}; stopped ({kept})")
 
     def evaluate(at_step: int, lr: float, best: float | None) -> float | None:
         """Log an eval record; when val improves, ``best`` becomes a copy of the newest checkpoint."""
-        if len(val_data) <= cfg.model.block_size + 1:
+        if not has_val:
             return best
         val_loss = all_reduce_mean(estimate_loss(model, val_data, cfg, device, ctx, world.rank, world.size),
                                    world).item()
@@ -211,8 +265,12 @@ def _train(cfg: TrainConfig, resume: str | None, world) -> dict:
             optimizer.zero_grad(set_to_none=True)
             step += 1
 
-            must_save = step % cfg.run.checkpoint_interval == 0 or step == cfg.run.max_iters or stop.signal
-            if step % cfg.run.log_interval == 0 or must_save:
+            scheduled_save = step % cfg.run.checkpoint_interval == 0 or step == cfg.run.max_iters
+            if stop.signal and not (scheduled_save or step % cfg.run.log_interval == 0):
+                # an unscheduled stop: check the loss, but write no record an uninterrupted run would lack
+                n = step - last_log_step
+                check_finite(all_reduce_mean(loss_sum / max(n, 1), world).item(), step)
+            elif step % cfg.run.log_interval == 0 or scheduled_save:
                 n = step - last_log_step
                 train_loss = all_reduce_mean(loss_sum / max(n, 1), world).item()
                 check_finite(train_loss, step)
@@ -225,7 +283,7 @@ def _train(cfg: TrainConfig, resume: str | None, world) -> dict:
                 progress.set_postfix(loss=f"{train_loss:.4f}", tok_s=f"{tps:,.0f}")
                 last_log, last_log_step, loss_sum = now, step, torch.zeros((), device=device)
             progress.update(1)
-            if must_save:
+            if scheduled_save or stop.signal:
                 save(step)
                 last_saved = step
             if stop.signal:
@@ -240,13 +298,11 @@ def _train(cfg: TrainConfig, resume: str | None, world) -> dict:
             "interrupted_by": stop.signal}
 
 
-def _resume_dir(run: RunDir, resume: str) -> Path | None:
-    if resume == "auto":
-        return run.newest()
-    path = Path(resume)
-    if not path.is_dir():
-        raise PrismError(f"--resume: checkpoint not found: {path}")
-    return path
+def _final_eval_missing(run: RunDir, step: int, cfg: TrainConfig, has_val: bool) -> bool:
+    """A finished run killed between its final save and its final evaluation still owes that record."""
+    if not has_val or step % cfg.run.eval_interval or not run.metrics_path.is_file():
+        return False
+    return not any(r.get("type") == "eval" and r["iter"] == step for r in read_metrics(run.metrics_path))
 
 
 def _set_grad_sync(module, sync: bool) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from prism_lm.config import ModelConfig
+from prism_lm.errors import PrismError, warn
 from prism_lm.model.attention import ATTENTION_KINDS
 from prism_lm.run_dir import RunDir
 
@@ -48,13 +49,15 @@ class MetricsWriter:
                 self.tb = None
 
     def truncate_after(self, step: int) -> None:
-        """On resume: drop records of steps after the checkpoint, so the log reads as one run."""
+        """On resume from ``step``: keep what an uninterrupted run had written before that step's
+        evaluation (iter records up to ``step``, eval records before it), since the loop runs the
+        evaluation at ``step`` again; from step 0 (no checkpoint), nothing is kept."""
         if not (self.enabled and self.path.is_file()):
             return
-        kept = [line for line in self.path.read_text(encoding="utf-8").splitlines()
-                if line.strip() and json.loads(line).get("iter", 0) <= step]
+        kept = [r for r in read_metrics(self.path)
+                if (r["iter"] <= step if r.get("type") == "iter" else r["iter"] < step)]
         tmp = self.path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
         tmp.replace(self.path)
 
     def write(self, record: dict) -> None:
@@ -73,4 +76,15 @@ class MetricsWriter:
 
 
 def read_metrics(path: str | Path) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    """The records of a metrics.jsonl; a partial last line (a kill mid-write) is dropped with a warning."""
+    path = Path(path)
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    records = []
+    for number, line in enumerate(lines, 1):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number < len(lines):
+                raise PrismError(f"{path}: line {number} is not valid JSON") from None
+            warn(f"{path}: dropped its partial last line (the run was interrupted while writing it)")
+    return records

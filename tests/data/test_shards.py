@@ -9,7 +9,7 @@ import pytest
 from prism_lm.cli import main
 from prism_lm.data.prepare import prepare, val_mask
 from prism_lm.data.shards import HEADER_BYTES, ShardSet, read_header
-from prism_lm.data.sources import split_txt
+from prism_lm.data.sources import file_sha256, split_txt
 from prism_lm.data.tokenizer import EOT_ID, encode
 from prism_lm.errors import PrismError
 
@@ -117,6 +117,11 @@ def test_corrupt_shards_are_detected(tmp_path):
         ShardSet(tmp_path / "d", "train")
     data[HEADER_BYTES:HEADER_BYTES + 2] = np.uint16(60000).tobytes()
     shard.write_bytes(bytes(data))
+    with pytest.raises(PrismError, match="does not match the sha256 in its manifest"):
+        ShardSet(tmp_path / "d", "train")
+    manifest = json.loads((tmp_path / "d" / "manifest.json").read_text())
+    manifest["splits"]["train"]["shards"][0]["sha256"] = file_sha256(shard)  # a manifest that agrees
+    (tmp_path / "d" / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(PrismError, match="token id 60000 >= vocab size 50257"):
         ShardSet(tmp_path / "d", "train").window(0, 10)
     manifest = json.loads((tmp_path / "d" / "manifest.json").read_text())

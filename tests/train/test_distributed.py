@@ -37,14 +37,14 @@ def _torchrun_resumed_copy(run, copy, data, parallel):
     """Copy a finished run, drop its last checkpoint (step 8), and resume from step 4 in 2 processes."""
     shutil.copytree(run, copy)
     shutil.rmtree(copy / "checkpoints" / "step-000008")
-    return _torchrun(["train", *_sets(data, copy, parallel), "--resume", "auto"])
+    return _torchrun(["train", "prism-50m-tinystories", *_sets(data, copy, parallel), "--resume", "auto"])
 
 
 @pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
 def test_two_processes_match_one(data, tmp_path, parallel):
-    single = run_cli(["train", *_sets(data, tmp_path / "one", parallel)])
+    single = run_cli(["train", "prism-50m-tinystories", *_sets(data, tmp_path / "one", parallel)])
     assert single.returncode == 0, single.stderr
-    multi = _torchrun(["train", *_sets(data, tmp_path / "two", parallel)])
+    multi = _torchrun(["train", "prism-50m-tinystories", *_sets(data, tmp_path / "two", parallel)])
     assert multi.returncode == 0, multi.stderr[-3000:]
     resumed = _torchrun_resumed_copy(tmp_path / "two", tmp_path / "resumed", data, parallel)
     assert resumed.returncode == 0, resumed.stderr[-3000:]

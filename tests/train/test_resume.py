@@ -22,7 +22,7 @@ def _args(data, out):
     sets = tiny_overrides(data, out, **{"run.max_iters": STEPS, "run.checkpoint_interval": 5,
                                          "run.eval_interval": 20, "run.keep_checkpoints": 3,
                                          "model.n_embd": 64, "run.batch_size": 8})
-    return ["train", *[a for s in sets for a in ("--set", s)]]
+    return ["train", "prism-50m-tinystories", *[a for s in sets for a in ("--set", s)]]
 
 
 def _start(args):
@@ -79,6 +79,6 @@ def test_sigterm_saves_a_checkpoint_and_exits_zero(data, tmp_path):
 def test_resume_path_errors(data, tmp_path):
     proc = run_cli(_args(data, tmp_path / "run") + ["--resume", str(tmp_path / "nope")])
     assert proc.returncode == 2 and "checkpoint not found" in proc.stderr
-    bad = run_cli(["train", "--set", "model.n_heads=3"])
+    bad = run_cli(["train", "prism-50m-tinystories", "--set", "model.n_heads=3"])
     assert bad.returncode == 2 and bad.stderr.strip() == (
         "error: unknown config key 'model.n_heads' (known: " + bad.stderr.split("(known: ")[1].strip())
