@@ -54,6 +54,7 @@ def test_gpu_suite_compiled_dry_run_and_cuda_graph_check_on_cpu(tmp_path):
 
 
 @needs_anchors
+@pytest.mark.slow
 def test_cpu_side_by_side_runs(capsys):
     from benchmarks.cpu_side_by_side import main
 
