@@ -136,34 +136,45 @@ def _analyze(args) -> None:
         print(f"{kind}: {path}")
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's help shows its default."""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="prism", description="PRISM white-box transformer: train, evaluate, analyse.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    from prism_lm import __version__
 
-    p = sub.add_parser("sample", help="generate text from a checkpoint")
-    p.add_argument("checkpoint", help="checkpoint directory or run directory")
-    p.add_argument("--prompt", default="", help="text prompt, encoded with the checkpoint's own tokenizer (token "
-                   "ids for a model without one); empty starts from <|endoftext|>")
-    p.add_argument("--max-new-tokens", type=int, default=200)
-    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
-    p.add_argument("--top-k", type=int, default=200)
-    p.add_argument("--top-p", type=float, default=None)
-    p.add_argument("--num-samples", type=int, default=1)
-    p.add_argument("--seed", type=int, default=1337)
-    p.add_argument("--device", default="cpu")
-    p.set_defaults(func=_sample)
+    parser = argparse.ArgumentParser(prog="prism", formatter_class=_Help,
+                                     description="PRISM white-box transformer: train, evaluate, analyse.")
+    parser.add_argument("--version", action="version", version=f"prism-lm {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("import-official", help="convert an official PRISM ckpt.pt into a prism-lm checkpoint")
-    p.add_argument("checkpoint", help="the official ckpt.pt (read with weights_only=True)")
-    p.add_argument("out_dir", help="new directory for model.safetensors + config.json")
-    p.set_defaults(func=_import_official)
+    def command(name: str, text: str, func, parent=sub):
+        p = parent.add_parser(name, help=text, description=text, formatter_class=_Help)
+        p.set_defaults(func=func)
+        return p
 
-    p = sub.add_parser("demo", help="offline CPU demo: data, a PRISM and a GPT, evaluation, samples, report")
-    p.add_argument("--out", default=None, help="new output directory (default: demo-runs/<timestamp>)")
+    p = command("demo", "offline CPU demo: data, a PRISM and a GPT, evaluation, samples, report", _demo)
+    p.add_argument("--out", default=None, help="new output directory (None: demo-runs/<timestamp>)")
     p.add_argument("--no-analysis", action="store_true", help="skip the attention analysis reports")
-    p.set_defaults(func=_demo)
 
-    p = sub.add_parser("train", help="train a model (torchrun for several processes)")
+    data = sub.add_parser("data", help="prepare, inspect and verify token shards", formatter_class=_Help)
+    data_sub = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
+    p = command("prepare", "tokenize sources into uint16 shards + manifest.json", _data_prepare, data_sub)
+    p.add_argument("--source", action="append", required=True,
+                   help="a path, directory, glob, 'embedded[:N[:SEED]]' or hub name (repeatable)")
+    p.add_argument("--out", required=True, help="output directory (new, or one prepared from the same inputs)")
+    p.add_argument("--val-fraction", type=float, default=0.01, help="fraction of documents in the val split")
+    p.add_argument("--max-docs", type=int, default=None, help="stop after this many documents (None: all)")
+    p.add_argument("--workers", type=int, default=None, help="tokenizer processes (None: all cores, at most 8)")
+    p.add_argument("--compact-vocab", action="store_true",
+                   help="renumber to the GPT-2 ids the corpus uses (small models on small corpora)")
+    p = command("inspect", "counts per split, a decoded sample, annotation statistics", _data_inspect, data_sub)
+    p.add_argument("dir", help="a prepared data directory")
+    p = command("verify", "check every shard against its manifest (sizes, sha256, token ids)", _data_verify,
+                data_sub)
+    p.add_argument("dir", help="a prepared data directory")
+
+    p = command("train", "train a model (torchrun for several processes)", _train)
     p.add_argument("config", nargs="?", default=None, help="a shipped config name or a TOML file")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config value")
     p.add_argument("--resume", default=None, metavar="auto|PATH",
@@ -171,79 +182,76 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-config-change", action="store_true",
                    help="resume even though the config differs from the run's in a way that breaks exactness "
                         "(the change is recorded in config_changes.jsonl)")
-    p.set_defaults(func=_train)
 
-    p = sub.add_parser("eval", help="loss and perplexity over a whole split, per context length")
+    p = command("eval", "loss and perplexity over a whole split, per context length", _eval)
     p.add_argument("checkpoint", help="checkpoint directory or run directory")
     p.add_argument("--data", required=True, help="prepared data directory")
-    p.add_argument("--split", default="val")
-    p.add_argument("--context", type=int, nargs="+", default=[512])
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--split", default="val", help="which split to score")
+    p.add_argument("--context", type=int, nargs="+", default=None,
+                   help="context lengths to score at (None: the model's block size)")
+    p.add_argument("--batch-size", type=int, default=8, help="windows per forward pass")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
-    p.set_defaults(func=_eval)
 
-    p = sub.add_parser("analyze", help="figures and head statistics: report.md, report.html, report.json")
+    p = command("sample", "generate text from a checkpoint", _sample)
+    p.add_argument("checkpoint", help="checkpoint directory or run directory")
+    p.add_argument("--prompt", default="", help="text prompt, encoded with the checkpoint's own tokenizer (token "
+                   "ids for a model without one); empty starts from <|endoftext|>")
+    p.add_argument("--max-new-tokens", type=int, default=200, help="tokens to generate at most")
+    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
+    p.add_argument("--top-k", type=int, default=200, help="sample among the k most likely tokens")
+    p.add_argument("--top-p", type=float, default=None, help="nucleus sampling: the smallest set with this mass")
+    p.add_argument("--num-samples", type=int, default=1, help="independent samples, separated by ---")
+    p.add_argument("--seed", type=int, default=1337, help="sampling seed")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+
+    p = command("analyze", "figures and head statistics: report.md, report.html, report.json", _analyze)
     p.add_argument("run", help="run directory or checkpoint directory")
     p.add_argument("--data", required=True, help="prepared data directory (val split; train if val is empty)")
     p.add_argument("--out", required=True, help="new output directory")
     p.add_argument("--max-windows", type=int, default=64, help="windows of block_size tokens for head statistics")
     p.add_argument("--reference", type=_reference, action="append", default=[], metavar="LABEL=VALUE",
                    help="a labelled horizontal line on the loss plot (repeatable)")
-    p.add_argument("--layer", type=int, default=None, help="layer for the probe figures (default: last)")
+    p.add_argument("--layer", type=int, default=None, help="layer for the probe figures (None: the last)")
     p.add_argument("--head", type=int, default=0, help="head for the signal/noise map figure")
-    p.add_argument("--probe", default=None, help="probe text (default: the paper's frog/key/door sentence)")
-    p.add_argument("--target", default=None, help="target word of the probe (default: its last word)")
-    p.set_defaults(func=_analyze)
+    p.add_argument("--probe", default=None, help="probe text (None: the paper's frog/key/door sentence)")
+    p.add_argument("--target", default=None, help="target word of the probe (None: its last word)")
 
-    bench = sub.add_parser("bench", help="throughput: JSON lines with tokens/s, step time, MFU, peak memory")
-    bench_sub = bench.add_subparsers(dest="bench_command", required=True)
+    bench = sub.add_parser("bench", help="throughput: JSON lines with tokens/s, step time, MFU, peak memory",
+                           formatter_class=_Help)
+    bench_sub = bench.add_subparsers(dest="bench_command", required=True, metavar="COMMAND")
     for name, text in (("train", "training steps (forward, backward, AdamW) on random tokens"),
                        ("decode", "greedy decoding from a random prompt, with each kind of KV cache and without")):
-        p = bench_sub.add_parser(name, help=text)
+        p = command(name, text, _bench, bench_sub)
         p.add_argument("--config", default="prism-50m-tinystories", help="config name or TOML path (model shape)")
-        p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+        p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                       help="override a config value")
         p.add_argument("--attention", nargs="+", choices=list(ATTENTION_KINDS), default=list(ATTENTION_KINDS),
                        help="attention kinds to measure at the config's dimensions")
-        p.add_argument("--device", default="auto")
-        p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
-        p.set_defaults(func=_bench)
+        p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+        p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
+                       help="auto: bf16 on CUDA, fp32 on CPU")
         if name == "train":
-            p.add_argument("--batch-size", type=int, default=None, help="default: the config's run.batch_size")
+            p.add_argument("--batch-size", type=int, default=None, help="None: the config's run.batch_size")
             p.add_argument("--steps", type=int, default=10, help="timed steps")
             p.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation, allocator)")
             p.add_argument("--path", nargs="+", choices=["fast", "eager"], default=["fast", "eager"],
                            help="attention paths: SDPA (fast) and the written-out softmax (eager)")
             p.add_argument("--loss-chunk", type=int, nargs="+", default=None,
-                           help="LM-head chunk sizes to measure (0 = full logits; default: run.loss_chunk)")
+                           help="LM-head chunk sizes to measure (0 = full logits; None: run.loss_chunk)")
             p.add_argument("--compile", action="store_true", help="torch.compile the model")
         else:
-            p.add_argument("--batch-size", type=int, nargs="+", default=[1])
-            p.add_argument("--prompt-len", type=int, default=16)
-            p.add_argument("--new-tokens", type=int, default=256)
+            p.add_argument("--batch-size", type=int, nargs="+", default=[1], help="batch sizes to measure")
+            p.add_argument("--prompt-len", type=int, default=16, help="random prompt length")
+            p.add_argument("--new-tokens", type=int, default=256, help="tokens to generate")
             p.add_argument("--cache", nargs="+", choices=["dynamic", "static", "compiled", "none"],
                            default=["dynamic", "none"],
                            help="KV cache: growing, fixed-shape, fixed-shape with a compiled step (CUDA graphs "
                                 "on CUDA), or none (recompute the prefix)")
 
-    data = sub.add_parser("data", help="prepare and inspect token shards").add_subparsers(dest="data_command",
-                                                                                         required=True)
-    p = data.add_parser("prepare", help="tokenize sources into uint16 shards + manifest.json")
-    p.add_argument("--source", action="append", required=True,
-                   help="a path, directory, glob, 'embedded[:N[:SEED]]' or hub name (repeatable)")
-    p.add_argument("--out", required=True, help="output directory (new, or one prepared from the same inputs)")
-    p.add_argument("--val-fraction", type=float, default=0.01)
-    p.add_argument("--max-docs", type=int, default=None)
-    p.add_argument("--workers", type=int, default=None, help="tokenizer processes (default: all cores, at most 8)")
-    p.add_argument("--compact-vocab", action="store_true",
-                   help="renumber to the GPT-2 ids the corpus uses (small models on small corpora)")
-    p.set_defaults(func=_data_prepare)
-    p = data.add_parser("inspect", help="counts per split, a decoded sample, annotation statistics")
-    p.add_argument("dir")
-    p.set_defaults(func=_data_inspect)
-    p = data.add_parser("verify", help="check every shard against its manifest (sizes, sha256, token ids)")
-    p.add_argument("dir")
-    p.set_defaults(func=_data_verify)
+    p = command("import-official", "convert an official PRISM ckpt.pt into a prism-lm checkpoint", _import_official)
+    p.add_argument("checkpoint", help="the official ckpt.pt (read with weights_only=True)")
+    p.add_argument("out_dir", help="new directory for model.safetensors + config.json")
     return parser
 
 

@@ -167,8 +167,9 @@ class RunConfig:
     compile: bool = False
     loss_chunk: int = 0  # > 0: LM head + cross-entropy in chunks of this many positions (no full logits)
     parallel: str = "ddp"  # ddp | fsdp (only used under torchrun with world size > 1)
-    tensorboard: bool = True
-    progress: bool = True
+    tensorboard: bool = False  # needs pip install 'prism-lm[tb]'; asked for and missing: a warning
+    wandb: bool = False  # Weights & Biases (pip install wandb); WANDB_MODE=offline works without a network
+    progress: bool = True  # a progress bar in a terminal; plain log lines otherwise, whatever this says
 
     def validate(self) -> None:
         if self.loss_chunk < 0:

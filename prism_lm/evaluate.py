@@ -9,10 +9,12 @@ block sizes are then compared on the same tokens (the ragged tail is dropped and
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from prism_lm.data.shards import ShardSet
 from prism_lm.errors import PrismError
@@ -21,7 +23,7 @@ from prism_lm.model import PrismLM
 
 @torch.no_grad()
 def evaluate_split(model: PrismLM, shards: ShardSet, context: int, batch_size: int = 8,
-                   device: torch.device | str = "cpu", max_windows: int | None = None) -> dict:
+                   device: torch.device | str = "cpu", max_windows: int | None = None, progress: bool = False) -> dict:
     if context > model.config.block_size:
         raise PrismError(f"context {context} exceeds the model's block size {model.config.block_size}")
     if shards.vocab_size > model.config.vocab_size:
@@ -34,7 +36,8 @@ def evaluate_split(model: PrismLM, shards: ShardSet, context: int, batch_size: i
         raise PrismError(f"{shards.split} split has {len(shards)} tokens, too few for one window of {context}")
     model.eval()
     total, count = 0.0, 0
-    for first in range(0, n_windows, batch_size):
+    for first in tqdm(range(0, n_windows, batch_size), desc=f"context {context}", unit="batch", leave=False,
+                      disable=not progress):
         ids = range(first, min(first + batch_size, n_windows))
         rows = torch.from_numpy(shards.windows([w * context for w in ids], context + 1)).to(device)
         logits = model(rows[:, :-1]).logits
@@ -46,18 +49,19 @@ def evaluate_split(model: PrismLM, shards: ShardSet, context: int, batch_size: i
             "dropped_tokens": len(shards) - 1 - count, "loss": loss, "perplexity": math.exp(loss)}
 
 
-def evaluate_checkpoint(checkpoint: str | Path, data_dir: str | Path, contexts: list[int], split: str = "val",
-                        batch_size: int = 8, device: str = "cpu") -> list[dict]:
-    """``evaluate_split`` of a checkpoint (or a run's best) at each context length."""
+def evaluate_checkpoint(checkpoint: str | Path, data_dir: str | Path, contexts: list[int] | None = None,
+                        split: str = "val", batch_size: int = 8, device: str = "auto") -> list[dict]:
+    """``evaluate_split`` of a checkpoint (or a run's best) at each context length (None: its block size)."""
     from prism_lm.checkpoint import load_model
     from prism_lm.train.parallel import resolve_device
 
     if batch_size < 1:
         raise PrismError(f"--batch-size must be >= 1, got {batch_size}")
-    bad = [c for c in contexts if c < 1]
+    bad = [c for c in contexts or [] if c < 1]
     if bad:
         raise PrismError(f"--context must be >= 1, got {bad[0]}")
     dev = resolve_device(device)
     model = load_model(checkpoint, device=dev)
     shards = ShardSet(data_dir, split)
-    return [evaluate_split(model, shards, c, batch_size=batch_size, device=dev) for c in contexts]
+    return [evaluate_split(model, shards, c, batch_size=batch_size, device=dev, progress=sys.stderr.isatty())
+            for c in contexts or [model.config.block_size]]

@@ -126,7 +126,7 @@ def train(cfg: TrainConfig, resume: str | None = None, allow_config_change: bool
 # keys that change what is logged, saved or where it runs, never the numbers of the training itself
 RESUME_SAFE_KEYS = {"run.out_dir", "run.device", "run.progress", "run.tensorboard", "run.log_interval",
                     "run.eval_interval", "run.eval_iters", "run.checkpoint_interval", "run.keep_checkpoints",
-                    "run.parallel"}
+                    "run.parallel", "run.wandb"}
 
 
 def _config_changes(recorded: TrainConfig, cfg: TrainConfig) -> dict[str, tuple]:
@@ -185,7 +185,8 @@ def _train(cfg: TrainConfig, resume: str | None, allow_config_change: bool, worl
     if ckpt is not None and step >= cfg.run.max_iters and not _final_eval_missing(run, step, cfg, has_val):
         return {"run_dir": str(run.path), "step": step, "train_loss": None, "best_val_loss": best_val,
                 "interrupted_by": None, "already_finished": True}
-    metrics = MetricsWriter(run, cfg.run.tensorboard, enabled=world.is_main)
+    metrics = MetricsWriter(run, cfg.run.tensorboard, world.is_main, cfg.run.wandb, cfg.run.progress,
+                            cfg.run.max_iters, step, to_dict(cfg))
     if resume:  # the log reads as one run: records after the checkpoint (and a partial last line) go
         metrics.truncate_after(step)
     if step == 0:  # after the identical init: each rank's dropout stream differs (resume restores it)
@@ -202,7 +203,6 @@ def _train(cfg: TrainConfig, resume: str | None, allow_config_change: bool, worl
     peak = peak_flops(device)
     lambda_tmax = cfg.optim.lambda_anneal_iters or cfg.run.max_iters
     extra = {"tokenizer": train_data.codec().to_json()}
-    progress = _progress_bar(cfg, world, step)
     # the training losses since the last iter record (restored on resume, so the next mean is the same)
     last_log_step = window["since"] if window else step
     loss_sum = torch.tensor(window["loss_sum"] if window else 0.0, device=device)
@@ -280,15 +280,13 @@ def _train(cfg: TrainConfig, resume: str | None, allow_config_change: bool, worl
                                "grad_norm": _full_norm(grad_norm), "prism_lambda": _lambda(model),
                                "tokens_per_s": tps, "mfu": tps / tokens_per_step * flops_step / (peak * world.size)
                                if peak else None})
-                progress.set_postfix(loss=f"{train_loss:.4f}", tok_s=f"{tps:,.0f}")
                 last_log, last_log_step, loss_sum = now, step, torch.zeros((), device=device)
-            progress.update(1)
+            metrics.advance()
             if scheduled_save or stop.signal:
                 save(step)
                 last_saved = step
             if stop.signal:
                 break
-    progress.close()
     if last_saved != step:
         save(step)
     if not stop.signal and step % cfg.run.eval_interval == 0:  # the final evaluation, after the final save
@@ -321,10 +319,3 @@ def _full_norm(norm: torch.Tensor) -> float:
 def _lambda(model: PrismLM) -> float | None:
     lambdas = model.lambdas()
     return sum(lambdas) / len(lambdas) if lambdas else None
-
-
-def _progress_bar(cfg: TrainConfig, world, step: int):
-    from tqdm import tqdm
-
-    enabled = cfg.run.progress and world.is_main and sys.stderr.isatty()
-    return tqdm(total=cfg.run.max_iters, initial=step, unit="it", disable=not enabled, dynamic_ncols=True)

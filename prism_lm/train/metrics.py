@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sys
+import uuid
 from pathlib import Path
 
 import torch
@@ -34,19 +36,35 @@ def peak_flops(device: torch.device) -> float | None:
 
 
 class MetricsWriter:
-    """Appends JSON records; mirrors scalars to TensorBoard when it is installed and enabled."""
+    """Every record goes to metrics.jsonl, the console, and TensorBoard / W&B when asked for.
 
-    def __init__(self, run: RunDir, tensorboard: bool, enabled: bool = True):
+    Console: in a terminal, a progress bar whose postfix shows the last iter record, with a line per
+    evaluation; otherwise (batch jobs, ``nohup``, ``| tee``) one plain line per record, flushed.
+    W&B (``run.wandb``) keeps its run id in the run directory, so a resume continues the same W&B
+    run; ``WANDB_MODE=offline`` works without a network.
+    """
+
+    def __init__(self, run: RunDir, tensorboard: bool, enabled: bool = True, wandb: bool = False,
+                 progress: bool = True, max_iters: int = 0, step: int = 0, config: dict | None = None):
         self.path = run.metrics_path
-        self.enabled = enabled
-        self.tb = None
-        if enabled and tensorboard:
+        self.enabled, self.max_iters = enabled, max_iters
+        self.tb = self.wandb = self.bar = None
+        if not enabled:
+            return
+        if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
                 self.tb = SummaryWriter(str(run.tensorboard_dir))
             except ImportError:
-                self.tb = None
+                warn("run.tensorboard is true but TensorBoard is not installed (pip install 'prism-lm[tb]'); "
+                     "not logging to it")
+        if wandb:
+            self.wandb = _wandb_run(run, config or {})
+        if progress and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=max_iters, initial=step, unit="it", dynamic_ncols=True)
 
     def truncate_after(self, step: int) -> None:
         """On resume from ``step``: keep what an uninterrupted run had written before that step's
@@ -65,14 +83,55 @@ class MetricsWriter:
             return
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
+        scalars = {k: v for k, v in record.items() if k not in ("type", "iter") and isinstance(v, (int, float))}
         if self.tb is not None:
-            for key, value in record.items():
-                if key not in ("type", "iter") and isinstance(value, (int, float)):
-                    self.tb.add_scalar(f"{record['type']}/{key}", value, record["iter"])
+            for key, value in scalars.items():
+                self.tb.add_scalar(f"{record['type']}/{key}", value, record["iter"])
+        if self.wandb is not None:
+            self.wandb.log({f"{record['type']}/{k}": v for k, v in scalars.items()}, step=record["iter"])
+        line = console_line(record, self.max_iters)
+        if self.bar is None:
+            print(line, flush=True)
+        elif record["type"] == "iter":
+            self.bar.set_postfix_str(line.split(" | ", 1)[1])
+        else:
+            self.bar.write(line)
+
+    def advance(self) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
 
     def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
         if self.tb is not None:
             self.tb.close()
+        if self.wandb is not None:
+            self.wandb.finish()
+
+
+def console_line(record: dict, max_iters: int) -> str:
+    """One plain line for a metrics record: step, losses, lr, λ, grad-norm, tokens/s."""
+    parts = [f"{record['type']} {record['iter']}/{max_iters}"]
+    names = {"train_loss": "loss {:.4f}", "val_loss": "val loss {:.4f}", "lr": "lr {:.2e}",
+             "prism_lambda": "λ {:.4f}", "grad_norm": "grad-norm {:.3f}", "tokens_per_s": "{:,.0f} tok/s"}
+    for key, fmt in names.items():
+        if record.get(key) is not None:
+            parts.append(fmt.format(record[key]))
+    return " | ".join(parts)
+
+
+def _wandb_run(run: RunDir, config: dict):
+    try:
+        import wandb
+    except ImportError:
+        warn("run.wandb is true but wandb is not installed (pip install wandb); not logging to it")
+        return None
+    id_path = run.path / "wandb-id"
+    run_id = id_path.read_text().strip() if id_path.is_file() else uuid.uuid4().hex[:8]
+    id_path.write_text(run_id)
+    return wandb.init(project="prism-lm", name=run.path.name, id=run_id, resume="allow", config=config,
+                      dir=str(run.path))
 
 
 def read_metrics(path: str | Path) -> list[dict]:
