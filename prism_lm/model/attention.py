@@ -119,6 +119,10 @@ class LearnedLambda(nn.Module):
         self.q1, self.k1, self.q2, self.k2 = (nn.Parameter(torch.zeros(dim)) for _ in range(4))
         self.reset_parameters()
 
+    def reset_buffers(self) -> None:
+        """Recompute the non-persistent buffer (loaders that build on the meta device leave it empty)."""
+        self.init.fill_(self.lambda_init)
+
     def reset_parameters(self) -> None:
         for p in (self.q1, self.k1, self.q2, self.k2):
             nn.init.normal_(p, mean=0.0, std=0.1)
@@ -302,6 +306,10 @@ class DiffAttention(AttentionKind):
         self.rotary = Rotary(self.head_dim, [cfg.rope_base], cfg.block_size)
         self.dropout = cfg.dropout
         self.resid_dropout = nn.Dropout(cfg.dropout)
+
+    def reset_buffers(self) -> None:
+        """Recompute the non-persistent buffer (loaders that build on the meta device leave it empty)."""
+        self.subln_scale.fill_(1.0 - self.lambda_init)
 
     def reset_parameters(self) -> None:
         self.learned_lambda.reset_parameters()

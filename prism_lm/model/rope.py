@@ -42,9 +42,12 @@ class Rotary(nn.Module):
     def __init__(self, head_dim: int, bases: list[float], max_len: int):
         super().__init__()
         self.head_dim, self.bases, self.max_len = head_dim, list(bases), max_len
-        positions = torch.arange(max_len, dtype=torch.float32)
-        angles = torch.stack([torch.outer(positions, inv_frequencies(head_dim, b)) for b in self.bases])
-        self.cos, self.sin = angles.cos()[:, None], angles.sin()[:, None]  # (S, 1, max_len, D/2) fp32
+        self.cos, self.sin = self._compute()  # (S, 1, max_len, D/2) fp32
+
+    def _compute(self) -> tuple[torch.Tensor, torch.Tensor]:
+        positions = torch.arange(self.max_len, dtype=torch.float32)
+        angles = torch.stack([torch.outer(positions, inv_frequencies(self.head_dim, b)) for b in self.bases])
+        return angles.cos()[:, None], angles.sin()[:, None]
 
     def _apply(self, fn, recurse=True):
         """Follow the module to a new device (``.to``, ``.cuda``) but never to a new dtype."""
@@ -54,6 +57,8 @@ class Rotary(nn.Module):
 
     def tables(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """cos, sin of shape (S, 1, max_len, D/2), fp32, on ``device``."""
+        if self.cos.is_meta:  # the module was built on the meta device (as loaders do): compute them now
+            self.cos, self.sin = self._compute()
         return self.cos.to(device), self.sin.to(device)
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:

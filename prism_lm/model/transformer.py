@@ -108,8 +108,11 @@ class PrismLM(nn.Module):
         return [float(v.detach()) for v in values if v is not None]
 
     # ------------------------------------------------------------------ forward
-    def _hidden(self, idx, caches=None, need_weights=False, positions=None, eager=False):
-        """idx (B, T) at ``positions`` (T,) (default: after what a dynamic cache holds) -> (B, T, C)."""
+    def hidden_states(self, idx, caches=None, need_weights=False, positions=None, eager=False):
+        """idx (B, T) at ``positions`` (T,) (default: after what a dynamic cache holds) -> the final
+        LayerNorm's output (B, T, C) and each layer's attention probabilities (None unless
+        ``need_weights``). ``caches``: one per layer, anything with ``update(k, v, positions)``,
+        ``length`` and ``static`` (``generate.KVCache``, or the Hugging Face export's adapter)."""
         B, T = idx.shape
         if positions is None:
             if caches and caches[0].static:
@@ -133,7 +136,7 @@ class PrismLM(nn.Module):
 
         With ``loss_chunk`` > 0 and targets, the loss is computed chunk by chunk and logits is None.
         """
-        x, _ = self._hidden(idx, eager=eager)
+        x, _ = self.hidden_states(idx, eager=eager)
         if targets is not None and loss_chunk > 0:
             return LMOutput(None, chunked_linear_cross_entropy(x, self.lm_head.weight, targets, loss_chunk))
         logits = self.lm_head(x)
@@ -144,7 +147,7 @@ class PrismLM(nn.Module):
 
     def forward_with_attention(self, idx: torch.Tensor):
         """Logits plus every layer's attention probabilities (B, S*H, T, T), via the eager path."""
-        x, maps = self._hidden(idx, need_weights=True)
+        x, maps = self.hidden_states(idx, need_weights=True)
         return self.lm_head(x), maps
 
     def decode_step(self, idx: torch.Tensor, positions: torch.Tensor | None = None, caches=None,
@@ -154,4 +157,4 @@ class PrismLM(nn.Module):
         With static caches and a fixed shape this is the function to compile from outside
         (``torch.compile(model.decode_step, mode="reduce-overhead", fullgraph=True)``).
         """
-        return self.lm_head(self._hidden(idx, caches, positions=positions, eager=eager)[0][:, -1])
+        return self.lm_head(self.hidden_states(idx, caches, positions=positions, eager=eager)[0][:, -1])

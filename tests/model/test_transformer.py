@@ -79,7 +79,7 @@ def test_static_cache_steps_match_full_forward_on_both_paths(kind):
     full = model(idx).logits
     for eager in (False, True):
         caches = new_kv_caches(model, 16, static=True)
-        steps = [model.lm_head(model._hidden(idx[:, :5], caches, positions=torch.arange(5), eager=eager)[0])]
+        steps = [model.lm_head(model.hidden_states(idx[:, :5], caches, positions=torch.arange(5), eager=eager)[0])]
         for t in range(5, 12):
             steps.append(model.decode_step(idx[:, t:t + 1], torch.tensor([t]), caches, eager=eager)[:, None])
         assert caches[0].k.shape[2] == 16  # the buffer never grows or shrinks
@@ -100,10 +100,10 @@ def test_cache_logits_match_full_forward():
     idx = torch.randint(0, 97, (2, 12))
     full = model(idx).logits
     caches = new_kv_caches(model, 12)
-    x, _ = model._hidden(idx[:, :7], caches)
+    x, _ = model.hidden_states(idx[:, :7], caches)
     steps = [model.lm_head(x)]
     for t in range(7, 12):
-        x, _ = model._hidden(idx[:, t:t + 1], caches)
+        x, _ = model.hidden_states(idx[:, t:t + 1], caches)
         steps.append(model.lm_head(x))
     torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-5, rtol=1e-5)
 

@@ -1,0 +1,1 @@
+"""Exports of prism-lm checkpoints to other ecosystems (Hugging Face ``transformers``)."""

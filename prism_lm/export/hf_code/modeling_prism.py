@@ -1,0 +1,79 @@
+"""Hugging Face causal-LM wrapper around prism-lm's model (written by ``prism export hf``).
+
+The model itself is not re-implemented here: ``prism_transformer.py`` and its neighbours are
+prism-lm's own model files, copied into this folder by the export with their imports made relative,
+so this folder loads with ``transformers`` alone (no prism-lm install needed). HF's KV cache
+(``DynamicCache``) is passed to the model through a per-layer adapter. Padding is not supported:
+positions are absolute, so a batch must be unpadded (attention_mask all ones).
+"""
+
+import torch.nn.functional as F
+from transformers import GenerationMixin, PreTrainedModel
+from transformers.cache_utils import DynamicCache
+from transformers.modeling_outputs import CausalLMOutputWithPast
+
+from .configuration_prism import PrismConfig
+from .prism_config import ModelConfig
+from .prism_transformer import PrismLM
+
+
+class _LayerCache:
+    """One layer of an HF DynamicCache behind prism-lm's cache interface."""
+
+    static = False
+
+    def __init__(self, cache: DynamicCache, layer: int, length: int):
+        self.cache, self.layer, self.length = cache, layer, length
+
+    def update(self, k, v, positions):
+        k, v = self.cache.update(k, v, self.layer)
+        return k, v, None
+
+
+class PrismForCausalLM(PreTrainedModel, GenerationMixin):
+    config_class = PrismConfig
+    base_model_prefix = "model"
+    _tied_weights_keys = {"model.lm_head.weight": "model.wte.weight"}
+    _supports_cache_class = True
+
+    def __init__(self, config: PrismConfig):
+        super().__init__(config)
+        self.model = PrismLM(ModelConfig(**config.prism))
+        self.post_init()
+
+    def _init_weights(self, module):
+        """Weights come from the checkpoint; derived buffers that it does not hold are recomputed."""
+        if hasattr(module, "reset_buffers"):
+            module.reset_buffers()
+
+    def get_input_embeddings(self):
+        return self.model.wte
+
+    def get_output_embeddings(self):
+        return self.model.lm_head
+
+    def forward(self, input_ids, attention_mask=None, cache=None, past_key_values=None, use_cache=None, labels=None,
+                **kwargs):
+        """HF's causal-LM forward. The KV cache arrives as ``cache`` (transformers 5) or ``past_key_values``
+        (transformers 4) and goes back in the same field."""
+        if attention_mask is not None and not bool(attention_mask.all()):
+            raise ValueError("prism-lm models take unpadded batches (positions are absolute): attention_mask "
+                             "must be all ones")
+        use_cache = self.config.use_cache if use_cache is None else use_cache
+        cache = cache if cache is not None else past_key_values
+        caches = None
+        if use_cache:
+            if cache is None:
+                cache = DynamicCache()
+            length = cache.get_seq_length()
+            caches = [_LayerCache(cache, i, length) for i in range(len(self.model.blocks))]
+        hidden, _ = self.model.hidden_states(input_ids, caches)
+        logits = self.model.lm_head(hidden)
+        loss = None
+        if labels is not None:  # HF convention: labels are the inputs, shifted here
+            loss = F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.size(-1)),
+                                   labels[:, 1:].reshape(-1), ignore_index=-100)
+        return CausalLMOutputWithPast(loss=loss, logits=logits, **{_CACHE_FIELD: cache if use_cache else None})
+
+
+_CACHE_FIELD = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"

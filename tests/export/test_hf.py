@@ -1,0 +1,97 @@
+"""`prism export hf`: the folder loads offline with transformers alone and computes what prism-lm computes."""
+
+import pytest
+import torch
+
+from prism_lm.checkpoint import import_official, load_model, save_model
+from prism_lm.cli import main
+from prism_lm.data.tokenizer import EOT_ID, Codec, encode
+from prism_lm.model import PrismLM, generate
+from prism_lm.sampling import sample
+from tests.conftest import ALL_KINDS, tiny_config
+from tests.reference import make_official_checkpoint
+
+transformers = pytest.importorskip("transformers")
+PROMPT = "Once upon a time, there was a frog"
+
+
+@pytest.fixture(autouse=True)
+def _hf_home(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path_factory.getbasetemp() / "hf-home"))  # module cache, not ~/.cache
+
+
+def _trained_ish(kind: str) -> PrismLM:
+    """A GPT-2-vocabulary model with embeddings large enough that its logits depend on the context."""
+    torch.manual_seed(0)
+    model = PrismLM(tiny_config(kind, vocab_size=50304, block_size=48))
+    with torch.no_grad():
+        model.wte.weight.normal_(0, 1.0)
+    return model.eval()
+
+
+def _export(model, tmp_path, name="ck"):
+    save_model(model, tmp_path / name, codec=Codec())
+    assert main(["export", "hf", str(tmp_path / name), str(tmp_path / f"hf-{name}")]) == 0
+    return tmp_path / name, tmp_path / f"hf-{name}"
+
+
+def _check_parity(ckpt, folder, new_tokens=12):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    hf = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True).eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    ours = load_model(ckpt)
+    ids = torch.tensor([tokenizer.encode(PROMPT)])
+    assert ids[0].tolist() == encode(PROMPT)
+    with torch.no_grad():
+        torch.testing.assert_close(hf(ids).logits, ours(ids).logits, atol=1e-5, rtol=1e-5)
+    expected = generate(ours, ids, new_tokens, temperature=0)
+    text = sample(ckpt, PROMPT, new_tokens, temperature=0)[0]  # prism sample --temperature 0
+    for use_cache in (True, False):
+        out = hf.generate(ids, max_new_tokens=new_tokens, do_sample=False, use_cache=use_cache,
+                          output_scores=True, return_dict_in_generate=True)
+        assert torch.equal(out.sequences, expected), use_cache
+        for step, scores in enumerate(out.scores):  # every step's logits, not only the argmax
+            with torch.no_grad():
+                reference = ours(out.sequences[:, : ids.size(1) + step]).logits[:, -1]
+            torch.testing.assert_close(scores, reference, atol=1e-4, rtol=1e-4)
+        decoded = tokenizer.decode(out.sequences[0])
+        assert decoded.split("<|endoftext|>")[0] == text
+
+
+@pytest.mark.parametrize("kind", ALL_KINDS)
+def test_export_matches_prism_lm_for_every_kind(tmp_path, kind):
+    ckpt, folder = _export(_trained_ish(kind), tmp_path)
+    _check_parity(ckpt, folder)
+    names = {p.name for p in folder.iterdir()}
+    assert {"config.json", "model.safetensors", "generation_config.json", "modeling_prism.py", "vocab.json",
+            "merges.txt", "tokenizer_config.json", "prism_transformer.py"} <= names
+
+
+def test_export_of_an_imported_official_checkpoint(tmp_path):
+    args = dict(n_layer=2, n_head=2, n_embd=32, block_size=48, bias=False, vocab_size=50304, dropout=0.0,
+                prism_expansion_ratio=2, prism_freq_multiplier=3.14159, prism_lambda_start=0.01,
+                prism_lambda_end=0.1)
+    official = make_official_checkpoint(args)
+    official["model"]["transformer.wte.weight"].normal_(0, 1.0)
+    torch.save(official, tmp_path / "ckpt.pt")
+    import_official(tmp_path / "ckpt.pt", tmp_path / "imported")
+    assert main(["export", "hf", str(tmp_path / "imported"), str(tmp_path / "hf")]) == 0
+    _check_parity(tmp_path / "imported", tmp_path / "hf")
+
+
+def test_exported_code_needs_no_prism_lm(tmp_path):
+    _, folder = _export(_trained_ish("prism"), tmp_path)
+    for path in folder.glob("*.py"):
+        source = path.read_text()
+        assert "import prism_lm" not in source and "from prism_lm" not in source, path.name
+
+
+def test_compact_vocabulary_and_bad_targets_are_one_line_errors(tmp_path, capsys):
+    save_model(PrismLM(tiny_config(vocab_size=4)), tmp_path / "compact", codec=Codec([11, 13, 17, EOT_ID]))
+    assert main(["export", "hf", str(tmp_path / "compact"), str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "uses a compact vocabulary" in err and err.count("\n") == 1 and not (tmp_path / "out").exists()
+    _, folder = _export(_trained_ish("gpt"), tmp_path)
+    assert main(["export", "hf", str(tmp_path / "ck"), str(folder)]) == 2  # never over an existing export
+    assert "refusing to overwrite" in capsys.readouterr().err
