@@ -133,6 +133,12 @@ def _reference(text: str) -> tuple[str, float]:
     return label, number
 
 
+def _explore(args) -> None:
+    from prism_lm.analysis.explore import write_explorer
+
+    print(f"wrote {write_explorer(args.checkpoint, args.out, args.text)} (open it in a browser; no server needed)")
+
+
 def _analyze(args) -> None:
     from prism_lm.analysis.report import analyze_run
 
@@ -222,6 +228,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--head", type=int, default=0, help="head for the signal/noise map figure")
     p.add_argument("--probe", default=None, help="probe text (None: the paper's frog/key/door sentence)")
     p.add_argument("--target", default=None, help="target word of the probe (None: its last word)")
+
+    p = command("explore", "one self-contained page to look at every head's attention on a text", _explore)
+    p.add_argument("checkpoint", help="checkpoint directory or run directory")
+    p.add_argument("--text", default=None, help="the text to look at (None: a short story with a recall)")
+    p.add_argument("--out", required=True, help="the new HTML file")
 
     bench = sub.add_parser("bench", help="throughput: JSON lines with tokens/s, step time, MFU, peak memory",
                            formatter_class=_Help)

@@ -17,6 +17,7 @@ import torch
 
 from prism_lm.analysis import figures
 from prism_lm.analysis.capture import capture_attention
+from prism_lm.analysis.explore import DEFAULT_TEXT, MAX_TOKENS, write_explorer
 from prism_lm.analysis.heads import METRICS, head_statistics
 from prism_lm.analysis.spectral import layer_coding_rates, model_coherence, resonance_table
 from prism_lm.checkpoint import load_codec, load_model, resolve_checkpoint_dir
@@ -30,9 +31,7 @@ from prism_lm.train.loop import initial_model
 from prism_lm.train.metrics import read_metrics
 
 PAPER_PROBE = ("The frog found a shiny key. ... The frog looked for a door.", "door")
-EMBEDDED_PROBE = ("Once upon a time, there was a little girl named Lily. One day, she found a shiny key in the "
-                  "garden. She had a pet frog named Spot. She ate an apple for lunch. She picked up the shiny key",
-                  "key")
+EMBEDDED_PROBE = (DEFAULT_TEXT, "key")
 
 
 def _run_and_checkpoint(path: Path) -> tuple[RunDir | None, Path]:
@@ -132,6 +131,8 @@ def analyze_run(path: str | Path, data_dir: str | Path, out: str | Path, max_win
     figs["coding_rate"] = figures.coding_rates({_step_of(k): v for k, v in rates.items()}, fig_dir)
 
     report["figures"] = {k: str(v.relative_to(out)) for k, v in figs.items()}
+    explore_text = text if ids and len(ids) <= min(MAX_TOKENS, cfg.block_size) else None
+    report["explorer"] = write_explorer(ckpt, out / "explore.html", explore_text).name
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     (out / "report.md").write_text(_markdown(report), encoding="utf-8")
     (out / "report.html").write_text(_html(report, out), encoding="utf-8")
@@ -205,6 +206,8 @@ def _markdown(report: dict) -> str:
         lines += [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(_fmt(x) for x in row) + " |" for row in rows]
         lines.append("")
+    lines += [f"Interactive attention explorer (every layer and head on the probe): [{report['explorer']}]"
+              f"({report['explorer']})", ""]
     lines += ["## Figures", ""] + [f"![{k}]({v})" for k, v in report["figures"].items()]
     return "\n".join(lines) + "\n"
 
@@ -212,7 +215,9 @@ def _markdown(report: dict) -> str:
 def _html(report: dict, out: Path) -> str:
     body = [f"<h1>Analysis of {html.escape(report['checkpoint'])}</h1>",
             f"<p>{html.escape(json.dumps({k: report['model'][k] for k in ('attention', 'n_layer', 'n_head')}))}"
-            f", {report['model']['parameters']:,} parameters; probe: {html.escape(report['probe']['text'])}</p>"]
+            f", {report['model']['parameters']:,} parameters; probe: {html.escape(report['probe']['text'])}</p>",
+            f"<p><a href='{html.escape(report['explorer'])}'>Interactive attention explorer</a> (every layer and "
+            "head on the probe)</p>"]
     for name, rel in report["figures"].items():
         data = base64.b64encode((out / rel).read_bytes()).decode("ascii")
         body.append(f"<h3>{html.escape(name)}</h3><img alt='{html.escape(name)}' src='data:image/png;base64,{data}'>")
