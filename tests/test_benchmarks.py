@@ -22,6 +22,7 @@ def test_references_get_our_dimensions(name, kind):
 
 
 @needs_anchors
+@pytest.mark.slow
 def test_gpu_suite_dry_run_on_cpu(tmp_path, capsys):
     from benchmarks.gpu_suite import main
 

@@ -40,7 +40,7 @@ def _torchrun_resumed_copy(run, copy, data, parallel):
     return _torchrun(["train", "prism-50m-tinystories", *_sets(data, copy, parallel), "--resume", "auto"])
 
 
-@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+@pytest.mark.parametrize("parallel", ["ddp", pytest.param("fsdp", marks=pytest.mark.slow)])
 def test_two_processes_match_one(data, tmp_path, parallel):
     single = run_cli(["train", "prism-50m-tinystories", *_sets(data, tmp_path / "one", parallel)])
     assert single.returncode == 0, single.stderr

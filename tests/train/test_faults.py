@@ -205,6 +205,7 @@ def test_disk_full_while_saving_is_one_line_and_keeps_the_previous_checkpoint(da
         subprocess.run(["umount", str(disk)], capture_output=True)
 
 
+@pytest.mark.slow
 def test_partial_last_metrics_line_is_dropped_on_resume(data, tmp_path, tmp_path_factory):
     expected, _ = _reference(data, tmp_path_factory, "random")
     run = tmp_path / "run"

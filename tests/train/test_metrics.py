@@ -39,3 +39,26 @@ def test_writer_truncates_after_resume_step(tmp_path):
     w.truncate_after(3)
     lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["iter"] for r in lines] == [1, 2, 3]
+
+
+def test_truncation_keeps_what_an_uninterrupted_run_had_before_the_resumed_eval(tmp_path, capsys):
+    import pytest
+
+    from prism_lm.errors import PrismError
+    from prism_lm.train.metrics import read_metrics
+
+    w = MetricsWriter(RunDir(tmp_path), tensorboard=False, progress=False)
+    for i in range(0, 7):
+        if i % 3 == 0:
+            w.write({"type": "eval", "iter": i, "val_loss": 1.0})
+        if i:
+            w.write({"type": "iter", "iter": i, "train_loss": float(i)})
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write('{"type": "iter", "it')  # a write cut short
+    w.truncate_after(3)  # the resumed loop reruns the evaluation at step 3
+    kept = [(r["type"], r["iter"]) for r in read_metrics(tmp_path / "metrics.jsonl")]
+    assert kept == [("eval", 0), ("iter", 1), ("iter", 2), ("iter", 3)]
+    assert "dropped its partial last line" in capsys.readouterr().err
+    (tmp_path / "metrics.jsonl").write_text('{"type": "iter", "iter": 1}\nnot json\n{"type": "iter", "iter": 2}\n')
+    with pytest.raises(PrismError, match="line 2 is not valid JSON"):
+        read_metrics(tmp_path / "metrics.jsonl")
