@@ -78,6 +78,14 @@ def _reference(data, tmp_path_factory, sampler):
     return _REFERENCE[sampler]
 
 
+def _kill_after_checkpoint(data, run, step: int, sampler="random"):
+    """Start a run and kill -9 it as soon as its checkpoint of ``step`` exists."""
+    proc = _start(_args(data, run, sampler))
+    assert _wait_for(lambda: (run / "checkpoints" / f"step-{step:06d}").exists(), proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
 def _kill_and_resume(data, tmp_path, tmp_path_factory, sampler, delay):
     expected, _ = _reference(data, tmp_path_factory, sampler)
     run = tmp_path / "run"
@@ -92,12 +100,9 @@ def _kill_and_resume(data, tmp_path, tmp_path_factory, sampler, delay):
 
 @pytest.mark.slow  # the default run has tests/train/test_resume.py's kill -9 case
 def test_kill9_after_the_first_checkpoint_then_resume_matches(data, tmp_path, tmp_path_factory):
-    expected, seconds = _reference(data, tmp_path_factory, "random")
+    expected, _ = _reference(data, tmp_path_factory, "random")
     run = tmp_path / "run"
-    proc = _start(_args(data, run))
-    assert _wait_for(lambda: (run / "checkpoints" / "step-000010").exists(), proc)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    _kill_after_checkpoint(data, run, 10)
     _resume_until_done(data, run, "random")
     assert _records(run) == expected
 
@@ -151,10 +156,7 @@ def test_signal_between_log_steps_leaves_the_log_of_an_uninterrupted_run(data, t
 def test_resume_falls_back_to_the_newest_good_checkpoint(data, tmp_path, tmp_path_factory, damage):
     expected, _ = _reference(data, tmp_path_factory, "random")
     run = tmp_path / "run"
-    proc = _start(_args(data, run))
-    assert _wait_for(lambda: (run / "checkpoints" / "step-000015").exists(), proc)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    _kill_after_checkpoint(data, run, 15)
     newest = RunDir(run).newest()
     if damage == "drop state json":
         (newest / "train_state.json").unlink()
@@ -209,10 +211,7 @@ def test_disk_full_while_saving_is_one_line_and_keeps_the_previous_checkpoint(da
 def test_partial_last_metrics_line_is_dropped_on_resume(data, tmp_path, tmp_path_factory):
     expected, _ = _reference(data, tmp_path_factory, "random")
     run = tmp_path / "run"
-    proc = _start(_args(data, run))
-    assert _wait_for(lambda: (run / "checkpoints" / "step-000010").exists(), proc)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    _kill_after_checkpoint(data, run, 10)
     with open(run / "metrics.jsonl", "a") as f:
         f.write('{"type": "iter", "iter": 9')  # a write cut short by the kill
     resumed = _resume_until_done(data, run, "random")
