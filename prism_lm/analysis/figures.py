@@ -13,6 +13,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 plt.rcParams.update({"font.size": 10, "axes.titlesize": 11, "figure.dpi": 110})
 
@@ -142,6 +143,7 @@ def coding_rates(by_step: dict[int, list[dict]], out: Path) -> Path:
         if "delta_R" in rows[0]:
             ax.plot(layers, [r["delta_R"] for r in rows], "s--", color=f"C{i}", label=f"ΔR, step {step}")
     ax.set(xlabel="layer", ylabel="nats", title="Coding rate of each attention layer's input")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # layers are whole numbers
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return _save(fig, out, "coding_rate")

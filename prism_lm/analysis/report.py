@@ -20,7 +20,7 @@ from prism_lm.analysis.capture import capture_attention
 from prism_lm.analysis.explore import DEFAULT_TEXT, MAX_TOKENS, write_explorer
 from prism_lm.analysis.heads import METRICS, head_statistics
 from prism_lm.analysis.spectral import layer_coding_rates, model_coherence, resonance_table
-from prism_lm.checkpoint import load_codec, load_model, resolve_checkpoint_dir
+from prism_lm.checkpoint import load_codec, load_model, read_model_config, resolve_checkpoint_dir
 from prism_lm.config import ModelConfig, TrainConfig, resolve_multiplier
 from prism_lm.data.shards import ShardSet
 from prism_lm.data.tokenizer import Codec
@@ -85,7 +85,8 @@ def analyze_run(path: str | Path, data_dir: str | Path, out: str | Path, max_win
     fig_dir = out / "figures"
     report: dict = {"checkpoint": str(ckpt), "run": str(run.path) if run else None, "data": str(data_dir),
                     "split": split, "model": {**vars(cfg), "parameters": model.num_params()},
-                    "references": [{"label": label, "value": value} for label, value in references]}
+                    "references": [{"label": label, "value": value} for label, value in references],
+                    "checkpoint_step": read_model_config(ckpt)[1].get("step")}
     figs: dict[str, Path] = {}
 
     records = read_metrics(run.metrics_path) if run else []
@@ -93,8 +94,11 @@ def analyze_run(path: str | Path, data_dir: str | Path, out: str | Path, max_win
         figs["loss"] = figures.loss_curves(records, fig_dir, references)
         figs["grad_norm_lambda"] = figures.grad_norm_and_lambda(records, fig_dir)
         evals = [r for r in records if r["type"] == "eval"]
+        last = evals[-1] if evals else None
         report["training"] = {"iterations": max(r["iter"] for r in records),
-                              "final_val_loss": evals[-1]["val_loss"] if evals else None}
+                              "last_eval": None if last is None else {
+                                  "step": last["iter"], "val_loss": last["val_loss"], "train_loss": last["train_loss"],
+                                  "what": "the training loop's estimate over run.eval_iters random batches"}}
 
     stats = head_statistics(model, shards, max_windows=max_windows)
     report["heads"] = stats
@@ -161,7 +165,9 @@ def _tables(report: dict) -> list[tuple[str, list[str], list[list]]]:
     tables = []
     heads = report["heads"]
     cols = [k for k in (*METRICS, "antecedent_hit_rate") if k in heads["heads"][0]]
-    tables.append((f"Head statistics ({heads['windows']} windows, {heads['tokens']:,} tokens)",
+    where = f"{report['split']} split" + (f", checkpoint step {report['checkpoint_step']}"
+                                         if report.get("checkpoint_step") is not None else "")
+    tables.append((f"Head statistics ({where}; {heads['windows']} windows, {heads['tokens']:,} tokens)",
                    ["layer", "head", "stream", *cols],
                    [[e["layer"], e["head"], e["stream"], *[e[c] for c in cols]] for e in heads["heads"]]))
     comp = heads.get("comparison")
@@ -193,13 +199,9 @@ def _tables(report: dict) -> list[tuple[str, list[str], list[list]]]:
 
 
 def _markdown(report: dict) -> str:
-    m = report["model"]
-    lines = [f"# Analysis of {report['checkpoint']}", "",
-             f"{m['attention'].upper()} attention, {m['n_layer']} layers, {m['n_head']} heads, C = {m['n_embd']}, "
-             f"T = {m['block_size']}, {m['parameters']:,} parameters. Data: {report['data']} ({report['split']}).", ""]
+    lines = [f"# Analysis of {report['checkpoint']}", "", _model_line(report), ""]
     if "training" in report:
-        t = report["training"]
-        lines += [f"Trained for {t['iterations']} iterations; final val loss {_fmt(t['final_val_loss'])}.", ""]
+        lines += [_training_line(report["training"]), ""]
     p = report["probe"]
     lines += [f"Probe: \"{p['text']}\", target {p['target']!r} (layer {p['layer']}, head {p['head']}).", ""]
     for title, header, rows in _tables(report):
@@ -212,10 +214,29 @@ def _markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _training_line(t: dict) -> str:
+    """The run's length and its last evaluation, saying which step and split the number is from."""
+    e = t["last_eval"]
+    if e is None:
+        return f"Trained for {t['iterations']} iterations; the run logged no evaluation."
+    when = "before any training step" if e["step"] == 0 else f"at step {e['step']}"
+    return (f"Trained for {t['iterations']} iterations; last evaluation {when}: val loss {_fmt(e['val_loss'])} "
+            f"(val split; {e['what']}).")
+
+
+def _model_line(report: dict) -> str:
+    m = report["model"]
+    step = f", checkpoint step {report['checkpoint_step']}" if report.get("checkpoint_step") is not None else ""
+    return (f"{m['attention'].upper()} attention, {m['n_layer']} layers, {m['n_head']} heads, C = {m['n_embd']}, "
+            f"T = {m['block_size']}, {m['parameters']:,} parameters{step}. Data: {report['data']} ({report['split']} "
+            "split).")
+
+
 def _html(report: dict, out: Path) -> str:
+    lines = [_model_line(report)] + ([_training_line(report["training"])] if "training" in report else [])
     body = [f"<h1>Analysis of {html.escape(report['checkpoint'])}</h1>",
-            f"<p>{html.escape(json.dumps({k: report['model'][k] for k in ('attention', 'n_layer', 'n_head')}))}"
-            f", {report['model']['parameters']:,} parameters; probe: {html.escape(report['probe']['text'])}</p>",
+            *[f"<p>{html.escape(line)}</p>" for line in lines],
+            f"<p>Probe: {html.escape(report['probe']['text'])}</p>",
             f"<p><a href='{html.escape(report['explorer'])}'>Interactive attention explorer</a> (every layer and "
             "head on the probe)</p>"]
     for name, rel in report["figures"].items():

@@ -82,3 +82,38 @@ def test_step_zero_model_is_rebuilt_from_the_runs_own_seed(tmp_path):
     assert all(torch.equal(rebuilt[k], seen["step0"][k]) for k in rebuilt)
     other_seed = _initial_model(None, model.config).state_dict()  # a bare checkpoint: the default seed
     assert not all(torch.equal(other_seed[k], seen["step0"][k]) for k in other_seed)
+
+
+def test_report_says_which_step_and_split_each_headline_number_is_from(tmp_path):
+    """One evaluation record at step 0 is 'before any training step', not a final loss; the HTML header is
+    readable text, not escaped JSON; the coding-rate figure's layer axis has whole-number ticks."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from prism_lm.analysis import figures
+
+    data = prepare_tiny(tmp_path / "d", stories=40)
+    train(tiny_config(data, tmp_path / "run", **{"run.max_iters": 2, "run.eval_interval": 100,
+                                                   "model.block_size": 64}))
+    paths = analyze_run(tmp_path / "run", data, tmp_path / "rep", max_windows=2)
+    md, page = paths["md"].read_text(), paths["html"].read_text()
+    assert "last evaluation before any training step: val loss" in md and "(val split;" in md
+    assert "final val loss" not in md
+    assert "checkpoint step 2" in md and "Head statistics (val split, checkpoint step 2;" in md
+    assert "&quot;" not in page.split("<h3>")[0] and "checkpoint step 2" in page
+    report = json.loads(paths["json"].read_text())
+    assert report["training"]["last_eval"]["step"] == 0 and report["checkpoint_step"] == 2
+
+    captured = {}
+    real_save = figures._save
+
+    def keep(fig, out, name):
+        captured[name] = [t for t in fig.axes[0].get_xticks() if 0 <= t <= 1]
+        return real_save(fig, out, name)
+
+    figures._save = keep
+    try:
+        figures.coding_rates({0: report["coding_rate"]["init"]}, tmp_path / "figs")
+    finally:
+        figures._save = real_save
+    assert captured["coding_rate"] and all(float(t).is_integer() for t in captured["coding_rate"])

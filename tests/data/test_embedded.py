@@ -47,3 +47,22 @@ def test_token_annotations_and_distance_spread():
             distances.append(recall - ante)
     distances = np.array(distances)
     assert distances.min() <= 5 and np.percentile(distances, 95) >= 300 and distances.max() >= 400
+
+
+def test_every_annotated_antecedent_is_unique_in_its_story():
+    """The antecedent word occurs twice in the story, in any case: where it is introduced and where it is
+    recalled; no second copy ("small" as an age and as an adjective) makes the ground truth ambiguous."""
+    import re
+
+    from prism_lm.data.embedded import generate_story
+
+    checked = 0
+    for i in range(3000):
+        story = generate_story(i, 7)
+        for dep in story.dependencies:
+            word = story.text[dep.ante_start:dep.ante_end]
+            assert story.text[dep.recall_start:dep.recall_end] == word
+            found = [m.start() for m in re.finditer(rf"\b{re.escape(word)}\b", story.text, re.IGNORECASE)]
+            assert found == [dep.ante_start, dep.recall_start], (i, dep.kind, word)
+            checked += 1
+    assert checked == 3000 * 6
