@@ -3,18 +3,26 @@
 For every layer, head and stream, over non-overlapping windows of a split (query i, key j <= i,
 lag = i - j, A the attention probabilities):
 - ``mean_distance``: Σ_j A_ij (i - j), averaged over queries;
+- ``median_lag``: the lag by which a query has spent half its mass, averaged over queries (a spike at
+  lag 60 scores 60 here and 0.25 in ``profile_sharpness``);
 - ``entropy``: -Σ_j A_ij log A_ij (nats), averaged over queries;
 - ``mass_within_8`` / ``mass_beyond_64``: Σ of A_ij with lag <= 8 / lag > 64, averaged over queries;
-- ``spectral_centroid``: the attention-versus-lag profile (mean mass at each lag over the queries
-  where that lag exists) is Fourier transformed; the centroid Σ f |P(f)| / Σ |P(f)| in cycles per
-  token is high for sharp, local profiles and low for smooth, long-range ones.
-Streams are compared by the difference of their per-head means, with a percentile bootstrap over
-heads (resampled with replacement within each stream).
+- ``mass_beyond_far``: mass at lags beyond the data's 90th-percentile dependency distance (annotated
+  corpora only: how much a head reaches as far as the long dependencies do);
+- ``profile_sharpness`` (called spectral centroid before): the attention-versus-lag profile is Fourier
+  transformed and Σ f |P(f)| / Σ |P(f)| taken, in cycles per token. It measures how sharp a profile
+  is, not where it sits: a spike at lag 0, 2 or 60 scores the same. Use the two above for locality.
+Streams are compared by the difference of their per-head means. The interval is a percentile
+bootstrap over the heads of this one model, resampled within each layer (stratified, so layer
+effects do not leak in); ``hierarchical_bootstrap_diff`` combines several runs (seeds, then heads
+within layers) for experiments across seeds.
 
 On the embedded corpus, every recall token r with antecedent a inside the same window gives the
 attention mass that query r - 1 (the position that predicts token r) puts on key a: the
-**antecedent hit rate** of a head is its mean over recall tokens. The per-token loss is split
-into recall tokens and all other tokens.
+**antecedent hit rate** of a head is its mean over recall tokens. Two nulls sit beside it: the
+uniform head's rate (1 / the number of visible keys) and the **lag-matched null**, the head's own
+mean attention at that recall's lag, so a head that simply attends at that distance does not look
+as if it found the antecedent. The per-token loss is split into recall tokens and all other tokens.
 """
 
 from __future__ import annotations
@@ -27,38 +35,91 @@ from prism_lm.analysis.capture import capture_attention, hook_name
 from prism_lm.data.shards import ShardSet
 from prism_lm.model import PrismLM
 
-METRICS = ("mean_distance", "entropy", "mass_within_8", "mass_beyond_64", "spectral_centroid")
+METRICS = ("mean_distance", "median_lag", "entropy", "mass_within_8", "mass_beyond_64", "profile_sharpness")
 
 
-def pattern_metrics(A: torch.Tensor) -> dict[str, torch.Tensor]:
-    """A (B, heads, T, T) causal probabilities -> per-head metrics (heads,) and the lag profile (heads, T)."""
+def pattern_metrics(A: torch.Tensor, far: int | None = None) -> dict[str, torch.Tensor]:
+    """A (B, heads, T, T) causal probabilities -> per-head metrics (heads,) and the lag profile (heads, T).
+
+    ``far``: a lag; ``mass_beyond_far`` is then the mass at lags beyond it.
+    """
     B, NH, T, _ = A.shape
     i = torch.arange(T)[:, None]
     lag = (i - torch.arange(T)[None, :]).clamp(min=0).float()  # (T, T), 0 above the diagonal (A is 0 there)
     mean_distance = (A * lag).sum(-1).mean(dim=(0, 2))
+    # mass at keys j' >= j, i.e. at lags <= i - j; the median key is the last j where it still reaches 1/2
+    suffix = A.flip(-1).cumsum(-1).flip(-1)
+    median_key = (suffix >= 0.5 - 1e-6).sum(-1) - 1  # (B, heads, T)
+    median_lag = (torch.arange(T) - median_key).clamp(min=0).float().mean(dim=(0, 2))
     entropy = -(A * torch.log(A.clamp_min(1e-12))).sum(-1).mean(dim=(0, 2))
     within = (A * (lag <= 8)).sum(-1).mean(dim=(0, 2))
     beyond = (A * (lag > 64)).sum(-1).mean(dim=(0, 2))
     # profile[h, l] = mean over windows and queries i >= l of A[i, i - l]
     profile = torch.stack([torch.diagonal(A, offset=-l, dim1=-2, dim2=-1).mean(dim=(0, 2)) for l in range(T)], -1)
-    return {"mean_distance": mean_distance, "entropy": entropy, "mass_within_8": within,
-            "mass_beyond_64": beyond, "profile": profile}
+    out = {"mean_distance": mean_distance, "median_lag": median_lag, "entropy": entropy, "mass_within_8": within,
+           "mass_beyond_64": beyond, "profile": profile}
+    if far is not None:
+        out["mass_beyond_far"] = (A * (lag > far)).sum(-1).mean(dim=(0, 2))
+    return out
 
 
-def spectral_centroid(profile: np.ndarray) -> np.ndarray:
-    """(heads, L) lag profiles -> (heads,) centroid frequency of |rfft| in cycles per token."""
+def profile_sharpness(profile: np.ndarray) -> np.ndarray:
+    """(heads, L) lag profiles -> (heads,) centroid frequency of |rfft| in cycles per token (sharpness only)."""
     mag = np.abs(np.fft.rfft(profile, axis=-1))
     freqs = np.fft.rfftfreq(profile.shape[-1])
     return (mag * freqs).sum(-1) / np.maximum(mag.sum(-1), 1e-12)
 
 
-def bootstrap_diff(a: np.ndarray, b: np.ndarray, reps: int = 2000, seed: int = 0) -> dict:
-    """Mean of a minus mean of b with a 95% percentile bootstrap interval (heads resampled)."""
-    rng = np.random.default_rng(seed)
-    diffs = np.array([rng.choice(a, len(a)).mean() - rng.choice(b, len(b)).mean() for _ in range(reps)])
+def _interval(diffs: np.ndarray, point: float, mean_a: float, mean_b: float) -> dict:
     lo, hi = np.percentile(diffs, [2.5, 97.5])
-    return {"diff": float(a.mean() - b.mean()), "ci95": [float(lo), float(hi)],
-            "mean_a": float(a.mean()), "mean_b": float(b.mean())}
+    return {"diff": point, "ci95": [float(lo), float(hi)], "mean_a": mean_a, "mean_b": mean_b}
+
+
+def bootstrap_diff(a: np.ndarray, b: np.ndarray, reps: int = 2000, seed: int = 0, strata_a=None,
+                   strata_b=None) -> dict:
+    """Mean of a minus mean of b with a 95% percentile bootstrap interval over heads.
+
+    With ``strata_a``/``strata_b`` (each head's layer) heads are resampled within their layer.
+    """
+    rng = np.random.default_rng(seed)
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    sa = np.zeros(len(a), int) if strata_a is None else np.asarray(strata_a)
+    sb = np.zeros(len(b), int) if strata_b is None else np.asarray(strata_b)
+    diffs = _resampled_means(a, sa, reps, rng) - _resampled_means(b, sb, reps, rng)
+    return _interval(diffs, float(a.mean() - b.mean()), float(a.mean()), float(b.mean()))
+
+
+def _resampled_means(x: np.ndarray, strata: np.ndarray, reps: int, rng) -> np.ndarray:
+    """(reps,) means of ``x`` resampled with replacement within each stratum (all draws at once)."""
+    total = np.zeros(reps)
+    for s in np.unique(strata):
+        xs = x[strata == s]
+        total += xs[rng.integers(0, len(xs), (reps, len(xs)))].sum(1)
+    return total / len(x)
+
+
+def hierarchical_bootstrap_diff(runs: list[list[dict]], metric: str, a: str, b: str, reps: int = 2000,
+                                seed: int = 0) -> dict:
+    """Stream a minus stream b of ``metric`` over several runs (seeds), each a list of head entries
+    (``head_statistics(...)["heads"]``): resample runs, then heads within each layer of each run."""
+    if not runs:
+        raise ValueError("no runs to combine")
+    rng = np.random.default_rng(seed)
+
+    def values(run, stream):
+        entries = [e for e in run if e["stream"] == stream]
+        return np.array([e[metric] for e in entries], float), np.array([e["layer"] for e in entries])
+
+    tables = [(values(r, a), values(r, b)) for r in runs]
+
+    # each run's stream difference under `reps` within-layer resamplings of its heads: (runs, reps)
+    per_run = np.stack([_resampled_means(*ta, reps, rng) - _resampled_means(*tb, reps, rng) for ta, tb in tables])
+    point = float(np.mean([ta[0].mean() - tb[0].mean() for ta, tb in tables]))
+    picks = rng.integers(0, len(tables), (reps, len(tables)))  # the runs drawn for each replicate
+    diffs = per_run[picks, np.arange(reps)[:, None]].mean(1)
+    mean_a = float(np.mean([t[0][0].mean() for t in tables]))
+    mean_b = float(np.mean([t[1][0].mean() for t in tables]))
+    return {**_interval(diffs, point, mean_a, mean_b), "runs": len(runs)}
 
 
 def _windows(shards: ShardSet, T: int, max_windows: int | None) -> list[int]:
@@ -72,6 +133,7 @@ def head_statistics(model: PrismLM, shards: ShardSet, max_windows: int | None = 
     T = model.config.block_size
     windows = _windows(shards, T, max_windows)
     notes = shards.annotations()
+    far = int(np.percentile(notes[:, 0] - notes[:, 1], 90)) if len(notes) else None
     L = len(model.blocks)
     sums: list[dict] = [dict() for _ in range(L)]
     hits = [[] for _ in range(L)]  # per layer: list of (heads,) masses, one per recall token
@@ -97,27 +159,30 @@ def head_statistics(model: PrismLM, shards: ShardSet, max_windows: int | None = 
         other_loss.extend(nll[~recall_mask].tolist())
         for layer in range(L):
             A = cache[hook_name(layer)]
-            for k, v in pattern_metrics(A).items():
+            for k, v in pattern_metrics(A, far).items():
                 sums[layer][k] = sums[layer].get(k, 0) + v * len(ids)
             for row, q, key in pairs:
-                hits[layer].append(A[row, :, q, key].numpy())
+                hits[layer].append((A[row, :, q, key].numpy(), q - key))
     n = len(windows)
     layers = []
     for layer in range(L):
         m = {k: (v / n).numpy() for k, v in sums[layer].items()}
-        m["spectral_centroid"] = spectral_centroid(m.pop("profile"))
+        profile = m.pop("profile")
+        m["profile_sharpness"] = profile_sharpness(profile)
         per_head = []
         labels = [s for s in streams[layer] for _ in range(heads[layer])]
         for h, stream in enumerate(labels):
             entry = {"layer": layer, "head": h % heads[layer], "stream": stream,
-                     **{k: float(m[k][h]) for k in METRICS}}
+                     **{k: float(m[k][h]) for k in (*METRICS, "mass_beyond_far") if k in m}}
             if hits[layer]:
-                entry["antecedent_hit_rate"] = float(np.mean([x[h] for x in hits[layer]]))
+                entry["antecedent_hit_rate"] = float(np.mean([x[h] for x, _ in hits[layer]]))
+                entry["antecedent_lag_null"] = float(np.mean([profile[h, lag] for _, lag in hits[layer]]))
             per_head.append(entry)
         layers.append(per_head)
     flat = [e for layer in layers for e in layer]
     names = list(streams[0]) if streams else []
-    result = {"windows": n, "tokens": n * T, "heads": flat, "streams": names, "comparison": _compare(flat, names)}
+    result = {"windows": n, "tokens": n * T, "heads": flat, "streams": names, "comparison": _compare(flat, names),
+              "far_lag": far}
     if recall_loss:
         result["recall_loss"] = {"recall_tokens": len(recall_loss), "recall_mean": float(np.mean(recall_loss)),
                                  "other_tokens": len(other_loss), "other_mean": float(np.mean(other_loss))}
@@ -127,14 +192,17 @@ def head_statistics(model: PrismLM, shards: ShardSet, max_windows: int | None = 
 
 
 def _compare(flat: list[dict], streams: list[str]) -> dict:
-    """First stream minus second (PRISM: signal - noise; DIFF: positive - negative), per metric."""
+    """First stream minus second (PRISM: signal - noise; DIFF: positive - negative), per metric, with a
+    bootstrap over this model's heads, stratified by layer."""
     if len(streams) < 2:
         return {}
     a_name, b_name = streams[0], streams[1]
-    keys = [k for k in (*METRICS, "antecedent_hit_rate") if k in flat[0]]
-    out = {"a": a_name, "b": b_name}
+    keys = [k for k in (*METRICS, "mass_beyond_far", "antecedent_hit_rate") if k in flat[0]]
+    out = {"a": a_name, "b": b_name, "interval": "95% percentile bootstrap over the heads of this one model, "
+                                                 "resampled within each layer"}
+    a_heads = [e for e in flat if e["stream"] == a_name]
+    b_heads = [e for e in flat if e["stream"] == b_name]
     for k in keys:
-        a = np.array([e[k] for e in flat if e["stream"] == a_name])
-        b = np.array([e[k] for e in flat if e["stream"] == b_name])
-        out[k] = bootstrap_diff(a, b)
+        out[k] = bootstrap_diff([e[k] for e in a_heads], [e[k] for e in b_heads],
+                                strata_a=[e["layer"] for e in a_heads], strata_b=[e["layer"] for e in b_heads])
     return out

@@ -13,13 +13,20 @@ import html
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from prism_lm.analysis import figures
 from prism_lm.analysis.capture import capture_attention
 from prism_lm.analysis.explore import DEFAULT_TEXT, MAX_TOKENS, write_explorer
 from prism_lm.analysis.heads import METRICS, head_statistics
-from prism_lm.analysis.spectral import layer_coding_rates, model_coherence, resonance_table
+from prism_lm.analysis.spectral import (
+    coherence_floor,
+    head_pair_coherence,
+    layer_coding_rates,
+    model_coherence,
+    resonance_table,
+)
 from prism_lm.checkpoint import load_codec, load_model, read_model_config, resolve_checkpoint_dir
 from prism_lm.config import ModelConfig, TrainConfig, resolve_multiplier
 from prism_lm.data.shards import ShardSet
@@ -102,6 +109,8 @@ def analyze_run(path: str | Path, data_dir: str | Path, out: str | Path, max_win
 
     stats = head_statistics(model, shards, max_windows=max_windows)
     report["heads"] = stats
+    initial = _initial_model(run, cfg)
+    report["heads_init"] = head_statistics(initial, shards, max_windows=max_windows)  # the same windows
     for metric in ("mean_distance", "mass_within_8", "antecedent_hit_rate"):
         if metric in stats["heads"][0]:
             figs[f"heads_{metric}"] = figures.head_metrics(stats["heads"], metric, fig_dir)
@@ -119,12 +128,17 @@ def analyze_run(path: str | Path, data_dir: str | Path, out: str | Path, max_win
                        "attention_from_target": {s: cache.stream(layer, s)[0, :, tgt, : tgt + 1].tolist()
                                                  for s in cache.streams[layer]}}
 
-    initial = _initial_model(run, cfg)
     if cfg.attention == "prism":
         table = resonance_table(cfg, windows=(cfg.block_size, 4 * cfg.block_size))
         report["resonance"] = {**table, "model_multiplier": resolve_multiplier(cfg.freq_multiplier)}
         figs["resonance"] = figures.resonance(table, fig_dir)
-        report["coherence"] = {"init": model_coherence(initial), "trained": model_coherence(model)}
+        report["coherence"] = {
+            "init": model_coherence(initial), "trained": model_coherence(model),
+            "floor_at_orthogonal_init": coherence_floor(cfg),
+            "head_pairs_trained": [head_pair_coherence(b.attn) for b in model.blocks],
+            "note": "‖U_sᵀU_n‖ normalised is 0 only for complementary subspaces; each R = 2 stream spans the whole "
+                    "space, so the whole-stream value starts near the floor above and a change shows how the "
+                    "streams' strongest directions align, not whether they are separated"}
 
     n_batch = min(4, (len(shards) - 1) // cfg.block_size)
     batch = torch.from_numpy(shards.windows([w * cfg.block_size for w in range(n_batch)], cfg.block_size))
@@ -164,7 +178,8 @@ def _tables(report: dict) -> list[tuple[str, list[str], list[list]]]:
     """(title, header, rows) for every table, shared by the Markdown and HTML renderers."""
     tables = []
     heads = report["heads"]
-    cols = [k for k in (*METRICS, "antecedent_hit_rate") if k in heads["heads"][0]]
+    cols = [k for k in (*METRICS, "mass_beyond_far", "antecedent_hit_rate", "antecedent_lag_null")
+            if k in heads["heads"][0]]
     where = f"{report['split']} split" + (f", checkpoint step {report['checkpoint_step']}"
                                          if report.get("checkpoint_step") is not None else "")
     tables.append((f"Head statistics ({where}; {heads['windows']} windows, {heads['tokens']:,} tokens)",
@@ -172,10 +187,21 @@ def _tables(report: dict) -> list[tuple[str, list[str], list[list]]]:
                    [[e["layer"], e["head"], e["stream"], *[e[c] for c in cols]] for e in heads["heads"]]))
     comp = heads.get("comparison")
     if comp:
-        tables.append((f"{comp['a']} minus {comp['b']} (mean over heads, 95% bootstrap CI)",
+        tables.append((f"{comp['a']} minus {comp['b']} (mean over heads; {comp['interval']})",
                        ["metric", comp["a"], comp["b"], "difference", "CI low", "CI high"],
                        [[k, v["mean_a"], v["mean_b"], v["diff"], *v["ci95"]] for k, v in comp.items()
                         if isinstance(v, dict)]))
+    if "heads_init" in report:
+        init = report["heads_init"]["heads"]
+        streams = list(dict.fromkeys(e["stream"] for e in heads["heads"]))
+        rows = []
+        for c in cols:
+            for stream in streams:
+                trained = [e[c] for e in heads["heads"] if e["stream"] == stream]
+                untrained = [e[c] for e in init if e["stream"] == stream]
+                rows.append([c, stream, float(np.mean(trained)), float(np.mean(untrained))])
+        tables.append(("Each stream's mean against the untrained model (same config and seed, same windows)",
+                       ["metric", "stream", "trained", "step 0"], rows))
     if "recall_loss" in heads:
         r = heads["recall_loss"]
         tables.append(("Loss on recall tokens (embedded-corpus annotations)", ["tokens", "count", "mean loss"],
@@ -189,8 +215,11 @@ def _tables(report: dict) -> list[tuple[str, list[str], list[list]]]:
                        [[name, res["named_values"][name], *[res["named"][name][w]["matched"] for w in ws],
                          *[res["named"][name][w]["all_pairs"] for w in ws]] for name in res["named"]]))
         coh = report["coherence"]
-        tables.append(("Coherence ‖U_sᵀU_n‖₂ (normalised) per layer", ["layer", "init", "trained"],
-                       [[i, a, b] for i, (a, b) in enumerate(zip(coh["init"], coh["trained"], strict=True))]))
+        tables.append((f"Coherence ‖U_sᵀU_n‖₂ (normalised) per layer; floor at orthogonal init for these shapes "
+                       f"{coh['floor_at_orthogonal_init']:.3f}. {coh['note']}",
+                       ["layer", "init", "trained", "per head pair (signal h vs noise h), trained"],
+                       [[i, a, b, " ".join(f"{x:.3f}" for x in pairs)] for i, (a, b, pairs) in
+                        enumerate(zip(coh["init"], coh["trained"], coh["head_pairs_trained"], strict=True))]))
     rates = report["coding_rate"]
     keys = [k for k in ("R", "R_signal", "R_noise", "lambda", "delta_R") if k in next(iter(rates.values()))[0]]
     tables.append(("Coding rate per layer (attention input, ε = 0.5)", ["checkpoint", "layer", *keys],

@@ -75,6 +75,36 @@ def coherence(attn: PrismAttention) -> float | None:
     return float(cross / (torch.linalg.matrix_norm(ws, ord=2) * torch.linalg.matrix_norm(wn, ord=2)))
 
 
+def _normalised_cross(ws: torch.Tensor, wn: torch.Tensor) -> float:
+    cross = torch.linalg.matrix_norm(ws @ wn.T, ord=2)
+    return float(cross / (torch.linalg.matrix_norm(ws, ord=2) * torch.linalg.matrix_norm(wn, ord=2)))
+
+
+def head_pair_coherence(attn: PrismAttention) -> list[float] | None:
+    """Coherence of signal head h's rows against noise head h's rows, for each h."""
+    if attn.n_streams < 2:
+        return None
+    U = attn.dictionary().detach().float()  # (S, H, D, C)
+    return [_normalised_cross(U[0, h], U[1, h]) for h in range(attn.n_head)]
+
+
+@torch.no_grad()
+def coherence_floor(cfg: ModelConfig, seeds: int = 4) -> float:
+    """Mean coherence of freshly (orthogonally) initialised dictionaries of ``cfg``'s shape.
+
+    With R >= 1 each stream alone has at least C rows and spans the whole space, so the whole-stream
+    coherence stays far from 0 at init; only streams that shrink to complementary subspaces reach 0.
+    This is the value training starts from, for comparison.
+    """
+    values = []
+    for seed in range(seeds):
+        torch.manual_seed(seed)
+        attn = PrismAttention(dataclasses.replace(cfg, noise_stream=True), 0)
+        attn.reset_parameters()
+        values.append(coherence(attn))
+    return float(np.mean(values))
+
+
 def model_coherence(model: PrismLM) -> list[float | None]:
     return [coherence(b.attn) if isinstance(b.attn, PrismAttention) else None for b in model.blocks]
 

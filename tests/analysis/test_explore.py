@@ -140,16 +140,3 @@ def test_page_in_a_real_browser(checkpoint, tmp_path):
         assert page.errors() == []
     finally:
         page.close()
-
-
-def test_analyze_links_the_explorer(tmp_path):
-    from prism_lm.analysis.report import analyze_run
-    from prism_lm.train.loop import train
-    from tests.train.helpers import prepare_tiny
-    from tests.train.helpers import tiny_config as run_config
-
-    data = prepare_tiny(tmp_path / "d", stories=40)
-    train(run_config(data, tmp_path / "run", **{"run.max_iters": 2, "model.block_size": 64}))
-    paths = analyze_run(tmp_path / "run", data, tmp_path / "rep", max_windows=2)
-    assert (tmp_path / "rep" / "explore.html").is_file()
-    assert "(explore.html)" in paths["md"].read_text() and "href='explore.html'" in paths["html"].read_text()

@@ -3,7 +3,13 @@ import pytest
 import torch
 
 from prism_lm.analysis import capture_attention
-from prism_lm.analysis.heads import bootstrap_diff, head_statistics, pattern_metrics, spectral_centroid
+from prism_lm.analysis.heads import (
+    bootstrap_diff,
+    head_statistics,
+    hierarchical_bootstrap_diff,
+    pattern_metrics,
+    profile_sharpness,
+)
 from prism_lm.data.prepare import prepare
 from prism_lm.data.shards import ShardSet
 from prism_lm.model import PrismLM
@@ -27,12 +33,43 @@ def test_metrics_of_known_patterns():
     assert pattern_metrics(previous[None, None])["profile"][0, 1].item() == pytest.approx(1.0)
 
 
-def test_spectral_centroid_orders_sharp_above_smooth():
+def test_profile_sharpness_orders_sharp_above_smooth():
     sharp = np.zeros((1, 64))
     sharp[0, 0] = 1
     smooth = np.exp(-np.arange(64) / 20.0)[None]
-    assert spectral_centroid(sharp)[0] == pytest.approx(np.fft.rfftfreq(64).mean())
-    assert spectral_centroid(smooth)[0] < spectral_centroid(sharp)[0]
+    assert profile_sharpness(sharp)[0] == pytest.approx(np.fft.rfftfreq(64).mean())
+    assert profile_sharpness(smooth)[0] < profile_sharpness(sharp)[0]
+
+
+def _spike(T: int, lag: int) -> torch.Tensor:
+    """Every query attends to the key ``lag`` positions back (or to key 0 when it has none that far)."""
+    A = torch.zeros(T, T)
+    for i in range(T):
+        A[i, max(0, i - lag)] = 1
+    return A
+
+
+def test_locality_measures_on_patterns_whose_order_is_known():
+    """A spike near, a spike far, uniform attention, and a bimodal head (half near, half far)."""
+    T = 128
+    near, far = _spike(T, 2), _spike(T, 60)
+    uniform = torch.tril(torch.ones(T, T)) / torch.arange(1, T + 1)[:, None]
+    bimodal = 0.5 * _spike(T, 1) + 0.5 * _spike(T, 90)
+    m = {name: pattern_metrics(A[None, None], far=50) for name, A in
+         (("near", near), ("far", far), ("uniform", uniform), ("bimodal", bimodal))}
+
+    def value(name, key):
+        return m[name][key].item()
+
+    assert value("near", "median_lag") < value("uniform", "median_lag") < value("far", "median_lag")
+    assert value("near", "mean_distance") < value("far", "mean_distance")
+    assert value("near", "mass_beyond_far") == 0 and value("far", "mass_beyond_far") > 0.5
+    # queries 51..127 reach beyond lag 50 with their far half (those before 90 at key 0)
+    assert value("bimodal", "mass_beyond_far") == pytest.approx(0.5 * (T - 51) / T, rel=1e-5)
+    assert value("near", "mass_within_8") == 1 and value("far", "mass_within_8") < 0.1
+    # what the renamed measure cannot see: where a spike sits
+    sharp = [profile_sharpness(pattern_metrics(_spike(T, lag)[None, None])["profile"].numpy())[0] for lag in (0, 2, 60)]
+    assert max(sharp) - min(sharp) < 0.05 * max(sharp)
 
 
 def test_bootstrap_interval():
@@ -41,6 +78,33 @@ def test_bootstrap_interval():
     assert same["ci95"][0] < 0 < same["ci95"][1]
     apart = bootstrap_diff(rng.normal(5, 1, 30), rng.normal(0, 1, 30))
     assert apart["ci95"][0] > 3 and apart["diff"] == pytest.approx(apart["mean_a"] - apart["mean_b"])
+
+
+def test_stratified_bootstrap_keeps_layer_effects_out_of_the_interval():
+    """Two layers far apart, the streams equal within each: stratified resampling gives a narrow interval,
+    pooled resampling a wide one (draws that over-represent one layer)."""
+    layers = np.repeat([0, 1], 8)
+    a = np.where(layers == 0, 0.0, 100.0) + np.tile(np.linspace(-1, 1, 8), 2)
+    b = a + 0.5
+    pooled = bootstrap_diff(a, b)
+    stratified = bootstrap_diff(a, b, strata_a=layers, strata_b=layers)
+    width = lambda r: r["ci95"][1] - r["ci95"][0]  # noqa: E731
+    assert width(stratified) < 0.1 * width(pooled)
+    assert stratified["ci95"][0] < -0.5 < stratified["ci95"][1]
+
+
+def test_hierarchical_bootstrap_over_seeds():
+    def run(shift, seed):
+        rng = np.random.default_rng(seed)
+        return [{"layer": layer, "stream": stream, "m": rng.normal(shift if stream == "signal" else 0, 1)}
+                for layer in range(2) for stream in ("signal", "noise") for _ in range(4)]
+
+    apart = hierarchical_bootstrap_diff([run(5, s) for s in range(4)], "m", "signal", "noise")
+    assert apart["runs"] == 4 and apart["ci95"][0] > 3
+    same = hierarchical_bootstrap_diff([run(0, s) for s in range(4)], "m", "signal", "noise")
+    assert same["ci95"][0] < 0 < same["ci95"][1]
+    # one run: the interval covers heads only, and is no narrower than seeds plus heads
+    assert hierarchical_bootstrap_diff([run(5, 0)], "m", "signal", "noise")["runs"] == 1
 
 
 def test_head_statistics_and_antecedent_hits_agree_with_direct_capture(tmp_path):
@@ -65,4 +129,6 @@ def test_head_statistics_and_antecedent_hits_agree_with_direct_capture(tmp_path)
     got = [e["antecedent_hit_rate"] for e in stats["heads"] if e["layer"] == 1]
     np.testing.assert_allclose(got, np.mean(masses, axis=0), rtol=1e-5)
     assert stats["recall_loss"]["recall_tokens"] == len(masses)
+    nulls = [e["antecedent_lag_null"] for e in stats["heads"]]
+    assert all(0 <= x <= 1 for x in nulls) and stats["far_lag"] > 0
     assert stats["recall_loss"]["recall_tokens"] + stats["recall_loss"]["other_tokens"] == 3 * T

@@ -28,6 +28,9 @@ def test_report_files_and_numbers(run, tmp_path):
     for name, rel in report["figures"].items():
         png = tmp_path / "rep" / rel
         assert png.is_file() and png.with_suffix(".pdf").is_file(), name
+    assert (tmp_path / "rep" / "explore.html").is_file()  # the explorer page, linked from both reports
+    assert "(explore.html)" in paths["md"].read_text() and "href='explore.html'" in paths["html"].read_text()
+    assert len(report["heads_init"]["heads"]) == len(report["heads"]["heads"])  # the untrained baseline
     md, page = paths["md"].read_text(), paths["html"].read_text()
     assert "signal minus noise" in md and "| layer | head | stream |" in md
     assert page.count("data:image/png;base64,") == len(report["figures"]) and "<table>" in page

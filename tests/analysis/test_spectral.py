@@ -72,3 +72,19 @@ def test_rope_base_reaches_the_model_and_the_resonance_analysis():
     assert moved_table["rope_base"] == 500.0
     assert moved_table["named"]["pi"]["128"] == cross_kernel(500.0 * math.pi, 500.0 / math.pi, 64, 128)
     assert moved_table["named"]["pi"]["128"] != table["named"]["pi"]["128"]
+
+
+def test_coherence_floor_and_head_pairs():
+    from prism_lm.analysis.spectral import coherence_floor, head_pair_coherence
+
+    cfg = tiny_config(n_embd=32, n_head=2)
+    floor = coherence_floor(cfg)
+    assert 0.2 < floor < 1  # an R = 2 stream spans the whole space: far from 0 at init
+    attn = PrismAttention(cfg, 0)
+    pairs = head_pair_coherence(attn)
+    assert len(pairs) == 2 and all(0 <= x <= 1 + 1e-6 for x in pairs)
+    with torch.no_grad():  # noise head 0 = signal head 0: that pair is fully coherent
+        U = attn.dictionary()
+        U[1, 0] = U[0, 0]
+    assert head_pair_coherence(attn)[0] == pytest.approx(1.0, abs=1e-5)
+    assert head_pair_coherence(PrismAttention(tiny_config(noise_stream=False), 0)) is None

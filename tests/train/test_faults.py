@@ -136,7 +136,8 @@ def test_kill9_mid_save(data, tmp_path, tmp_path_factory, sampler):
     assert not list((run / "checkpoints").glob(".step-*.tmp-*"))
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, pytest.param(signal.SIGINT, marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signal_between_log_steps_leaves_the_log_of_an_uninterrupted_run(data, tmp_path, tmp_path_factory, sig):
     expected, _ = _reference(data, tmp_path_factory, "random")
     run = tmp_path / "run"
