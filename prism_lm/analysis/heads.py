@@ -7,8 +7,9 @@ lag = i - j, A the attention probabilities):
   lag 60 scores 60 here and 0.25 in ``profile_sharpness``);
 - ``entropy``: -Σ_j A_ij log A_ij (nats), averaged over queries;
 - ``mass_within_8`` / ``mass_beyond_64``: Σ of A_ij with lag <= 8 / lag > 64, averaged over queries;
-- ``mass_beyond_far``: mass at lags beyond the data's 90th-percentile dependency distance (annotated
-  corpora only: how much a head reaches as far as the long dependencies do);
+- ``mass_beyond_far``: mass at lags beyond the 90th-percentile distance of the data's dependencies
+  that fit in a window (annotated corpora only: how much a head reaches as far as the long
+  dependencies it could see do);
 - ``profile_sharpness`` (called spectral centroid before): the attention-versus-lag profile is Fourier
   transformed and Σ f |P(f)| / Σ |P(f)| taken, in cycles per token. It measures how sharp a profile
   is, not where it sits: a spike at lag 0, 2 or 60 scores the same. Use the two above for locality.
@@ -133,7 +134,8 @@ def head_statistics(model: PrismLM, shards: ShardSet, max_windows: int | None = 
     T = model.config.block_size
     windows = _windows(shards, T, max_windows)
     notes = shards.annotations()
-    far = int(np.percentile(notes[:, 0] - notes[:, 1], 90)) if len(notes) else None
+    seen = (notes[:, 0] - notes[:, 1])[notes[:, 0] - notes[:, 1] < T]  # dependencies a window can hold
+    far = int(np.percentile(seen, 90)) if len(seen) else None
     L = len(model.blocks)
     sums: list[dict] = [dict() for _ in range(L)]
     hits = [[] for _ in range(L)]  # per layer: list of (heads,) masses, one per recall token
