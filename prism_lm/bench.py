@@ -3,7 +3,7 @@
 Design choices:
 - Random tokens, so the numbers measure the model and the optimizer, not the data pipeline.
 - Training steps are timed as the loop runs them: autocast (bf16 on CUDA), fused AdamW on CUDA,
-  clipping, optional ``torch.compile`` of each block applied from outside (``run.compile``).
+  clipping, optional ``torch.compile`` applied from outside by ``wrap_model`` (``run.compile``).
   Warm-up steps (compilation, allocator) are excluded; the clock stops after a device
   synchronisation, and nothing in the timed loop reads a value back to the host.
 - Every variant of a run uses the same shapes, so PRISM, GPT, DIFF and the eager path are

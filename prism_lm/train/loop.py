@@ -143,7 +143,8 @@ def _train(cfg: TrainConfig, resume: str | None, allow_config_change: bool, worl
     val_data.check_fits(cfg.model.vocab_size)
     if cfg.run.grad_accum % world.size:
         raise PrismError(f"run.grad_accum ({cfg.run.grad_accum}) must be divisible by the world size ({world.size})")
-    if len(val_data) <= cfg.model.block_size + 1 and world.is_main:
+    has_val = len(val_data) > cfg.model.block_size + 1
+    if not has_val and world.is_main:
         warn(f"the val split of {cfg.data.dir} has {len(val_data)} tokens, fewer than block_size + 1 = "
              f"{cfg.model.block_size + 1}: no validation loss will be computed")
     accum = cfg.run.grad_accum // world.size
@@ -181,7 +182,6 @@ def _train(cfg: TrainConfig, resume: str | None, allow_config_change: bool, worl
         meta = load_training_checkpoint(ckpt, model, optimizer, names)
         step, best_val, window = meta["step"], meta["best_val_loss"], meta.get("log_window")
         loader.load_state_dict(meta["loader"])
-    has_val = len(val_data) > cfg.model.block_size + 1
     if ckpt is not None and step >= cfg.run.max_iters and not _final_eval_missing(run, step, cfg, has_val):
         return {"run_dir": str(run.path), "step": step, "train_loss": None, "best_val_loss": best_val,
                 "interrupted_by": None, "already_finished": True}
@@ -237,8 +237,9 @@ def _train(cfg: TrainConfig, resume: str | None, allow_config_change: bool, worl
                        "lr": lr, "prism_lambda": _lambda(model)})
         if at_step > 0 and (best is None or val_loss < best):
             best = val_loss
-            if world.is_main and run.newest():
-                run.replace_best(run.newest())
+            newest = run.newest() if world.is_main else None
+            if newest:
+                run.replace_best(newest)
         return best
 
     model.train()
@@ -266,14 +267,13 @@ def _train(cfg: TrainConfig, resume: str | None, allow_config_change: bool, worl
             step += 1
 
             scheduled_save = step % cfg.run.checkpoint_interval == 0 or step == cfg.run.max_iters
-            if stop.signal and not (scheduled_save or step % cfg.run.log_interval == 0):
-                # an unscheduled stop: check the loss, but write no record an uninterrupted run would lack
+            log_step = step % cfg.run.log_interval == 0 or scheduled_save
+            if log_step or stop.signal:  # an unscheduled stop checks the loss but writes no record
                 n = step - last_log_step
-                check_finite(all_reduce_mean(loss_sum / max(n, 1), world).item(), step)
-            elif step % cfg.run.log_interval == 0 or scheduled_save:
-                n = step - last_log_step
-                train_loss = all_reduce_mean(loss_sum / max(n, 1), world).item()
-                check_finite(train_loss, step)
+                window_loss = all_reduce_mean(loss_sum / max(n, 1), world).item()
+                check_finite(window_loss, step)
+            if log_step:
+                train_loss = window_loss
                 now = time.perf_counter()
                 tps = tokens_per_step * n / max(now - last_log, 1e-9)
                 metrics.write({"type": "iter", "iter": step, "train_loss": train_loss, "lr": lr,
