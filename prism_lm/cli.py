@@ -20,6 +20,19 @@ def _sample(args) -> None:
     print("\n---\n".join(texts))
 
 
+def _sweep_run(args) -> int:
+    from prism_lm.experiments.runner import run_sweep
+
+    return run_sweep(args.file, args.out, workers=args.workers, executor=args.executor, extend=args.extend)
+
+
+def _sweep_report(args) -> None:
+    from prism_lm.experiments.report import write_report
+
+    paths = write_report(args.dir, args.out)
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+
+
 def _export_hf(args) -> None:
     from prism_lm.export.hf import export_hf
 
@@ -266,6 +279,23 @@ def build_parser() -> argparse.ArgumentParser:
                            help="KV cache: growing, fixed-shape, fixed-shape with a compiled step (CUDA graphs "
                                 "on CUDA), or none (recompute the prefix)")
 
+    sweep = sub.add_parser("sweep", help="experiments: arms x grid x seeds, run locally or on Slurm, and reported",
+                           formatter_class=_Help)
+    sweep_sub = sweep.add_subparsers(dest="sweep_command", required=True, metavar="COMMAND")
+    p = command("run", "run (or continue) every unfinished run of an experiment file", _sweep_run, sweep_sub)
+    p.add_argument("file", help="an experiment TOML (see experiments/); a suite includes several")
+    p.add_argument("--out", required=True, help="the sweep folder (runs, plan, prepared data)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="runs at a time (None: local, one per CPU with one thread each; Slurm, all at once)")
+    p.add_argument("--executor", choices=["local", "slurm", "submitit-local"], default="local",
+                   help="local processes; Slurm through submitit; or submitit's local executor (the Slurm "
+                        "submission code run as local processes)")
+    p.add_argument("--extend", action="store_true", help="add this file's runs to a folder holding other runs")
+    p = command("report", "results table (CSV, Parquet) and report (md, html, json) with seed-level intervals",
+                _sweep_report, sweep_sub)
+    p.add_argument("dir", help="a sweep folder")
+    p.add_argument("--out", default=None, help="None: DIR/report")
+
     export = sub.add_parser("export", help="write a checkpoint in another ecosystem's format", formatter_class=_Help)
     export_sub = export.add_subparsers(dest="export_command", required=True, metavar="FORMAT")
     p = command("hf", "a folder that transformers' AutoModelForCausalLM / AutoTokenizer load offline", _export_hf,
@@ -283,14 +313,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        args.func(args)
+        status = args.func(args)
     except PrismError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    return 0
+    return status or 0
 
 
 if __name__ == "__main__":

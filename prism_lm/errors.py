@@ -12,5 +12,9 @@ class PrismError(Exception):
     """Bad input from the user (file, config, checkpoint, data), not a bug."""
 
 
+class DivergedError(PrismError):
+    """Training stopped on a non-finite loss (a result in a sweep, a failure anywhere else)."""
+
+
 def warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr, flush=True)

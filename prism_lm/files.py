@@ -103,6 +103,14 @@ def write_json(path: Path, data: dict[str, Any], indent: int | None = 2) -> None
     path.write_text(json.dumps(data, indent=indent) + "\n", encoding="utf-8")
 
 
+def replace_json(path: Path, data: dict[str, Any], fmt: str) -> None:
+    """Write ``{"format": fmt, **data}`` to ``path`` atomically: a reader sees the old file or the new one."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps({"format": fmt, **data}, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
 class WriterLock:
     """Context manager: hold ``path`` (a lock file) exclusively, or raise PrismError naming the holder.
 

@@ -23,7 +23,16 @@ attention mass that query r - 1 (the position that predicts token r) puts on key
 **antecedent hit rate** of a head is its mean over recall tokens. Two nulls sit beside it: the
 uniform head's rate (1 / the number of visible keys) and the **lag-matched null**, the head's own
 mean attention at that recall's lag, so a head that simply attends at that distance does not look
-as if it found the antecedent. The per-token loss is split into recall tokens and all other tokens.
+as if it found the antecedent. The per-token loss is split into recall tokens and all other tokens,
+and recall tokens again by dependency kind (object, name, pet, cause) and by distance bucket, with
+each stream's hit rate and lag-matched null per kind: only some kinds are predictable from context,
+and the mean over all of them hides which.
+
+**Head diversity** (how different the heads of one stream are): each head's attention mass is summed
+by the word class of the key (names, nouns, determiners, verbs, pronouns, punctuation, other; the
+classes of the embedded generator, ``data.embedded.word_class``) and normalised to a distribution;
+the diversity of a stream in a layer is the mean pairwise Jensen–Shannon distance (base 2, so in
+[0, 1]) between its heads' distributions, and a stream's value is the mean over layers.
 """
 
 from __future__ import annotations
@@ -33,9 +42,12 @@ import torch
 import torch.nn.functional as F
 
 from prism_lm.analysis.capture import capture_attention, hook_name
+from prism_lm.data.embedded import WORD_CLASSES, word_class
 from prism_lm.data.shards import ShardSet
 from prism_lm.model import PrismLM
 
+CLASSES = (*WORD_CLASSES, "other")
+DISTANCE_BUCKETS = ((1, 16), (17, 64), (65, None))  # recall-to-antecedent distance in tokens, inclusive
 METRICS = ("mean_distance", "median_lag", "entropy", "mass_within_8", "mass_beyond_64", "profile_sharpness")
 
 
@@ -128,18 +140,53 @@ def _windows(shards: ShardSet, T: int, max_windows: int | None) -> list[int]:
     return list(range(n if max_windows is None else min(n, max_windows)))
 
 
+def js_distance(p: np.ndarray, q: np.ndarray) -> float:
+    """Jensen–Shannon distance (base 2, in [0, 1]) between two distributions."""
+    m = (p + q) / 2
+
+    def kl(a, b):
+        nz = a > 0
+        return float(np.sum(a[nz] * np.log2(a[nz] / b[nz])))
+
+    return float(np.sqrt(max(0.0, (kl(p, m) + kl(q, m)) / 2)))
+
+
+def stream_diversity(class_mass: np.ndarray) -> float:
+    """Mean pairwise JS distance between the rows (heads) of ``class_mass`` (heads, classes)."""
+    dist = class_mass / class_mass.sum(-1, keepdims=True)
+    pairs = [js_distance(dist[a], dist[b]) for a in range(len(dist)) for b in range(a + 1, len(dist))]
+    return float(np.mean(pairs)) if pairs else 0.0
+
+
+def _class_table(shards: ShardSet) -> torch.Tensor:
+    """(vocab,) the word-class index of every token id of the data's codec."""
+    codec = shards.codec()
+    return torch.tensor([CLASSES.index(word_class(codec.decode([i]))) for i in range(shards.vocab_size)])
+
+
+def _bucket(distance: int) -> str:
+    for lo, hi in DISTANCE_BUCKETS:
+        if distance >= lo and (hi is None or distance <= hi):
+            return f"{lo}-{hi}" if hi else f">{lo - 1}"
+    return "0"
+
+
 @torch.no_grad()
 def head_statistics(model: PrismLM, shards: ShardSet, max_windows: int | None = 64, batch_size: int = 8) -> dict:
-    """Per layer/head/stream metrics, stream comparisons, and (with annotations) antecedent hit rates."""
+    """Per layer/head/stream metrics, stream comparisons, head diversity, and (with annotations)
+    antecedent hit rates and recall losses by kind and distance."""
     T = model.config.block_size
     windows = _windows(shards, T, max_windows)
     notes = shards.annotations()
     seen = (notes[:, 0] - notes[:, 1])[notes[:, 0] - notes[:, 1] < T]  # dependencies a window can hold
     far = int(np.percentile(seen, 90)) if len(seen) else None
+    kinds = shards.manifest.get("annotation_kinds", [])
+    classes = _class_table(shards)
     L = len(model.blocks)
     sums: list[dict] = [dict() for _ in range(L)]
-    hits = [[] for _ in range(L)]  # per layer: list of (heads,) masses, one per recall token
-    recall_loss, other_loss, uniform = [], [], []
+    class_mass: list[torch.Tensor | None] = [None] * L  # per layer: (heads, classes)
+    hits = [[] for _ in range(L)]  # per layer: (heads,) masses, lag and kind id, one per recall token
+    recall_loss, recall_kind, recall_dist, other_loss, uniform = [], [], [], [], []
     streams = heads = None
     for first in range(0, len(windows), batch_size):
         ids = windows[first:first + batch_size]
@@ -149,24 +196,30 @@ def head_statistics(model: PrismLM, shards: ShardSet, max_windows: int | None = 
         nll = F.cross_entropy(cache.logits.reshape(-1, cache.logits.size(-1)), rows[:, 1:].reshape(-1),
                               reduction="none").view(len(ids), T)
         recall_mask = torch.zeros(len(ids), T, dtype=torch.bool)
-        pairs = []  # (row, query, key) for recall tokens whose antecedent is inside the window
+        pairs = []  # (row, query, key, kind) for recall tokens whose antecedent is inside the window
         for row, w in enumerate(ids):
             start = w * T
             inside = notes[(notes[:, 0] > start) & (notes[:, 0] <= start + T) & (notes[:, 1] >= start)]
-            for r, a, _ in inside:
+            for r, a, kind in inside:
                 recall_mask[row, r - start - 1] = True  # target position r - start - 1 predicts token r
-                pairs.append((row, r - start - 1, a - start))
+                pairs.append((row, r - start - 1, a - start, int(kind)))
+                recall_loss.append(float(nll[row, r - start - 1]))
+                recall_kind.append(int(kind))
+                recall_dist.append(int(r - a))
                 uniform.append(1.0 / (r - start))
-        recall_loss.extend(nll[recall_mask].tolist())
         other_loss.extend(nll[~recall_mask].tolist())
+        onehot = F.one_hot(classes[rows[:, :-1]], len(CLASSES)).float()  # (B, T, classes) of each key
         for layer in range(L):
             A = cache[hook_name(layer)]
             for k, v in pattern_metrics(A, far).items():
                 sums[layer][k] = sums[layer].get(k, 0) + v * len(ids)
-            for row, q, key in pairs:
-                hits[layer].append((A[row, :, q, key].numpy(), q - key))
+            mass = torch.einsum("bhj,bjc->hc", A.sum(2), onehot)  # attention received, by key class
+            class_mass[layer] = mass if class_mass[layer] is None else class_mass[layer] + mass
+            for row, q, key, kind in pairs:
+                hits[layer].append((A[row, :, q, key].numpy(), q - key, kind))
     n = len(windows)
     layers = []
+    diversity: dict[str, list[float]] = {}
     for layer in range(L):
         m = {k: (v / n).numpy() for k, v in sums[layer].items()}
         profile = m.pop("profile")
@@ -177,20 +230,50 @@ def head_statistics(model: PrismLM, shards: ShardSet, max_windows: int | None = 
             entry = {"layer": layer, "head": h % heads[layer], "stream": stream,
                      **{k: float(m[k][h]) for k in (*METRICS, "mass_beyond_far") if k in m}}
             if hits[layer]:
-                entry["antecedent_hit_rate"] = float(np.mean([x[h] for x, _ in hits[layer]]))
-                entry["antecedent_lag_null"] = float(np.mean([profile[h, lag] for _, lag in hits[layer]]))
+                entry["antecedent_hit_rate"] = float(np.mean([x[h] for x, _, _ in hits[layer]]))
+                entry["antecedent_lag_null"] = float(np.mean([profile[h, lag] for _, lag, _ in hits[layer]]))
+                for k, kind in enumerate(kinds):
+                    mine = [(x[h], profile[h, lag]) for x, lag, kk in hits[layer] if kk == k]
+                    if mine:
+                        entry[f"hit_rate_{kind}"] = float(np.mean([x for x, _ in mine]))
+                        entry[f"lag_null_{kind}"] = float(np.mean([p for _, p in mine]))
             per_head.append(entry)
         layers.append(per_head)
+        mass = class_mass[layer].numpy() + 1e-12
+        for s_i, stream in enumerate(streams[layer]):
+            rows_of_stream = mass[s_i * heads[layer]:(s_i + 1) * heads[layer]]
+            diversity.setdefault(stream, []).append(stream_diversity(rows_of_stream))
     flat = [e for layer in layers for e in layer]
     names = list(streams[0]) if streams else []
     result = {"windows": n, "tokens": n * T, "heads": flat, "streams": names, "comparison": _compare(flat, names),
-              "far_lag": far}
+              "far_lag": far,
+              "diversity": {"classes": list(CLASSES), "per_layer": diversity,
+                            "mean": {s: float(np.mean(v)) for s, v in diversity.items()},
+                            "what": "mean pairwise Jensen-Shannon distance (base 2) between the heads of a stream "
+                                    "in a layer, over their attention mass by key word class; mean over layers"}}
     if recall_loss:
         result["recall_loss"] = {"recall_tokens": len(recall_loss), "recall_mean": float(np.mean(recall_loss)),
-                                 "other_tokens": len(other_loss), "other_mean": float(np.mean(other_loss))}
+                                 "other_tokens": len(other_loss), "other_mean": float(np.mean(other_loss)),
+                                 "by_kind": _recall_groups(recall_loss, [kinds[k] for k in recall_kind], flat, names),
+                                 "by_distance": _recall_groups(recall_loss, [_bucket(d) for d in recall_dist])}
     if uniform:
         result["uniform_hit_rate"] = float(np.mean(uniform))  # what a head spreading mass evenly would score
     return result
+
+
+def _recall_groups(losses: list[float], groups: list[str], flat: list[dict] | None = None,
+                   streams: list[str] = ()) -> dict:
+    """Recall-token loss per group; with head entries, each stream's mean hit rate and lag null per kind."""
+    out = {}
+    for g in dict.fromkeys(groups):
+        vals = [x for x, gg in zip(losses, groups, strict=True) if gg == g]
+        out[g] = {"tokens": len(vals), "loss": float(np.mean(vals))}
+        for stream in streams if flat else ():
+            mine = [e for e in flat if e["stream"] == stream and f"hit_rate_{g}" in e]
+            if mine:
+                out[g][f"hit_rate_{stream}"] = float(np.mean([e[f"hit_rate_{g}"] for e in mine]))
+                out[g][f"lag_null_{stream}"] = float(np.mean([e[f"lag_null_{g}"] for e in mine]))
+    return out
 
 
 def _compare(flat: list[dict], streams: list[str]) -> dict:

@@ -82,6 +82,29 @@ FILLER = (
     "{Sub} walked to the other side of the {place}.",
 )
 
+VERBS = ("was", "had", "found", "picked", "came", "went", "saw", "said", "ate", "played", "felt", "ran", "sat",
+         "sang", "looked", "jumped", "gave", "counted", "drew", "walked", "wanted", "laughed", "smiled", "called",
+         "planted", "spilled", "lost", "forgot", "began", "blew", "fell", "melted", "hurt", "named", "rest", "play",
+         "walk", "close", "coming", "running")
+# the word classes the head-diversity measure sorts keys into (every other token is "other")
+WORD_CLASSES = {
+    "name": frozenset(GIRLS + BOYS + PET_NAMES),
+    "noun": frozenset(OBJECTS + PETS + PLACES + tuple(word for _, word, _ in CAUSES)),
+    "determiner": frozenset(("a", "an", "the", "some", "his", "her")),
+    "verb": frozenset(VERBS),
+    "pronoun": frozenset(("he", "she", "they", "it", "i")),
+    "punctuation": frozenset((".", ",", "!", "?", '"', '."', '!"', '?"', ',"')),
+}
+
+
+def word_class(token_text: str) -> str:
+    """The class of one token's text (spaces stripped; names as written, other words lower-cased)."""
+    word = token_text.strip()
+    for name, words in WORD_CLASSES.items():
+        if word in words or (name != "name" and word.lower() in words):
+            return name
+    return "other"
+
 
 @dataclass(frozen=True)
 class Dependency:

@@ -23,7 +23,7 @@ from prism_lm.checkpoint.training import load_training_checkpoint, save_training
 from prism_lm.config import TrainConfig, resolve_vocab_size, to_dict
 from prism_lm.data.loader import RandomWindows, make_loader
 from prism_lm.data.shards import ShardSet
-from prism_lm.errors import PrismError, warn
+from prism_lm.errors import DivergedError, PrismError, warn
 from prism_lm.model import PrismLM
 from prism_lm.run_dir import RunDir
 from prism_lm.train.metrics import MetricsWriter, flops_per_token, peak_flops, read_metrics
@@ -222,7 +222,7 @@ def _train(cfg: TrainConfig, resume: str | None, allow_config_change: bool, worl
         if not math.isfinite(value):
             good = run.newest_verified() if world.is_main else None
             kept = f"last good checkpoint: {good}" if good else "no verified checkpoint"
-            raise PrismError(f"training loss became {value} at step {at_step}; stopped ({kept})")
+            raise DivergedError(f"training loss became {value} at step {at_step}; stopped ({kept})")
 
     def evaluate(at_step: int, lr: float, best: float | None) -> float | None:
         """Log an eval record; when val improves, ``best`` becomes a copy of the newest checkpoint."""
@@ -248,7 +248,8 @@ def _train(cfg: TrainConfig, resume: str | None, allow_config_change: bool, worl
             lr = lr_at(step, cfg.optim)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            lam = prism_lambda_at(step, lambda_tmax, cfg.model.lambda_start, cfg.model.lambda_end)
+            lam = prism_lambda_at(step, lambda_tmax, cfg.model.lambda_start, cfg.model.lambda_end,
+                                 cfg.model.lambda_schedule)
             model.set_scheduled_lambda(lam)
             if step % cfg.run.eval_interval == 0:
                 best_val = evaluate(step, lr, best_val)

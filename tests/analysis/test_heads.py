@@ -132,3 +132,49 @@ def test_head_statistics_and_antecedent_hits_agree_with_direct_capture(tmp_path)
     nulls = [e["antecedent_lag_null"] for e in stats["heads"]]
     assert all(0 <= x <= 1 for x in nulls) and 0 < stats["far_lag"] < T  # a lag a window can hold
     assert stats["recall_loss"]["recall_tokens"] + stats["recall_loss"]["other_tokens"] == 3 * T
+
+
+def test_word_classes_of_the_embedded_generator():
+    from prism_lm.data.embedded import word_class
+
+    assert word_class(" Lily") == "name" and word_class(" key") == "noun" and word_class(" the") == "determiner"
+    assert word_class(" The") == "determiner" and word_class(" found") == "verb" and word_class(".") == "punctuation"
+    assert word_class(" she") == "pronoun" and word_class(" zebra") == "other" and word_class(" lily") == "other"
+
+
+def test_js_distance_is_zero_for_equal_one_for_disjoint_and_symmetric():
+    from prism_lm.analysis.heads import js_distance, stream_diversity
+
+    p, q = np.array([0.5, 0.5, 0.0]), np.array([0.0, 0.0, 1.0])
+    assert js_distance(p, p) == pytest.approx(0.0, abs=1e-9)
+    assert js_distance(p, q) == pytest.approx(1.0)
+    r = np.array([0.2, 0.3, 0.5])
+    assert js_distance(p, r) == pytest.approx(js_distance(r, p))
+    same = np.array([[1.0, 2.0, 3.0]] * 4)
+    specialised = np.eye(4)[:, :3] + 1e-12
+    assert stream_diversity(same) == pytest.approx(0.0, abs=1e-6)
+    assert stream_diversity(specialised) > 0.8 > stream_diversity(same)
+
+
+def test_head_diversity_and_recall_by_kind_on_the_embedded_corpus(tmp_path):
+    from prism_lm.analysis.heads import head_statistics
+    from prism_lm.data.prepare import prepare
+    from prism_lm.data.shards import ShardSet
+
+    prepare(["embedded:200"], tmp_path, val_fraction=0.2, compact_vocab=True, progress=False)
+    shards = ShardSet(tmp_path, "val")
+    model = PrismLM(tiny_config(vocab_size=shards.vocab_size, block_size=128)).eval()
+    stats = head_statistics(model, shards, max_windows=8)
+    div = stats["diversity"]
+    assert set(div["mean"]) == {"signal", "noise"} and len(div["per_layer"]["signal"]) == 2
+    assert all(0 <= v <= 1 for v in div["mean"].values())
+    recall = stats["recall_loss"]
+    kinds = recall["by_kind"]
+    assert set(kinds) <= {"object", "name", "pet", "cause"} and kinds
+    assert sum(k["tokens"] for k in kinds.values()) == recall["recall_tokens"]
+    assert sum(b["tokens"] for b in recall["by_distance"].values()) == recall["recall_tokens"]
+    some = next(iter(kinds.values()))
+    assert {"hit_rate_signal", "lag_null_signal", "hit_rate_noise", "lag_null_noise", "loss"} <= set(some)
+    # the mean recall loss is the token-weighted mean of the per-kind losses
+    weighted = sum(k["loss"] * k["tokens"] for k in kinds.values()) / recall["recall_tokens"]
+    assert weighted == pytest.approx(recall["recall_mean"])

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import prism_lm
-from prism_lm.errors import PrismError
+from prism_lm.errors import DivergedError, PrismError
 from prism_lm.train import loop
 from prism_lm.train.loop import optimizer_groups, train
 from prism_lm.train.metrics import read_metrics
@@ -79,7 +79,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(data, tmp_path, monkeypat
         return out
 
     monkeypatch.setattr(loop.PrismLM, "forward", poisoned)
-    with pytest.raises(PrismError, match=r"training loss became nan at step 6.*last good checkpoint: .*step-000004"):
+    with pytest.raises(DivergedError, match=r"training loss became nan at step 6.*last good checkpoint: .*step-000004"):
         train(tiny_config(data, tmp_path / "run"))
     ckpts = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
     assert ckpts == ["step-000004"]
@@ -125,6 +125,14 @@ def test_lambda_anneal_iters_sets_the_schedule_length(data, tmp_path):
     short, whole = lam(tmp_path / "short"), lam(tmp_path / "whole")
     assert short[5] == pytest.approx(0.1) and short[3] == pytest.approx(prism_lambda_at(2, 4, 0.01, 0.1))
     assert whole[5] == pytest.approx(prism_lambda_at(4, 12, 0.01, 0.1)) and whole[5] < 0.1
+
+
+def test_a_constant_lambda_schedule_holds_lambda_start(data, tmp_path):
+    run = tmp_path / "constant"
+    train(tiny_config(data, run, **{"model.lambda_schedule": '"constant"', "model.lambda_start": 0.0}))
+    lambdas = {r["prism_lambda"] for r in read_metrics(run / "metrics.jsonl")}
+    assert lambdas == {0.0}
+    assert prism_lm.load_model(run / "checkpoints" / "step-000012").lambdas() == [0.0, 0.0]
 
 
 def test_sequential_sampler_trains_and_resumes_exactly(data, tmp_path):

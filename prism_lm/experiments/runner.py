@@ -1,0 +1,345 @@
+"""``prism sweep run``: expand experiment files to runs and run them, N at a time or on Slurm.
+
+Layout of a sweep folder::
+
+    OUT/sweep.json            the plan: every experiment, its runs (arm, grid point, seed, folder)
+    OUT/data/<source>/        data the experiment files ask the sweep to prepare (``data = "embedded:6000"``)
+    OUT/runs/<name>/          one folder per run: job.json, train/ (the run directory), log.txt, result.json
+    OUT/submitit/             submitit's own files (its executors only)
+
+Design choices:
+- Resumable by construction: a run with a ``result.json`` is skipped; any other is started with
+  ``resume="auto"``, so an interrupted one continues from its last checkpoint exactly, and a run
+  killed before its first checkpoint starts over.
+- One sweep writes a folder at a time (a lock); a folder that holds another experiment's runs is
+  refused unless ``extend``; a run whose recorded config differs from the plan is refused.
+- Local workers are processes (``python -m prism_lm.experiments.job``), by default one per CPU,
+  each given ``cpus // workers`` threads; a failure is reported with its log and does not stop the others.
+- The Slurm path goes through submitit, whose local executor runs the same submission code as
+  local processes (``--executor submitit-local``: how that path is tested, and a dry run of a
+  cluster sweep on one machine).
+- SIGINT/SIGTERM: every running run is asked to stop (it saves a checkpoint), the sweep waits for
+  them and exits with status 130; running the same command again continues.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from prism_lm.config import TrainConfig, from_dict, to_dict
+from prism_lm.errors import PrismError
+from prism_lm.experiments.job import INTERRUPTED, JOB_FORMAT, read_job, read_result
+from prism_lm.experiments.spec import Experiment, PlannedRun, identity, load_experiments
+from prism_lm.files import WriterLock, read_tagged_json, replace_json
+
+PLAN_FORMAT = "prism-lm sweep plan v1"
+EXECUTORS = ("local", "slurm", "submitit-local")
+
+
+@dataclass(eq=False)
+class Task:
+    run: PlannedRun
+    path: Path
+    handle: object = None
+    started: float = 0.0
+
+
+def available_cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def plan(experiments: list[Experiment], out: Path) -> dict:
+    """{"experiments": {name: {...}}, "runs": {folder: identity}}: each experiment's runs by folder
+    (a run shared by several experiments has one folder, named after its first appearance)."""
+    folders: dict[str, str] = {}
+    body = {}
+    for e in experiments:
+        runs = []
+        for r in e.runs:
+            folder = folders.setdefault(r.identity, r.name)
+            runs.append({"arm": r.arm, "group": r.group, "grid": r.grid, "seed": r.seed, "folder": folder})
+        body[e.name] = {"file": str(e.path), "description": e.description, "seeds": e.seeds, "arms": e.arms,
+                        "groups": e.groups, "runs": runs, "verdicts": [vars(v) for v in e.verdicts],
+                        "evaluate": vars(e.evaluate)}
+    return {"experiments": body, "runs": {folder: identity for identity, folder in folders.items()}}
+
+
+def _merge_plan(out: Path, new: dict, extend: bool) -> dict:
+    path = out / "sweep.json"
+    if not path.is_file():
+        return new
+    old = read_tagged_json(path, PLAN_FORMAT, "a sweep plan")
+    added = sorted(set(new["runs"]) - set(old["runs"]))
+    if added and not extend:
+        raise PrismError(f"{out} holds the runs of another experiment file ({len(added)} planned runs are not in it, "
+                         f"e.g. {added[0]}); use a new --out, or pass --extend to add them")
+    return {"experiments": {**old["experiments"], **new["experiments"]}, "runs": {**old["runs"], **new["runs"]}}
+
+
+def _prepare_data(experiments: list[Experiment], out: Path, log) -> None:
+    """Prepare every ``data = SOURCE`` once into OUT/data/<slug> and point its runs there."""
+    from prism_lm.data.prepare import prepare
+    from prism_lm.data.shards import read_manifest
+
+    for source in sorted({e.data_source for e in experiments if e.data_source}):
+        target = (out / "data" / source.replace(":", "-").replace("/", "_")).resolve()
+        try:
+            read_manifest(target)
+        except PrismError:
+            log(f"[sweep] preparing {source} in {target}")
+            prepare([source], target, val_fraction=0.05, compact_vocab=True, progress=False)
+        for e in experiments:
+            for r in e.runs:
+                if r.data_source == source:
+                    r.config.data.dir = str(target)
+
+
+def _tasks(experiments: list[Experiment], new_plan: dict, out: Path) -> dict[Task, dict]:
+    """One task per run folder, with the evaluation every experiment sharing it asks for (contexts
+    united, the most head windows, the untrained model if any asks)."""
+    tasks: dict[str, tuple[Task, dict]] = {}
+    for e in experiments:
+        for r, entry in zip(e.runs, new_plan["experiments"][e.name]["runs"], strict=True):
+            want = vars(e.evaluate)
+            if entry["folder"] not in tasks:
+                tasks[entry["folder"]] = (Task(r, out / "runs" / entry["folder"]), dict(want))
+                continue
+            spec = tasks[entry["folder"]][1]
+            spec["contexts"] = sorted(set(spec["contexts"]) | set(want["contexts"]))
+            spec["head_windows"] = max(spec["head_windows"], want["head_windows"])
+            spec["initial"] = spec["initial"] or want["initial"]
+    return dict(tasks.values())
+
+
+def _write_job(task: Task, evaluate: dict) -> None:
+    r = task.run
+    r.config.run.out_dir = str((task.path / "train").resolve())
+    r.config.run.progress = False
+    body = {"config": to_dict(r.config), "identity": r.identity, "evaluate": evaluate,
+            "labels": {"experiment": r.experiment, "arm": r.arm, "group": r.group, "seed": r.seed, **r.grid}}
+    job_path = task.path / "job.json"
+    if job_path.is_file():  # the folder name holds the identity; the recorded config must still have it
+        recorded = read_job(task.path)
+        was = identity(from_dict(TrainConfig, recorded["config"]), r.data_source)
+        if was != r.identity:
+            raise PrismError(f"run {task.path} was started with a different config (identity {was}, planned "
+                             f"{r.identity}); refusing to mix (move it aside to start it again)")
+    task.path.mkdir(parents=True, exist_ok=True)
+    replace_json(job_path, body, JOB_FORMAT)
+
+
+def run_sweep(file: str | Path, out: str | Path, workers: int | None = None, executor: str = "local",
+              extend: bool = False, log=print) -> int:
+    """Run every unfinished run of ``file`` into ``out``; returns the exit status (0 all finished,
+    1 some failed, 130 stopped by a signal)."""
+    if executor not in EXECUTORS:
+        raise PrismError(f"--executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
+    if workers is not None and workers < 1:
+        raise PrismError(f"--workers must be >= 1, got {workers}")
+    experiments = load_experiments(file)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with WriterLock(out / ".lock", f"sweep folder {out}"):
+        new_plan = plan(experiments, out)
+        merged = _merge_plan(out, new_plan, extend)
+        _prepare_data(experiments, out, log)
+        tasks, finished = [], 0
+        for task, spec in _tasks(experiments, new_plan, out).items():
+            _write_job(task, spec)
+            result = read_result(task.path)
+            if result is not None and result["evaluate"] == spec:
+                finished += 1
+            else:
+                tasks.append(task)
+        replace_json(out / "sweep.json", merged, PLAN_FORMAT)
+        total = finished + len(tasks)
+        log(f"[sweep] {total} runs in {len(experiments)} experiment(s): {finished} finished, {len(tasks)} to run "
+            f"({executor})")
+        if not tasks:
+            return 0
+        if executor == "local":
+            pool = LocalPool(workers or default_workers())
+        else:
+            slurm = next((e.slurm for e in experiments if e.slurm), {})
+            pool = SubmititPool(out / "submitit", executor, workers or len(tasks), slurm)
+        return _drive(pool, tasks, finished, total, log)
+
+
+def default_workers() -> int:
+    """One run per CPU, one thread each: for the tiny configs on 2 cores, two one-thread runs did 1.32x
+    the steps per second of one two-thread run (benchmarks/RESULTS.md). Bigger models: pass --workers."""
+    return available_cpus()
+
+
+def _drive(pool, tasks: list[Task], finished: int, total: int, log) -> int:
+    pending, running, failed, interrupted = list(tasks), [], [], 0
+    stop = {"signal": None}
+
+    def handle(signum, frame):
+        if stop["signal"] is None:
+            log(f"[sweep] {signal.Signals(signum).name}: stopping {len(running)} running run(s) after their next "
+                f"checkpoint; run the same command again to continue")
+        stop["signal"] = signum
+        for task in running:
+            pool.stop(task)
+
+    old = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
+    bar = _progress(total, finished)
+    try:
+        while pending or running:
+            while pending and len(running) < pool.workers and stop["signal"] is None:
+                task = pending.pop(0)
+                pool.start(task)
+                task.started = time.time()
+                running.append(task)
+            for task, status, detail in pool.poll(running):
+                running.remove(task)
+                seconds = time.time() - task.started
+                if status in ("done", "diverged"):
+                    finished += 1
+                    bar.update(1)
+                    _say(bar, log, f"[sweep] {finished}/{total} {status}: {task.path.name} ({seconds:.0f}s)"
+                         + _headline(task.path))
+                elif status == "interrupted":
+                    interrupted += 1
+                else:
+                    failed.append(task)
+                    _say(bar, log, f"[sweep] FAILED: {task.path.name}: {detail} (log: {pool.log_of(task)})")
+            if stop["signal"] is not None and not running:
+                break
+            time.sleep(0.2)
+    finally:
+        bar.close()
+        for s, h in old.items():
+            signal.signal(s, h)
+    left = total - finished
+    if stop["signal"] is not None:
+        log(f"[sweep] stopped: {finished}/{total} finished, {left} left; run the same command again to continue")
+        return 130
+    if failed:
+        log(f"[sweep] {len(failed)} run(s) failed: " + ", ".join(t.path.name for t in failed))
+        return 1
+    log(f"[sweep] all {total} runs finished")
+    return 0
+
+
+def _headline(run_dir: Path) -> str:
+    result = read_result(run_dir)
+    row = result["row"] if result else {}
+    losses = [f"{k} {v:.3f}" for k, v in row.items() if k.startswith("val_loss_") and v is not None]
+    return f", {', '.join(losses)}" if losses else ""
+
+
+def _progress(total: int, initial: int):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc="sweep", unit="run", disable=not sys.stderr.isatty(),
+                dynamic_ncols=True)
+
+
+def _say(bar, log, line: str) -> None:
+    if bar.disable:
+        log(line)
+    else:
+        bar.write(line)
+
+
+class LocalPool:
+    """Runs as child processes of this one, ``cpus // workers`` threads each."""
+
+    def __init__(self, workers: int):
+        self.workers = workers
+        self.threads = max(1, available_cpus() // workers)
+
+    def start(self, task: Task) -> None:
+        env = {**os.environ, "OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads),
+               "PYTHONUNBUFFERED": "1"}
+        log = open(self.log_of(task), "a", encoding="utf-8")  # noqa: SIM115 (closed in poll)
+        log.write(f"--- started {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        log.flush()
+        # its own session: a Ctrl-C reaches the sweep, which asks each run to stop exactly once
+        task.handle = (subprocess.Popen([sys.executable, "-m", "prism_lm.experiments.job", str(task.path),
+                                         str(self.threads)], stdout=log, stderr=subprocess.STDOUT, env=env,
+                                        start_new_session=True), log)
+
+    def poll(self, running: list[Task]):
+        for task in list(running):
+            proc, log = task.handle
+            code = proc.poll()
+            if code is None:
+                continue
+            log.close()
+            if code == 0:
+                yield task, ("diverged" if read_result(task.path)["diverged"] else "done"), ""
+            elif code == INTERRUPTED:
+                yield task, "interrupted", ""
+            else:
+                yield task, "failed", _last_error(self.log_of(task), code)
+
+    def stop(self, task: Task) -> None:
+        proc, _ = task.handle
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+
+    def log_of(self, task: Task) -> Path:
+        return task.path / "log.txt"
+
+
+def _last_error(log: Path, code: int) -> str:
+    lines = [line for line in log.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error:") or "Error" in line]
+    return (errors or lines or [f"exit status {code}"])[-1].strip()
+
+
+class SubmititPool:
+    """Submits runs through submitit: to Slurm, or to its local executor (same code, local processes)."""
+
+    def __init__(self, folder: Path, executor: str, workers: int, slurm: dict):
+        try:
+            import submitit
+        except ImportError:
+            raise PrismError("--executor slurm needs submitit: pip install submitit") from None
+        cluster = "slurm" if executor == "slurm" else "local"
+        self.executor = submitit.AutoExecutor(folder=str(folder), cluster=cluster)
+        params = {"timeout_min": slurm.get("timeout_min", 60), "name": "prism-sweep"}
+        if "cpus_per_task" in slurm:
+            params["cpus_per_task"] = slurm["cpus_per_task"]
+        if "gpus_per_node" in slurm:
+            params["gpus_per_node"] = slurm["gpus_per_node"]
+        if cluster == "slurm":
+            params.update({f"slurm_{k}": v for k, v in slurm.items()
+                           if k in ("partition", "account", "qos")})
+            if "mem_gb" in slurm:
+                params["mem_gb"] = slurm["mem_gb"]
+        self.executor.update_parameters(**params)
+        self.workers = workers
+        self.threads = slurm.get("cpus_per_task", 0) if cluster == "slurm" else max(1, available_cpus() // workers)
+
+    def start(self, task: Task) -> None:
+        from prism_lm.experiments.job import run_job
+
+        task.handle = self.executor.submit(run_job, str(task.path), self.threads)
+
+    def poll(self, running: list[Task]):
+        for task in list(running):
+            job = task.handle
+            if not job.done():
+                continue
+            try:
+                status = job.result()
+            except Exception as exc:  # submitit re-raises the job's failure here, whatever it was
+                yield task, "failed", str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+                continue
+            yield task, status, ""
+
+    def stop(self, task: Task) -> None:
+        task.handle.cancel(check=False)
+
+    def log_of(self, task: Task) -> Path:
+        return Path(task.handle.paths.stderr)

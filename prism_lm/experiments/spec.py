@@ -1,0 +1,264 @@
+"""Experiment files: a base config, overrides, named arms, grid axes and seeds, expanded to runs.
+
+An experiment file (TOML) is either one experiment or a suite that includes others::
+
+    name = "c1-prism-vs-gpt-tiny"     # optional, default: the file's stem
+    description = "what it tests"
+    base = "tiny-prism-cpu"          # a shipped config name or a path (relative to the file)
+    seeds = [0, 1, 2]
+    data = "embedded:6000"           # optional: a source the sweep prepares once into OUT/data/
+    [set.run]                        # overrides for every run, by config section
+    max_iters = 300
+    [arms.prism-pi.model]            # one table per arm; an arm may name its own base
+    freq_multiplier = "pi"
+    [arms.gpt]
+    base = "tiny-gpt-cpu"
+    [grid]                           # optional axes: every arm runs at every combination
+    "optim.lr" = [3e-3, 1e-2]
+    [evaluate]                       # what runs after training (see EvaluateSpec)
+    contexts = [128]
+    [[verdicts]]                     # claims the report decides from the numbers (see Verdict)
+    claim = "PRISM beats GPT-RoPE"
+    metric = "val_loss_128"
+    arm = "prism-pi"
+    baseline = "gpt-rope"
+    better = "lower"
+
+    # a suite:
+    include = ["c1.toml", "c2.toml"]
+
+Design choices:
+- Loading is as strict as configs: unknown keys, arms, verdict metrics' arms and config keys are
+  one-line errors, and every run's config is validated before anything starts.
+- A run is identified by its resolved training config (less where it writes, where its data sits
+  and whether it shows a progress bar) plus the data source: the first 10 hex digits of a sha256.
+  Runs with the same identity are the same run, so a suite's experiments share them.
+- Evaluation settings are not part of the identity: changing them re-evaluates, never retrains.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prism_lm.config import TrainConfig, apply_overrides, from_dict, resolve_config_path, to_dict, tomllib
+from prism_lm.errors import PrismError
+
+EXPERIMENT_KEYS = {"name", "description", "base", "seeds", "data", "set", "arms", "grid", "evaluate", "verdicts",
+                   "slurm", "expected_minutes"}
+VERDICT_KEYS = {"claim", "metric", "arm", "baseline", "null", "better"}
+SLURM_KEYS = {"partition", "timeout_min", "cpus_per_task", "gpus_per_node", "mem_gb", "account", "qos"}
+# what does not change a run's numbers: left out of its identity
+IDENTITY_EXCLUDED = {("run", "out_dir"), ("run", "progress"), ("data", "dir")}
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+
+
+@dataclass
+class EvaluateSpec:
+    """What runs after a run's training; each result lands in the run's row of the table."""
+
+    contexts: list[int] = field(default_factory=list)  # whole-val-split loss at each context ([]: block size)
+    head_windows: int = 32  # windows of head statistics (0: none)
+    initial: bool = True  # the same head statistics for the run's untrained model (its step 0)
+
+    def validate(self) -> None:
+        if any(c < 1 for c in self.contexts):
+            raise PrismError(f"evaluate.contexts must be >= 1, got {self.contexts}")
+        if self.head_windows < 0:
+            raise PrismError(f"evaluate.head_windows must be >= 0, got {self.head_windows}")
+
+
+@dataclass
+class Verdict:
+    """A claim decided by a 95% seed-level interval: of ``arm`` minus ``baseline`` (paired by seed)
+    or, without a baseline, of ``arm``'s values minus ``null``. ``better``: which direction supports it."""
+
+    claim: str
+    metric: str
+    arm: str
+    baseline: str | None = None
+    null: float = 0.0
+    better: str = "lower"
+
+
+@dataclass
+class PlannedRun:
+    experiment: str
+    arm: str
+    group: str  # arm plus its grid point, e.g. "prism/lr=0.01"
+    grid: dict[str, Any]
+    seed: int
+    config: TrainConfig
+    identity: str
+    data_source: str | None
+
+    @property
+    def name(self) -> str:
+        return f"{self.group.replace('/', '_').replace('=', '')}-s{self.seed}-{self.identity}"
+
+
+@dataclass
+class Experiment:
+    name: str
+    path: Path
+    description: str
+    seeds: list[int]
+    arms: list[str]
+    groups: list[str]
+    data_source: str | None
+    evaluate: EvaluateSpec
+    verdicts: list[Verdict]
+    slurm: dict[str, Any]
+    expected_minutes: float | None
+    runs: list[PlannedRun]
+
+
+def load_experiments(path: str | Path) -> list[Experiment]:
+    """Every experiment of a file (a suite's included files, in order), expanded and validated."""
+    path = Path(path)
+    experiments = _load(path, seen=())
+    names = [e.name for e in experiments]
+    duplicate = next((n for n in names if names.count(n) > 1), None)
+    if duplicate:
+        raise PrismError(f"{path}: two experiments are named {duplicate!r}")
+    return experiments
+
+
+def _read(path: Path) -> dict:
+    if not path.is_file():
+        raise PrismError(f"experiment file not found: {path}")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise PrismError(f"experiment file {path} is not valid TOML: {exc}") from None
+
+
+def _load(path: Path, seen: tuple[Path, ...]) -> list[Experiment]:
+    if path.resolve() in seen:
+        raise PrismError(f"{path} includes itself")
+    data = _read(path)
+    if "include" in data:
+        extra = set(data) - {"include", "description", "expected_minutes"}
+        if extra:
+            raise PrismError(f"{path}: a suite holds only include, description and expected_minutes, "
+                             f"not {sorted(extra)[0]!r}")
+        if not isinstance(data["include"], list) or not data["include"]:
+            raise PrismError(f"{path}: include must be a non-empty list of experiment files")
+        return [e for item in data["include"] for e in _load(path.parent / item, (*seen, path.resolve()))]
+    return [_experiment(path, data)]
+
+
+def _experiment(path: Path, data: dict) -> Experiment:
+    where = str(path)
+    unknown = set(data) - EXPERIMENT_KEYS
+    if unknown:
+        raise PrismError(f"{where}: unknown key {sorted(unknown)[0]!r} (known: {', '.join(sorted(EXPERIMENT_KEYS))})")
+    for key in ("base", "seeds", "arms"):
+        if key not in data:
+            raise PrismError(f"{where}: missing {key!r}")
+    name = data.get("name", path.stem)
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise PrismError(f"{where}: name must be letters, digits, '-', '_', '.', got {name!r}")
+    seeds = data["seeds"]
+    if not (isinstance(seeds, list) and seeds and all(isinstance(s, int) and s >= 0 for s in seeds)) \
+            or len(set(seeds)) != len(seeds):
+        raise PrismError(f"{where}: seeds must be a non-empty list of distinct integers >= 0, got {seeds!r}")
+    arms = data["arms"]
+    if not isinstance(arms, dict) or not arms:
+        raise PrismError(f"{where}: arms must hold at least one [arms.NAME] table")
+    for arm in arms:
+        if not _NAME.fullmatch(arm):
+            raise PrismError(f"{where}: arm name {arm!r} must be letters, digits, '-', '_', '.'")
+    grid = data.get("grid", {})
+    for key, values in grid.items():
+        if key.count(".") != 1 or not isinstance(values, list) or not values:
+            raise PrismError(f"{where}: grid axis {key!r} must be 'section.key' = [values]")
+    data_source = data.get("data")
+    if data_source is not None and not isinstance(data_source, str):
+        raise PrismError(f"{where}: data must be a source string such as 'embedded:6000'")
+    evaluate = from_dict(EvaluateSpec, data.get("evaluate", {}), "evaluate")
+    evaluate.validate()
+    slurm = data.get("slurm", {})
+    if set(slurm) - SLURM_KEYS:
+        raise PrismError(f"{where}: unknown slurm key {sorted(set(slurm) - SLURM_KEYS)[0]!r} "
+                         f"(known: {', '.join(sorted(SLURM_KEYS))})")
+
+    runs, groups = [], []
+    axes = list(grid.items())
+    for arm, overrides in arms.items():
+        for point in itertools.product(*(values for _, values in axes)) if axes else [()]:
+            point_map = dict(zip([k for k, _ in axes], point, strict=True))
+            group = arm + "".join(f"/{k.split('.')[1]}={v}" for k, v in point_map.items())
+            groups.append(group)
+            for seed in seeds:
+                cfg = _run_config(path, data.get("base"), data.get("set", {}), arm, overrides, point_map, seed)
+                if data_source is None:  # the data a run reads, wherever the sweep is started from
+                    cfg.data.dir = str(Path(cfg.data.dir).resolve())
+                runs.append(PlannedRun(name, arm, group, point_map, seed, cfg, identity(cfg, data_source),
+                                       data_source))
+    verdicts = [_verdict(where, v, groups) for v in data.get("verdicts", [])]
+    return Experiment(name, path, data.get("description", ""), seeds, list(arms), groups, data_source, evaluate,
+                      verdicts, slurm, data.get("expected_minutes"), runs)
+
+
+def _sections(where: str, table: dict) -> list[str]:
+    """``{section: {key: value}}`` as ``section.key=value`` strings (TOML values re-encoded)."""
+    if not isinstance(table, dict):
+        raise PrismError(f"{where} must be a table of config sections")
+    out = []
+    for section, values in table.items():
+        if not isinstance(values, dict):
+            raise PrismError(f"{where}.{section} must be a table of config keys")
+        out += [f"{section}.{key}={json.dumps(value)}" for key, value in values.items()]
+    return out
+
+
+def _run_config(path: Path, base: str, common: dict, arm: str, arm_table: dict, point: dict, seed: int
+                ) -> TrainConfig:
+    arm_table = dict(arm_table)
+    arm_base = arm_table.pop("base", base)
+    base_path = path.parent / arm_base if (path.parent / arm_base).is_file() else arm_base
+    source = resolve_config_path(base_path)
+    try:
+        data = tomllib.loads(source.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise PrismError(f"base config {source} is not valid TOML: {exc}") from None
+    sets = (_sections(f"{path}: set", common) + _sections(f"{path}: arms.{arm}", arm_table)
+            + [f"{k}={json.dumps(v)}" for k, v in point.items()] + [f"run.seed={seed}"])
+    try:
+        cfg = from_dict(TrainConfig, apply_overrides(data, sets))
+        cfg.validate()
+    except PrismError as exc:
+        raise PrismError(f"{path}, arm {arm!r}: {exc}") from None
+    return cfg
+
+
+def identity(cfg: TrainConfig, data_source: str | None) -> str:
+    """10 hex digits naming what a run computes (its config, less IDENTITY_EXCLUDED, and its data)."""
+    body = {s: {k: v for k, v in values.items() if (s, k) not in IDENTITY_EXCLUDED}
+            for s, values in to_dict(cfg).items()}
+    body["data_source"] = data_source if data_source is not None else cfg.data.dir
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def _verdict(where: str, table: dict, groups: list[str]) -> Verdict:
+    unknown = set(table) - VERDICT_KEYS
+    if unknown:
+        raise PrismError(f"{where}: unknown verdict key {sorted(unknown)[0]!r} "
+                         f"(known: {', '.join(sorted(VERDICT_KEYS))})")
+    try:
+        verdict = Verdict(**table)
+    except TypeError:
+        raise PrismError(f"{where}: a verdict needs claim, metric and arm") from None
+    for label in (verdict.arm, verdict.baseline):
+        if label is not None and label not in groups:
+            raise PrismError(f"{where}: verdict {verdict.claim!r} names unknown arm {label!r} "
+                             f"(arms: {', '.join(groups)})")
+    if verdict.better not in ("lower", "higher"):
+        raise PrismError(f"{where}: verdict better must be 'lower' or 'higher', got {verdict.better!r}")
+    return verdict

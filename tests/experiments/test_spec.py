@@ -1,0 +1,112 @@
+import pytest
+
+from prism_lm.errors import PrismError
+from prism_lm.experiments.runner import plan
+from prism_lm.experiments.spec import identity, load_experiments
+from tests.experiments.helpers import write_experiment
+
+ISSUE_SHAPE = """
+base = "tiny-prism-cpu"          # a shipped config name or a path
+seeds = [0, 1, 2]
+
+[set.run]                        # overrides for every run
+max_iters = 300
+
+[arms.prism-pi.model]            # one table per arm: its overrides, by config section
+freq_multiplier = "pi"
+
+[arms.prism-m1.model]
+freq_multiplier = 1.0
+"""
+
+
+def test_the_issue_shape_expands_to_arms_times_seeds(tmp_path):
+    path = tmp_path / "exp.toml"
+    path.write_text(ISSUE_SHAPE)
+    (exp,) = load_experiments(path)
+    assert exp.name == "exp" and exp.arms == ["prism-pi", "prism-m1"] and exp.seeds == [0, 1, 2]
+    assert len(exp.runs) == 6
+    pi = [r for r in exp.runs if r.arm == "prism-pi"]
+    assert [r.config.run.seed for r in pi] == [0, 1, 2]
+    assert all(r.config.run.max_iters == 300 for r in exp.runs)
+    assert {r.config.model.freq_multiplier for r in exp.runs} == {"pi", 1.0}
+    assert len({r.identity for r in exp.runs}) == 6  # seed and arm both change what a run computes
+    assert all(r.name == f"{r.arm}-s{r.seed}-{r.identity}" for r in exp.runs)
+
+
+def test_identity_ignores_where_a_run_writes_but_not_what_it_computes(tmp_path):
+    (exp,) = load_experiments(write_experiment(tmp_path))
+    run = exp.runs[0]
+    before = identity(run.config, run.data_source)
+    run.config.run.out_dir, run.config.run.progress = "/elsewhere", False
+    assert identity(run.config, run.data_source) == before
+    run.config.optim.lr *= 2
+    assert identity(run.config, run.data_source) != before
+
+
+def test_grid_axes_multiply_arms_and_name_groups(tmp_path):
+    path = write_experiment(tmp_path, extra='[grid]\n"optim.lr" = [1e-3, 1e-2]\n"model.dropout" = [0.0, 0.1]\n')
+    text = path.read_text().replace('arm = "prism"\n', 'arm = "prism/lr=0.001/dropout=0.0"\n').replace(
+        'baseline = "gpt"', 'baseline = "gpt/lr=0.001/dropout=0.0"')
+    path.write_text(text)
+    (exp,) = load_experiments(path)
+    assert len(exp.groups) == 2 * 2 * 2 and len(exp.runs) == 2 * 2 * 2 * 2
+    assert "gpt/lr=0.01/dropout=0.1" in exp.groups
+    run = next(r for r in exp.runs if r.group == "gpt/lr=0.01/dropout=0.1")
+    assert run.config.optim.lr == 0.01 and run.config.model.dropout == 0.1 and run.config.model.attention == "gpt"
+
+
+def test_a_suite_shares_runs_with_the_same_config(tmp_path):
+    write_experiment(tmp_path, name="a.toml")
+    other = tmp_path / "b.toml"
+    other.write_text(write_experiment(tmp_path, name="tmp.toml").read_text().replace(
+        "[arms.gpt]", '[arms.m1.model]\nfreq_multiplier = 1.0\n[arms.gpt]'))
+    suite = tmp_path / "suite.toml"
+    suite.write_text('include = ["a.toml", "b.toml"]\n')
+    experiments = load_experiments(suite)
+    assert [e.name for e in experiments] == ["a", "b"]
+    layout = plan(experiments, tmp_path)
+    assert len(layout["runs"]) == 6  # a's 4, plus b's two m1 runs; b's prism and gpt are a's
+    folders_a = {r["folder"] for r in layout["experiments"]["a"]["runs"]}
+    folders_b = {r["folder"] for r in layout["experiments"]["b"]["runs"]}
+    assert len(folders_a & folders_b) == 4
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda t: "bogus = 1\n" + t, "unknown key 'bogus'"),
+    (lambda t: t + "\nbogus = 1\n", "unknown verdict key 'bogus'"),
+    (lambda t: t.replace("[arms.prism]", "[arms.prism.model]\nno_such_key = 1\n"), "no_such_key"),
+    (lambda t: t.replace('baseline = "gpt"', 'baseline = "gtp"'), "unknown arm 'gtp'"),
+    (lambda t: t.replace('base = "tiny-prism-cpu"', 'base = "no-such-config"'), "config file not found"),
+    (lambda t: t.replace("seeds = [0, 1]", "seeds = [0, 0]"), "seeds must be"),
+    (lambda t: t.replace("[evaluate]", "[evaluate]\nwindows = 3"), "unknown config key 'evaluate.windows'"),
+    (lambda t: t.replace('better = "lower"', 'better = "less"'), "better must be"),
+    (lambda t: t.replace("max_iters = 8", "max_iters = 0"), "run.max_iters must be >= 1"),
+    (lambda t: t.replace("[evaluate]", "[grid]\nlr = [1]\n[evaluate]"), "'section.key'"),
+])
+def test_bad_experiment_files_are_one_line_errors(tmp_path, edit, message):
+    path = write_experiment(tmp_path)
+    path.write_text(edit(path.read_text()))
+    with pytest.raises(PrismError, match=message) as info:
+        load_experiments(path)
+    assert "\n" not in str(info.value)
+
+
+def test_missing_file_and_self_inclusion(tmp_path):
+    with pytest.raises(PrismError, match="experiment file not found"):
+        load_experiments(tmp_path / "nope.toml")
+    suite = tmp_path / "loop.toml"
+    suite.write_text('include = ["loop.toml"]\n')
+    with pytest.raises(PrismError, match="includes itself"):
+        load_experiments(suite)
+
+
+def test_shipped_claim_files_load_and_name_every_claim():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "experiments"
+    for scale in ("tiny", "sample", "paper"):
+        experiments = load_experiments(root / f"claims-{scale}.toml")
+        assert [e.name.split("-")[0] for e in experiments] == ["c1", "c2", "c3", "c4", "c5"]
+        assert all(e.verdicts for e in experiments)
+        assert all(e.expected_minutes for e in experiments)

@@ -1,0 +1,174 @@
+"""A two-arm, two-seed, few-step sweep end to end: run, skip, report, bad input (fast), then
+interruption and continuation, and the submitit path (slow)."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from prism_lm.errors import PrismError
+from prism_lm.experiments.job import read_result
+from prism_lm.experiments.report import write_report
+from prism_lm.experiments.runner import run_sweep
+from tests.experiments.helpers import write_experiment
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def env() -> dict:
+    return dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    """A finished sweep of the two-arm file: (experiment file, sweep folder, log lines)."""
+    root = tmp_path_factory.mktemp("sweep")
+    path = write_experiment(root)
+    lines = []
+    assert run_sweep(path, root / "out", workers=2, log=lines.append) == 0
+    return path, root / "out", lines
+
+
+def test_a_sweep_runs_every_arm_and_seed_once_in_named_folders(sweep):
+    _, out, lines = sweep
+    folders = sorted(p.name for p in (out / "runs").iterdir())
+    assert len(folders) == 4 and {f.split("-s")[0] for f in folders} == {"prism", "gpt"}
+    assert sum("done:" in line for line in lines) == 4 and lines[-1] == "[sweep] all 4 runs finished"
+    for folder in folders:
+        row = read_result(out / "runs" / folder)["row"]
+        assert row["steps"] == 8 and row["tokens_seen"] == 8 * 4 * 32 and not row["diverged"]
+        assert row["val_loss_16"] > 0 and row["val_loss_32"] > 0 and row["logged_steps"] == 8
+        assert 0 <= row["clipped_fraction"] <= 1 and row["grad_norm_max"] >= row["grad_norm_mean"] > 0
+    prism = read_result(next((out / "runs").glob("prism-s0-*")))["row"]
+    assert {"signal_median_lag", "noise_median_lag", "stream_diff_median_lag", "signal_diversity",
+            "init_stream_diff_median_lag"} <= set(prism)
+
+
+def test_running_again_skips_finished_runs(sweep):
+    path, out, _ = sweep
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/result.json")}
+    lines = []
+    assert run_sweep(path, out, log=lines.append) == 0
+    assert lines == ["[sweep] 4 runs in 1 experiment(s): 4 finished, 0 to run (local)"]
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+
+def test_the_report_has_a_row_per_run_seed_intervals_paired_differences_and_a_verdict(sweep):
+    _, out, _ = sweep
+    paths = write_report(out)
+    rows = list(csv.DictReader(open(paths["csv"], encoding="utf-8")))
+    assert len(rows) == 4 and {r["arm"] for r in rows} == {"prism", "gpt"} and {r["seed"] for r in rows} == {"0", "1"}
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(paths["parquet"])
+    assert table.num_rows == 4 and table.schema.field("val_loss_32").type == "double"
+    report = json.loads(paths["json"].read_text())
+    exp = report["experiments"]["two"]
+    arm = exp["arms"]["prism"]["metrics"]["val_loss_32"]
+    values = [float(r["val_loss_32"]) for r in rows if r["arm"] == "prism"]
+    assert arm["n"] == 2 and arm["mean"] == pytest.approx(sum(values) / 2)
+    half = 12.706 * abs(values[0] - values[1]) / 2 ** 0.5 / 2 ** 0.5  # t(1) * sd / sqrt(n)
+    assert arm["ci95"] == pytest.approx([arm["mean"] - half, arm["mean"] + half])
+    (verdict,) = exp["verdicts"]
+    by_seed = {(r["arm"], r["seed"]): float(r["val_loss_32"]) for r in rows}
+    diffs = [by_seed["prism", s] - by_seed["gpt", s] for s in ("0", "1")]
+    assert verdict["interval"]["mean"] == pytest.approx(sum(diffs) / 2) and verdict["interval"]["seeds"] == [0, 1]
+    assert verdict["verdict"] in ("supported", "contradicted", "inconclusive at this scale")
+    assert "prism trained median_lag" in exp["streams"] and exp["streams"]["prism trained median_lag"]["runs"] == 2
+    md = paths["md"].read_text()
+    assert "Student-t" in md and "| PRISM beats GPT | val_loss_32 | prism | gpt |" in md
+    page = paths["html"].read_text()
+    assert "data:image/png;base64," in page and "src='http" not in page and 'src="http' not in page
+    assert (out / "report" / "figures" / "two_loss.png").is_file()
+
+
+def test_a_folder_of_another_experiment_is_refused_unless_extended(sweep, tmp_path):
+    path, out, _ = sweep
+    other = write_experiment(tmp_path, extra="", name="other.toml")
+    other.write_text(other.read_text().replace("seeds = [0, 1]", "seeds = [0, 1, 2]"))
+    with pytest.raises(PrismError, match="holds the runs of another experiment file.*--extend"):
+        run_sweep(other, out, log=lambda _: None)
+    assert len(list((out / "runs").iterdir())) == 4  # nothing started, nothing lost
+
+
+def test_a_run_whose_recorded_config_changed_is_refused(sweep, tmp_path):
+    path, out, _ = sweep
+    copy = tmp_path / "copy"
+    subprocess.run(["cp", "-r", str(out), str(copy)], check=True)
+    job = next((copy / "runs").glob("prism-s0-*")) / "job.json"
+    data = json.loads(job.read_text())
+    data["config"]["optim"]["lr"] = 0.5
+    job.write_text(json.dumps(data))
+    with pytest.raises(PrismError, match="started with a different config.*refusing to mix"):
+        run_sweep(path, copy, log=lambda _: None)
+
+
+def test_a_failed_run_is_reported_with_its_log_and_the_others_finish(tmp_path):
+    path = write_experiment(tmp_path, steps=2)
+    path.write_text(path.read_text().replace("[arms.gpt]", "[arms.broken.run]\ndevice = \"cuda:7\"\n[arms.gpt]")
+                    .replace("seeds = [0, 1]", "seeds = [0]"))
+    lines = []
+    assert run_sweep(path, tmp_path / "out", workers=1, log=lines.append) == 1
+    failed = [line for line in lines if "FAILED" in line]
+    assert len(failed) == 1 and "broken-s0" in failed[0] and "log.txt" in failed[0]
+    assert sum("done:" in line for line in lines) == 2
+
+
+def test_the_cli_runs_and_reports_and_bad_input_is_one_line(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('base = "tiny-prism-cpu"\nseeds = [0]\n[arms.a]\n[arms.b.model]\nnope = 1\n')
+    proc = subprocess.run([sys.executable, "-m", "prism_lm", "sweep", "run", str(bad), "--out", str(tmp_path / "o")],
+                          capture_output=True, text=True, env=env())
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "nope" in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "prism_lm", "sweep", "report", str(tmp_path)],
+                          capture_output=True, text=True, env=env())
+    assert proc.returncode == 2 and "not a sweep folder" in proc.stderr
+
+
+@pytest.mark.slow
+def test_interrupting_a_sweep_and_running_it_again_continues_exactly(tmp_path):
+    path = write_experiment(tmp_path, steps=40)
+    path.write_text(path.read_text().replace("seeds = [0, 1]", "seeds = [0]"))
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "prism_lm", "sweep", "run", str(path), "--out", str(out), "--workers", "1"]
+    proc = subprocess.Popen(cmd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(out.glob("runs/prism-*/train/checkpoints/step-*")):
+        time.sleep(0.05)  # wait until the first run has saved a checkpoint, then stop the sweep
+    proc.send_signal(signal.SIGINT)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, output
+    assert "run the same command again to continue" in output
+    assert not list(out.glob("runs/*/result.json"))  # the interrupted run has no result yet
+    proc = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    resumed = {read_result(p)["row"]["arm"]: read_result(p)["row"] for p in (out / "runs").iterdir()}
+    # the same file into a new folder, never interrupted: the same numbers
+    assert run_sweep(path, tmp_path / "fresh", workers=1, log=lambda _: None) == 0
+    fresh = {read_result(p)["row"]["arm"]: read_result(p)["row"] for p in (tmp_path / "fresh" / "runs").iterdir()}
+    for arm in ("prism", "gpt"):
+        assert resumed[arm]["val_loss_32"] == fresh[arm]["val_loss_32"]
+        assert resumed[arm]["grad_norm_max"] == fresh[arm]["grad_norm_max"]
+
+
+@pytest.mark.slow
+def test_the_submitit_path_runs_the_same_jobs(tmp_path):
+    pytest.importorskip("submitit")
+    path = write_experiment(tmp_path, steps=4)
+    path.write_text(path.read_text().replace("seeds = [0, 1]", "seeds = [0]"))
+    lines = []
+    assert run_sweep(path, tmp_path / "out", workers=2, executor="submitit-local", log=lines.append) == 0
+    assert sum("done:" in line for line in lines) == 2
+    assert (tmp_path / "out" / "submitit").is_dir()
+    local = []
+    assert run_sweep(path, tmp_path / "local", workers=2, log=local.append) == 0
+    for arm in ("prism", "gpt"):
+        a = read_result(next((tmp_path / "out" / "runs").glob(f"{arm}-s0-*")))["row"]
+        b = read_result(next((tmp_path / "local" / "runs").glob(f"{arm}-s0-*")))["row"]
+        assert a["val_loss_32"] == b["val_loss_32"]
