@@ -68,7 +68,7 @@ def test_shipped_configs_load_by_name_and_path():
     from prism_lm.config import PACKAGED_CONFIGS
 
     names = sorted(p.stem for p in PACKAGED_CONFIGS.glob("*.toml"))
-    assert {"prism-50m-tinystories", "gpt-50m-tinystories", "diff-50m-tinystories", "gpt2-22m-tinystories",
+    assert {"prism-50m-tinystories", "gpt-50m-tinystories", "diff-50m-tinystories", "gpt2-30m-tinystories",
             "tiny-prism-cpu", "tiny-gpt-cpu"} <= set(names)
     for name in names:
         assert load_train_config(name) == load_train_config(PACKAGED_CONFIGS / f"{name}.toml")

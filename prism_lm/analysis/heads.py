@@ -28,6 +28,11 @@ and recall tokens again by dependency kind (object, name, pet, cause) and by dis
 each stream's hit rate and lag-matched null per kind: only some kinds are predictable from context,
 and the mean over all of them hides which.
 
+The **logit-lag correlation** is the empirical counterpart of the RoPE cross-kernel: each head's
+pre-softmax logit as a function of lag (log-probabilities centred over each query's visible keys,
+which removes the softmax's per-query constant), averaged over queries, and for two-stream kinds
+the correlation between signal head h's and noise head h's profiles.
+
 **Head diversity** (how different the heads of one stream are): each head's attention mass is summed
 by the word class of the key (names, nouns, determiners, verbs, pronouns, punctuation, other; the
 classes of the embedded generator, ``data.embedded.word_class``) and normalised to a distribution;
@@ -69,8 +74,14 @@ def pattern_metrics(A: torch.Tensor, far: int | None = None) -> dict[str, torch.
     beyond = (A * (lag > 64)).sum(-1).mean(dim=(0, 2))
     # profile[h, l] = mean over windows and queries i >= l of A[i, i - l]
     profile = torch.stack([torch.diagonal(A, offset=-l, dim1=-2, dim2=-1).mean(dim=(0, 2)) for l in range(T)], -1)
+    # pre-softmax logits up to each query's constant: log-probabilities centred over the visible keys
+    visible = lag.new_ones(T, T).tril().bool()
+    logp = torch.log(A.clamp_min(1e-30)).masked_fill(~visible, 0.0)
+    centred = (logp - logp.sum(-1, keepdim=True) / visible.sum(-1, keepdim=True)).masked_fill(~visible, 0.0)
+    logit_profile = torch.stack([torch.diagonal(centred, offset=-l, dim1=-2, dim2=-1).mean(dim=(0, 2))
+                                 for l in range(T)], -1)
     out = {"mean_distance": mean_distance, "median_lag": median_lag, "entropy": entropy, "mass_within_8": within,
-           "mass_beyond_64": beyond, "profile": profile}
+           "mass_beyond_64": beyond, "profile": profile, "logit_profile": logit_profile}
     if far is not None:
         out["mass_beyond_far"] = (A * (lag > far)).sum(-1).mean(dim=(0, 2))
     return out
@@ -218,11 +229,12 @@ def head_statistics(model: PrismLM, shards: ShardSet, max_windows: int | None = 
             for row, q, key, kind in pairs:
                 hits[layer].append((A[row, :, q, key].numpy(), q - key, kind))
     n = len(windows)
-    layers = []
+    layers, logit_profiles = [], []
     diversity: dict[str, list[float]] = {}
     for layer in range(L):
         m = {k: (v / n).numpy() for k, v in sums[layer].items()}
         profile = m.pop("profile")
+        logit_profiles.append(m.pop("logit_profile"))
         m["profile_sharpness"] = profile_sharpness(profile)
         per_head = []
         labels = [s for s in streams[layer] for _ in range(heads[layer])]
@@ -246,7 +258,7 @@ def head_statistics(model: PrismLM, shards: ShardSet, max_windows: int | None = 
     flat = [e for layer in layers for e in layer]
     names = list(streams[0]) if streams else []
     result = {"windows": n, "tokens": n * T, "heads": flat, "streams": names, "comparison": _compare(flat, names),
-              "far_lag": far,
+              "far_lag": far, "logit_lag": _logit_lag_correlation(logit_profiles, heads, streams),
               "diversity": {"classes": list(CLASSES), "per_layer": diversity,
                             "mean": {s: float(np.mean(v)) for s, v in diversity.items()},
                             "what": "mean pairwise Jensen-Shannon distance (base 2) between the heads of a stream "
@@ -259,6 +271,22 @@ def head_statistics(model: PrismLM, shards: ShardSet, max_windows: int | None = 
     if uniform:
         result["uniform_hit_rate"] = float(np.mean(uniform))  # what a head spreading mass evenly would score
     return result
+
+
+def _logit_lag_correlation(profiles: list[np.ndarray], heads, streams) -> dict | None:
+    """The empirical cross-kernel: per layer, the Pearson correlation over lags 1..T/2 between
+    signal head h's and noise head h's mean logit-versus-lag profile (two-stream kinds only)."""
+    if not profiles or len(streams[0]) != 2:
+        return None
+    per_layer = []
+    for layer, prof in enumerate(profiles):
+        H = heads[layer]
+        lags = slice(1, prof.shape[1] // 2 + 1)
+        per_layer.append([float(np.corrcoef(prof[h, lags], prof[H + h, lags])[0, 1]) for h in range(H)])
+    return {"per_layer": per_layer, "mean": float(np.nanmean([c for row in per_layer for c in row])),
+            "profiles": [p.tolist() for p in profiles], "streams": list(streams[0]),
+            "what": "Pearson correlation over lags 1..T/2 of signal head h's and noise head h's mean pre-softmax "
+                    "logit (log-probability centred over the visible keys) as a function of lag"}
 
 
 def _recall_groups(losses: list[float], groups: list[str], flat: list[dict] | None = None,

@@ -21,6 +21,7 @@ from prism_lm.analysis.capture import capture_attention
 from prism_lm.analysis.explore import DEFAULT_TEXT, MAX_TOKENS, write_explorer
 from prism_lm.analysis.heads import METRICS, head_statistics
 from prism_lm.analysis.spectral import (
+    attention_step_rates,
     coherence_floor,
     head_pair_coherence,
     layer_coding_rates,
@@ -146,6 +147,11 @@ def analyze_run(path: str | Path, data_dir: str | Path, out: str | Path, max_win
     for step_dir in (run.steps() if run else []) or [ckpt]:
         rates[step_dir.name] = layer_coding_rates(load_model(step_dir), batch)
     report["coding_rate"] = rates
+    step = attention_step_rates(model, batch)
+    if step is not None:
+        report["attention_step"] = {"trained": step, "init": attention_step_rates(initial, batch),
+                                    "what": "scale-normalised ΔR (unit tokens, ‖U_k‖_F² = D, the layer's own U "
+                                            "and λ) of each window's attention input Z and of Z + attention(Z)"}
     figs["coding_rate"] = figures.coding_rates({_step_of(k): v for k, v in rates.items()}, fig_dir)
 
     report["figures"] = {k: str(v.relative_to(out)) for k, v in figs.items()}
@@ -207,13 +213,36 @@ def _tables(report: dict) -> list[tuple[str, list[str], list[list]]]:
         tables.append(("Loss on recall tokens (embedded-corpus annotations)", ["tokens", "count", "mean loss"],
                        [["recall", r["recall_tokens"], r["recall_mean"]], ["other", r["other_tokens"], r["other_mean"]],
                         ["uniform-attention hit rate", "", heads.get("uniform_hit_rate")]]))
+    if "recall_loss" in heads:
+        for by, title in (("by_kind", "dependency kind"), ("by_distance", "antecedent distance (tokens)")):
+            groups = heads["recall_loss"][by]
+            extra = sorted({k for g in groups.values() for k in g} - {"tokens", "loss"})
+            tables.append((f"Recall tokens by {title}: loss, and each stream's mean antecedent hit rate beside its "
+                           "lag-matched null", [title, "tokens", "mean loss", *extra],
+                           [[g, v["tokens"], v["loss"], *[v.get(k) for k in extra]] for g, v in groups.items()]))
+    if heads.get("diversity"):
+        div, init_div = heads["diversity"], report.get("heads_init", {}).get("diversity")
+        tables.append((f"Head diversity: {div['what']} (untrained: same config and seed)",
+                       ["stream", "trained", "step 0", *[f"layer {i}" for i in range(len(next(iter(
+                           div["per_layer"].values()))))]],
+                       [[s, v, init_div["mean"][s] if init_div else None, *div["per_layer"][s]]
+                        for s, v in div["mean"].items()]))
+    if heads.get("logit_lag"):
+        lag = heads["logit_lag"]
+        tables.append((f"Empirical cross-kernel: {lag['what']}; mean {lag['mean']:.3f}",
+                       ["layer", *[f"head pair {h}" for h in range(len(lag["per_layer"][0]))]],
+                       [[i, *row] for i, row in enumerate(lag["per_layer"])]))
     if "resonance" in report:
         res = report["resonance"]
         ws = [str(w) for w in res["windows"]]
-        tables.append((f"RoPE cross-kernel |K_SN| (D = {res['head_dim']}; model m = {res['model_multiplier']:.5g})",
-                       ["m", "value", *[f"matched, W={w}" for w in ws], *[f"all pairs, W={w}" for w in ws]],
+        tables.append((f"RoPE cross-kernel |K_SN| (first order: cannot tell rational from irrational m) and "
+                       f"near-resonance counts (pairs locked by |n ω_s − k ω_n|·W < 2π, n, k <= 3) "
+                       f"(D = {res['head_dim']}; model m = {res['model_multiplier']:.5g})",
+                       ["m", "value", *[f"matched, W={w}" for w in ws], *[f"all pairs, W={w}" for w in ws],
+                        *[f"near-resonant pairs, W={w}" for w in ws]],
                        [[name, res["named_values"][name], *[res["named"][name][w]["matched"] for w in ws],
-                         *[res["named"][name][w]["all_pairs"] for w in ws]] for name in res["named"]]))
+                         *[res["named"][name][w]["all_pairs"] for w in ws],
+                         *[res["named"][name][w]["near_resonances"] for w in ws]] for name in res["named"]]))
         coh = report["coherence"]
         tables.append((f"Coherence ‖U_sᵀU_n‖₂ (normalised) per layer; floor at orthogonal init for these shapes "
                        f"{coh['floor_at_orthogonal_init']:.3f}. {coh['note']}",
@@ -222,8 +251,15 @@ def _tables(report: dict) -> list[tuple[str, list[str], list[list]]]:
                         enumerate(zip(coh["init"], coh["trained"], coh["head_pairs_trained"], strict=True))]))
     rates = report["coding_rate"]
     keys = [k for k in ("R", "R_signal", "R_noise", "lambda", "delta_R") if k in next(iter(rates.values()))[0]]
-    tables.append(("Coding rate per layer (attention input, ε = 0.5)", ["checkpoint", "layer", *keys],
+    tables.append(("Coding rate per layer (attention input, ε = 0.5; not scale-normalised, and each checkpoint "
+                   "uses its own λ)", ["checkpoint", "layer", *keys],
                    [[name, r["layer"], *[r.get(k) for k in keys]] for name, rows in rates.items() for r in rows]))
+    if "attention_step" in report:
+        st = report["attention_step"]
+        tables.append((f"Is attention a gradient-ascent step on ΔR? {st['what']}; fraction of windows where it rises",
+                       ["model", "layer", "ΔR in", "ΔR out", "fraction rising", "windows"],
+                       [[name, r["layer"], r["delta_R_in"], r["delta_R_out"], r["rises"], r["windows"]]
+                        for name in ("init", "trained") for r in st[name]]))
     return tables
 
 

@@ -271,7 +271,9 @@ class DiffAttention(AttentionKind):
     H differential heads, each with two softmax maps of width d = C/(2H) over a shared value of
     width 2d: (A1 - λ A2) V, per-head RMSNorm, times (1 - λ_init), output projection. λ is learned
     with λ_init(l) = 0.8 - 0.6 exp(-0.3 l). RoPE (base 10000) on Q/K as in that paper. Map 2i and
-    2i+1 of the stacked heads belong to differential head i.
+    2i+1 of the stacked heads belong to differential head i. No dropout on the attention maps, as in
+    the reference code (microsoft/unilm Diff-Transformer, multihead_diffattn.py); the residual
+    dropout after the output projection is the model's, as for every kind.
     """
 
     name = "diff"
@@ -304,7 +306,6 @@ class DiffAttention(AttentionKind):
         self.register_buffer("subln_scale", torch.tensor(1.0 - self.lambda_init), persistent=False)
         self.subln = nn.RMSNorm(2 * self.head_dim, eps=1e-5)
         self.rotary = Rotary(self.head_dim, [cfg.rope_base], cfg.block_size)
-        self.dropout = cfg.dropout
         self.resid_dropout = nn.Dropout(cfg.dropout)
 
     def reset_buffers(self) -> None:
@@ -326,8 +327,7 @@ class DiffAttention(AttentionKind):
         k = self.rotary(self.k_proj(x).view(B, T, 2 * H, d).transpose(1, 2), positions)  # (B, 2H, T, d)
         v = self.v_proj(x).view(B, T, H, 2 * d).transpose(1, 2)  # (B, H, T, 2d)
         k, v, mask = cache.update(k, v, positions) if cache is not None else (k, v, None)
-        y, probs = attend(q, k, v.repeat_interleave(2, dim=1),
-                          dropout_p=self.dropout if self.training else 0.0,
+        y, probs = attend(q, k, v.repeat_interleave(2, dim=1), dropout_p=0.0,
                           eager=eager, need_weights=need_weights, mask=mask)  # (B, 2H, T, 2d)
         y = y.view(B, H, 2, T, 2 * d)
         y = y[:, :, 0] - self.current_lambda().to(y.dtype) * y[:, :, 1]  # (B, H, T, 2d)

@@ -178,3 +178,21 @@ def test_head_diversity_and_recall_by_kind_on_the_embedded_corpus(tmp_path):
     # the mean recall loss is the token-weighted mean of the per-kind losses
     weighted = sum(k["loss"] * k["tokens"] for k in kinds.values()) / recall["recall_tokens"]
     assert weighted == pytest.approx(recall["recall_mean"])
+
+
+def test_logit_lag_correlation_is_one_for_equal_and_minus_one_for_mirrored_logits():
+    from prism_lm.analysis.heads import _logit_lag_correlation
+
+    T = 32
+    lag = (torch.arange(T)[:, None] - torch.arange(T)[None, :]).float()
+    mask = lag < 0
+
+    def softmax_of(logits):
+        return torch.softmax(logits.masked_fill(mask, float("-inf")), -1)
+
+    near, far = softmax_of(-0.2 * lag), softmax_of(0.2 * lag)
+    A = torch.stack([near, near, near, far])[None]  # signal heads 0, 1; noise heads 0 (= near), 1 (= far)
+    profile = pattern_metrics(A)["logit_profile"].numpy()
+    result = _logit_lag_correlation([profile], [2], [("signal", "noise")])
+    assert result["per_layer"][0] == pytest.approx([1.0, -1.0])
+    assert _logit_lag_correlation([profile], [4], [("main",)]) is None

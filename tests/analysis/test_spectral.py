@@ -4,9 +4,17 @@ import numpy as np
 import pytest
 import torch
 
-from prism_lm.analysis.spectral import coding_rate, coherence, cross_kernel, layer_coding_rates, resonance_table
+from prism_lm.analysis.spectral import (
+    coding_rate,
+    coherence,
+    cross_kernel,
+    layer_coding_rates,
+    near_resonances,
+    resonance_table,
+)
 from prism_lm.model import PrismLM
 from prism_lm.model.attention import PrismAttention
+from prism_lm.model.rope import inv_frequencies
 from tests.conftest import tiny_config
 
 
@@ -70,7 +78,9 @@ def test_rope_base_reaches_the_model_and_the_resonance_analysis():
     assert PrismAttention(moved, 0).rotary.bases == pytest.approx([500.0 * math.pi, 500.0 / math.pi])
     table, moved_table = (resonance_table(c, windows=(128,), sweep=3) for c in (base, moved))
     assert moved_table["rope_base"] == 500.0
-    assert moved_table["named"]["pi"]["128"] == cross_kernel(500.0 * math.pi, 500.0 / math.pi, 64, 128)
+    moved_pi = moved_table["named"]["pi"]["128"]
+    assert {k: moved_pi[k] for k in ("matched", "all_pairs")} == cross_kernel(500.0 * math.pi, 500.0 / math.pi, 64, 128)
+    assert moved_pi["near_resonances"] == near_resonances(500.0 * math.pi, 500.0 / math.pi, 64, 128)
     assert moved_table["named"]["pi"]["128"] != table["named"]["pi"]["128"]
 
 
@@ -88,3 +98,60 @@ def test_coherence_floor_and_head_pairs():
         U[1, 0] = U[0, 0]
     assert head_pair_coherence(attn)[0] == pytest.approx(1.0, abs=1e-5)
     assert head_pair_coherence(PrismAttention(tiny_config(noise_stream=False), 0)) is None
+
+
+def test_normalised_delta_r_ignores_the_scale_of_tokens_and_dictionary():
+    from prism_lm.analysis.spectral import coding_rate, normalised_delta_r
+
+    Z = torch.randn(40, 16, dtype=torch.float64)
+    U = torch.randn(2, 2, 8, 16, dtype=torch.float64)
+    base = normalised_delta_r(Z, U, 0.1)
+    assert normalised_delta_r(3 * Z, U, 0.1) == pytest.approx(base)
+    assert normalised_delta_r(Z, 5 * U, 0.1) == pytest.approx(base)
+    assert coding_rate((2 * Z).T) > coding_rate(Z.T)  # the raw rate is not scale-free: the reason for this one
+
+
+def _collapse_or_spread(model, spread: bool):
+    """Make every PRISM layer's update collapse its tokens onto one direction, or spread collapsed ones."""
+    for block in model.blocks:
+        def forward(x, *args, **kwargs):
+            if spread:  # inputs are all one token: push them apart
+                return torch.randn_like(x) * 5, None
+            return x.mean(1, keepdim=True).expand_as(x) * 50 - x, None  # all tokens become (nearly) one
+        block.attn.forward = forward
+    return model
+
+
+def test_attention_step_rates_see_a_collapse_as_a_fall_and_a_spread_as_a_rise():
+    from prism_lm.analysis.spectral import attention_step_rates
+
+    model = PrismLM(tiny_config()).eval()
+    idx = torch.randint(0, 97, (3, 24))
+    natural = attention_step_rates(model, idx)
+    assert len(natural) == 2 and all(0 <= r["rises"] <= 1 and r["windows"] == 3 for r in natural)
+    fall = attention_step_rates(_collapse_or_spread(PrismLM(tiny_config()).eval(), spread=False), idx)
+    assert all(r["rises"] == 0.0 and r["delta_R_out"] < r["delta_R_in"] for r in fall)
+    same = torch.zeros(3, 24, dtype=torch.long)  # one token repeated: the first layer's input is collapsed
+    rise = attention_step_rates(_collapse_or_spread(PrismLM(tiny_config()).eval(), spread=True), same)
+    assert rise[0]["rises"] == 1.0 and rise[0]["delta_R_out"] > rise[0]["delta_R_in"]
+    assert attention_step_rates(PrismLM(tiny_config("gpt")), idx) is None
+
+
+def test_near_resonances_count_locked_pairs_and_m1_locks_every_matched_pair():
+    from prism_lm.analysis.spectral import stream_bases
+
+    cfg = tiny_config(n_embd=64, n_head=2, block_size=128)  # D = 64: 31 pairs besides pair 0
+    turning = int((inv_frequencies(cfg.head_dim, 10000.0, torch.float64)[1:] >= 2 * math.pi / 128).sum())
+    assert near_resonances(10000.0, 10000.0, cfg.head_dim, 128, max_order=1) >= turning  # m = 1: i = j locks
+    # the definition, written out as loops: pairs of turning frequencies locked by some n, k <= 3
+    w_s, w_n = (inv_frequencies(cfg.head_dim, b, torch.float64)[1:].tolist() for b in stream_bases(cfg, math.pi))
+    turn = 2 * math.pi / 128
+    brute = sum(any(abs(n * a - k * b) * 128 < 2 * math.pi for n in (1, 2, 3) for k in (1, 2, 3))
+                for a in w_s if a >= turn for b in w_n if b >= turn)
+    assert near_resonances(*stream_bases(cfg, math.pi), cfg.head_dim, 128) == brute > 0
+    # more orders can only add locked pairs
+    assert near_resonances(*stream_bases(cfg, math.pi), cfg.head_dim, 128, max_order=3) >= \
+        near_resonances(*stream_bases(cfg, math.pi), cfg.head_dim, 128, max_order=1)
+    table = resonance_table(cfg, windows=(128,), sweep=5)
+    assert table["named"]["1"]["128"]["near_resonances"] >= turning
+    assert len(table["sweep_near_resonances"]["128"]) == 5 and "first-order" in table["what"]

@@ -238,3 +238,18 @@ def test_rotary_tables_follow_the_device_but_never_the_dtype():
     model = PrismLM(tiny_config()).to("meta").to(torch.bfloat16)
     rotary = model.blocks[0].attn.rotary
     assert rotary.cos.device.type == "meta" and rotary.cos.dtype == torch.float32
+
+
+def test_diff_applies_no_attention_dropout_like_the_reference_but_gpt_does():
+    """The reference Differential Transformer drops nothing inside attention; only the residual
+    dropout (the model's, for every kind) remains."""
+    x = torch.randn(2, 16, 32)
+    outputs = {}
+    for kind in ("diff", "gpt"):
+        attn = PrismLM(tiny_config(kind, dropout=0.5)).blocks[0].attn.train()
+        attn.resid_dropout = torch.nn.Identity()
+        torch.manual_seed(1)
+        first = attn(x)[0]
+        torch.manual_seed(2)
+        outputs[kind] = torch.equal(first, attn(x)[0])
+    assert outputs == {"diff": True, "gpt": False}
