@@ -111,17 +111,21 @@ def run_demo(out: Path | None = None, stories: int = DEMO_STORIES, max_iters: in
             "val_loss": {r.name: r.val[-1]["loss"] for r in results}, "report": str(report)}
 
 
-SUMMARY_METRICS = ("mean_distance", "mass_within_8", "antecedent_hit_rate")
+SUMMARY_METRICS = ("median_lag", "mass_beyond_far", "antecedent_hit_rate", "antecedent_lag_null")
+SUMMARY_COLUMNS = (*SUMMARY_METRICS, "diversity", "diversity at step 0")
 
 
 def stream_summary(report: dict) -> list[tuple[str, int, list[float | None]]]:
-    """(stream, number of heads, mean of each SUMMARY_METRICS over those heads) from an analysis report."""
+    """(stream, number of heads, the mean of each SUMMARY_METRICS over those heads, then the stream's
+    head diversity trained and at step 0) from an analysis report."""
     heads = report["heads"]["heads"]
+    diversity = report["heads"]["diversity"]["mean"]
+    initial = report.get("heads_init", {}).get("diversity", {}).get("mean", {})
     rows = []
     for stream in dict.fromkeys(e["stream"] for e in heads):
         mine = [e for e in heads if e["stream"] == stream]
         rows.append((stream, len(mine), [float(np.mean([e[k] for e in mine])) if k in mine[0] else None
-                                         for k in SUMMARY_METRICS]))
+                                         for k in SUMMARY_METRICS] + [diversity.get(stream), initial.get(stream)]))
     return rows
 
 
@@ -142,8 +146,8 @@ def _report(results: list[DemoResult], entropy: float, train_tokens: int, report
     if reports:
         lines += ["## Analysis", "", "Means over heads of each stream (validation windows; full tables, figures and "
                   "bootstrap intervals in each model's report):", "",
-                  "| model | stream | heads | " + " | ".join(SUMMARY_METRICS) + " |",
-                  "|---|---|---:|" + "---:|" * len(SUMMARY_METRICS)]
+                  "| model | stream | heads | " + " | ".join(SUMMARY_COLUMNS) + " |",
+                  "|---|---|---:|" + "---:|" * len(SUMMARY_COLUMNS)]
         analyses = {name: json.loads(paths["json"].read_text(encoding="utf-8")) for name, paths in reports.items()}
         for name, analysis in analyses.items():
             for stream, n, means in stream_summary(analysis):
