@@ -149,20 +149,25 @@ def coding_rate(Z: torch.Tensor, eps: float = 0.5) -> float:
     return 0.5 * float(torch.logdet(eye + (d / (n * eps * eps)) * gram))
 
 
-@torch.no_grad()
-def layer_coding_rates(model: PrismLM, idx: torch.Tensor, eps: float = 0.5) -> list[dict]:
-    """Per layer: R(Z) of the attention input and, for PRISM, R(Z|U_s), R(Z|U_n) and ΔR."""
+def _attention_io(model: PrismLM, idx: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per layer: the attention's input (the LayerNorm'd residual stream) and its output, in eval mode."""
     model.eval()
-    inputs = []
-    hooks = [b.attn.register_forward_hook(lambda mod, args, kw, out: inputs.append(args[0]), with_kwargs=True)
+    seen = []
+    hooks = [b.attn.register_forward_hook(lambda mod, args, kw, out: seen.append((args[0], out[0])), with_kwargs=True)
              for b in model.blocks]
     try:
         model(idx)
     finally:
         for h in hooks:
             h.remove()
+    return seen
+
+
+@torch.no_grad()
+def layer_coding_rates(model: PrismLM, idx: torch.Tensor, eps: float = 0.5) -> list[dict]:
+    """Per layer: R(Z) of the attention input and, for PRISM, R(Z|U_s), R(Z|U_n) and ΔR."""
     rows = []
-    for layer, (block, z) in enumerate(zip(model.blocks, inputs, strict=True)):
+    for layer, (block, (z, _)) in enumerate(zip(model.blocks, _attention_io(model, idx), strict=True)):
         Z = z.reshape(-1, z.shape[-1]).double().T  # (C, N)
         row = {"layer": layer, "R": coding_rate(Z, eps)}
         attn = block.attn
@@ -194,17 +199,8 @@ def attention_step_rates(model: PrismLM, idx: torch.Tensor, eps: float = 0.5) ->
     Z + attention(Z) (U and λ the layer's own), and the fraction of windows where it rises."""
     if not all(isinstance(b.attn, PrismAttention) for b in model.blocks):
         return None
-    model.eval()
-    seen = []
-    hooks = [b.attn.register_forward_hook(lambda mod, args, kw, out: seen.append((args[0], out[0])), with_kwargs=True)
-             for b in model.blocks]
-    try:
-        model(idx)
-    finally:
-        for h in hooks:
-            h.remove()
     rows = []
-    for layer, (block, (z, update)) in enumerate(zip(model.blocks, seen, strict=True)):
+    for layer, (block, (z, update)) in enumerate(zip(model.blocks, _attention_io(model, idx), strict=True)):
         U = block.attn.dictionary().detach().double()
         lam = float(block.attn.current_lambda().detach())
         before = [normalised_delta_r(z[b].double(), U, lam, eps) for b in range(z.shape[0])]

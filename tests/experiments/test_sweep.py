@@ -172,3 +172,33 @@ def test_the_submitit_path_runs_the_same_jobs(tmp_path):
         a = read_result(next((tmp_path / "out" / "runs").glob(f"{arm}-s0-*")))["row"]
         b = read_result(next((tmp_path / "local" / "runs").glob(f"{arm}-s0-*")))["row"]
         assert a["val_loss_32"] == b["val_loss_32"]
+
+
+def test_a_diverged_run_is_a_result_not_a_failure(tmp_path, monkeypatch):
+    import prism_lm
+    from prism_lm.experiments.job import run_job
+    from prism_lm.experiments.runner import _tasks, _write_job, plan
+    from prism_lm.experiments.spec import load_experiments
+    from prism_lm.train import loop
+
+    path = write_experiment(tmp_path, steps=8)
+    experiments = load_experiments(path)
+    experiments[0].runs = experiments[0].runs[:1]
+    (run,) = experiments[0].runs
+    from prism_lm.data.prepare import prepare
+
+    prepare(["embedded:150"], tmp_path / "data", val_fraction=0.1, compact_vocab=True, progress=False)
+    run.config.data.dir = str(tmp_path / "data")
+    ((task, spec),) = _tasks(experiments, plan(experiments, tmp_path), tmp_path).items()
+    _write_job(task, spec)
+    real_forward = prism_lm.PrismLM.forward
+
+    def poisoned(self, idx, targets=None, **options):
+        out = real_forward(self, idx, targets, **options)
+        return out._replace(loss=out.loss * float("nan")) if self.training else out
+
+    monkeypatch.setattr(loop.PrismLM, "forward", poisoned)
+    assert run_job(task.path) == "diverged"
+    result = read_result(task.path)
+    assert result["row"]["diverged"] is True and "training loss became nan" in result["diverged"]
+    assert "val_loss_32" not in result["row"]  # nothing evaluated from a diverged model
