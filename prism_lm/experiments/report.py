@@ -32,10 +32,8 @@ _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 
          2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
 INTERVAL_METHOD = "95% Student-t interval of the mean over seeds (each run one sample, n - 1 degrees of freedom)"
 PAIRED_METHOD = "per-seed differences over the seeds both arms ran, 95% Student-t interval of their mean"
-HEADLINE = ("val_loss_", "best_val_loss_", "grad_norm_max", "grad_norm_mean", "clipped_fraction", "diverged",
-            "stream_diff_median_lag", "stream_diff_mass_beyond_far", "init_stream_diff_median_lag",
-            "signal_diversity", "noise_diversity", "heads_diversity", "init_signal_diversity", "recall_loss",
-            "train_seconds")
+# the columns every experiment's tables show, besides the metrics its verdicts name (the rest: CSV/JSON)
+HEADLINE = ("val_loss_", "grad_norm_max", "grad_norm_mean", "clipped_fraction", "diverged", "train_seconds")
 
 
 def t_quantile(df: int) -> float:
@@ -213,7 +211,8 @@ def _figures(plan: dict, rows: list[dict], summary: dict, sweep: Path, out: Path
         ax.legend(fontsize=7)
         figs[f"{name}_loss"] = _save(fig, out / f"{name}_loss.png")
         arms = summary["experiments"][name]["arms"]
-        shown = [m for m in _headline_metrics(arms) if any(a["metrics"][m]["n"] for a in arms.values())]
+        shown = [m for m in _headline_metrics(arms, summary["experiments"][name]["verdicts"])
+                 if any(a["metrics"][m]["n"] for a in arms.values())]
         if shown:
             fig, axes = plt.subplots(1, len(shown), figsize=(2.6 * len(shown), 3.2), squeeze=False)
             for ax, metric in zip(axes[0], shown, strict=True):
@@ -242,9 +241,12 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def _headline_metrics(arms: dict) -> list[str]:
+def _headline_metrics(arms: dict, verdicts: list[dict] = ()) -> list[str]:
+    """The verdicts' metrics, then HEADLINE's that any arm measured."""
     names = next(iter(arms.values()))["metrics"].keys()
-    return [m for m in names if any(m == h or (h.endswith("_") and m.startswith(h)) for h in HEADLINE)]
+    named = list(dict.fromkeys(v["metric"] for v in verdicts if v["metric"] in names))
+    return named + [m for m in names if m not in named
+                    and any(m == h or (h.endswith("_") and m.startswith(h)) for h in HEADLINE)]
 
 
 def _fmt(x) -> str:
@@ -268,11 +270,12 @@ def _tables(summary: dict, rows: list[dict]) -> list[tuple[str, str, list[str], 
     """(experiment, title, header, rows) for every table of the report."""
     out = []
     for name, e in summary["experiments"].items():
-        metrics = _headline_metrics(e["arms"])
+        metrics = _headline_metrics(e["arms"], e["verdicts"])
         out.append((name, "Verdicts", ["claim", "metric", "arm", "baseline", "difference [95% CI]", "verdict"],
                     [[v["claim"], v["metric"], v["arm"], v["baseline"] or f"null = {v['null']}",
                       _cell(v["interval"]), v["verdict"]] for v in e["verdicts"]]))
-        out.append((name, f"Arms (mean [{INTERVAL_METHOD}])", ["arm", "runs", *metrics],
+        out.append((name, f"Arms (mean [{INTERVAL_METHOD}]; every column is in results.csv and report.json)",
+                    ["arm", "runs", *metrics],
                     [[g, f"{a['runs']}/{a['planned']}", *[_cell(a["metrics"][m]) for m in metrics]]
                      for g, a in e["arms"].items()]))
         out.append((name, f"Paired differences against {e['reference_arm']} ({PAIRED_METHOD})", ["arm", *metrics],
