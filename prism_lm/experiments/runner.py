@@ -54,7 +54,7 @@ def available_cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def plan(experiments: list[Experiment], out: Path) -> dict:
+def plan(experiments: list[Experiment]) -> dict:
     """{"experiments": {name: {...}}, "runs": {folder: identity}}: each experiment's runs by folder
     (a run shared by several experiments has one folder, named after its first appearance)."""
     folders: dict[str, str] = {}
@@ -146,7 +146,7 @@ def run_sweep(file: str | Path, out: str | Path, workers: int | None = None, exe
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with WriterLock(out / ".lock", f"sweep folder {out}"):
-        new_plan = plan(experiments, out)
+        new_plan = plan(experiments)
         merged = _merge_plan(out, new_plan, extend)
         _prepare_data(experiments, out, log)
         tasks, finished = [], 0

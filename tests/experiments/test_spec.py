@@ -65,7 +65,7 @@ def test_a_suite_shares_runs_with_the_same_config(tmp_path):
     suite.write_text('include = ["a.toml", "b.toml"]\n')
     experiments = load_experiments(suite)
     assert [e.name for e in experiments] == ["a", "b"]
-    layout = plan(experiments, tmp_path)
+    layout = plan(experiments)
     assert len(layout["runs"]) == 6  # a's 4, plus b's two m1 runs; b's prism and gpt are a's
     folders_a = {r["folder"] for r in layout["experiments"]["a"]["runs"]}
     folders_b = {r["folder"] for r in layout["experiments"]["b"]["runs"]}

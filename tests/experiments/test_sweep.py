@@ -189,7 +189,7 @@ def test_a_diverged_run_is_a_result_not_a_failure(tmp_path, monkeypatch):
 
     prepare(["embedded:150"], tmp_path / "data", val_fraction=0.1, compact_vocab=True, progress=False)
     run.config.data.dir = str(tmp_path / "data")
-    ((task, spec),) = _tasks(experiments, plan(experiments, tmp_path), tmp_path).items()
+    ((task, spec),) = _tasks(experiments, plan(experiments), tmp_path).items()
     _write_job(task, spec)
     real_forward = prism_lm.PrismLM.forward
 
