@@ -163,8 +163,8 @@ def run_sweep(file: str | Path, out: str | Path, workers: int | None = None, exe
             f"({executor})")
         if not tasks:
             return 0
-        if executor == "local":
-            pool = LocalPool(workers or default_workers())
+        if executor == "local":  # never more workers than runs: the threads go to the runs there are
+            pool = LocalPool(min(workers or default_workers(), len(tasks)))
         else:
             slurm = next((e.slurm for e in experiments if e.slurm), {})
             pool = SubmititPool(out / "submitit", executor, workers or len(tasks), slurm)
