@@ -159,15 +159,17 @@ def run_sweep(file: str | Path, out: str | Path, workers: int | None = None, exe
                 tasks.append(task)
         replace_json(out / "sweep.json", merged, PLAN_FORMAT)
         total = finished + len(tasks)
-        log(f"[sweep] {total} runs in {len(experiments)} experiment(s): {finished} finished, {len(tasks)} to run "
-            f"({executor})")
+        summary = f"[sweep] {total} runs in {len(experiments)} experiment(s): {finished} finished, {len(tasks)} to run"
         if not tasks:
+            log(summary)
             return 0
         if executor == "local":  # never more workers than runs: the threads go to the runs there are
             pool = LocalPool(min(workers or default_workers(), len(tasks)))
         else:
             slurm = next((e.slurm for e in experiments if e.slurm), {})
             pool = SubmititPool(out / "submitit", executor, workers or len(tasks), slurm)
+        threads = pool.threads or "the cluster's"
+        log(f"{summary} ({executor}, {pool.workers} at a time, {threads} thread(s) each)")
         return _drive(pool, tasks, finished, total, log)
 
 

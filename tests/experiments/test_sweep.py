@@ -40,6 +40,8 @@ def test_a_sweep_runs_every_arm_and_seed_once_in_named_folders(sweep):
     folders = sorted(p.name for p in (out / "runs").iterdir())
     assert len(folders) == 4 and {f.split("-s")[0] for f in folders} == {"prism", "gpt"}
     assert sum("done:" in line for line in lines) == 4 and lines[-1] == "[sweep] all 4 runs finished"
+    cpus = len(os.sched_getaffinity(0))
+    assert f"(local, 2 at a time, {max(1, cpus // 2)} thread(s) each)" in lines[1]
     for folder in folders:
         row = read_result(out / "runs" / folder)["row"]
         assert row["steps"] == 8 and row["tokens_seen"] == 8 * 4 * 32 and not row["diverged"]
@@ -55,7 +57,7 @@ def test_running_again_skips_finished_runs(sweep):
     stamps = {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/result.json")}
     lines = []
     assert run_sweep(path, out, log=lines.append) == 0
-    assert lines == ["[sweep] 4 runs in 1 experiment(s): 4 finished, 0 to run (local)"]
+    assert lines == ["[sweep] 4 runs in 1 experiment(s): 4 finished, 0 to run"]
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
 
 
@@ -114,7 +116,9 @@ def test_a_failed_run_is_reported_with_its_log_and_the_others_finish(tmp_path):
     path.write_text(path.read_text().replace("[arms.gpt]", "[arms.broken.run]\ndevice = \"cuda:7\"\n[arms.gpt]")
                     .replace("seeds = [0, 1]", "seeds = [0]"))
     lines = []
-    assert run_sweep(path, tmp_path / "out", workers=1, log=lines.append) == 1
+    assert run_sweep(path, tmp_path / "out", log=lines.append) == 1
+    cpus = len(os.sched_getaffinity(0))  # 3 runs, one worker per CPU, never more workers than runs
+    assert f"{min(cpus, 3)} at a time, {max(1, cpus // min(cpus, 3))} thread(s) each" in lines[1]
     failed = [line for line in lines if "FAILED" in line]
     assert len(failed) == 1 and "broken-s0" in failed[0] and "log.txt" in failed[0]
     assert sum("done:" in line for line in lines) == 2
