@@ -103,19 +103,26 @@ def target_grid(rows: np.ndarray, labels: list[str], target: int, stream: str, l
 
 
 def resonance(table: dict, out: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(6.4, 4))
+    """Left: the first-order cross-kernel against m; right: the near-resonance count against m."""
+    fig, (ax, right) = plt.subplots(1, 2, figsize=(11, 4))
     for w, ys in table["sweep"].items():
         ax.plot(table["sweep_m"], ys, label=f"window {w}")
+    for w, ys in table["sweep_near_resonances"].items():
+        right.plot(table["sweep_m"], ys, label=f"window {w}")
     first = str(table["windows"][0])
     for name, value in table["named_values"].items():
         if 1.0 <= value <= 4.0:
-            ax.plot([value], [table["named"][name][first]["matched"]], "k.", ms=6)
-            ax.annotate(name, (value, table["named"][name][first]["matched"]), fontsize=8,
-                        xytext=(2, 4), textcoords="offset points")
+            for axis, y in ((ax, table["named"][name][first]["matched"]),
+                            (right, table["named"][name][first]["near_resonances"])):
+                axis.plot([value], [y], "k.", ms=6)
+                axis.annotate(name, (value, y), fontsize=8, xytext=(2, 4), textcoords="offset points")
     ax.set(xlabel="frequency multiplier m", ylabel="mean |K_SN| (matched pairs)",
-           title=f"Signal/noise RoPE cross-kernel (D = {table['head_dim']})")
-    ax.legend()
-    ax.grid(alpha=0.3)
+           title=f"First-order cross-kernel (D = {table['head_dim']})")
+    right.set(xlabel="frequency multiplier m", ylabel="locked frequency pairs",
+              title="Near resonances: |n ω_s − k ω_n|·W < 2π, n, k ≤ 3")
+    for axis in (ax, right):
+        axis.legend()
+        axis.grid(alpha=0.3)
     return _save(fig, out, "resonance")
 
 
