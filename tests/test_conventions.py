@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -66,7 +67,9 @@ def test_wandb_offline_and_resuming_the_same_wandb_run(data, tmp_path, monkeypat
     train(tiny_config(data, run, **{"run.wandb": "true", "run.max_iters": 8, "optim.lambda_anneal_iters": 12}),
           resume="auto")
     offline = sorted((run / "wandb").glob("offline-run-*"))
-    assert len(offline) == 2 and all(p.name.endswith(f"-{run_id}") for p in offline)
+    # wandb names a folder offline-run-<time>-<id>, adding -1 when both sessions start in the same second
+    assert len(offline) == 2 and all(re.fullmatch(rf"offline-run-\d{{8}}_\d{{6}}-{run_id}(-\d+)?", p.name)
+                                     for p in offline), [p.name for p in offline]
 
 
 def test_version_module_entry_point_and_helpful_options(capsys):
