@@ -61,10 +61,12 @@ def run_job(run_dir: str | Path, threads: int = 0) -> str:
         diverged = str(exc)
     row = {**job["labels"], "identity": job["identity"], "run_dir": run_dir.name, "diverged": diverged is not None}
     row.update(_training_columns(cfg))
+    heads: dict = {}
     if diverged is None:
-        row.update(_evaluation_columns(cfg, job["evaluate"], run_dir))
-    result = {"row": row, "evaluate": job["evaluate"], "diverged": diverged,
-              "heads": _heads_for_bootstrap(run_dir), "job_seconds": time.time() - started}
+        columns, heads = _evaluation_columns(cfg, job["evaluate"], run_dir)
+        row.update(columns)
+    result = {"row": row, "evaluate": job["evaluate"], "diverged": diverged, "heads": heads,
+              "job_seconds": time.time() - started}
     replace_json(run_dir / "result.json", result, RESULT_FORMAT)
     return "diverged" if diverged else "done"
 
@@ -97,9 +99,9 @@ def _training_columns(cfg: TrainConfig) -> dict:
     }
 
 
-def _evaluation_columns(cfg: TrainConfig, spec: dict, run_dir: Path) -> dict:
-    import torch
-
+def _evaluation_columns(cfg: TrainConfig, spec: dict, run_dir: Path) -> tuple[dict, dict]:
+    """The row's evaluation columns, and the per-head entries (trained and untrained) that the report
+    bootstraps over; the full head statistics go to heads.json and heads_init.json."""
     from prism_lm.analysis.heads import head_statistics
     from prism_lm.checkpoint import load_model
     from prism_lm.data.shards import ShardSet
@@ -111,24 +113,24 @@ def _evaluation_columns(cfg: TrainConfig, spec: dict, run_dir: Path) -> dict:
     final_dir, best_dir = run.newest(), run.model_checkpoint()
     val = ShardSet(cfg.data.dir, "val")
     final = load_model(final_dir)
+    best = load_model(best_dir) if best_dir is not None and _step(best_dir) != _step(final_dir) else final
     cols: dict = {"parameters": final.num_params()}
     for ctx in spec["contexts"] or [cfg.model.block_size]:
         cols[f"val_loss_{ctx}"] = evaluate_split(final, val, ctx, batch_size=16)["loss"]
-        if best_dir is not None and _step(best_dir) != _step(final_dir):
-            cols[f"best_val_loss_{ctx}"] = evaluate_split(load_model(best_dir), val, ctx, batch_size=16)["loss"]
-        else:
-            cols[f"best_val_loss_{ctx}"] = cols[f"val_loss_{ctx}"]
+        cols[f"best_val_loss_{ctx}"] = (cols[f"val_loss_{ctx}"] if best is final
+                                        else evaluate_split(best, val, ctx, batch_size=16)["loss"])
+    heads = {}
     if spec["head_windows"]:
-        stats = head_statistics(final, val, max_windows=spec["head_windows"])
-        cols.update(_head_columns(stats, ""))
-        (run_dir / "heads.json").write_text(json.dumps(stats) + "\n", encoding="utf-8")
+        models = {"heads": ("", final)}
         if spec["initial"]:
             cfg.model.vocab_size = final.config.vocab_size
-            with torch.no_grad():
-                init_stats = head_statistics(initial_model(cfg).eval(), val, max_windows=spec["head_windows"])
-            cols.update(_head_columns(init_stats, "init_"))
-            (run_dir / "heads_init.json").write_text(json.dumps(init_stats) + "\n", encoding="utf-8")
-    return cols
+            models["heads_init"] = ("init_", initial_model(cfg).eval())
+        for name, (prefix, model) in models.items():
+            stats = head_statistics(model, val, max_windows=spec["head_windows"])
+            cols.update(_head_columns(stats, prefix))
+            (run_dir / f"{name}.json").write_text(json.dumps(stats) + "\n", encoding="utf-8")
+            heads[name] = [{k: e[k] for k in ("layer", "stream", *HEAD_METRICS) if k in e} for e in stats["heads"]]
+    return cols, heads
 
 
 def _step(checkpoint: Path) -> int | None:
@@ -158,18 +160,6 @@ def _head_columns(stats: dict, prefix: str) -> dict:
         for kind, entry in recall["by_kind"].items():
             cols[f"{prefix}recall_loss_{kind}"] = entry["loss"]
     return cols
-
-
-def _heads_for_bootstrap(run_dir: Path) -> dict:
-    """Per-head entries (layer, stream, metrics) of the trained and untrained model, for seed-level
-    hierarchical bootstraps in the report."""
-    out = {}
-    for name in ("heads", "heads_init"):
-        path = run_dir / f"{name}.json"
-        if path.is_file():
-            stats = json.loads(path.read_text(encoding="utf-8"))
-            out[name] = [{k: e[k] for k in ("layer", "stream", *HEAD_METRICS) if k in e} for e in stats["heads"]]
-    return out
 
 
 def main(argv: list[str] | None = None) -> int:

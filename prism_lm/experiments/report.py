@@ -75,23 +75,26 @@ def _finite(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def collect(sweep: Path) -> tuple[dict, list[dict]]:
-    """The plan and one row per (experiment, planned run) with a result; rows carry the plan's labels."""
+def collect(sweep: Path) -> tuple[dict, list[dict], dict[str, dict]]:
+    """The plan, one row per (experiment, planned run) with a result (rows carry the plan's labels),
+    and each run folder's result, read once (a run shared by experiments is read once)."""
     plan = read_tagged_json(sweep / "sweep.json", PLAN_FORMAT, "a sweep plan",
                             missing=f"{sweep} is not a sweep folder (no sweep.json; see prism sweep run)")
+    folders = {entry["folder"] for exp in plan["experiments"].values() for entry in exp["runs"]}
+    results = {f: r for f in sorted(folders) if (r := read_result(sweep / "runs" / f)) is not None}
     rows = []
     for name, exp in plan["experiments"].items():
         for entry in exp["runs"]:
-            result = read_result(sweep / "runs" / entry["folder"])
+            result = results.get(entry["folder"])
             if result is None:
                 continue
             row = {k: v for k, v in result["row"].items() if k not in ("experiment", "arm", "group", "seed")}
             rows.append({"experiment": name, "arm": entry["arm"], "group": entry["group"], "seed": entry["seed"],
                          **entry["grid"], **row})
-    return plan, rows
+    return plan, rows, results
 
 
-def summarise(plan: dict, rows: list[dict], sweep: Path) -> dict:
+def summarise(plan: dict, rows: list[dict], results: dict[str, dict]) -> dict:
     out = {"interval": INTERVAL_METHOD, "paired": PAIRED_METHOD, "experiments": {}}
     for name, exp in plan["experiments"].items():
         mine = [r for r in rows if r["experiment"] == name]
@@ -120,22 +123,19 @@ def summarise(plan: dict, rows: list[dict], sweep: Path) -> dict:
             verdicts.append({**v, "interval": interval, "verdict": verdict})
         out["experiments"][name] = {"description": exp["description"], "file": exp["file"],
                                     "reference_arm": reference, "arms": arms, "paired_vs_reference": paired,
-                                    "verdicts": verdicts, "streams": _stream_bootstraps(exp, sweep)}
+                                    "verdicts": verdicts, "streams": _stream_bootstraps(exp, results)}
     return out
 
 
-def _stream_bootstraps(exp: dict, sweep: Path) -> dict:
+def _stream_bootstraps(exp: dict, results: dict[str, dict]) -> dict:
     """Per arm: first-minus-second stream of median lag and mass beyond far, hierarchical over seeds."""
     from prism_lm.analysis.heads import hierarchical_bootstrap_diff
 
     out = {}
     for group in exp["groups"]:
+        mine = [results[e["folder"]] for e in exp["runs"] if e["group"] == group and e["folder"] in results]
         for which in ("heads", "heads_init"):
-            runs = []
-            for entry in exp["runs"]:
-                result = read_result(sweep / "runs" / entry["folder"]) if entry["group"] == group else None
-                if result and result["heads"].get(which):
-                    runs.append(result["heads"][which])
+            runs = [r["heads"][which] for r in mine if r["heads"].get(which)]
             streams = list(dict.fromkeys(e["stream"] for e in runs[0])) if runs else []
             if len(streams) < 2:
                 continue
@@ -150,7 +150,7 @@ def _stream_bootstraps(exp: dict, sweep: Path) -> dict:
 def write_report(sweep: str | Path, out: str | Path | None = None) -> dict[str, Path]:
     sweep = Path(sweep)
     out = Path(out) if out is not None else sweep / "report"
-    plan, rows = collect(sweep)
+    plan, rows, results = collect(sweep)
     if not rows:
         raise PrismError(f"{sweep} holds no finished runs yet (run prism sweep run first)")
     out.mkdir(parents=True, exist_ok=True)
@@ -162,7 +162,7 @@ def write_report(sweep: str | Path, out: str | Path | None = None) -> dict[str, 
         writer.writeheader()
         writer.writerows(rows)
     _write_parquet(rows, columns, paths["parquet"])
-    summary = summarise(plan, rows, sweep)
+    summary = summarise(plan, rows, results)
     figures = _figures(plan, rows, summary, sweep, out / "figures")
     summary["figures"] = {k: str(v.relative_to(out)) for k, v in figures.items()}
     paths["json"].write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")

@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prism_lm.config import TrainConfig, apply_overrides, from_dict, resolve_config_path, to_dict, tomllib
+from prism_lm.config import TrainConfig, from_dict, load_train_config, to_dict, tomllib
 from prism_lm.errors import PrismError
 
 EXPERIMENT_KEYS = {"name", "description", "base", "seeds", "data", "set", "arms", "grid", "evaluate", "verdicts",
@@ -223,19 +223,12 @@ def _run_config(path: Path, base: str, common: dict, arm: str, arm_table: dict, 
     arm_table = dict(arm_table)
     arm_base = arm_table.pop("base", base)
     base_path = path.parent / arm_base if (path.parent / arm_base).is_file() else arm_base
-    source = resolve_config_path(base_path)
-    try:
-        data = tomllib.loads(source.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise PrismError(f"base config {source} is not valid TOML: {exc}") from None
     sets = (_sections(f"{path}: set", common) + _sections(f"{path}: arms.{arm}", arm_table)
             + [f"{k}={json.dumps(v)}" for k, v in point.items()] + [f"run.seed={seed}"])
     try:
-        cfg = from_dict(TrainConfig, apply_overrides(data, sets))
-        cfg.validate()
+        return load_train_config(base_path, sets)
     except PrismError as exc:
         raise PrismError(f"{path}, arm {arm!r}: {exc}") from None
-    return cfg
 
 
 def identity(cfg: TrainConfig, data_source: str | None) -> str:
