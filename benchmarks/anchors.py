@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from prism_lm.config import ModelConfig, resolve_multiplier
+from prism_lm.config import ModelConfig
 
 FILES = {"official-prism": "prism_official_model.py", "nanogpt": "nanogpt_model.py"}
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "shared" / "anchors"
@@ -44,7 +44,7 @@ def build_reference(name: str, cfg: ModelConfig, folder: Path) -> torch.nn.Modul
                   vocab_size=cfg.vocab_size, dropout=cfg.dropout, bias=cfg.bias)
     if name == "official-prism":
         fields.update(prism_expansion_ratio=cfg.expansion_ratio,
-                      prism_freq_multiplier=resolve_multiplier(cfg.freq_multiplier),
+                      prism_freq_multiplier=cfg.multiplier,
                       prism_lambda_start=cfg.lambda_start, prism_lambda_end=cfg.lambda_end)
     with contextlib.redirect_stdout(sys.stderr):
         return module.GPT(module.GPTConfig(**fields))

@@ -99,9 +99,10 @@ def train_record(cfg: ModelConfig, n_params: int, batch_size: int, seconds: floa
     """The measured numbers of one training variant: tokens/s, step time, MFU (``cfg``'s FLOPs), memory."""
     tps = batch_size * cfg.block_size / seconds
     peak = peak_flops(dev)
+    flops = flops_per_token(cfg, cfg.block_size)
     return {"device": device_name(dev), "dtype": dtype, "batch_size": batch_size, "seq_len": cfg.block_size,
-            "params": n_params, "tokens_per_s": tps, "step_ms": 1000 * seconds,
-            "mfu": tps * flops_per_token(cfg, n_params, cfg.block_size) / peak if peak else None,
+            "params": n_params, "tokens_per_s": tps, "step_ms": 1000 * seconds, "flops_per_token": flops,
+            "mfu": tps * flops / peak if peak else None,
             "peak_mem_gib": _peak_gib(dev), "steps": steps}
 
 

@@ -22,95 +22,26 @@ from pathlib import Path
 from typing import Any
 
 from prism_lm.errors import PrismError
+from prism_lm.model.config import ModelConfig
+
+__all__ = ["DataConfig", "ModelConfig", "OptimConfig", "RunConfig", "TrainConfig", "load_train_config",
+           "resolve_vocab_size"]
 
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-LAMBDA_SCHEDULES = ("cosine", "constant", "learned")
-NAMED_MULTIPLIERS = {
-    "pi": math.pi,
-    "phi": (1.0 + math.sqrt(5.0)) / 2.0,
-    "e": math.e,
-    "sqrt2": math.sqrt(2.0),
-}
 
-
-def resolve_multiplier(value: float | str) -> float:
-    """The RoPE frequency multiplier m as a float: a number, a name (pi, phi, e, sqrt2) or "p/q"."""
-    if isinstance(value, bool):
-        raise PrismError(f"freq_multiplier must be a number or a name, got {value!r}")
-    if isinstance(value, (int, float)):
-        m = float(value)
-    elif value in NAMED_MULTIPLIERS:
-        m = NAMED_MULTIPLIERS[value]
-    else:
-        try:
-            num, _, den = str(value).partition("/")
-            m = float(num) / float(den) if den else float(num)
-        except (ValueError, ZeroDivisionError):
-            names = ", ".join(NAMED_MULTIPLIERS)
-            raise PrismError(
-                f"freq_multiplier {value!r} is not a number, a fraction p/q, or one of {names}"
-            ) from None
-    if not (m > 0 and math.isfinite(m)):
-        raise PrismError(f"freq_multiplier must be a finite number > 0, got {value!r}")
-    return m
-
-
-@dataclass
-class ModelConfig:
-    """Architecture. Defaults: the paper's PRISM (8 layers, 8 heads, C=512, T=512)."""
-
-    attention: str = "prism"  # a kind of prism_lm.model.ATTENTION_KINDS: prism | gpt | gpt-rope | diff
-    n_layer: int = 8
-    n_head: int = 8  # PRISM: heads per stream; DIFF: differential heads (each two maps)
-    n_embd: int = 512
-    block_size: int = 512
-    vocab_size: int = 50304  # 0 in a training config: the data's vocabulary (resolve_vocab_size)
-    dropout: float = 0.1
-    bias: bool = False  # biases in LayerNorm and MLP (and GPT/DIFF projections)
-    # PRISM only
-    expansion_ratio: int = 2
-    freq_multiplier: float | str = "pi"
-    rope_base: float = 10000.0
-    noise_stream: bool = True
-    lambda_schedule: str = "cosine"  # cosine | constant | learned
-    lambda_start: float = 0.01
-    lambda_end: float = 0.1
-    tied_output: bool = True  # W_O = U^T (paper) or a separate learned projection (CRATE)
-
-    def validate(self, allow_auto_vocab: bool = False) -> None:
-        from prism_lm.model.attention import ATTENTION_KINDS  # the kinds own their checks
-
-        if self.attention not in ATTENTION_KINDS:
-            raise PrismError(f"model.attention must be one of {tuple(ATTENTION_KINDS)}, got {self.attention!r}")
-        if self.lambda_schedule not in LAMBDA_SCHEDULES:
-            raise PrismError(
-                f"model.lambda_schedule must be one of {LAMBDA_SCHEDULES}, got {self.lambda_schedule!r}"
-            )
-        if self.vocab_size < (0 if allow_auto_vocab else 1):
-            raise PrismError(f"model.vocab_size must be >= 1 (0 = from the data in training), got {self.vocab_size}")
-        for name in ("n_layer", "n_head", "n_embd", "block_size", "expansion_ratio"):
-            if getattr(self, name) < 1:
-                raise PrismError(f"model.{name} must be >= 1, got {getattr(self, name)}")
-        if self.n_embd % self.n_head:
-            raise PrismError(f"model.n_embd ({self.n_embd}) must be divisible by model.n_head ({self.n_head})")
-        if not 0.0 <= self.dropout < 1.0:
-            raise PrismError(f"model.dropout must be in [0, 1), got {self.dropout}")
-        if not all(math.isfinite(v) for v in (self.lambda_start, self.lambda_end)):
-            raise PrismError(f"model.lambda_start and lambda_end must be finite, got {self.lambda_start}, "
-                             f"{self.lambda_end}")
-        resolve_multiplier(self.freq_multiplier)
-        if not (self.rope_base > 0 and math.isfinite(self.rope_base)):
-            raise PrismError(f"model.rope_base must be a finite number > 0, got {self.rope_base}")
-        ATTENTION_KINDS[self.attention].check_config(self)
-
-    @property
-    def head_dim(self) -> int:
-        """PRISM's per-head dictionary width D = (C/H)·R."""
-        return self.n_embd // self.n_head * self.expansion_ratio
+# Keys that change what a run shows or where it writes, never a number it computes: left out of a
+# sweep run's identity (with data.dir, which the identity replaces by the data's source).
+IDENTITY_EXCLUDED_KEYS = frozenset({"run.out_dir", "run.progress", "data.dir"})
+# Keys that may change on a resume without breaking its exactness: what is shown and where it
+# writes, how often it measures and saves, and where it runs. Every identity-excluded key but
+# data.dir is one (a resumed run must read the data it started with).
+RESUME_SAFE_KEYS = frozenset({"run.out_dir", "run.progress", "run.device", "run.tensorboard", "run.wandb",
+                              "run.log_interval", "run.eval_interval", "run.eval_iters", "run.checkpoint_interval",
+                              "run.keep_checkpoints", "run.parallel"})
 
 
 @dataclass
@@ -128,7 +59,7 @@ class OptimConfig:
     lr: float = 6e-4
     min_lr: float = 6e-5
     warmup_iters: int = 1000
-    lr_decay_iters: int = 20000
+    lr_decay_iters: int = 0  # where the cosine reaches min_lr; 0 means run.max_iters (as for λ)
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.95
@@ -196,9 +127,18 @@ class TrainConfig:
     run: RunConfig = field(default_factory=RunConfig)
 
     def validate(self) -> None:
+        from prism_lm.train.schedules import check_lambda_schedule  # the schedules own their names
+
         self.model.validate(allow_auto_vocab=True)
         for section in (self.data, self.optim, self.run):
             section.validate()
+        check_lambda_schedule(self.model.lambda_schedule)
+
+    def changed_keys(self, other: TrainConfig) -> dict[str, tuple[Any, Any]]:
+        """``section.key`` -> (value here, value in ``other``) for every key that differs."""
+        mine, theirs = to_dict(self), to_dict(other)
+        return {f"{section}.{key}": (mine[section].get(key), value) for section, values in theirs.items()
+                for key, value in values.items() if mine[section].get(key) != value}
 
 
 def resolve_vocab_size(configured: int, data_vocab: int | None) -> int:

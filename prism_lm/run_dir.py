@@ -6,12 +6,17 @@
     RUN/checkpoints/step-000200/       a training checkpoint (``checkpoint/training.py``)
     RUN/checkpoints/best/              a copy of the step checkpoint with the best val loss
     RUN/config_changes.jsonl           what a resume changed in the config, and at which step
+    RUN/wandb-id                       the W&B run id, so a resume continues the same W&B run
+    RUN/report/                        ``prism analyze``'s default output
     RUN/.lock                          the writer's lock (pid and host of the training that holds it)
 
+A checkpoint directory holds ``config.json`` + ``model.safetensors`` (a model checkpoint) and, for
+a training checkpoint, ``train_state.json`` + ``train_state.safetensors``; those names are here
+too, so this module is a leaf that the checkpoint code builds on, never the other way round.
 Step directories appear by rename (complete or absent); ``steps()`` lists only those holding a
-training state, oldest first. A resume takes the newest checkpoint that passes
-``verify_training_checkpoint``; the others on the way are moved aside as ``.rejected-step-*``
-(never deleted, never collided with) with a warning. Everything else (loop, analysis, demo, CLI)
+training state, oldest first. ``reject`` moves a broken one aside as ``.rejected-step-*`` (never
+deleted, never collided with) with a warning; which one is broken is the checkpoint code's call
+(``checkpoint.training.newest_verified``). Everything else (loop, analysis, demo, CLI, sweeps)
 opens runs through here.
 """
 
@@ -21,11 +26,13 @@ import json
 import shutil
 from pathlib import Path
 
-from prism_lm.checkpoint.model import CONFIG
-from prism_lm.checkpoint.training import STATE_JSON, verify_training_checkpoint
 from prism_lm.config import TrainConfig, dump_toml, load_train_config
 from prism_lm.errors import PrismError, warn
 from prism_lm.files import WriterLock, clean_temporaries
+
+# the files of a checkpoint directory
+MODEL_CONFIG, MODEL_WEIGHTS = "config.json", "model.safetensors"
+STATE_JSON, STATE_TENSORS = "train_state.json", "train_state.safetensors"
 
 
 class RunDir:
@@ -39,6 +46,8 @@ class RunDir:
         self.checkpoints_dir = self.path / "checkpoints"
         self.best = self.checkpoints_dir / "best"
         self.changes_path = self.path / "config_changes.jsonl"
+        self.wandb_id_path = self.path / "wandb-id"
+        self.report_dir = self.path / "report"
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
@@ -64,7 +73,7 @@ class RunDir:
 
     def model_checkpoint(self) -> Path | None:
         """The checkpoint a user means by the run: ``best``, else the newest step."""
-        if (self.best / CONFIG).is_file():
+        if (self.best / MODEL_CONFIG).is_file():
             return self.best
         return self.newest()
 
@@ -83,20 +92,14 @@ class RunDir:
         for stale in (self.checkpoints_dir / ".best.tmp", self.checkpoints_dir / ".best.old"):
             shutil.rmtree(stale, ignore_errors=True)
 
-    def newest_verified(self) -> Path | None:
-        """The newest step checkpoint that verifies; broken ones on the way are moved aside with a warning."""
-        if self.checkpoints_dir.is_dir():  # a step directory without its state never finished writing
-            for path in sorted(self.checkpoints_dir.glob("step-*")):
-                if not (path / STATE_JSON).is_file():
-                    self._reject(path, f"{STATE_JSON} is missing")
-        for path in reversed(self.steps()):
-            problem = verify_training_checkpoint(path)
-            if problem is None:
-                return path
-            self._reject(path, problem)
-        return None
+    def unfinished_steps(self) -> list[Path]:
+        """Step directories without their training state (they never finished writing)."""
+        if not self.checkpoints_dir.is_dir():
+            return []
+        return [p for p in sorted(self.checkpoints_dir.glob("step-*")) if not (p / STATE_JSON).is_file()]
 
-    def _reject(self, path: Path, problem: str) -> None:
+    def reject(self, path: Path, problem: str) -> None:
+        """Move a broken checkpoint aside (``.rejected-NAME``), with a warning naming the problem."""
         aside = path.with_name(f".rejected-{path.name}")
         n = 1
         while aside.exists():
@@ -123,9 +126,28 @@ class RunDir:
         tmp.rename(self.best)
         shutil.rmtree(old, ignore_errors=True)
 
+    def wandb_id(self, new_id: str) -> str:
+        """The W&B run id recorded here, else ``new_id``, recorded."""
+        run_id = self.wandb_id_path.read_text().strip() if self.wandb_id_path.is_file() else new_id
+        self.wandb_id_path.write_text(run_id)
+        return run_id
+
     def read_config(self) -> TrainConfig | None:
         return load_train_config(self.config_path) if self.config_path.is_file() else None
 
     def write_config(self, cfg: TrainConfig) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(dump_toml(cfg), encoding="utf-8")
+
+
+def resolve_checkpoint_dir(path: str | Path) -> Path:
+    """A checkpoint directory, or a run directory (its ``checkpoints/best``, else the newest step)."""
+    path = Path(path)
+    if not path.exists():
+        raise PrismError(f"checkpoint not found: {path}")
+    if (path / MODEL_CONFIG).is_file():
+        return path
+    found = RunDir(path).model_checkpoint()
+    if found is None:
+        raise PrismError(f"{path} holds no checkpoint (no {MODEL_CONFIG}, no checkpoints/best or checkpoints/step-*)")
+    return found

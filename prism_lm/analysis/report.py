@@ -29,7 +29,7 @@ from prism_lm.analysis.spectral import (
     resonance_table,
 )
 from prism_lm.checkpoint import load_codec, load_model, read_model_config, resolve_checkpoint_dir
-from prism_lm.config import ModelConfig, TrainConfig, resolve_multiplier
+from prism_lm.config import ModelConfig, TrainConfig, to_dict
 from prism_lm.data.shards import ShardSet
 from prism_lm.data.tokenizer import Codec
 from prism_lm.errors import PrismError
@@ -92,7 +92,7 @@ def analyze_run(path: str | Path, data_dir: str | Path, out: str | Path, max_win
         raise PrismError(f"--max-windows must be >= 1, got {max_windows}")
     fig_dir = out / "figures"
     report: dict = {"checkpoint": str(ckpt), "run": str(run.path) if run else None, "data": str(data_dir),
-                    "split": split, "model": {**vars(cfg), "parameters": model.num_params()},
+                    "split": split, "model": {**to_dict(cfg), "parameters": model.num_params()},
                     "references": [{"label": label, "value": value} for label, value in references],
                     "checkpoint_step": read_model_config(ckpt)[1].get("step")}
     figs: dict[str, Path] = {}
@@ -131,7 +131,7 @@ def analyze_run(path: str | Path, data_dir: str | Path, out: str | Path, max_win
 
     if cfg.attention == "prism":
         table = resonance_table(cfg, windows=(cfg.block_size, 4 * cfg.block_size))
-        report["resonance"] = {**table, "model_multiplier": resolve_multiplier(cfg.freq_multiplier)}
+        report["resonance"] = {**table, "model_multiplier": cfg.multiplier}
         figs["resonance"] = figures.resonance(table, fig_dir)
         report["coherence"] = {
             "init": model_coherence(initial), "trained": model_coherence(model),

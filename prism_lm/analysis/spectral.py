@@ -40,9 +40,9 @@ import dataclasses
 import numpy as np
 import torch
 
-from prism_lm.config import NAMED_MULTIPLIERS, ModelConfig, resolve_multiplier
 from prism_lm.model import PrismLM
 from prism_lm.model.attention import PrismAttention
+from prism_lm.model.config import NAMED_MULTIPLIERS, ModelConfig, resolve_multiplier
 from prism_lm.model.rope import inv_frequencies
 
 # the named irrationals, and the rationals to hold them against

@@ -23,9 +23,11 @@ from prism_lm.data.tokenizer import GPT2_VOCAB, Codec
 from prism_lm.errors import PrismError
 from prism_lm.files import atomic_directory, read_tagged_json, write_json
 from prism_lm.model import PrismLM
+from prism_lm.run_dir import MODEL_CONFIG as CONFIG
+from prism_lm.run_dir import MODEL_WEIGHTS as WEIGHTS
+from prism_lm.run_dir import resolve_checkpoint_dir
 
 FORMAT = "prism-lm/model/1"
-WEIGHTS, CONFIG = "model.safetensors", "config.json"
 TIED_KEY = "lm_head.weight"
 
 
@@ -118,21 +120,6 @@ def load_state(model: PrismLM, state: dict[str, torch.Tensor], source: str) -> N
     with torch.no_grad():
         for key, tensor in expected.items():
             tensor.copy_(placed_like(state[key], tensor))
-
-
-def resolve_checkpoint_dir(path: str | Path) -> Path:
-    """A checkpoint directory, or a run directory (its ``checkpoints/best``, else the newest step)."""
-    from prism_lm.run_dir import RunDir
-
-    path = Path(path)
-    if not path.exists():
-        raise PrismError(f"checkpoint not found: {path}")
-    if (path / CONFIG).is_file():
-        return path
-    found = RunDir(path).model_checkpoint()
-    if found is None:
-        raise PrismError(f"{path} holds no checkpoint (no {CONFIG}, no checkpoints/best or checkpoints/step-*)")
-    return found
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> PrismLM:

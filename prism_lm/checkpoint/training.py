@@ -36,9 +36,9 @@ from prism_lm.checkpoint.model import (
 from prism_lm.errors import PrismError
 from prism_lm.files import atomic_directory, file_digest, read_tagged_json, write_json
 from prism_lm.model import PrismLM
+from prism_lm.run_dir import STATE_JSON, STATE_TENSORS, RunDir
 
 STATE_FORMAT = "prism-lm/train-state/1"
-STATE_TENSORS, STATE_JSON = "train_state.safetensors", "train_state.json"
 
 
 def optimizer_state(optimizer: torch.optim.Optimizer, names: list[list[str]]) -> tuple[dict, dict]:
@@ -166,3 +166,16 @@ def load_training_checkpoint(directory: Path, model: PrismLM, optimizer, names: 
     load_optimizer_state(optimizer, names, tensors, meta["optimizer"], params, str(directory / STATE_TENSORS))
     set_rng_state(tensors, meta["rng"])
     return meta
+
+
+def newest_verified(run: RunDir) -> Path | None:
+    """The newest step checkpoint of ``run`` that verifies; broken ones on the way are moved aside
+    with a warning (a step directory without its state never finished writing)."""
+    for path in run.unfinished_steps():
+        run.reject(path, f"{STATE_JSON} is missing")
+    for path in reversed(run.steps()):
+        problem = verify_training_checkpoint(path)
+        if problem is None:
+            return path
+        run.reject(path, problem)
+    return None

@@ -21,15 +21,17 @@ same scale, so it equals the full model at λ = 0 with the same U_s.
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from prism_lm.config import ModelConfig, resolve_multiplier
 from prism_lm.errors import PrismError
 from prism_lm.model.rope import Rotary
+
+if TYPE_CHECKING:
+    from prism_lm.model.config import ModelConfig
 
 
 def causal_mask(tq: int, tk: int, device: torch.device) -> torch.Tensor:
@@ -93,8 +95,20 @@ class AttentionKind(nn.Module):
         """Raise PrismError when ``cfg``'s shapes do not suit this kind."""
 
     @classmethod
-    def flop_widths(cls, cfg: ModelConfig) -> tuple[int, int]:
-        """Total query/key width and total value width over all attention maps of one layer."""
+    def uses_rope(cls, cfg: ModelConfig) -> bool:
+        """Whether Q/K carry rotary positions (a model without a learned position embedding needs them)."""
+        return False
+
+    @classmethod
+    def matmuls(cls, cfg: ModelConfig) -> list[tuple[int, int]]:
+        """(fan_in, fan_out) of every weight matmul one token goes through, a weight used twice listed twice."""
+        C = cfg.n_embd
+        return [(C, 3 * C), (C, C)]  # fused Q/K/V, output projection
+
+    @classmethod
+    def map_widths(cls, cfg: ModelConfig) -> tuple[int, int]:
+        """Total query/key width and total value width over all attention maps of one layer (the
+        QK^T and AV matmuls, whose cost grows with the context)."""
         return cfg.n_embd, cfg.n_embd
 
     def current_lambda(self) -> torch.Tensor | None:
@@ -146,7 +160,16 @@ class PrismAttention(AttentionKind):
             raise PrismError(f"PRISM head dim (n_embd/n_head*expansion_ratio = {cfg.head_dim}) must be even for RoPE")
 
     @classmethod
-    def flop_widths(cls, cfg: ModelConfig) -> tuple[int, int]:
+    def uses_rope(cls, cfg: ModelConfig) -> bool:
+        return True
+
+    @classmethod
+    def matmuls(cls, cfg: ModelConfig) -> list[tuple[int, int]]:
+        width = len(cls.streams(cfg)) * cfg.n_head * cfg.head_dim
+        return [(cfg.n_embd, width), (width, cfg.n_embd)]  # U z, then y U (W_O = U^T, or its untied copy)
+
+    @classmethod
+    def map_widths(cls, cfg: ModelConfig) -> tuple[int, int]:
         width = len(cls.streams(cfg)) * cfg.n_head * cfg.head_dim
         return width, width
 
@@ -158,7 +181,7 @@ class PrismAttention(AttentionKind):
     @classmethod
     def rope_bases(cls, cfg: ModelConfig) -> list[float]:
         """RoPE base of each stream: signal rope_base·m, noise rope_base/m."""
-        m = resolve_multiplier(cfg.freq_multiplier)
+        m = cfg.multiplier
         return [cfg.rope_base * m, cfg.rope_base / m][: len(cls.streams(cfg))]
 
     def __init__(self, cfg: ModelConfig, layer_idx: int):
@@ -171,7 +194,7 @@ class PrismAttention(AttentionKind):
         self.output_scale = 1.0 / math.sqrt(2 * cfg.n_head * cfg.expansion_ratio)
         self.rotary = Rotary(self.head_dim, self.rope_bases(cfg), cfg.block_size)
         self.learned_lambda = None
-        if cfg.lambda_schedule == "learned":
+        if cfg.learns_lambda:
             self.learned_lambda = LearnedLambda(self.head_dim, cfg.lambda_start)
         else:  # set from the step by the training loop; a buffer so checkpoints keep it
             self.register_buffer("lambda_", torch.tensor(float(cfg.lambda_start)))
@@ -253,6 +276,10 @@ class GPTRoPEAttention(GPTAttention):
     name = "gpt-rope"
 
     @classmethod
+    def uses_rope(cls, cfg: ModelConfig) -> bool:
+        return True
+
+    @classmethod
     def check_config(cls, cfg: ModelConfig) -> None:
         if (cfg.n_embd // cfg.n_head) % 2:
             raise PrismError(f"gpt-rope needs an even head dim (n_embd/n_head = {cfg.n_embd // cfg.n_head})")
@@ -288,7 +315,15 @@ class DiffAttention(AttentionKind):
             raise PrismError("DIFF needs n_embd/n_head divisible by 4 (two maps, even RoPE pairs)")
 
     @classmethod
-    def flop_widths(cls, cfg: ModelConfig) -> tuple[int, int]:
+    def uses_rope(cls, cfg: ModelConfig) -> bool:
+        return True
+
+    @classmethod
+    def matmuls(cls, cfg: ModelConfig) -> list[tuple[int, int]]:
+        return [(cfg.n_embd, cfg.n_embd)] * 4  # q, k, v, out
+
+    @classmethod
+    def map_widths(cls, cfg: ModelConfig) -> tuple[int, int]:
         return cfg.n_embd, 2 * cfg.n_embd  # 2H maps of width C/2H; each map reads a value of width C/H
 
     def __init__(self, cfg: ModelConfig, layer_idx: int):

@@ -1,4 +1,9 @@
-"""Cross-entropy of the tied LM head, chunked so the (B·T, V) logits never exist in full.
+"""The LM-head loss: the one place where logits meet targets.
+
+``lm_cross_entropy`` is the plain loss every consumer uses (training through the model's forward,
+whole-split evaluation, the analysis' per-token losses, the Hugging Face wrapper): log-softmax in
+fp32, targets equal to ``IGNORE_INDEX`` ignored. ``chunked_linear_cross_entropy`` computes the same
+mean with the tied head, chunked so the (B·T, V) logits never exist in full.
 
 At the paper's shape one micro-batch has 16,384 positions and V = 50,304: the plain path holds
 the logits in bf16 (1.6 GiB), their fp32 copy for the loss (3.3 GiB) and the gradient of both.
@@ -15,8 +20,20 @@ targets equal to ``IGNORE_INDEX`` count neither in the loss nor in the mean.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 IGNORE_INDEX = -1
+
+
+def lm_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean",
+                     ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """CE of logits (..., V) against targets (...): "mean" or "sum" over the kept targets, or "none"
+    (the shape of ``targets``, 0 where ignored)."""
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"reduction must be mean, sum or none, got {reduction!r}")
+    loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1),
+                           ignore_index=ignore_index, reduction=reduction)
+    return loss.view(targets.shape) if reduction == "none" else loss
 
 
 class _ChunkedLinearCrossEntropy(torch.autograd.Function):

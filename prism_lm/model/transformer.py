@@ -4,7 +4,9 @@ Design choices:
 - GPT-2 layout as in nanoGPT: token + learned absolute position embedding, pre-LN blocks
   (attention, residual; GELU MLP 4x, residual), final LayerNorm, LM head tied to the token
   embedding. Only the attention module changes between PRISM, GPT and DIFF, so comparisons
-  isolate attention.
+  isolate attention. The MLP is a kind too (``mlp.py``: each kind says whether the block adds
+  its output to the residual stream or replaces the stream by it), and the position embedding
+  can be left out (``position_embedding = "none"``) for kinds whose Q/K carry RoPE.
 - Init as the paper: N(0, 0.02) everywhere, residual projections N(0, 0.02/sqrt(2L)), U orthogonal.
 - The model knows nothing of training: no optimizer, no MFU, no schedules. It holds λ's current
   value only; the schedule lives in ``train/schedules.py`` and the loop writes λ(t) with
@@ -24,29 +26,17 @@ import math
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from prism_lm.config import ModelConfig
 from prism_lm.model.attention import ATTENTION_KINDS
-from prism_lm.model.loss import chunked_linear_cross_entropy
+from prism_lm.model.config import ModelConfig
+from prism_lm.model.loss import chunked_linear_cross_entropy, lm_cross_entropy
+from prism_lm.model.mlp import MLP_KINDS
 
 
 class LMOutput(NamedTuple):
     logits: torch.Tensor | None  # (B, T, V); None from the chunked loss
     loss: torch.Tensor | None  # mean cross-entropy when targets were given
-
-
-class MLP(nn.Module):
-    def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        self.c_fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=cfg.bias)
-        self.c_proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
-        self.c_proj.is_residual_projection = True
-        self.dropout = nn.Dropout(cfg.dropout)
-
-    def forward(self, x):
-        return self.dropout(self.c_proj(F.gelu(self.c_fc(x))))
 
 
 class Block(nn.Module):
@@ -55,12 +45,13 @@ class Block(nn.Module):
         self.ln_1 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
         self.attn = ATTENTION_KINDS[cfg.attention](cfg, layer_idx)
         self.ln_2 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
-        self.mlp = MLP(cfg)
+        self.mlp = MLP_KINDS[cfg.mlp](cfg, layer_idx)
 
-    def forward(self, x, positions, cache=None, eager=False, need_weights=False):
+    def forward(self, x, positions, cache=None, eager=False, need_weights=False):  # x (B, T, C)
         a, probs = self.attn(self.ln_1(x), positions, cache=cache, eager=eager, need_weights=need_weights)
         x = x + a
-        x = x + self.mlp(self.ln_2(x))
+        m = self.mlp(self.ln_2(x))
+        x = x + m if self.mlp.residual else m
         return x, probs
 
 
@@ -70,7 +61,7 @@ class PrismLM(nn.Module):
         cfg.validate()
         self.config = cfg
         self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
-        self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd)
+        self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd) if cfg.position_embedding == "learned" else None
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList([Block(cfg, i) for i in range(cfg.n_layer)])
         self.ln_f = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
@@ -91,11 +82,12 @@ class PrismLM(nn.Module):
                 nn.init.normal_(module.weight, mean=0.0, std=0.02)
         for block in self.blocks:  # after the generic pass: U orthogonal, λ vectors, norms
             block.attn.reset_parameters()
+            block.mlp.reset_parameters()
 
     def num_params(self, exclude_position_embedding: bool = True) -> int:
         """Unique parameters (the tied head counted once), minus wpe as the official count does."""
         n = sum(p.numel() for p in self.parameters())
-        return n - self.wpe.weight.numel() if exclude_position_embedding else n
+        return n - self.wpe.weight.numel() if exclude_position_embedding and self.wpe is not None else n
 
     def set_scheduled_lambda(self, value: float) -> None:
         """Write λ(t) into every layer whose λ is scheduled (PRISM's, unless learned)."""
@@ -121,8 +113,10 @@ class PrismLM(nn.Module):
             if offset + T > self.config.block_size:
                 raise ValueError(f"sequence of {offset + T} tokens exceeds block_size {self.config.block_size}")
             positions = torch.arange(offset, offset + T, device=idx.device) if caches else None
-        pos_emb = self.wpe.weight[:T] if positions is None else self.wpe(positions)
-        x = self.drop(self.wte(idx) + pos_emb)  # (B, T, C)
+        x = self.wte(idx)  # (B, T, C)
+        if self.wpe is not None:
+            x = x + (self.wpe.weight[:T] if positions is None else self.wpe(positions))
+        x = self.drop(x)
         maps = []
         for i, block in enumerate(self.blocks):
             x, probs = block(x, positions, cache=caches[i] if caches else None,
@@ -131,19 +125,20 @@ class PrismLM(nn.Module):
         return self.ln_f(x), maps
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, *, loss_chunk: int = 0,
-                eager: bool = False) -> LMOutput:
-        """idx (B, T) int64 -> LMOutput(logits (B, T, V), mean CE against targets (B, T), -1 ignored).
+                eager: bool = False, reduction: str = "mean") -> LMOutput:
+        """idx (B, T) int64 -> LMOutput(logits (B, T, V), CE against targets (B, T), -1 ignored).
 
-        With ``loss_chunk`` > 0 and targets, the loss is computed chunk by chunk and logits is None.
+        ``reduction``: "mean" (training), "sum" (evaluation over whole splits) or "none" (per-token,
+        (B, T)). With ``loss_chunk`` > 0 and targets, the mean loss is computed chunk by chunk and
+        logits is None.
         """
         x, _ = self.hidden_states(idx, eager=eager)
         if targets is not None and loss_chunk > 0:
+            if reduction != "mean":
+                raise ValueError("the chunked loss computes the mean only")
             return LMOutput(None, chunked_linear_cross_entropy(x, self.lm_head.weight, targets, loss_chunk))
         logits = self.lm_head(x)
-        if targets is None:
-            return LMOutput(logits, None)
-        loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
-        return LMOutput(logits, loss)
+        return LMOutput(logits, None if targets is None else lm_cross_entropy(logits, targets, reduction))
 
     def forward_with_attention(self, idx: torch.Tensor):
         """Logits plus every layer's attention probabilities (B, S*H, T, T), via the eager path."""

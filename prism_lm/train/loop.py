@@ -15,12 +15,13 @@ import math
 import signal
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from prism_lm.checkpoint.training import load_training_checkpoint, save_training_checkpoint
-from prism_lm.config import TrainConfig, resolve_vocab_size, to_dict
+from prism_lm.checkpoint.training import load_training_checkpoint, newest_verified, save_training_checkpoint
+from prism_lm.config import RESUME_SAFE_KEYS, TrainConfig, resolve_vocab_size, to_dict
 from prism_lm.data.loader import RandomWindows, make_loader
 from prism_lm.data.shards import ShardSet
 from prism_lm.errors import DivergedError, PrismError, warn
@@ -28,7 +29,7 @@ from prism_lm.model import PrismLM
 from prism_lm.run_dir import RunDir
 from prism_lm.train.metrics import MetricsWriter, flops_per_token, peak_flops, read_metrics
 from prism_lm.train.parallel import all_reduce_mean, barrier, close_world, init_world, wrap_model
-from prism_lm.train.schedules import lr_at, prism_lambda_at
+from prism_lm.train.schedules import horizons_follow_max_iters, lambda_at, lr_at
 
 
 def optimizer_groups(model: PrismLM) -> tuple[list[list[str]], list[list[torch.nn.Parameter]]]:
@@ -123,20 +124,36 @@ def train(cfg: TrainConfig, resume: str | None = None, allow_config_change: bool
         close_world(world)
 
 
-# keys that change what is logged, saved or where it runs, never the numbers of the training itself
-RESUME_SAFE_KEYS = {"run.out_dir", "run.device", "run.progress", "run.tensorboard", "run.log_interval",
-                    "run.eval_interval", "run.eval_iters", "run.checkpoint_interval", "run.keep_checkpoints",
-                    "run.parallel", "run.wandb"}
-
-
-def _config_changes(recorded: TrainConfig, cfg: TrainConfig) -> dict[str, tuple]:
-    old, new = to_dict(recorded), to_dict(cfg)
-    return {f"{section}.{key}": (old[section][key], value) for section, values in new.items()
-            for key, value in values.items() if old[section].get(key) != value}
-
-
 def _train(cfg: TrainConfig, resume: str | None, allow_config_change: bool, world, run: RunDir) -> dict:
-    device = world.device
+    """The steps of one training, in the order that makes a resume exact."""
+    data = _open_data(cfg, world)
+    ckpt = _checkpoint_to_resume(run, resume, world)
+    changes = _config_changes(run, ckpt, cfg, allow_config_change)
+    trainer = _Trainer(cfg, world, run, data)
+    if ckpt is not None:
+        trainer.restore(ckpt)
+        if trainer.step >= cfg.run.max_iters and not _final_eval_missing(run, trainer.step, cfg, data.has_val):
+            return {**trainer.summary(None), "train_loss": None, "already_finished": True}
+    trainer.open_metrics(truncate=bool(resume))
+    if trainer.step == 0:  # after the identical init: each rank's dropout stream differs (resume restores it)
+        torch.manual_seed(cfg.run.seed + world.rank)
+    if world.is_main:  # the config the run really trains with, written when training really starts
+        if changes:
+            run.record_config_change(trainer.step, changes)
+        run.write_config(cfg)
+    barrier(world)
+    return trainer.run()
+
+
+@dataclass
+class _Data:
+    train: ShardSet
+    val: ShardSet
+    has_val: bool
+
+
+def _open_data(cfg: TrainConfig, world) -> _Data:
+    """The splits, with the vocabulary resolved against them and the world size checked."""
     train_data, val_data = ShardSet(cfg.data.dir, "train"), ShardSet(cfg.data.dir, "val")
     cfg.model.vocab_size = resolve_vocab_size(cfg.model.vocab_size, train_data.vocab_size)
     train_data.check_fits(cfg.model.vocab_size)
@@ -147,154 +164,186 @@ def _train(cfg: TrainConfig, resume: str | None, allow_config_change: bool, worl
     if not has_val and world.is_main:
         warn(f"the val split of {cfg.data.dir} has {len(val_data)} tokens, fewer than block_size + 1 = "
              f"{cfg.model.block_size + 1}: no validation loss will be computed")
-    accum = cfg.run.grad_accum // world.size
+    return _Data(train_data, val_data, has_val)
 
-    ckpt = None
-    if resume:
-        if resume != "auto":
-            ckpt = Path(resume)
-            if not ckpt.is_dir():
-                raise PrismError(f"--resume: checkpoint not found: {ckpt}")
-        else:
-            if world.is_main:
-                run.newest_verified()  # moves broken checkpoints aside, so every rank sees the same newest
-            barrier(world)
-            ckpt = run.newest()
-    elif run.holds_run():
-        raise PrismError(f"{run.path} already holds a run; use --resume auto to continue it or a new run.out_dir")
+
+def _checkpoint_to_resume(run: RunDir, resume: str | None, world) -> Path | None:
+    """The checkpoint ``--resume`` names (``auto``: the newest that verifies); None to start afresh."""
+    if not resume:
+        if run.holds_run():
+            raise PrismError(f"{run.path} already holds a run; use --resume auto to continue it or a new run.out_dir")
+        return None
+    if resume != "auto":
+        ckpt = Path(resume)
+        if not ckpt.is_dir():
+            raise PrismError(f"--resume: checkpoint not found: {ckpt}")
+        return ckpt
+    if world.is_main:
+        newest_verified(run)  # moves broken checkpoints aside, so every rank sees the same newest
+    barrier(world)
+    return run.newest()
+
+
+def _config_changes(run: RunDir, ckpt: Path | None, cfg: TrainConfig, allowed: bool) -> dict[str, tuple]:
+    """What differs from the run's recorded config; a change that breaks exactness is refused unless allowed."""
     recorded = run.read_config() if ckpt is not None else None
-    changes = _config_changes(recorded, cfg) if recorded is not None else {}
-    safe = RESUME_SAFE_KEYS | ({"run.max_iters"} if cfg.optim.lambda_anneal_iters else set())  # else λ's T_max
+    changes = recorded.changed_keys(cfg) if recorded is not None else {}
+    safe = RESUME_SAFE_KEYS | (set() if horizons_follow_max_iters(cfg) else {"run.max_iters"})
     breaking = sorted(k for k in changes if k not in safe)
-    if breaking and not allow_config_change:
+    if breaking and not allowed:
         key = breaking[0]
         raise PrismError(f"--resume: {key} is {changes[key][1]!r} but the run was started with {changes[key][0]!r}, "
                          "which would break an exact resume (pass --allow-config-change to continue anyway)")
+    return changes
 
-    model = initial_model(cfg).to(device)
-    # wrap before the optimizer exists: FSDP2 replaces parameters with sharded DTensors in place
-    train_model = wrap_model(model, world, cfg.run.parallel, cfg.run.compile)
-    optimizer, names = build_optimizer(model, cfg, device)
-    loader = make_loader(cfg.data.sampler, train_data, cfg.run.batch_size, cfg.model.block_size, cfg.run.seed,
-                         world.rank, world.size, device)
-    step, best_val, window = 0, None, None
-    if ckpt is not None:
-        meta = load_training_checkpoint(ckpt, model, optimizer, names)
-        step, best_val, window = meta["step"], meta["best_val_loss"], meta.get("log_window")
-        loader.load_state_dict(meta["loader"])
-    if ckpt is not None and step >= cfg.run.max_iters and not _final_eval_missing(run, step, cfg, has_val):
-        return {"run_dir": str(run.path), "step": step, "train_loss": None, "best_val_loss": best_val,
-                "interrupted_by": None, "already_finished": True}
-    metrics = MetricsWriter(run, cfg.run.tensorboard, world.is_main, cfg.run.wandb, cfg.run.progress,
-                            cfg.run.max_iters, step, to_dict(cfg))
-    if resume:  # the log reads as one run: records after the checkpoint (and a partial last line) go
-        metrics.truncate_after(step)
-    if step == 0:  # after the identical init: each rank's dropout stream differs (resume restores it)
-        torch.manual_seed(cfg.run.seed + world.rank)
-    if world.is_main:  # the config the run really trains with, written when training really starts
-        if changes:
-            run.record_config_change(step, changes)
-        run.write_config(cfg)
-    barrier(world)
 
-    ctx = autocast_for(cfg, device)
-    tokens_per_step = cfg.run.batch_size * cfg.model.block_size * cfg.run.grad_accum
-    flops_step = flops_per_token(cfg.model, model.num_params(), cfg.model.block_size) * tokens_per_step
-    peak = peak_flops(device)
-    lambda_tmax = cfg.optim.lambda_anneal_iters or cfg.run.max_iters
-    extra = {"tokenizer": train_data.codec().to_json()}
-    # the training losses since the last iter record (restored on resume, so the next mean is the same)
-    last_log_step = window["since"] if window else step
-    loss_sum = torch.tensor(window["loss_sum"] if window else 0.0, device=device)
-    last_log, last_saved, train_loss = time.perf_counter(), step, float("nan")
+class _Trainer:
+    """One process's training: the model, its optimizer and sampler, the step and the loss window."""
 
-    def save(at_step: int) -> Path:
-        path = run.step_dir(at_step)
-        window_state = {"loss_sum": float(loss_sum), "since": last_log_step}
-        save_training_checkpoint(path, model, optimizer, names, at_step, loader.state_dict(), best_val,
-                                 {**extra, "step": at_step}, world.is_main, window_state)
-        if world.is_main:
-            run.prune(cfg.run.keep_checkpoints)
-        barrier(world)
+    train_loss = float("nan")
+
+    def __init__(self, cfg: TrainConfig, world, run: RunDir, data: _Data):
+        self.cfg, self.world, self.run_dir, self.data = cfg, world, run, data
+        self.device = world.device
+        self.model = initial_model(cfg).to(self.device)
+        # wrap before the optimizer exists: FSDP2 replaces parameters with sharded DTensors in place
+        self.train_model = wrap_model(self.model, world, cfg.run.parallel, cfg.run.compile)
+        self.optimizer, self.names = build_optimizer(self.model, cfg, self.device)
+        self.loader = make_loader(cfg.data.sampler, data.train, cfg.run.batch_size, cfg.model.block_size,
+                                  cfg.run.seed, world.rank, world.size, self.device)
+        self.step, self.best_val, self.metrics = 0, None, None
+        self.ctx = autocast_for(cfg, self.device)
+        self.tokens_per_step = cfg.run.batch_size * cfg.model.block_size * cfg.run.grad_accum
+        self.flops_per_step = flops_per_token(cfg.model, cfg.model.block_size) * self.tokens_per_step
+        self.peak = peak_flops(self.device)
+        self.extra = {"tokenizer": data.train.codec().to_json()}
+        self._open_window(self.step, 0.0)
+
+    def _open_window(self, since: int, loss_sum: float) -> None:
+        """The training losses since the last iter record (restored on resume, so the next mean is the same)."""
+        self.last_log_step, self.last_log = since, time.perf_counter()
+        self.loss_sum = torch.tensor(loss_sum, device=self.device)
+
+    def restore(self, ckpt: Path) -> None:
+        meta = load_training_checkpoint(ckpt, self.model, self.optimizer, self.names)
+        self.step, self.best_val, window = meta["step"], meta["best_val_loss"], meta.get("log_window")
+        self.loader.load_state_dict(meta["loader"])
+        self._open_window(window["since"] if window else self.step, window["loss_sum"] if window else 0.0)
+
+    def open_metrics(self, truncate: bool) -> None:
+        cfg = self.cfg
+        self.metrics = MetricsWriter(self.run_dir, cfg.run.tensorboard, self.world.is_main, cfg.run.wandb,
+                                     cfg.run.progress, cfg.run.max_iters, self.step, to_dict(cfg))
+        if truncate:  # the log reads as one run: records after the checkpoint (and a partial last line) go
+            self.metrics.truncate_after(self.step)
+
+    def summary(self, interrupted_by: str | None) -> dict:
+        return {"run_dir": str(self.run_dir.path), "step": self.step, "train_loss": self.train_loss,
+                "best_val_loss": self.best_val, "interrupted_by": interrupted_by}
+
+    def run(self) -> dict:
+        """Train to ``max_iters`` (or a stop signal), save, and evaluate at the end."""
+        cfg, last_saved = self.cfg, self.step
+        self.model.train()
+        with _StopFlag() as stop:
+            while self.step < cfg.run.max_iters:
+                lr = self._set_schedules()
+                if self.step % cfg.run.eval_interval == 0:
+                    self.evaluate(lr)
+                grad_norm = self._optimizer_step()
+                scheduled_save = self.step % cfg.run.checkpoint_interval == 0 or self.step == cfg.run.max_iters
+                log_step = self.step % cfg.run.log_interval == 0 or scheduled_save
+                if log_step or stop.signal:  # an unscheduled stop checks the loss but writes no record
+                    window_loss = self._window_loss()
+                if log_step:
+                    self._log(window_loss, lr, grad_norm)
+                self.metrics.advance()
+                if scheduled_save or stop.signal:
+                    self.save()
+                    last_saved = self.step
+                if stop.signal:
+                    break
+        if last_saved != self.step:
+            self.save()
+        if not stop.signal and self.step % cfg.run.eval_interval == 0:  # the final evaluation, after the final save
+            self.evaluate(lr_at(self.step, cfg))
+        self.metrics.close()
+        return self.summary(stop.signal)
+
+    def _set_schedules(self) -> float:
+        lr = lr_at(self.step, self.cfg)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        lam = lambda_at(self.step, self.cfg)
+        if lam is not None:
+            self.model.set_scheduled_lambda(lam)
+        return lr
+
+    def _optimizer_step(self) -> torch.Tensor:
+        """grad_accum micro-steps, clipping (the pre-clip norm is returned), the AdamW step; step += 1."""
+        accum = self.cfg.run.grad_accum // self.world.size
+        for micro in range(accum):
+            _set_grad_sync(self.train_model, micro == accum - 1)
+            x, y = self.loader.next_batch()
+            with self.ctx:
+                loss = self.train_model(x, y, loss_chunk=self.cfg.run.loss_chunk).loss / accum
+            loss.backward()
+            self.loss_sum += loss.detach()
+        clip = self.cfg.optim.grad_clip if self.cfg.optim.grad_clip > 0 else float("inf")
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        return grad_norm
+
+    def _window_loss(self) -> float:
+        n = self.step - self.last_log_step
+        window_loss = all_reduce_mean(self.loss_sum / max(n, 1), self.world).item()
+        self._check_finite(window_loss)
+        return window_loss
+
+    def _log(self, window_loss: float, lr: float, grad_norm: torch.Tensor) -> None:
+        self.train_loss = window_loss
+        now = time.perf_counter()
+        tps = self.tokens_per_step * (self.step - self.last_log_step) / max(now - self.last_log, 1e-9)
+        mfu = tps / self.tokens_per_step * self.flops_per_step / (self.peak * self.world.size) if self.peak else None
+        self.metrics.write({"type": "iter", "iter": self.step, "train_loss": window_loss, "lr": lr,
+                            "grad_norm": _full_norm(grad_norm), "prism_lambda": _lambda(self.model),
+                            "tokens_per_s": tps, "mfu": mfu})
+        self._open_window(self.step, 0.0)
+
+    def save(self) -> Path:
+        path = self.run_dir.step_dir(self.step)
+        window_state = {"loss_sum": float(self.loss_sum), "since": self.last_log_step}
+        save_training_checkpoint(path, self.model, self.optimizer, self.names, self.step, self.loader.state_dict(),
+                                 self.best_val, {**self.extra, "step": self.step}, self.world.is_main, window_state)
+        if self.world.is_main:
+            self.run_dir.prune(self.cfg.run.keep_checkpoints)
+        barrier(self.world)
         return path
 
-    def check_finite(value: float, at_step: int) -> None:
+    def _check_finite(self, value: float) -> None:
         if not math.isfinite(value):
-            good = run.newest_verified() if world.is_main else None
+            good = newest_verified(self.run_dir) if self.world.is_main else None
             kept = f"last good checkpoint: {good}" if good else "no verified checkpoint"
-            raise DivergedError(f"training loss became {value} at step {at_step}; stopped ({kept})")
+            raise DivergedError(f"training loss became {value} at step {self.step}; stopped ({kept})")
 
-    def evaluate(at_step: int, lr: float, best: float | None) -> float | None:
+    def evaluate(self, lr: float) -> None:
         """Log an eval record; when val improves, ``best`` becomes a copy of the newest checkpoint."""
-        if not has_val:
-            return best
-        val_loss = all_reduce_mean(estimate_loss(model, val_data, cfg, device, ctx, world.rank, world.size),
-                                   world).item()
-        tr_loss = all_reduce_mean(estimate_loss(model, train_data, cfg, device, ctx, world.rank, world.size),
-                                  world).item()
-        check_finite(val_loss, at_step)
-        metrics.write({"type": "eval", "iter": at_step, "train_loss": tr_loss, "val_loss": val_loss,
-                       "lr": lr, "prism_lambda": _lambda(model)})
-        if at_step > 0 and (best is None or val_loss < best):
-            best = val_loss
-            newest = run.newest() if world.is_main else None
+        if not self.data.has_val:
+            return
+        cfg, world = self.cfg, self.world
+        val_loss, tr_loss = (all_reduce_mean(estimate_loss(self.model, split, cfg, self.device, self.ctx, world.rank,
+                                                           world.size), world).item()
+                             for split in (self.data.val, self.data.train))
+        self._check_finite(val_loss)
+        self.metrics.write({"type": "eval", "iter": self.step, "train_loss": tr_loss, "val_loss": val_loss,
+                            "lr": lr, "prism_lambda": _lambda(self.model)})
+        if self.step > 0 and (self.best_val is None or val_loss < self.best_val):
+            self.best_val = val_loss
+            newest = self.run_dir.newest() if world.is_main else None
             if newest:
-                run.replace_best(newest)
-        return best
-
-    model.train()
-    with _StopFlag() as stop:
-        while step < cfg.run.max_iters:
-            lr = lr_at(step, cfg.optim)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            lam = prism_lambda_at(step, lambda_tmax, cfg.model.lambda_start, cfg.model.lambda_end,
-                                 cfg.model.lambda_schedule)
-            model.set_scheduled_lambda(lam)
-            if step % cfg.run.eval_interval == 0:
-                best_val = evaluate(step, lr, best_val)
-
-            for micro in range(accum):
-                _set_grad_sync(train_model, micro == accum - 1)
-                x, y = loader.next_batch()
-                with ctx:
-                    loss = train_model(x, y, loss_chunk=cfg.run.loss_chunk).loss / accum
-                loss.backward()
-                loss_sum += loss.detach()
-            clip = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-
-            scheduled_save = step % cfg.run.checkpoint_interval == 0 or step == cfg.run.max_iters
-            log_step = step % cfg.run.log_interval == 0 or scheduled_save
-            if log_step or stop.signal:  # an unscheduled stop checks the loss but writes no record
-                n = step - last_log_step
-                window_loss = all_reduce_mean(loss_sum / max(n, 1), world).item()
-                check_finite(window_loss, step)
-            if log_step:
-                train_loss = window_loss
-                now = time.perf_counter()
-                tps = tokens_per_step * n / max(now - last_log, 1e-9)
-                metrics.write({"type": "iter", "iter": step, "train_loss": train_loss, "lr": lr,
-                               "grad_norm": _full_norm(grad_norm), "prism_lambda": _lambda(model),
-                               "tokens_per_s": tps, "mfu": tps / tokens_per_step * flops_step / (peak * world.size)
-                               if peak else None})
-                last_log, last_log_step, loss_sum = now, step, torch.zeros((), device=device)
-            metrics.advance()
-            if scheduled_save or stop.signal:
-                save(step)
-                last_saved = step
-            if stop.signal:
-                break
-    if last_saved != step:
-        save(step)
-    if not stop.signal and step % cfg.run.eval_interval == 0:  # the final evaluation, after the final save
-        best_val = evaluate(step, lr_at(step, cfg.optim), best_val)
-    metrics.close()
-    return {"run_dir": str(run.path), "step": step, "train_loss": train_loss, "best_val_loss": best_val,
-            "interrupted_by": stop.signal}
+                self.run_dir.replace_best(newest)
 
 
 def _final_eval_missing(run: RunDir, step: int, cfg: TrainConfig, has_val: bool) -> bool:

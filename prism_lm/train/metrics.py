@@ -12,20 +12,27 @@ import torch
 from prism_lm.config import ModelConfig
 from prism_lm.errors import PrismError, warn
 from prism_lm.model.attention import ATTENTION_KINDS
+from prism_lm.model.mlp import MLP_KINDS
 from prism_lm.run_dir import RunDir
 
 # dense bf16 tensor-core peaks, FLOP/s
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
 
 
-def flops_per_token(cfg: ModelConfig, n_params: int, seq_len: int) -> float:
-    """Training FLOPs per token (forward + backward): 6N for the weights plus the attention matmuls.
+def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
+    """Training FLOPs per token (forward + backward), counted from the shapes of the matmuls.
 
-    Per layer the forward spends 2·T·(Wqk + Wv) per token on QK^T and AV (no causal discount, as
-    in nanoGPT and PaLM), tripled for the backward pass.
+    Forward, per token: 2·fan_in·fan_out for every weight matmul each attention and MLP kind
+    declares (``matmuls``: a weight used twice, such as PRISM's U as W_O = Uᵀ, counts twice), the
+    tied LM head (C × V), and per layer 2·T·(Wqk + Wv) for QK^T and AV (no causal discount, as in
+    nanoGPT and PaLM). The backward pass costs twice the forward. Embedding lookups, norms, RoPE and
+    softmax are not matmuls and are left out.
     """
-    wqk, wv = ATTENTION_KINDS[cfg.attention].flop_widths(cfg)
-    return 6.0 * n_params + 6.0 * cfg.n_layer * seq_len * (wqk + wv)
+    attention, mlp = ATTENTION_KINDS[cfg.attention], MLP_KINDS[cfg.mlp]
+    layer = sum(2 * fan_in * fan_out for fan_in, fan_out in (*attention.matmuls(cfg), *mlp.matmuls(cfg)))
+    wqk, wv = attention.map_widths(cfg)
+    forward = cfg.n_layer * (layer + 2 * seq_len * (wqk + wv)) + 2 * cfg.n_embd * cfg.vocab_size
+    return 3.0 * forward
 
 
 def peak_flops(device: torch.device) -> float | None:
@@ -127,9 +134,7 @@ def _wandb_run(run: RunDir, config: dict):
     except ImportError:
         warn("run.wandb is true but wandb is not installed (pip install wandb); not logging to it")
         return None
-    id_path = run.path / "wandb-id"
-    run_id = id_path.read_text().strip() if id_path.is_file() else uuid.uuid4().hex[:8]
-    id_path.write_text(run_id)
+    run_id = run.wandb_id(uuid.uuid4().hex[:8])
     return wandb.init(project="prism-lm", name=run.path.name, id=run_id, resume="allow", config=config,
                       dir=str(run.path))
 

@@ -5,10 +5,11 @@ import math
 import pytest
 import torch
 
-from prism_lm.config import NAMED_MULTIPLIERS, ModelConfig, resolve_multiplier
+from prism_lm.config import ModelConfig
 from prism_lm.errors import PrismError
 from prism_lm.model import PrismLM, attend
 from prism_lm.model.attention import PrismAttention
+from prism_lm.model.config import NAMED_MULTIPLIERS, resolve_multiplier
 from prism_lm.model.rope import Rotary, interleaved_to_halves
 from tests.conftest import ALL_KINDS, tiny_config
 from tests.reference import prism_attention_eq7, rope_interleaved
@@ -155,13 +156,13 @@ def test_learned_lambda_is_trained_parameter():
 
 
 def test_constant_and_cosine_lambda_are_buffers_set_by_step():
-    from prism_lm.train.schedules import prism_lambda_at
+    from prism_lm.train.schedules import lambda_value
 
-    assert prism_lambda_at(0, 100, 0.01, 0.1) == pytest.approx(0.01)
-    assert prism_lambda_at(50, 100, 0.01, 0.1) == pytest.approx(0.055)
-    assert prism_lambda_at(100, 100, 0.01, 0.1) == pytest.approx(0.1)
-    assert prism_lambda_at(500, 100, 0.01, 0.1) == pytest.approx(0.1)
-    assert prism_lambda_at(25, 100, 0.01, 0.1) == pytest.approx(0.01 + 0.09 * 0.5 * (1 - math.cos(math.pi / 4)))
+    assert lambda_value(0, 100, 0.01, 0.1) == pytest.approx(0.01)
+    assert lambda_value(50, 100, 0.01, 0.1) == pytest.approx(0.055)
+    assert lambda_value(100, 100, 0.01, 0.1) == pytest.approx(0.1)
+    assert lambda_value(500, 100, 0.01, 0.1) == pytest.approx(0.1)
+    assert lambda_value(25, 100, 0.01, 0.1) == pytest.approx(0.01 + 0.09 * 0.5 * (1 - math.cos(math.pi / 4)))
     model = PrismLM(tiny_config(lambda_schedule="constant", lambda_start=0.2))
     assert model.lambdas() == pytest.approx([0.2, 0.2])
     model.set_scheduled_lambda(0.07)
@@ -202,7 +203,7 @@ def test_every_kind_declares_what_the_rest_of_prism_lm_asks():
         attn = kind(cfg, 0)
         assert issubclass(kind, AttentionKind) and kind.name == name
         assert attn.stream_names == kind.streams(cfg)
-        assert all(w > 0 for w in kind.flop_widths(cfg))
+        assert all(w > 0 for w in kind.map_widths(cfg))
         lam = attn.current_lambda()
         assert (lam is None) == (name in ("gpt", "gpt-rope"))
     with pytest.raises(PrismError, match="must be one of .*gpt-rope"):

@@ -114,7 +114,7 @@ def test_grad_clip_zero_means_no_clipping(data, tmp_path):
 
 
 def test_lambda_anneal_iters_sets_the_schedule_length(data, tmp_path):
-    from prism_lm.train.schedules import prism_lambda_at
+    from prism_lm.train.schedules import lambda_value
 
     train(tiny_config(data, tmp_path / "short", **{"optim.lambda_anneal_iters": 4}))
     train(tiny_config(data, tmp_path / "whole", **{"optim.lambda_anneal_iters": 0}))
@@ -123,8 +123,8 @@ def test_lambda_anneal_iters_sets_the_schedule_length(data, tmp_path):
         return {r["iter"]: r["prism_lambda"] for r in read_metrics(run / "metrics.jsonl") if r["type"] == "iter"}
 
     short, whole = lam(tmp_path / "short"), lam(tmp_path / "whole")
-    assert short[5] == pytest.approx(0.1) and short[3] == pytest.approx(prism_lambda_at(2, 4, 0.01, 0.1))
-    assert whole[5] == pytest.approx(prism_lambda_at(4, 12, 0.01, 0.1)) and whole[5] < 0.1
+    assert short[5] == pytest.approx(0.1) and short[3] == pytest.approx(lambda_value(2, 4, 0.01, 0.1))
+    assert whole[5] == pytest.approx(lambda_value(4, 12, 0.01, 0.1)) and whole[5] < 0.1
 
 
 def test_a_constant_lambda_schedule_holds_lambda_start(data, tmp_path):

@@ -3,29 +3,38 @@ import json
 import torch
 
 from prism_lm.config import ModelConfig
-from prism_lm.model import ATTENTION_KINDS, PrismLM
+from prism_lm.model import PrismLM
 from prism_lm.run_dir import RunDir
 from prism_lm.train.metrics import MetricsWriter, flops_per_token, peak_flops
 
 
-def attention_widths(cfg):
-    return ATTENTION_KINDS[cfg.attention].flop_widths(cfg)
+def _by_hand(attention: str, C=512, H=8, L=8, T=512, V=50304, R=2) -> float:
+    """Training FLOPs per token at the paper widths, written out from each kind's weight shapes."""
+    mlp = 2 * (C * 4 * C) + 2 * (4 * C * C)
+    if attention == "prism":  # U: C -> 2HD, used again as W_O = U^T: 2HD -> C; maps of width 2HD
+        width = 2 * H * (C // H) * R
+        weights, maps = 2 * (C * width) + 2 * (width * C), 2 * T * (width + width)
+    elif attention in ("gpt", "gpt-rope"):  # fused QKV C -> 3C, out C -> C; maps of width C
+        weights, maps = 2 * (C * 3 * C) + 2 * (C * C), 2 * T * (C + C)
+    else:  # diff: q, k, v, out C -> C; 2H maps of width C/2H reading values of width C/H
+        weights, maps = 4 * 2 * (C * C), 2 * T * (C + 2 * C)
+    return 3.0 * (L * (weights + mlp + maps) + 2 * C * V)
 
 
-def test_paper_config_flops_match_the_stated_budget():
-    cfg = ModelConfig()
+def test_flops_per_token_from_the_shapes_at_the_paper_widths():
+    for attention in ("prism", "gpt", "gpt-rope", "diff"):
+        cfg = ModelConfig(attention=attention, n_head=4 if attention == "diff" else 8)
+        expected = _by_hand(attention, H=cfg.n_head)
+        assert flops_per_token(cfg, 512) == expected, attention
+    prism, gpt = flops_per_token(ModelConfig(), 512), flops_per_token(ModelConfig(attention="gpt"), 512)
+    assert abs(prism / 1e6 - 456.52) < 0.01  # was 406.2 when U counted once (6N), though W_O = U^T runs it twice
+    assert abs(gpt / 1e6 - 330.69) < 0.01
+    # 6N would miss exactly PRISM's second use of U (6 * 8 layers * 512 * 2048), and nothing for GPT
     with torch.device("meta"):
-        n = PrismLM(cfg).num_params()
-    prism = flops_per_token(cfg, n, 512)
-    gpt_cfg = ModelConfig(attention="gpt")
-    gpt = flops_per_token(gpt_cfg, n, 512)
-    assert abs(prism / 1e6 - 406) < 1.0  # "about 406 MFLOP per token in all"
-    attn = lambda c: 6 * c.n_layer * 512 * sum(attention_widths(c))  # noqa: E731
-    assert attn(cfg) == 4 * attn(gpt_cfg)  # PRISM's attention is 4x GPT's at the paper config
-    assert prism - gpt == attn(cfg) - attn(gpt_cfg)
-    diff = ModelConfig(attention="diff", n_head=4)
-    assert attention_widths(diff) == (512, 1024)
-    assert attention_widths(ModelConfig(noise_stream=False)) == (1024, 1024)
+        n = PrismLM(ModelConfig()).num_params()
+    six_n = 6 * n + 6 * 8 * 512 * (2048 + 2048)
+    layer_norm_weights = (2 * 8 + 1) * 512  # 6N counts them; they are no matmul
+    assert six_n + 6 * 8 * 512 * 2048 - prism == 6 * layer_norm_weights
 
 
 def test_no_mfu_peak_on_cpu():

@@ -7,13 +7,13 @@ so this folder loads with ``transformers`` alone (no prism-lm install needed). H
 positions are absolute, so a batch must be unpadded (attention_mask all ones).
 """
 
-import torch.nn.functional as F
 from transformers import GenerationMixin, PreTrainedModel
 from transformers.cache_utils import DynamicCache
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .configuration_prism import PrismConfig
-from .prism_config import ModelConfig
+from .prism_loss import lm_cross_entropy
+from .prism_model_config import ModelConfig
 from .prism_transformer import PrismLM
 
 
@@ -71,8 +71,7 @@ class PrismForCausalLM(PreTrainedModel, GenerationMixin):
         logits = self.model.lm_head(hidden)
         loss = None
         if labels is not None:  # HF convention: labels are the inputs, shifted here
-            loss = F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.size(-1)),
-                                   labels[:, 1:].reshape(-1), ignore_index=-100)
+            loss = lm_cross_entropy(logits[:, :-1], labels[:, 1:], ignore_index=-100)
         return CausalLMOutputWithPast(loss=loss, logits=logits, **{_CACHE_FIELD: cache if use_cache else None})
 
 
