@@ -46,15 +46,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prism_lm.config import TrainConfig, from_dict, load_train_config, to_dict, tomllib
+from prism_lm.config import IDENTITY_EXCLUDED_KEYS, TrainConfig, from_dict, load_train_config, to_dict, tomllib
 from prism_lm.errors import PrismError
+from prism_lm.train.schedules import lr_horizon
 
 EXPERIMENT_KEYS = {"name", "description", "base", "seeds", "data", "set", "arms", "grid", "evaluate", "verdicts",
                    "slurm", "expected_minutes"}
 VERDICT_KEYS = {"claim", "metric", "arm", "baseline", "null", "better"}
 SLURM_KEYS = {"partition", "timeout_min", "cpus_per_task", "gpus_per_node", "mem_gb", "account", "qos"}
-# what does not change a run's numbers: left out of its identity
-IDENTITY_EXCLUDED = {("run", "out_dir"), ("run", "progress"), ("data", "dir")}
+# keys added to the config after sweeps were run: they enter a run's identity only when they differ
+# from their default, so the folders of earlier sweeps keep their names
+LATE_KEYS = {"model.mlp": "gelu", "model.position_embedding": "learned"}
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 
 
@@ -232,9 +234,12 @@ def _run_config(path: Path, base: str, common: dict, arm: str, arm_table: dict, 
 
 
 def identity(cfg: TrainConfig, data_source: str | None) -> str:
-    """10 hex digits naming what a run computes (its config, less IDENTITY_EXCLUDED, and its data)."""
-    body = {s: {k: v for k, v in values.items() if (s, k) not in IDENTITY_EXCLUDED}
+    """10 hex digits naming what a run computes: its resolved config (less ``IDENTITY_EXCLUDED_KEYS``,
+    late keys at their defaults left out, the learning-rate horizon as it resolves) and its data."""
+    body = {s: {k: v for k, v in values.items() if f"{s}.{k}" not in IDENTITY_EXCLUDED_KEYS
+                and LATE_KEYS.get(f"{s}.{k}", object()) != v}
             for s, values in to_dict(cfg).items()}
+    body["optim"]["lr_decay_iters"] = lr_horizon(cfg)
     body["data_source"] = data_source if data_source is not None else cfg.data.dir
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:10]
 

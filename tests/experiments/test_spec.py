@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 
 from prism_lm.errors import PrismError
@@ -110,3 +112,24 @@ def test_shipped_claim_files_load_and_name_every_claim():
         assert [e.name.split("-")[0] for e in experiments] == ["c1", "c2", "c3", "c4", "c5"]
         assert all(e.verdicts for e in experiments)
         assert all(e.expected_minutes for e in experiments)
+
+
+def test_identity_hashes_resolved_values_and_leaves_late_keys_at_their_defaults(tmp_path):
+    """Two configs that compute the same thing share an identity; earlier sweep folders keep their names."""
+    (exp,) = load_experiments(write_experiment(tmp_path))
+    cfg = exp.runs[0].config
+    base = identity(cfg, "embedded:100")
+    explicit = copy.deepcopy(cfg)
+    explicit.optim.lr_decay_iters = 0 if cfg.optim.lr_decay_iters == cfg.run.max_iters else cfg.run.max_iters
+    assert identity(explicit, "embedded:100") == base  # 0 resolves to max_iters: the same schedule
+    late = copy.deepcopy(cfg)
+    late.model.mlp, late.model.position_embedding = "gelu", "learned"  # the defaults: not hashed
+    assert identity(late, "embedded:100") == base
+    late.model.position_embedding = "none"
+    assert identity(late, "embedded:100") != base
+
+
+def test_the_keys_that_change_no_number_agree():
+    from prism_lm.config import IDENTITY_EXCLUDED_KEYS, RESUME_SAFE_KEYS
+
+    assert IDENTITY_EXCLUDED_KEYS - {"data.dir"} <= RESUME_SAFE_KEYS
