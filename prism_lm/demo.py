@@ -73,7 +73,7 @@ def run_demo(out: Path | None = None, stories: int = DEMO_STORIES, max_iters: in
     for name in ("prism", "gpt"):
         sets = [f'data.dir="{out / "data"}"', f'run.out_dir="{out / name}"', "run.progress=false"]
         if max_iters is not None:
-            sets += [f"run.max_iters={max_iters}", f"optim.lr_decay_iters={max_iters}",
+            sets += [f"run.max_iters={max_iters}",
                      f"run.eval_interval={max_iters}", f"run.checkpoint_interval={max_iters}"]
         cfg = load_train_config(f"tiny-{name}-cpu", sets)
         log(f"[demo] training {name.upper()} ({cfg.model.n_layer} layers, C={cfg.model.n_embd}, "
@@ -98,7 +98,7 @@ def run_demo(out: Path | None = None, stories: int = DEMO_STORIES, max_iters: in
 
         for r in results:
             log(f"[demo] analysing {r.name}")
-            reports[r.name] = analyze_run(r.run_dir, out / "data", r.run_dir / "report", max_windows=48)
+            reports[r.name] = analyze_run(r.run_dir, out / "data", RunDir(r.run_dir).report_dir, max_windows=48)
     report = out / "report.md"
     report.write_text(_report(results, entropy, len(train_data), reports, time.perf_counter() - t_start),
                       encoding="utf-8")

@@ -15,8 +15,8 @@ lag = i - j, A the attention probabilities):
   is, not where it sits: a spike at lag 0, 2 or 60 scores the same. Use the two above for locality.
 Streams are compared by the difference of their per-head means. The interval is a percentile
 bootstrap over the heads of this one model, resampled within each layer (stratified, so layer
-effects do not leak in); ``hierarchical_bootstrap_diff`` combines several runs (seeds, then heads
-within layers) for experiments across seeds.
+effects do not leak in; ``stats.bootstrap_diff``); ``stats.hierarchical_bootstrap_diff`` combines
+several runs (seeds, then heads within layers) for experiments across seeds.
 
 On the embedded corpus, every recall token r with antecedent a inside the same window gives the
 attention mass that query r - 1 (the position that predicts token r) puts on key a: the
@@ -50,6 +50,7 @@ from prism_lm.analysis.capture import capture_attention, hook_name
 from prism_lm.data.embedded import WORD_CLASSES, word_class
 from prism_lm.data.shards import ShardSet
 from prism_lm.model import PrismLM
+from prism_lm.stats import bootstrap_diff
 
 CLASSES = (*WORD_CLASSES, "other")
 DISTANCE_BUCKETS = ((1, 16), (17, 64), (65, None))  # recall-to-antecedent distance in tokens, inclusive
@@ -92,58 +93,6 @@ def profile_sharpness(profile: np.ndarray) -> np.ndarray:
     mag = np.abs(np.fft.rfft(profile, axis=-1))
     freqs = np.fft.rfftfreq(profile.shape[-1])
     return (mag * freqs).sum(-1) / np.maximum(mag.sum(-1), 1e-12)
-
-
-def _interval(diffs: np.ndarray, point: float, mean_a: float, mean_b: float) -> dict:
-    lo, hi = np.percentile(diffs, [2.5, 97.5])
-    return {"diff": point, "ci95": [float(lo), float(hi)], "mean_a": mean_a, "mean_b": mean_b}
-
-
-def bootstrap_diff(a: np.ndarray, b: np.ndarray, reps: int = 2000, seed: int = 0, strata_a=None,
-                   strata_b=None) -> dict:
-    """Mean of a minus mean of b with a 95% percentile bootstrap interval over heads.
-
-    With ``strata_a``/``strata_b`` (each head's layer) heads are resampled within their layer.
-    """
-    rng = np.random.default_rng(seed)
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    sa = np.zeros(len(a), int) if strata_a is None else np.asarray(strata_a)
-    sb = np.zeros(len(b), int) if strata_b is None else np.asarray(strata_b)
-    diffs = _resampled_means(a, sa, reps, rng) - _resampled_means(b, sb, reps, rng)
-    return _interval(diffs, float(a.mean() - b.mean()), float(a.mean()), float(b.mean()))
-
-
-def _resampled_means(x: np.ndarray, strata: np.ndarray, reps: int, rng) -> np.ndarray:
-    """(reps,) means of ``x`` resampled with replacement within each stratum (all draws at once)."""
-    total = np.zeros(reps)
-    for s in np.unique(strata):
-        xs = x[strata == s]
-        total += xs[rng.integers(0, len(xs), (reps, len(xs)))].sum(1)
-    return total / len(x)
-
-
-def hierarchical_bootstrap_diff(runs: list[list[dict]], metric: str, a: str, b: str, reps: int = 2000,
-                                seed: int = 0) -> dict:
-    """Stream a minus stream b of ``metric`` over several runs (seeds), each a list of head entries
-    (``head_statistics(...)["heads"]``): resample runs, then heads within each layer of each run."""
-    if not runs:
-        raise ValueError("no runs to combine")
-    rng = np.random.default_rng(seed)
-
-    def values(run, stream):
-        entries = [e for e in run if e["stream"] == stream]
-        return np.array([e[metric] for e in entries], float), np.array([e["layer"] for e in entries])
-
-    tables = [(values(r, a), values(r, b)) for r in runs]
-
-    # each run's stream difference under `reps` within-layer resamplings of its heads: (runs, reps)
-    per_run = np.stack([_resampled_means(*ta, reps, rng) - _resampled_means(*tb, reps, rng) for ta, tb in tables])
-    point = float(np.mean([ta[0].mean() - tb[0].mean() for ta, tb in tables]))
-    picks = rng.integers(0, len(tables), (reps, len(tables)))  # the runs drawn for each replicate
-    diffs = per_run[picks, np.arange(reps)[:, None]].mean(1)
-    mean_a = float(np.mean([t[0][0].mean() for t in tables]))
-    mean_b = float(np.mean([t[1][0].mean() for t in tables]))
-    return {**_interval(diffs, point, mean_a, mean_b), "runs": len(runs)}
 
 
 def _windows(shards: ShardSet, T: int, max_windows: int | None) -> list[int]:

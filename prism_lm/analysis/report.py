@@ -7,7 +7,6 @@ embedded as base64) present them.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import html
 import json
@@ -16,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from prism_lm import render
 from prism_lm.analysis import figures
 from prism_lm.analysis.capture import capture_attention
 from prism_lm.analysis.explore import DEFAULT_TEXT, MAX_TOKENS, write_explorer
@@ -270,9 +270,7 @@ def _markdown(report: dict) -> str:
     p = report["probe"]
     lines += [f"Probe: \"{p['text']}\", target {p['target']!r} (layer {p['layer']}, head {p['head']}).", ""]
     for title, header, rows in _tables(report):
-        lines += [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(_fmt(x) for x in row) + " |" for row in rows]
-        lines.append("")
+        lines += [f"## {title}", "", *render.markdown_table(header, rows, _fmt), ""]
     lines += [f"Interactive attention explorer (every layer and head on the probe): [{report['explorer']}]"
               f"({report['explorer']})", ""]
     lines += ["## Figures", ""] + [f"![{k}]({v})" for k, v in report["figures"].items()]
@@ -305,14 +303,7 @@ def _html(report: dict, out: Path) -> str:
             f"<p><a href='{html.escape(report['explorer'])}'>Interactive attention explorer</a> (every layer and "
             "head on the probe)</p>"]
     for name, rel in report["figures"].items():
-        data = base64.b64encode((out / rel).read_bytes()).decode("ascii")
-        body.append(f"<h3>{html.escape(name)}</h3><img alt='{html.escape(name)}' src='data:image/png;base64,{data}'>")
+        body += [f"<h3>{html.escape(name)}</h3>", render.html_image(out / rel, name)]
     for title, header, rows in _tables(report):
-        body.append(f"<h2>{html.escape(title)}</h2><table><tr>"
-                    + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>")
-        body += ["<tr>" + "".join(f"<td>{html.escape(_fmt(x))}</td>" for x in row) + "</tr>" for row in rows]
-        body.append("</table>")
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:auto}img{max-width:100%}"
-             "table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ccc;padding:2px 6px}")
-    return f"<!doctype html><html><head><meta charset='utf-8'><style>{style}</style></head><body>" \
-           + "\n".join(body) + "</body></html>\n"
+        body += [f"<h2>{html.escape(title)}</h2>", render.html_table(header, rows, _fmt)]
+    return render.html_page(f"Analysis of {report['checkpoint']}", body)

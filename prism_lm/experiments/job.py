@@ -1,42 +1,81 @@
-"""One run of a sweep, in its own directory: train (or resume), evaluate, write ``result.json``.
+"""One run of a sweep, in its own folder: train (or resume), evaluate, write ``result.json``.
 
 The same function runs under every executor: a local worker process
 (``python -m prism_lm.experiments.job RUN_DIR THREADS``) or a submitit job (Slurm, or submitit's
-local executor). A run directory holds ``job.json`` (what to run, written by the sweep),
-``train/`` (the training run directory), ``log.txt`` (local workers) and, once finished,
-``result.json``. Exit status: 0 finished (or diverged, which is a result), 3 interrupted by a
-signal (a checkpoint was saved; running again continues exactly), 1 failed.
+local executor). The folder's layout is ``sweep_dir.SweepRun``'s. Exit status: 0 finished (or
+diverged, which is a result), 3 interrupted by a signal (a checkpoint was saved; running again
+continues exactly), 1 failed.
+
+What runs after training is an ``EvaluateSpec``, typed from the experiment file to the job and back
+(the result records it, so a changed spec re-evaluates without retraining). Evaluation and head
+statistics run on the run's own device (``run.device``), as its training did.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from prism_lm.config import TrainConfig, from_dict
+from prism_lm.config import TrainConfig, from_dict, to_dict
 from prism_lm.errors import DivergedError, PrismError
-from prism_lm.files import read_tagged_json, replace_json
+from prism_lm.experiments.sweep_dir import SweepRun
 
-JOB_FORMAT = "prism-lm sweep job v1"
-RESULT_FORMAT = "prism-lm sweep result v1"
 INTERRUPTED = 3
+# per head and stream: averaged over a stream's heads into ``{stream}_{metric}`` columns
 HEAD_METRICS = ("median_lag", "mean_distance", "mass_beyond_far", "entropy", "antecedent_hit_rate",
                 "antecedent_lag_null")
+# first-minus-second stream differences: ``stream_diff_{metric}`` columns (analysis.heads' comparison)
+STREAM_DIFF_METRICS = ("mean_distance", "median_lag", "entropy", "mass_within_8", "mass_beyond_64",
+                       "profile_sharpness", "mass_beyond_far", "antecedent_hit_rate")
+TRAINING_COLUMNS = ("steps", "tokens_seen", "train_seconds", "train_loss_final", "val_estimate_best",
+                    "val_estimate_final", "grad_norm_max", "grad_norm_mean", "clipped_fraction", "logged_steps",
+                    "diverged", "parameters")
 
 
-def read_job(run_dir: Path) -> dict:
-    return read_tagged_json(run_dir / "job.json", JOB_FORMAT, "a sweep job description")
+@dataclass
+class EvaluateSpec:
+    """What runs after a run's training; each result lands in the run's row of the table."""
 
+    contexts: list[int] = field(default_factory=list)  # whole-val-split loss at each context ([]: block size)
+    head_windows: int = 32  # windows of head statistics (0: none)
+    initial: bool = True  # the same head statistics for the run's untrained model (its step 0)
 
-def read_result(run_dir: Path) -> dict | None:
-    path = run_dir / "result.json"
-    return read_tagged_json(path, RESULT_FORMAT, "a sweep result") if path.is_file() else None
+    def validate(self) -> None:
+        if any(c < 1 for c in self.contexts):
+            raise PrismError(f"evaluate.contexts must be >= 1, got {self.contexts}")
+        if self.head_windows < 0:
+            raise PrismError(f"evaluate.head_windows must be >= 0, got {self.head_windows}")
+
+    def union(self, other: EvaluateSpec) -> EvaluateSpec:
+        """What a run shared by two experiments evaluates: contexts united, the most head windows,
+        the untrained model if either asks."""
+        return EvaluateSpec(sorted(set(self.contexts) | set(other.contexts)),
+                            max(self.head_windows, other.head_windows), self.initial or other.initial)
+
+    def columns(self, cfg: TrainConfig) -> set[str]:
+        """Every column a run of ``cfg`` can have in its row (annotation-dependent ones included), so
+        an experiment file's verdicts are checked against them before anything trains."""
+        from prism_lm.data.embedded import KINDS
+        from prism_lm.model.attention import ATTENTION_KINDS
+
+        cols = set(TRAINING_COLUMNS)
+        for ctx in self.contexts or [cfg.model.block_size]:
+            cols |= {f"val_loss_{ctx}", f"best_val_loss_{ctx}"}
+        if not self.head_windows:
+            return cols
+        streams = ATTENTION_KINDS[cfg.model.attention].streams(cfg.model)
+        for prefix in ("", "init_") if self.initial else ("",):
+            cols |= {f"{prefix}{s}_{m}" for s in streams for m in (*HEAD_METRICS, "diversity")}
+            if len(streams) > 1:
+                cols |= {f"{prefix}stream_diff_{m}" for m in STREAM_DIFF_METRICS}
+            cols |= {f"{prefix}recall_loss", f"{prefix}other_loss", *(f"{prefix}recall_loss_{k}" for k in KINDS)}
+        return cols
 
 
 def run_job(run_dir: str | Path, threads: int = 0) -> str:
@@ -45,12 +84,13 @@ def run_job(run_dir: str | Path, threads: int = 0) -> str:
 
     from prism_lm.train.loop import train
 
-    run_dir = Path(run_dir)
+    run = SweepRun(run_dir)
     if threads > 0:
         torch.set_num_threads(threads)
-    job = read_job(run_dir)
+    job = run.read_job()
     cfg = from_dict(TrainConfig, job["config"])
     cfg.validate()
+    spec = from_dict(EvaluateSpec, job["evaluate"], "evaluate")
     started = time.time()
     diverged = None
     try:
@@ -59,15 +99,14 @@ def run_job(run_dir: str | Path, threads: int = 0) -> str:
             return "interrupted"
     except DivergedError as exc:
         diverged = str(exc)
-    row = {**job["labels"], "identity": job["identity"], "run_dir": run_dir.name, "diverged": diverged is not None}
+    row = {**job["labels"], "identity": job["identity"], "run_dir": run.name, "diverged": diverged is not None}
     row.update(_training_columns(cfg))
     heads: dict = {}
     if diverged is None:
-        columns, heads = _evaluation_columns(cfg, job["evaluate"], run_dir)
+        columns, heads = _evaluation_columns(cfg, spec, run)
         row.update(columns)
-    result = {"row": row, "evaluate": job["evaluate"], "diverged": diverged, "heads": heads,
-              "job_seconds": time.time() - started}
-    replace_json(run_dir / "result.json", result, RESULT_FORMAT)
+    run.write_result({"row": row, "evaluate": to_dict(spec), "diverged": diverged, "heads": heads,
+                      "job_seconds": time.time() - started})
     return "diverged" if diverged else "done"
 
 
@@ -99,44 +138,42 @@ def _training_columns(cfg: TrainConfig) -> dict:
     }
 
 
-def _evaluation_columns(cfg: TrainConfig, spec: dict, run_dir: Path) -> tuple[dict, dict]:
+def _evaluation_columns(cfg: TrainConfig, spec: EvaluateSpec, sweep_run: SweepRun) -> tuple[dict, dict]:
     """The row's evaluation columns, and the per-head entries (trained and untrained) that the report
-    bootstraps over; the full head statistics go to heads.json and heads_init.json."""
+    bootstraps over; the full head statistics go to heads.json and heads_init.json. Everything runs
+    on the run's own device."""
     from prism_lm.analysis.heads import head_statistics
-    from prism_lm.checkpoint import load_model
+    from prism_lm.checkpoint import load_model, read_model_config
     from prism_lm.data.shards import ShardSet
     from prism_lm.evaluate import evaluate_split
     from prism_lm.run_dir import RunDir
     from prism_lm.train.loop import initial_model
+    from prism_lm.train.parallel import resolve_device
 
+    device = resolve_device(cfg.run.device)
     run = RunDir(cfg.run.out_dir)
     final_dir, best_dir = run.newest(), run.model_checkpoint()
     val = ShardSet(cfg.data.dir, "val")
-    final = load_model(final_dir)
-    best = load_model(best_dir) if best_dir is not None and _step(best_dir) != _step(final_dir) else final
+    final = load_model(final_dir, device=device)
+    same = best_dir is None or read_model_config(best_dir)[1].get("step") == read_model_config(final_dir)[1].get("step")
+    best = final if same else load_model(best_dir, device=device)
     cols: dict = {"parameters": final.num_params()}
-    for ctx in spec["contexts"] or [cfg.model.block_size]:
-        cols[f"val_loss_{ctx}"] = evaluate_split(final, val, ctx, batch_size=16)["loss"]
+    for ctx in spec.contexts or [cfg.model.block_size]:
+        cols[f"val_loss_{ctx}"] = evaluate_split(final, val, ctx, batch_size=16, device=device)["loss"]
         cols[f"best_val_loss_{ctx}"] = (cols[f"val_loss_{ctx}"] if best is final
-                                        else evaluate_split(best, val, ctx, batch_size=16)["loss"])
+                                        else evaluate_split(best, val, ctx, batch_size=16, device=device)["loss"])
     heads = {}
-    if spec["head_windows"]:
+    if spec.head_windows:
         models = {"heads": ("", final)}
-        if spec["initial"]:
+        if spec.initial:
             cfg.model.vocab_size = final.config.vocab_size
-            models["heads_init"] = ("init_", initial_model(cfg).eval())
+            models["heads_init"] = ("init_", initial_model(cfg).to(device).eval())
         for name, (prefix, model) in models.items():
-            stats = head_statistics(model, val, max_windows=spec["head_windows"])
+            stats = head_statistics(model, val, max_windows=spec.head_windows)
             cols.update(_head_columns(stats, prefix))
-            (run_dir / f"{name}.json").write_text(json.dumps(stats) + "\n", encoding="utf-8")
+            sweep_run.write_heads(name, stats)
             heads[name] = [{k: e[k] for k in ("layer", "stream", *HEAD_METRICS) if k in e} for e in stats["heads"]]
     return cols, heads
-
-
-def _step(checkpoint: Path) -> int | None:
-    from prism_lm.checkpoint.model import read_model_config
-
-    return read_model_config(checkpoint)[1].get("step")
 
 
 def _head_columns(stats: dict, prefix: str) -> dict:

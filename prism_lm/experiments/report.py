@@ -8,57 +8,25 @@ Statistics (stated in every report):
   ("better": lower or higher) is *supported*, entirely on the other side *contradicted*, otherwise
   *inconclusive at this scale*. A verdict without a baseline compares the arm's values with ``null``.
 - Head-stream differences also get a hierarchical bootstrap (seeds, then heads within layers),
-  ``analysis.heads.hierarchical_bootstrap_diff``, beside the t interval over per-seed differences.
+  ``stats.hierarchical_bootstrap_diff``, beside the t interval over per-seed differences.
 """
 
 from __future__ import annotations
 
-import base64
 import csv
 import html
 import json
-import math
 from pathlib import Path
 
-import numpy as np
-
+from prism_lm import render
 from prism_lm.errors import PrismError
-from prism_lm.experiments.job import read_result
-from prism_lm.experiments.runner import PLAN_FORMAT
-from prism_lm.files import read_tagged_json
+from prism_lm.experiments.sweep_dir import SweepDir
+from prism_lm.stats import finite, hierarchical_bootstrap_diff, mean_interval, paired_difference
 
-# two-sided 95% Student-t quantiles t_{0.975, df}, df = 1..30 (then 40, 60, 120, normal)
-_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
-         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
 INTERVAL_METHOD = "95% Student-t interval of the mean over seeds (each run one sample, n - 1 degrees of freedom)"
 PAIRED_METHOD = "per-seed differences over the seeds both arms ran, 95% Student-t interval of their mean"
 # the columns every experiment's tables show, besides the metrics its verdicts name (the rest: CSV/JSON)
 HEADLINE = ("val_loss_", "grad_norm_max", "grad_norm_mean", "clipped_fraction", "diverged", "train_seconds")
-
-
-def t_quantile(df: int) -> float:
-    if df < 1:
-        return math.nan
-    if df <= 30:
-        return _T975[df - 1]
-    return 2.021 if df <= 40 else 2.000 if df <= 60 else 1.980 if df <= 120 else 1.960
-
-
-def mean_interval(values: list[float]) -> dict:
-    """Mean, 95% t interval and n of the finite values."""
-    x = np.array([v for v in values if v is not None and math.isfinite(v)], float)
-    if len(x) == 0:
-        return {"mean": None, "ci95": None, "n": 0}
-    if len(x) == 1:
-        return {"mean": float(x[0]), "ci95": None, "n": 1}
-    half = t_quantile(len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x))
-    return {"mean": float(x.mean()), "ci95": [float(x.mean() - half), float(x.mean() + half)], "n": len(x)}
-
-
-def paired_difference(a: dict[int, float], b: dict[int, float]) -> dict:
-    """a minus b over the seeds both hold (dicts seed -> value)."""
-    seeds = sorted(s for s in set(a) & set(b) if _finite(a[s]) and _finite(b[s]))
-    return {**mean_interval([a[s] - b[s] for s in seeds]), "seeds": seeds}
 
 
 def decide(interval: dict, better: str, null: float = 0.0) -> str:
@@ -71,17 +39,12 @@ def decide(interval: dict, better: str, null: float = 0.0) -> str:
     return "supported" if good_side else "contradicted" if bad_side else "inconclusive at this scale"
 
 
-def _finite(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def collect(sweep: Path) -> tuple[dict, list[dict], dict[str, dict]]:
+def collect(sweep: SweepDir) -> tuple[dict, list[dict], dict[str, dict]]:
     """The plan, one row per (experiment, planned run) with a result (rows carry the plan's labels),
     and each run folder's result, read once (a run shared by experiments is read once)."""
-    plan = read_tagged_json(sweep / "sweep.json", PLAN_FORMAT, "a sweep plan",
-                            missing=f"{sweep} is not a sweep folder (no sweep.json; see prism sweep run)")
+    plan = sweep.read_plan()
     folders = {entry["folder"] for exp in plan["experiments"].values() for entry in exp["runs"]}
-    results = {f: r for f in sorted(folders) if (r := read_result(sweep / "runs" / f)) is not None}
+    results = {f: r for f in sorted(folders) if (r := sweep.run(f).read_result()) is not None}
     rows = []
     for name, exp in plan["experiments"].items():
         for entry in exp["runs"]:
@@ -98,10 +61,10 @@ def summarise(plan: dict, rows: list[dict], results: dict[str, dict]) -> dict:
     out = {"interval": INTERVAL_METHOD, "paired": PAIRED_METHOD, "experiments": {}}
     for name, exp in plan["experiments"].items():
         mine = [r for r in rows if r["experiment"] == name]
-        metrics = sorted({k for r in mine for k, v in r.items() if _finite(v) or isinstance(v, bool)}
+        metrics = sorted({k for r in mine for k, v in r.items() if finite(v) or isinstance(v, bool)}
                          - {"seed", "steps", "logged_steps"} - set().union(*(set(r["grid"]) for r in exp["runs"])))
         by_group = {g: {m: {r["seed"]: float(r[m]) for r in mine if r["group"] == g and m in r
-                            and (_finite(r[m]) or isinstance(r[m], bool))} for m in metrics} for g in exp["groups"]}
+                            and (finite(r[m]) or isinstance(r[m], bool))} for m in metrics} for g in exp["groups"]}
         arms = {g: {"runs": sum(1 for r in mine if r["group"] == g),
                     "planned": sum(1 for e in exp["runs"] if e["group"] == g),
                     "metrics": {m: mean_interval(list(by_group[g][m].values())) for m in metrics}}
@@ -129,8 +92,6 @@ def summarise(plan: dict, rows: list[dict], results: dict[str, dict]) -> dict:
 
 def _stream_bootstraps(exp: dict, results: dict[str, dict]) -> dict:
     """Per arm: first-minus-second stream of median lag and mass beyond far, hierarchical over seeds."""
-    from prism_lm.analysis.heads import hierarchical_bootstrap_diff
-
     out = {}
     for group in exp["groups"]:
         mine = [results[e["folder"]] for e in exp["runs"] if e["group"] == group and e["folder"] in results]
@@ -148,11 +109,11 @@ def _stream_bootstraps(exp: dict, results: dict[str, dict]) -> dict:
 
 
 def write_report(sweep: str | Path, out: str | Path | None = None) -> dict[str, Path]:
-    sweep = Path(sweep)
-    out = Path(out) if out is not None else sweep / "report"
+    sweep = SweepDir(sweep)
+    out = Path(out) if out is not None else sweep.report_dir
     plan, rows, results = collect(sweep)
     if not rows:
-        raise PrismError(f"{sweep} holds no finished runs yet (run prism sweep run first)")
+        raise PrismError(f"{sweep.path} holds no finished runs yet (run prism sweep run first)")
     out.mkdir(parents=True, exist_ok=True)
     paths = {"csv": out / "results.csv", "parquet": out / "results.parquet", "json": out / "report.json",
              "md": out / "report.md", "html": out / "report.html"}
@@ -185,7 +146,7 @@ def _write_parquet(rows: list[dict], columns: list[str], path: Path) -> None:
     pq.write_table(pa.table(table), path)
 
 
-def _figures(plan: dict, rows: list[dict], summary: dict, sweep: Path, out: Path) -> dict[str, Path]:
+def _figures(plan: dict, rows: list[dict], summary: dict, sweep: SweepDir, out: Path) -> dict[str, Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -199,10 +160,10 @@ def _figures(plan: dict, rows: list[dict], summary: dict, sweep: Path, out: Path
         colours = {g: plt.cm.tab10(i % 10) for i, g in enumerate(exp["groups"])}
         fig, ax = plt.subplots(figsize=(7, 4))
         for entry in exp["runs"]:
-            metrics = sweep / "runs" / entry["folder"] / "train" / "metrics.jsonl"
+            metrics = sweep.run(entry["folder"]).train_run().metrics_path
             if not metrics.is_file():
                 continue
-            iters = [r for r in read_metrics(metrics) if r["type"] == "iter" and _finite(r["train_loss"])]
+            iters = [r for r in read_metrics(metrics) if r["type"] == "iter" and finite(r["train_loss"])]
             if iters:
                 ax.plot([r["iter"] for r in iters], [r["train_loss"] for r in iters], color=colours[entry["group"]],
                         alpha=0.6, lw=1, label=entry["group"] if entry["seed"] == exp["seeds"][0] else None)
@@ -223,7 +184,7 @@ def _figures(plan: dict, rows: list[dict], summary: dict, sweep: Path, out: Path
                     err = None if s["ci95"] is None else [[s["mean"] - s["ci95"][0]], [s["ci95"][1] - s["mean"]]]
                     ax.errorbar([i], [s["mean"]], yerr=err, fmt="o", color=colours[g], capsize=3)
                     seeds = [r[metric] for r in rows if r["experiment"] == name and r["group"] == g
-                             and _finite(r.get(metric))]
+                             and finite(r.get(metric))]
                     ax.scatter([i] * len(seeds), seeds, s=8, color=colours[g], alpha=0.4)
                 ax.set_xticks(range(len(exp["groups"])), exp["groups"], rotation=60, fontsize=6, ha="right")
                 ax.set_title(metric, fontsize=7)
@@ -301,30 +262,20 @@ def _markdown(summary: dict, rows: list[dict]) -> str:
                 if key in summary["figures"]:
                     lines += [f"![{key}]({summary['figures'][key]})", ""]
             current = name
-        lines += [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in body]
-        lines.append("")
+        lines += [f"### {title}", "", *render.markdown_table(header, body), ""]
     return "\n".join(lines)
 
 
 def _html(summary: dict, rows: list[dict], out: Path) -> str:
-    parts = ["<!doctype html><meta charset='utf-8'><title>Sweep report</title>",
-             "<style>body{font:14px sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;"
-             "margin:1em 0}td,th{border:1px solid #ccc;padding:3px 6px;font-size:12px}img{max-width:100%}</style>",
-             "<h1>Sweep report</h1>", f"<p>Intervals: {html.escape(INTERVAL_METHOD)}. "
+    parts = ["<h1>Sweep report</h1>", f"<p>Intervals: {html.escape(INTERVAL_METHOD)}. "
              f"Paired: {html.escape(PAIRED_METHOD)}.</p>"]
     current = None
     for name, title, header, body in _tables(summary, rows):
         if name != current:
             e = summary["experiments"][name]
             parts.append(f"<h2>{html.escape(name)}</h2><p>{html.escape(e['description'] or '')}</p>")
-            for key in (f"{name}_loss", f"{name}_metrics"):
-                if key in summary["figures"]:
-                    data = base64.b64encode((out / summary["figures"][key]).read_bytes()).decode()
-                    parts.append(f"<img alt='{html.escape(key)}' src='data:image/png;base64,{data}'>")
+            parts += [render.html_image(out / summary["figures"][key], key)
+                      for key in (f"{name}_loss", f"{name}_metrics") if key in summary["figures"]]
             current = name
-        parts.append(f"<h3>{html.escape(title)}</h3><table><tr>"
-                     + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>")
-        parts += ["<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in body]
-        parts.append("</table>")
-    return "\n".join(parts) + "\n"
+        parts += [f"<h3>{html.escape(title)}</h3>", render.html_table(header, body)]
+    return render.html_page("Sweep report", parts)

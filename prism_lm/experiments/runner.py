@@ -1,13 +1,6 @@
 """``prism sweep run``: expand experiment files to runs and run them, N at a time or on Slurm.
 
-Layout of a sweep folder::
-
-    OUT/sweep.json            the plan: every experiment, its runs (arm, grid point, seed, folder)
-    OUT/data/<source>/        data the experiment files ask the sweep to prepare (``data = "embedded:6000"``)
-    OUT/runs/<name>/          one folder per run: job.json, train/ (the run directory), log.txt, result.json
-    OUT/submitit/             submitit's own files (its executors only)
-
-Design choices:
+The sweep folder's layout is ``sweep_dir.SweepDir``'s. Design choices:
 - Resumable by construction: a run with a ``result.json`` is skipped; any other is started with
   ``resume="auto"``, so an interrupted one continues from its last checkpoint exactly, and a run
   killed before its first checkpoint starts over.
@@ -34,20 +27,24 @@ from pathlib import Path
 
 from prism_lm.config import TrainConfig, from_dict, to_dict
 from prism_lm.errors import PrismError
-from prism_lm.experiments.job import INTERRUPTED, JOB_FORMAT, read_job, read_result
+from prism_lm.experiments.job import INTERRUPTED, EvaluateSpec
 from prism_lm.experiments.spec import Experiment, PlannedRun, identity, load_experiments
-from prism_lm.files import WriterLock, read_tagged_json, replace_json
+from prism_lm.experiments.sweep_dir import SweepDir, SweepRun
 
-PLAN_FORMAT = "prism-lm sweep plan v1"
 EXECUTORS = ("local", "slurm", "submitit-local")
 
 
 @dataclass(eq=False)
 class Task:
     run: PlannedRun
-    path: Path
+    folder: SweepRun
+    evaluate: EvaluateSpec
     handle: object = None
     started: float = 0.0
+
+    @property
+    def path(self) -> Path:
+        return self.folder.path
 
 
 def available_cpus() -> int:
@@ -66,29 +63,28 @@ def plan(experiments: list[Experiment]) -> dict:
             runs.append({"arm": r.arm, "group": r.group, "grid": r.grid, "seed": r.seed, "folder": folder})
         body[e.name] = {"file": str(e.path), "description": e.description, "seeds": e.seeds, "arms": e.arms,
                         "groups": e.groups, "runs": runs, "verdicts": [vars(v) for v in e.verdicts],
-                        "evaluate": vars(e.evaluate)}
+                        "evaluate": to_dict(e.evaluate)}
     return {"experiments": body, "runs": {folder: identity for identity, folder in folders.items()}}
 
 
-def _merge_plan(out: Path, new: dict, extend: bool) -> dict:
-    path = out / "sweep.json"
-    if not path.is_file():
+def _merge_plan(sweep: SweepDir, new: dict, extend: bool) -> dict:
+    if not sweep.has_plan():
         return new
-    old = read_tagged_json(path, PLAN_FORMAT, "a sweep plan")
+    old = sweep.read_plan()
     added = sorted(set(new["runs"]) - set(old["runs"]))
     if added and not extend:
-        raise PrismError(f"{out} holds the runs of another experiment file ({len(added)} planned runs are not in it, "
-                         f"e.g. {added[0]}); use a new --out, or pass --extend to add them")
+        raise PrismError(f"{sweep.path} holds the runs of another experiment file ({len(added)} planned runs are not "
+                         f"in it, e.g. {added[0]}); use a new --out, or pass --extend to add them")
     return {"experiments": {**old["experiments"], **new["experiments"]}, "runs": {**old["runs"], **new["runs"]}}
 
 
-def _prepare_data(experiments: list[Experiment], out: Path, log) -> None:
-    """Prepare every ``data = SOURCE`` once into OUT/data/<slug> and point its runs there."""
+def _prepare_data(experiments: list[Experiment], sweep: SweepDir, log) -> None:
+    """Prepare every ``data = SOURCE`` once into the sweep's data folder and point its runs there."""
     from prism_lm.data.prepare import prepare
     from prism_lm.data.shards import read_manifest
 
     for source in sorted({e.data_source for e in experiments if e.data_source}):
-        target = (out / "data" / source.replace(":", "-").replace("/", "_")).resolve()
+        target = sweep.data_dir(source)
         try:
             read_manifest(target)
         except PrismError:
@@ -100,38 +96,38 @@ def _prepare_data(experiments: list[Experiment], out: Path, log) -> None:
                     r.config.data.dir = str(target)
 
 
-def _tasks(experiments: list[Experiment], new_plan: dict, out: Path) -> dict[Task, dict]:
-    """One task per run folder, with the evaluation every experiment sharing it asks for (contexts
-    united, the most head windows, the untrained model if any asks)."""
-    tasks: dict[str, tuple[Task, dict]] = {}
+def _tasks(experiments: list[Experiment], new_plan: dict, sweep: SweepDir) -> list[Task]:
+    """One task per run folder, with the union of what every experiment sharing it evaluates."""
+    tasks: dict[str, Task] = {}
     for e in experiments:
         for r, entry in zip(e.runs, new_plan["experiments"][e.name]["runs"], strict=True):
-            want = vars(e.evaluate)
-            if entry["folder"] not in tasks:
-                tasks[entry["folder"]] = (Task(r, out / "runs" / entry["folder"]), dict(want))
-                continue
-            spec = tasks[entry["folder"]][1]
-            spec["contexts"] = sorted(set(spec["contexts"]) | set(want["contexts"]))
-            spec["head_windows"] = max(spec["head_windows"], want["head_windows"])
-            spec["initial"] = spec["initial"] or want["initial"]
-    return dict(tasks.values())
+            folder = entry["folder"]
+            if folder in tasks:
+                tasks[folder].evaluate = tasks[folder].evaluate.union(e.evaluate)
+            else:
+                tasks[folder] = Task(r, sweep.run(folder), e.evaluate)
+    return list(tasks.values())
 
 
-def _write_job(task: Task, evaluate: dict) -> None:
-    r = task.run
-    r.config.run.out_dir = str((task.path / "train").resolve())
+def _write_job(task: Task) -> None:
+    r, folder = task.run, task.folder
+    r.config.run.out_dir = str(folder.train_dir.resolve())
     r.config.run.progress = False
-    body = {"config": to_dict(r.config), "identity": r.identity, "evaluate": evaluate,
+    body = {"config": to_dict(r.config), "identity": r.identity, "evaluate": to_dict(task.evaluate),
             "labels": {"experiment": r.experiment, "arm": r.arm, "group": r.group, "seed": r.seed, **r.grid}}
-    job_path = task.path / "job.json"
-    if job_path.is_file():  # the folder name holds the identity; the recorded config must still have it
-        recorded = read_job(task.path)
+    if folder.job_path.is_file():  # the folder name holds the identity; the recorded config must still have it
+        recorded = folder.read_job()
         was = identity(from_dict(TrainConfig, recorded["config"]), r.data_source)
         if was != r.identity:
-            raise PrismError(f"run {task.path} was started with a different config (identity {was}, planned "
+            raise PrismError(f"run {folder.path} was started with a different config (identity {was}, planned "
                              f"{r.identity}); refusing to mix (move it aside to start it again)")
-    task.path.mkdir(parents=True, exist_ok=True)
-    replace_json(job_path, body, JOB_FORMAT)
+    folder.write_job(body)
+
+
+def _is_finished(task: Task) -> bool:
+    """A result exists, from the evaluation asked for now."""
+    result = task.folder.read_result()
+    return result is not None and from_dict(EvaluateSpec, result["evaluate"], "evaluate") == task.evaluate
 
 
 def run_sweep(file: str | Path, out: str | Path, workers: int | None = None, executor: str = "local",
@@ -143,34 +139,36 @@ def run_sweep(file: str | Path, out: str | Path, workers: int | None = None, exe
     if workers is not None and workers < 1:
         raise PrismError(f"--workers must be >= 1, got {workers}")
     experiments = load_experiments(file)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    with WriterLock(out / ".lock", f"sweep folder {out}"):
+    sweep = SweepDir(out)
+    sweep.path.mkdir(parents=True, exist_ok=True)
+    with sweep.writer_lock():
         new_plan = plan(experiments)
-        merged = _merge_plan(out, new_plan, extend)
-        _prepare_data(experiments, out, log)
+        merged = _merge_plan(sweep, new_plan, extend)
+        _prepare_data(experiments, sweep, log)
         tasks, finished = [], 0
-        for task, spec in _tasks(experiments, new_plan, out).items():
-            _write_job(task, spec)
-            result = read_result(task.path)
-            if result is not None and result["evaluate"] == spec:
+        for task in _tasks(experiments, new_plan, sweep):
+            _write_job(task)
+            if _is_finished(task):
                 finished += 1
             else:
                 tasks.append(task)
-        replace_json(out / "sweep.json", merged, PLAN_FORMAT)
+        sweep.write_plan(merged)
         total = finished + len(tasks)
         summary = f"[sweep] {total} runs in {len(experiments)} experiment(s): {finished} finished, {len(tasks)} to run"
         if not tasks:
             log(summary)
             return 0
-        if executor == "local":  # never more workers than runs: the threads go to the runs there are
-            pool = LocalPool(min(workers or default_workers(), len(tasks)))
-        else:
-            slurm = next((e.slurm for e in experiments if e.slurm), {})
-            pool = SubmititPool(out / "submitit", executor, workers or len(tasks), slurm)
+        pool = _pool(executor, workers, len(tasks), experiments, sweep)
         threads = pool.threads or "the cluster's"
         log(f"{summary} ({executor}, {pool.workers} at a time, {threads} thread(s) each)")
         return _drive(pool, tasks, finished, total, log)
+
+
+def _pool(executor: str, workers: int | None, runs: int, experiments: list[Experiment], sweep: SweepDir):
+    if executor == "local":  # never more workers than runs: the threads go to the runs there are
+        return LocalPool(min(workers or default_workers(), runs))
+    slurm = next((e.slurm for e in experiments if e.slurm), {})
+    return SubmititPool(sweep.submitit_dir, executor, workers or runs, slurm)
 
 
 def default_workers() -> int:
@@ -207,7 +205,7 @@ def _drive(pool, tasks: list[Task], finished: int, total: int, log) -> int:
                     finished += 1
                     bar.update(1)
                     _say(bar, log, f"[sweep] {finished}/{total} {status}: {task.path.name} ({seconds:.0f}s)"
-                         + _headline(task.path))
+                         + _headline(task.folder))
                 elif status == "interrupted":
                     interrupted += 1
                 else:
@@ -231,8 +229,8 @@ def _drive(pool, tasks: list[Task], finished: int, total: int, log) -> int:
     return 0
 
 
-def _headline(run_dir: Path) -> str:
-    result = read_result(run_dir)
+def _headline(run: SweepRun) -> str:
+    result = run.read_result()
     row = result["row"] if result else {}
     losses = [f"{k} {v:.3f}" for k, v in row.items() if k.startswith("val_loss_") and v is not None]
     return f", {', '.join(losses)}" if losses else ""
@@ -278,7 +276,7 @@ class LocalPool:
                 continue
             log.close()
             if code == 0:
-                yield task, ("diverged" if read_result(task.path)["diverged"] else "done"), ""
+                yield task, ("diverged" if task.folder.read_result()["diverged"] else "done"), ""
             elif code == INTERRUPTED:
                 yield task, "interrupted", ""
             else:
@@ -290,7 +288,7 @@ class LocalPool:
             proc.send_signal(signal.SIGTERM)
 
     def log_of(self, task: Task) -> Path:
-        return task.path / "log.txt"
+        return task.folder.log_path
 
 
 def _last_error(log: Path, code: int) -> str:

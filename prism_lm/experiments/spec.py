@@ -34,6 +34,8 @@ Design choices:
   and whether it shows a progress bar) plus the data source: the first 10 hex digits of a sha256.
   Runs with the same identity are the same run, so a suite's experiments share them.
 - Evaluation settings are not part of the identity: changing them re-evaluates, never retrains.
+- A verdict's metric must be a column its arm's runs will have (``EvaluateSpec.columns``): a typo
+  is an error when the file loads, not after every run has trained.
 """
 
 from __future__ import annotations
@@ -42,12 +44,13 @@ import hashlib
 import itertools
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from prism_lm.config import IDENTITY_EXCLUDED_KEYS, TrainConfig, from_dict, load_train_config, to_dict, tomllib
 from prism_lm.errors import PrismError
+from prism_lm.experiments.job import EvaluateSpec
 from prism_lm.train.schedules import lr_horizon
 
 EXPERIMENT_KEYS = {"name", "description", "base", "seeds", "data", "set", "arms", "grid", "evaluate", "verdicts",
@@ -58,21 +61,6 @@ SLURM_KEYS = {"partition", "timeout_min", "cpus_per_task", "gpus_per_node", "mem
 # from their default, so the folders of earlier sweeps keep their names
 LATE_KEYS = {"model.mlp": "gelu", "model.position_embedding": "learned"}
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
-
-
-@dataclass
-class EvaluateSpec:
-    """What runs after a run's training; each result lands in the run's row of the table."""
-
-    contexts: list[int] = field(default_factory=list)  # whole-val-split loss at each context ([]: block size)
-    head_windows: int = 32  # windows of head statistics (0: none)
-    initial: bool = True  # the same head statistics for the run's untrained model (its step 0)
-
-    def validate(self) -> None:
-        if any(c < 1 for c in self.contexts):
-            raise PrismError(f"evaluate.contexts must be >= 1, got {self.contexts}")
-        if self.head_windows < 0:
-            raise PrismError(f"evaluate.head_windows must be >= 0, got {self.head_windows}")
 
 
 @dataclass
@@ -204,6 +192,7 @@ def _experiment(path: Path, data: dict) -> Experiment:
                 runs.append(PlannedRun(name, arm, group, point_map, seed, cfg, identity(cfg, data_source),
                                        data_source))
     verdicts = [_verdict(where, v, groups) for v in data.get("verdicts", [])]
+    _check_verdict_metrics(where, verdicts, runs, evaluate)
     return Experiment(name, path, data.get("description", ""), seeds, list(arms), groups, data_source, evaluate,
                       verdicts, slurm, data.get("expected_minutes"), runs)
 
@@ -260,3 +249,17 @@ def _verdict(where: str, table: dict, groups: list[str]) -> Verdict:
     if verdict.better not in ("lower", "higher"):
         raise PrismError(f"{where}: verdict better must be 'lower' or 'higher', got {verdict.better!r}")
     return verdict
+
+
+def _check_verdict_metrics(where: str, verdicts: list[Verdict], runs: list[PlannedRun], evaluate: EvaluateSpec) -> None:
+    """Each verdict's metric must be a column that its arm's (and baseline's) runs will produce."""
+    columns: dict[str, set[str]] = {}
+    for r in runs:
+        columns.setdefault(r.group, set()).update(evaluate.columns(r.config))
+    for v in verdicts:
+        for label in filter(None, (v.arm, v.baseline)):
+            if v.metric not in columns[label]:
+                close = sorted(c for c in columns[label] if v.metric.split("_")[0] in c)[:6]
+                hint = f"; similar: {', '.join(close)}" if close else ""
+                raise PrismError(f"{where}: verdict {v.claim!r}: metric {v.metric!r} is not a column that arm "
+                                 f"{label!r} produces with this [evaluate]{hint}")

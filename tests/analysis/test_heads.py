@@ -3,16 +3,11 @@ import pytest
 import torch
 
 from prism_lm.analysis import capture_attention
-from prism_lm.analysis.heads import (
-    bootstrap_diff,
-    head_statistics,
-    hierarchical_bootstrap_diff,
-    pattern_metrics,
-    profile_sharpness,
-)
+from prism_lm.analysis.heads import head_statistics, pattern_metrics, profile_sharpness
 from prism_lm.data.prepare import prepare
 from prism_lm.data.shards import ShardSet
 from prism_lm.model import PrismLM
+from prism_lm.stats import bootstrap_diff, hierarchical_bootstrap_diff
 from tests.conftest import tiny_config
 
 

@@ -2,7 +2,8 @@ import math
 
 import pytest
 
-from prism_lm.experiments.report import decide, mean_interval, paired_difference, t_quantile
+from prism_lm.experiments.report import decide
+from prism_lm.stats import mean_interval, paired_difference, t_quantile
 
 
 def test_t_interval_matches_the_textbook_formula():

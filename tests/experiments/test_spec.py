@@ -85,6 +85,15 @@ def test_a_suite_shares_runs_with_the_same_config(tmp_path):
     (lambda t: t.replace('better = "lower"', 'better = "less"'), "better must be"),
     (lambda t: t.replace("max_iters = 8", "max_iters = 0"), "run.max_iters must be >= 1"),
     (lambda t: t.replace("[evaluate]", "[grid]\nlr = [1]\n[evaluate]"), "'section.key'"),
+    # a verdict metric the runs will not produce: refused when the file loads, before any training
+    (lambda t: t.replace('metric = "val_loss_32"', 'metric = "val_los_32"'), "'val_los_32' is not a column"),
+    (lambda t: t.replace('metric = "val_loss_32"', 'metric = "val_loss_64"'), "'val_loss_64' is not a column"),
+    (lambda t: t.replace('metric = "val_loss_32"\narm = "prism"\nbaseline = "gpt"',
+                         'metric = "stream_diff_median_lag"\narm = "gpt"\nbaseline = "prism"'),
+     "arm 'gpt' produces"),  # GPT has one stream: no stream difference
+    (lambda t: t.replace("head_windows = 4", "head_windows = 0").replace('metric = "val_loss_32"',
+                                                                          'metric = "signal_median_lag"'),
+     "'signal_median_lag' is not a column"),
 ])
 def test_bad_experiment_files_are_one_line_errors(tmp_path, edit, message):
     path = write_experiment(tmp_path)
@@ -133,3 +142,26 @@ def test_the_keys_that_change_no_number_agree():
     from prism_lm.config import IDENTITY_EXCLUDED_KEYS, RESUME_SAFE_KEYS
 
     assert IDENTITY_EXCLUDED_KEYS - {"data.dir"} <= RESUME_SAFE_KEYS
+
+
+def test_verdict_metrics_that_the_runs_produce_load(tmp_path):
+    path = write_experiment(tmp_path, extra="""
+[[verdicts]]
+claim = "signal heads reach further"
+metric = "stream_diff_mass_beyond_far"
+arm = "prism"
+
+[[verdicts]]
+claim = "untrained diversity"
+metric = "init_noise_diversity"
+arm = "prism"
+
+[[verdicts]]
+claim = "recall of names"
+metric = "recall_loss_name"
+arm = "gpt"
+baseline = "prism"
+""")
+    (exp,) = load_experiments(path)
+    assert [v.metric for v in exp.verdicts][1:] == ["stream_diff_mass_beyond_far", "init_noise_diversity",
+                                                    "recall_loss_name"]

@@ -13,12 +13,16 @@ from pathlib import Path
 import pytest
 
 from prism_lm.errors import PrismError
-from prism_lm.experiments.job import read_result
 from prism_lm.experiments.report import write_report
 from prism_lm.experiments.runner import run_sweep
+from prism_lm.experiments.sweep_dir import SweepRun
 from tests.experiments.helpers import write_experiment
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def read_result(path: Path) -> dict | None:
+    return SweepRun(path).read_result()
 
 
 def env() -> dict:
@@ -183,6 +187,7 @@ def test_a_diverged_run_is_a_result_not_a_failure(tmp_path, monkeypatch):
     from prism_lm.experiments.job import run_job
     from prism_lm.experiments.runner import _tasks, _write_job, plan
     from prism_lm.experiments.spec import load_experiments
+    from prism_lm.experiments.sweep_dir import SweepDir
     from prism_lm.train import loop
 
     path = write_experiment(tmp_path, steps=8)
@@ -193,8 +198,8 @@ def test_a_diverged_run_is_a_result_not_a_failure(tmp_path, monkeypatch):
 
     prepare(["embedded:150"], tmp_path / "data", val_fraction=0.1, compact_vocab=True, progress=False)
     run.config.data.dir = str(tmp_path / "data")
-    ((task, spec),) = _tasks(experiments, plan(experiments), tmp_path).items()
-    _write_job(task, spec)
+    (task,) = _tasks(experiments, plan(experiments), SweepDir(tmp_path))
+    _write_job(task)
     real_forward = prism_lm.PrismLM.forward
 
     def poisoned(self, idx, targets=None, **options):

@@ -1,0 +1,100 @@
+"""A sweep folder: the one module that knows its layout.
+
+    OUT/sweep.json                 the plan: every experiment, its runs (arm, grid point, seed, folder)
+    OUT/.lock                      the sweep's writer lock (one ``prism sweep run`` at a time)
+    OUT/data/<source>/             data the experiment files ask the sweep to prepare (``data = "embedded:6000"``)
+    OUT/runs/<name>/job.json       what to run: the config, the identity, the evaluation, the labels
+    OUT/runs/<name>/train/         the run's training directory (``run_dir.RunDir``)
+    OUT/runs/<name>/log.txt        a local worker's output
+    OUT/runs/<name>/result.json    once finished: the run's row, its evaluation, its per-head entries
+    OUT/runs/<name>/heads.json     the full head statistics (``heads_init.json``: its untrained model)
+    OUT/submitit/                  submitit's own files (its executors only)
+    OUT/report/                    ``prism sweep report``'s default output
+
+Everything that reads or writes a sweep (runner, job, report, CLI) goes through ``SweepDir`` and
+``SweepRun``; the formats of the three JSON files are named here.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from prism_lm.files import WriterLock, read_tagged_json, replace_json
+from prism_lm.run_dir import RunDir
+
+PLAN_FORMAT = "prism-lm sweep plan v1"
+JOB_FORMAT = "prism-lm sweep job v1"
+RESULT_FORMAT = "prism-lm sweep result v1"
+
+
+class SweepDir:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.plan_path = self.path / "sweep.json"
+        self.runs_dir = self.path / "runs"
+        self.submitit_dir = self.path / "submitit"
+        self.report_dir = self.path / "report"
+
+    def __repr__(self) -> str:
+        return f"SweepDir({str(self.path)!r})"
+
+    def writer_lock(self) -> WriterLock:
+        return WriterLock(self.path / ".lock", f"sweep folder {self.path}")
+
+    def data_dir(self, source: str) -> Path:
+        """Where the sweep prepares a ``data = SOURCE`` of its files (absolute)."""
+        return (self.path / "data" / source.replace(":", "-").replace("/", "_")).resolve()
+
+    def run(self, folder: str) -> SweepRun:
+        return SweepRun(self.runs_dir / folder)
+
+    def has_plan(self) -> bool:
+        return self.plan_path.is_file()
+
+    def read_plan(self) -> dict:
+        return read_tagged_json(self.plan_path, PLAN_FORMAT, "a sweep plan",
+                                missing=f"{self.path} is not a sweep folder (no sweep.json; see prism sweep run)")
+
+    def write_plan(self, plan: dict) -> None:
+        replace_json(self.plan_path, plan, PLAN_FORMAT)
+
+
+class SweepRun:
+    """One run's folder in a sweep."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.job_path = self.path / "job.json"
+        self.train_dir = self.path / "train"
+        self.log_path = self.path / "log.txt"
+        self.result_path = self.path / "result.json"
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def train_run(self) -> RunDir:
+        return RunDir(self.train_dir)
+
+    def heads_path(self, which: str) -> Path:
+        """``heads`` (the trained model's head statistics) or ``heads_init`` (its step 0)."""
+        return self.path / f"{which}.json"
+
+    def read_job(self) -> dict:
+        return read_tagged_json(self.job_path, JOB_FORMAT, "a sweep job description")
+
+    def write_job(self, job: dict) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        replace_json(self.job_path, job, JOB_FORMAT)
+
+    def read_result(self) -> dict | None:
+        if not self.result_path.is_file():
+            return None
+        return read_tagged_json(self.result_path, RESULT_FORMAT, "a sweep result")
+
+    def write_result(self, result: dict) -> None:
+        replace_json(self.result_path, result, RESULT_FORMAT)
+
+    def write_heads(self, which: str, stats: dict) -> None:
+        self.heads_path(which).write_text(json.dumps(stats) + "\n", encoding="utf-8")

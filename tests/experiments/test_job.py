@@ -1,0 +1,95 @@
+"""One sweep job on its own: the folder layout, and evaluation on the run's own device."""
+
+import pytest
+import torch
+
+from prism_lm.data.prepare import prepare
+from prism_lm.experiments.job import EvaluateSpec, run_job
+from prism_lm.experiments.runner import _tasks, _write_job, plan
+from prism_lm.experiments.spec import load_experiments
+from prism_lm.experiments.sweep_dir import SweepDir
+from tests.experiments.helpers import write_experiment
+
+
+def _one_job(tmp_path, device: str):
+    """A planned, written job for the first run of the two-arm file, on ``device``, with data."""
+    experiments = load_experiments(write_experiment(tmp_path, steps=4))
+    experiments[0].runs = experiments[0].runs[:1]
+    (run,) = experiments[0].runs
+    prepare(["embedded:150"], tmp_path / "data", val_fraction=0.1, compact_vocab=True, progress=False)
+    run.config.data.dir = str(tmp_path / "data")
+    run.config.run.device = device
+    sweep = SweepDir(tmp_path / "sweep")
+    (task,) = _tasks(experiments, plan(experiments), sweep)
+    _write_job(task)
+    return sweep, task
+
+
+def test_the_sweep_folder_layout_is_sweep_dirs(tmp_path):
+    sweep = SweepDir(tmp_path)
+    run = sweep.run("prism-s0-abc")
+    assert sweep.plan_path == tmp_path / "sweep.json" and sweep.report_dir == tmp_path / "report"
+    assert run.job_path == tmp_path / "runs" / "prism-s0-abc" / "job.json"
+    assert run.train_run().path == run.train_dir == run.path / "train"
+    assert run.heads_path("heads_init") == run.path / "heads_init.json" and run.read_result() is None
+    assert sweep.data_dir("embedded:6000") == (tmp_path / "data" / "embedded-6000").resolve()
+
+
+def test_evaluate_spec_stays_typed_and_shared_runs_take_the_union():
+    a, b = EvaluateSpec([64], 8, False), EvaluateSpec([128, 64], 32, True)
+    assert a.union(b) == EvaluateSpec([64, 128], 32, True)
+
+
+def test_the_job_evaluates_and_analyses_on_the_runs_device(tmp_path, monkeypatch):
+    """Whatever run.device says reaches the checkpoint loads, the split evaluation and the head
+    statistics (here "cpu", spelled out, recorded as each is called)."""
+    sweep, task = _one_job(tmp_path, "cpu")
+    seen = {"load": [], "evaluate": [], "heads": []}
+    from prism_lm import checkpoint, evaluate
+    from prism_lm.analysis import heads
+
+    real_load, real_eval, real_heads = checkpoint.load_model, evaluate.evaluate_split, heads.head_statistics
+
+    def load(path, device="cpu"):
+        seen["load"].append(torch.device(device))
+        return real_load(path, device=device)
+
+    def evaluate_split(model, shards, context, batch_size=8, device="cpu", **kw):
+        seen["evaluate"].append(torch.device(device))
+        return real_eval(model, shards, context, batch_size=batch_size, device=device, **kw)
+
+    def head_statistics(model, shards, **kw):
+        seen["heads"].append(next(model.parameters()).device)
+        return real_heads(model, shards, **kw)
+
+    monkeypatch.setattr(checkpoint, "load_model", load)
+    monkeypatch.setattr(evaluate, "evaluate_split", evaluate_split)
+    monkeypatch.setattr(heads, "head_statistics", head_statistics)
+    resolved = []
+    from prism_lm.train import parallel
+
+    real = parallel.resolve_device
+    monkeypatch.setattr(parallel, "resolve_device", lambda name, *a: resolved.append(name) or real(name, *a))
+    assert run_job(task.path) == "done"
+    assert "cpu" in resolved
+    assert seen["load"] and all(d == torch.device("cpu") for d in seen["load"])
+    assert len(seen["evaluate"]) >= 2 and all(d == torch.device("cpu") for d in seen["evaluate"])
+    assert len(seen["heads"]) == 2  # trained and its step 0, both on the run's device
+    result = sweep.run(task.folder.name).read_result()
+    assert result["evaluate"] == {"contexts": [16, 32], "head_windows": 4, "initial": True}
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_tiny_job_runs_and_evaluates_on_cuda(tmp_path, monkeypatch):
+    sweep, task = _one_job(tmp_path, "cuda")
+    from prism_lm.analysis import heads
+
+    devices = []
+    real = heads.head_statistics
+    monkeypatch.setattr(heads, "head_statistics",
+                        lambda model, shards, **kw: devices.append(next(model.parameters()).device.type)
+                        or real(model, shards, **kw))
+    assert run_job(task.path) == "done"
+    assert devices == ["cuda", "cuda"]
+    assert sweep.run(task.folder.name).read_result()["row"]["val_loss_32"] > 0
