@@ -165,6 +165,12 @@ class _Help(argparse.ArgumentDefaultsHelpFormatter):
     """Every option's help shows its default."""
 
 
+def _command(parent, name: str, text: str, func):
+    p = parent.add_parser(name, help=text, description=text, formatter_class=_Help)
+    p.set_defaults(func=func)
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     from prism_lm import __version__
 
@@ -172,19 +178,24 @@ def build_parser() -> argparse.ArgumentParser:
                                      description="PRISM white-box transformer: train, evaluate, analyse.")
     parser.add_argument("--version", action="version", version=f"prism-lm {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_demo, _add_data, _add_train, _add_eval_and_sample, _add_analysis, _add_bench, _add_sweep,
+                _add_export):
+        add(sub)
+    return parser
 
-    def command(name: str, text: str, func, parent=sub):
-        p = parent.add_parser(name, help=text, description=text, formatter_class=_Help)
-        p.set_defaults(func=func)
-        return p
 
-    p = command("demo", "offline CPU demo: data, a PRISM and a GPT, evaluation, samples, report", _demo)
+def _add_demo(sub) -> None:
+    """prism demo"""
+    p = _command(sub, "demo", "offline CPU demo: data, a PRISM and a GPT, evaluation, samples, report", _demo)
     p.add_argument("--out", default=None, help="new output directory (None: demo-runs/<timestamp>)")
     p.add_argument("--no-analysis", action="store_true", help="skip the attention analysis reports")
 
+
+def _add_data(sub) -> None:
+    """prism data prepare | inspect | verify"""
     data = sub.add_parser("data", help="prepare, inspect and verify token shards", formatter_class=_Help)
     data_sub = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
-    p = command("prepare", "tokenize sources into uint16 shards + manifest.json", _data_prepare, data_sub)
+    p = _command(data_sub, "prepare", "tokenize sources into uint16 shards + manifest.json", _data_prepare)
     p.add_argument("--source", action="append", required=True,
                    help="a path, directory, glob, 'embedded[:N[:SEED]]' or hub name (repeatable)")
     p.add_argument("--out", required=True, help="output directory (new, or one prepared from the same inputs)")
@@ -193,13 +204,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="tokenizer processes (None: all cores, at most 8)")
     p.add_argument("--compact-vocab", action="store_true",
                    help="renumber to the GPT-2 ids the corpus uses (small models on small corpora)")
-    p = command("inspect", "counts per split, a decoded sample, annotation statistics", _data_inspect, data_sub)
+    p = _command(data_sub, "inspect", "counts per split, a decoded sample, annotation statistics", _data_inspect)
     p.add_argument("dir", help="a prepared data directory")
-    p = command("verify", "check every shard against its manifest (sizes, sha256, token ids)", _data_verify,
-                data_sub)
+    p = _command(data_sub, "verify", "check every shard against its manifest (sizes, sha256, token ids)",
+                 _data_verify)
     p.add_argument("dir", help="a prepared data directory")
 
-    p = command("train", "train a model (torchrun for several processes)", _train)
+
+def _add_train(sub) -> None:
+    """prism train"""
+    p = _command(sub, "train", "train a model (torchrun for several processes)", _train)
     p.add_argument("config", nargs="?", default=None, help="a shipped config name or a TOML file")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config value")
     p.add_argument("--resume", default=None, metavar="auto|PATH",
@@ -208,7 +222,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="resume even though the config differs from the run's in a way that breaks exactness "
                         "(the change is recorded in config_changes.jsonl)")
 
-    p = command("eval", "loss and perplexity over a whole split, per context length", _eval)
+
+def _add_eval_and_sample(sub) -> None:
+    """prism eval, prism sample"""
+    p = _command(sub, "eval", "loss and perplexity over a whole split, per context length", _eval)
     p.add_argument("checkpoint", help="checkpoint directory or run directory")
     p.add_argument("--data", required=True, help="prepared data directory")
     p.add_argument("--split", default="val", help="which split to score")
@@ -218,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
 
-    p = command("sample", "generate text from a checkpoint", _sample)
+    p = _command(sub, "sample", "generate text from a checkpoint", _sample)
     p.add_argument("checkpoint", help="checkpoint directory or run directory")
     p.add_argument("--prompt", default="", help="text prompt, encoded with the checkpoint's own tokenizer (token "
                    "ids for a model without one); empty starts from <|endoftext|>")
@@ -230,7 +247,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1337, help="sampling seed")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
 
-    p = command("analyze", "figures and head statistics: report.md, report.html, report.json", _analyze)
+
+def _add_analysis(sub) -> None:
+    """prism analyze, prism explore"""
+    p = _command(sub, "analyze", "figures and head statistics: report.md, report.html, report.json", _analyze)
     p.add_argument("run", help="run directory or checkpoint directory")
     p.add_argument("--data", required=True, help="prepared data directory (val split; train if val is empty)")
     p.add_argument("--out", required=True, help="new output directory")
@@ -242,17 +262,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--probe", default=None, help="probe text (None: the paper's frog/key/door sentence)")
     p.add_argument("--target", default=None, help="target word of the probe (None: its last word)")
 
-    p = command("explore", "one self-contained page to look at every head's attention on a text", _explore)
+    p = _command(sub, "explore", "one self-contained page to look at every head's attention on a text", _explore)
     p.add_argument("checkpoint", help="checkpoint directory or run directory")
     p.add_argument("--text", default=None, help="the text to look at (None: a short story with a recall)")
     p.add_argument("--out", required=True, help="the new HTML file")
 
+
+def _add_bench(sub) -> None:
+    """prism bench train | decode"""
     bench = sub.add_parser("bench", help="throughput: JSON lines with tokens/s, step time, MFU, peak memory",
                            formatter_class=_Help)
     bench_sub = bench.add_subparsers(dest="bench_command", required=True, metavar="COMMAND")
     for name, text in (("train", "training steps (forward, backward, AdamW) on random tokens"),
                        ("decode", "greedy decoding from a random prompt, with each kind of KV cache and without")):
-        p = command(name, text, _bench, bench_sub)
+        p = _command(bench_sub, name, text, _bench)
         p.add_argument("--config", default="prism-50m-tinystories", help="config name or TOML path (model shape)")
         p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                        help="override a config value")
@@ -279,10 +302,13 @@ def build_parser() -> argparse.ArgumentParser:
                            help="KV cache: growing, fixed-shape, fixed-shape with a compiled step (CUDA graphs "
                                 "on CUDA), or none (recompute the prefix)")
 
+
+def _add_sweep(sub) -> None:
+    """prism sweep run | report"""
     sweep = sub.add_parser("sweep", help="experiments: arms x grid x seeds, run locally or on Slurm, and reported",
                            formatter_class=_Help)
     sweep_sub = sweep.add_subparsers(dest="sweep_command", required=True, metavar="COMMAND")
-    p = command("run", "run (or continue) every unfinished run of an experiment file", _sweep_run, sweep_sub)
+    p = _command(sweep_sub, "run", "run (or continue) every unfinished run of an experiment file", _sweep_run)
     p.add_argument("file", help="an experiment TOML (see experiments/); a suite includes several")
     p.add_argument("--out", required=True, help="the sweep folder (runs, plan, prepared data)")
     p.add_argument("--workers", type=int, default=None,
@@ -291,22 +317,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="local processes; Slurm through submitit; or submitit's local executor (the Slurm "
                         "submission code run as local processes)")
     p.add_argument("--extend", action="store_true", help="add this file's runs to a folder holding other runs")
-    p = command("report", "results table (CSV, Parquet) and report (md, html, json) with seed-level intervals",
-                _sweep_report, sweep_sub)
+    p = _command(sweep_sub, "report",
+                 "results table (CSV, Parquet) and report (md, html, json) with seed-level intervals", _sweep_report)
     p.add_argument("dir", help="a sweep folder")
     p.add_argument("--out", default=None, help="None: DIR/report")
 
+
+def _add_export(sub) -> None:
+    """prism export hf, prism import-official"""
     export = sub.add_parser("export", help="write a checkpoint in another ecosystem's format", formatter_class=_Help)
     export_sub = export.add_subparsers(dest="export_command", required=True, metavar="FORMAT")
-    p = command("hf", "a folder that transformers' AutoModelForCausalLM / AutoTokenizer load offline", _export_hf,
-                export_sub)
+    p = _command(export_sub, "hf", "a folder that transformers' AutoModelForCausalLM / AutoTokenizer load offline",
+                 _export_hf)
     p.add_argument("checkpoint", help="checkpoint directory or run directory")
     p.add_argument("out", help="new output folder")
 
-    p = command("import-official", "convert an official PRISM ckpt.pt into a prism-lm checkpoint", _import_official)
+    p = _command(sub, "import-official", "convert an official PRISM ckpt.pt into a prism-lm checkpoint",
+                 _import_official)
     p.add_argument("checkpoint", help="the official ckpt.pt (read with weights_only=True)")
     p.add_argument("out_dir", help="new directory for model.safetensors + config.json")
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

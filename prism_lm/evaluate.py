@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from prism_lm.data.shards import ShardSet
@@ -40,9 +39,7 @@ def evaluate_split(model: PrismLM, shards: ShardSet, context: int, batch_size: i
                       disable=not progress):
         ids = range(first, min(first + batch_size, n_windows))
         rows = torch.from_numpy(shards.windows([w * context for w in ids], context + 1)).to(device)
-        logits = model(rows[:, :-1]).logits
-        nll = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), rows[:, 1:].reshape(-1), reduction="sum")
-        total += float(nll)
+        total += float(model(rows[:, :-1], rows[:, 1:], reduction="sum").loss)
         count += rows[:, 1:].numel()
     loss = total / count
     return {"context": context, "split": shards.split, "tokens": count, "windows": n_windows,

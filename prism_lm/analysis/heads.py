@@ -50,6 +50,7 @@ from prism_lm.analysis.capture import capture_attention, hook_name
 from prism_lm.data.embedded import WORD_CLASSES, word_class
 from prism_lm.data.shards import ShardSet
 from prism_lm.model import PrismLM
+from prism_lm.model.loss import lm_cross_entropy
 from prism_lm.stats import bootstrap_diff
 
 CLASSES = (*WORD_CLASSES, "other")
@@ -137,89 +138,114 @@ def head_statistics(model: PrismLM, shards: ShardSet, max_windows: int | None = 
     antecedent hit rates and recall losses by kind and distance."""
     T = model.config.block_size
     windows = _windows(shards, T, max_windows)
-    notes = shards.annotations()
-    seen = (notes[:, 0] - notes[:, 1])[notes[:, 0] - notes[:, 1] < T]  # dependencies a window can hold
-    far = int(np.percentile(seen, 90)) if len(seen) else None
-    kinds = shards.manifest.get("annotation_kinds", [])
-    classes = _class_table(shards)
-    L = len(model.blocks)
-    sums: list[dict] = [dict() for _ in range(L)]
-    class_mass: list[torch.Tensor | None] = [None] * L  # per layer: (heads, classes)
-    hits = [[] for _ in range(L)]  # per layer: (heads,) masses, lag and kind id, one per recall token
-    recall_loss, recall_kind, recall_dist, other_loss, uniform = [], [], [], [], []
-    streams = heads = None
+    acc = _HeadSums(shards, T, len(model.blocks))
     for first in range(0, len(windows), batch_size):
-        ids = windows[first:first + batch_size]
-        rows = torch.from_numpy(shards.windows([w * T for w in ids], T + 1))
+        acc.add(model, windows[first:first + batch_size])
+    layers, logit_profiles, diversity = acc.per_layer(len(windows))
+    flat = [e for layer in layers for e in layer]
+    streams, heads = acc.streams, acc.heads
+    names = list(streams[0]) if streams else []
+    n = len(windows)
+    result = {"windows": n, "tokens": n * T, "heads": flat, "streams": names, "comparison": _compare(flat, names),
+              "far_lag": acc.far, "logit_lag": _logit_lag_correlation(logit_profiles, heads, streams),
+              "diversity": {"classes": list(CLASSES), "per_layer": diversity,
+                            "mean": {s: float(np.mean(v)) for s, v in diversity.items()},
+                            "what": "mean pairwise Jensen-Shannon distance (base 2) between the heads of a stream "
+                                    "in a layer, over their attention mass by key word class; mean over layers"}}
+    if acc.recall_loss:
+        result["recall_loss"] = {
+            "recall_tokens": len(acc.recall_loss), "recall_mean": float(np.mean(acc.recall_loss)),
+            "other_tokens": len(acc.other_loss), "other_mean": float(np.mean(acc.other_loss)),
+            "by_kind": _recall_groups(acc.recall_loss, [acc.kinds[k] for k in acc.recall_kind], flat, names),
+            "by_distance": _recall_groups(acc.recall_loss, [_bucket(d) for d in acc.recall_dist])}
+    if acc.uniform:
+        result["uniform_hit_rate"] = float(np.mean(acc.uniform))  # what a head spreading mass evenly would score
+    return result
+
+
+class _HeadSums:
+    """Running sums of ``head_statistics`` over batches of windows, and their per-layer summary."""
+
+    def __init__(self, shards: ShardSet, T: int, n_layers: int):
+        self.shards, self.T, self.L = shards, T, n_layers
+        self.notes = shards.annotations()
+        lags = self.notes[:, 0] - self.notes[:, 1]
+        seen = lags[lags < T]  # dependencies a window can hold
+        self.far = int(np.percentile(seen, 90)) if len(seen) else None
+        self.kinds = shards.manifest.get("annotation_kinds", [])
+        self.classes = _class_table(shards)
+        self.sums: list[dict] = [dict() for _ in range(n_layers)]
+        self.class_mass: list[torch.Tensor | None] = [None] * n_layers  # per layer: (heads, classes)
+        self.hits = [[] for _ in range(n_layers)]  # per layer: (heads,) masses, lag and kind id, per recall token
+        self.recall_loss, self.recall_kind, self.recall_dist, self.other_loss, self.uniform = [], [], [], [], []
+        self.streams = self.heads = None
+
+    def add(self, model: PrismLM, ids: list[int]) -> None:
+        T = self.T
+        rows = torch.from_numpy(self.shards.windows([w * T for w in ids], T + 1))
         cache = capture_attention(model, rows[:, :-1])
-        streams, heads = cache.streams, cache.heads_per_stream
-        nll = F.cross_entropy(cache.logits.reshape(-1, cache.logits.size(-1)), rows[:, 1:].reshape(-1),
-                              reduction="none").view(len(ids), T)
+        self.streams, self.heads = cache.streams, cache.heads_per_stream
+        nll = lm_cross_entropy(cache.logits, rows[:, 1:], reduction="none")  # (B, T)
+        pairs = self._recall_pairs(ids, nll)
+        onehot = F.one_hot(self.classes[rows[:, :-1]], len(CLASSES)).float()  # (B, T, classes) of each key
+        for layer in range(self.L):
+            A = cache[hook_name(layer)]
+            for k, v in pattern_metrics(A, self.far).items():
+                self.sums[layer][k] = self.sums[layer].get(k, 0) + v * len(ids)
+            mass = torch.einsum("bhj,bjc->hc", A.sum(2), onehot)  # attention received, by key class
+            self.class_mass[layer] = mass if self.class_mass[layer] is None else self.class_mass[layer] + mass
+            for row, q, key, kind in pairs:
+                self.hits[layer].append((A[row, :, q, key].numpy(), q - key, kind))
+
+    def _recall_pairs(self, ids: list[int], nll: torch.Tensor) -> list[tuple[int, int, int, int]]:
+        """(row, query, key, kind) for recall tokens whose antecedent is inside the window; records
+        their losses, kinds, distances and the uniform head's rate, and the other tokens' losses."""
+        T, notes = self.T, self.notes
         recall_mask = torch.zeros(len(ids), T, dtype=torch.bool)
-        pairs = []  # (row, query, key, kind) for recall tokens whose antecedent is inside the window
+        pairs = []
         for row, w in enumerate(ids):
             start = w * T
             inside = notes[(notes[:, 0] > start) & (notes[:, 0] <= start + T) & (notes[:, 1] >= start)]
             for r, a, kind in inside:
                 recall_mask[row, r - start - 1] = True  # target position r - start - 1 predicts token r
                 pairs.append((row, r - start - 1, a - start, int(kind)))
-                recall_loss.append(float(nll[row, r - start - 1]))
-                recall_kind.append(int(kind))
-                recall_dist.append(int(r - a))
-                uniform.append(1.0 / (r - start))
-        other_loss.extend(nll[~recall_mask].tolist())
-        onehot = F.one_hot(classes[rows[:, :-1]], len(CLASSES)).float()  # (B, T, classes) of each key
-        for layer in range(L):
-            A = cache[hook_name(layer)]
-            for k, v in pattern_metrics(A, far).items():
-                sums[layer][k] = sums[layer].get(k, 0) + v * len(ids)
-            mass = torch.einsum("bhj,bjc->hc", A.sum(2), onehot)  # attention received, by key class
-            class_mass[layer] = mass if class_mass[layer] is None else class_mass[layer] + mass
-            for row, q, key, kind in pairs:
-                hits[layer].append((A[row, :, q, key].numpy(), q - key, kind))
-    n = len(windows)
-    layers, logit_profiles = [], []
-    diversity: dict[str, list[float]] = {}
-    for layer in range(L):
-        m = {k: (v / n).numpy() for k, v in sums[layer].items()}
-        profile = m.pop("profile")
-        logit_profiles.append(m.pop("logit_profile"))
-        m["profile_sharpness"] = profile_sharpness(profile)
-        per_head = []
-        labels = [s for s in streams[layer] for _ in range(heads[layer])]
-        for h, stream in enumerate(labels):
-            entry = {"layer": layer, "head": h % heads[layer], "stream": stream,
-                     **{k: float(m[k][h]) for k in (*METRICS, "mass_beyond_far") if k in m}}
-            if hits[layer]:
-                entry["antecedent_hit_rate"] = float(np.mean([x[h] for x, _, _ in hits[layer]]))
-                entry["antecedent_lag_null"] = float(np.mean([profile[h, lag] for _, lag, _ in hits[layer]]))
-                for k, kind in enumerate(kinds):
-                    mine = [(x[h], profile[h, lag]) for x, lag, kk in hits[layer] if kk == k]
-                    if mine:
-                        entry[f"hit_rate_{kind}"] = float(np.mean([x for x, _ in mine]))
-                        entry[f"lag_null_{kind}"] = float(np.mean([p for _, p in mine]))
-            per_head.append(entry)
-        layers.append(per_head)
-        mass = class_mass[layer].numpy() + 1e-12
-        for s_i, stream in enumerate(streams[layer]):
-            rows_of_stream = mass[s_i * heads[layer]:(s_i + 1) * heads[layer]]
-            diversity.setdefault(stream, []).append(stream_diversity(rows_of_stream))
-    flat = [e for layer in layers for e in layer]
-    names = list(streams[0]) if streams else []
-    result = {"windows": n, "tokens": n * T, "heads": flat, "streams": names, "comparison": _compare(flat, names),
-              "far_lag": far, "logit_lag": _logit_lag_correlation(logit_profiles, heads, streams),
-              "diversity": {"classes": list(CLASSES), "per_layer": diversity,
-                            "mean": {s: float(np.mean(v)) for s, v in diversity.items()},
-                            "what": "mean pairwise Jensen-Shannon distance (base 2) between the heads of a stream "
-                                    "in a layer, over their attention mass by key word class; mean over layers"}}
-    if recall_loss:
-        result["recall_loss"] = {"recall_tokens": len(recall_loss), "recall_mean": float(np.mean(recall_loss)),
-                                 "other_tokens": len(other_loss), "other_mean": float(np.mean(other_loss)),
-                                 "by_kind": _recall_groups(recall_loss, [kinds[k] for k in recall_kind], flat, names),
-                                 "by_distance": _recall_groups(recall_loss, [_bucket(d) for d in recall_dist])}
-    if uniform:
-        result["uniform_hit_rate"] = float(np.mean(uniform))  # what a head spreading mass evenly would score
-    return result
+                self.recall_loss.append(float(nll[row, r - start - 1]))
+                self.recall_kind.append(int(kind))
+                self.recall_dist.append(int(r - a))
+                self.uniform.append(1.0 / (r - start))
+        self.other_loss.extend(nll[~recall_mask].tolist())
+        return pairs
+
+    def per_layer(self, n: int) -> tuple[list[list[dict]], list[np.ndarray], dict[str, list[float]]]:
+        """Per layer: the head entries, the logit-lag profiles, and each stream's diversity."""
+        layers, logit_profiles = [], []
+        diversity: dict[str, list[float]] = {}
+        for layer in range(self.L):
+            m = {k: (v / n).numpy() for k, v in self.sums[layer].items()}
+            profile = m.pop("profile")
+            logit_profiles.append(m.pop("logit_profile"))
+            m["profile_sharpness"] = profile_sharpness(profile)
+            H = self.heads[layer]
+            labels = [s for s in self.streams[layer] for _ in range(H)]
+            layers.append([self._entry(layer, h, stream, m, profile) for h, stream in enumerate(labels)])
+            mass = self.class_mass[layer].numpy() + 1e-12
+            for s_i, stream in enumerate(self.streams[layer]):
+                diversity.setdefault(stream, []).append(stream_diversity(mass[s_i * H:(s_i + 1) * H]))
+        return layers, logit_profiles, diversity
+
+    def _entry(self, layer: int, h: int, stream: str, m: dict, profile: np.ndarray) -> dict:
+        hits = self.hits[layer]
+        entry = {"layer": layer, "head": h % self.heads[layer], "stream": stream,
+                 **{k: float(m[k][h]) for k in (*METRICS, "mass_beyond_far") if k in m}}
+        if hits:
+            entry["antecedent_hit_rate"] = float(np.mean([x[h] for x, _, _ in hits]))
+            entry["antecedent_lag_null"] = float(np.mean([profile[h, lag] for _, lag, _ in hits]))
+            for k, kind in enumerate(self.kinds):
+                mine = [(x[h], profile[h, lag]) for x, lag, kk in hits if kk == k]
+                if mine:
+                    entry[f"hit_rate_{kind}"] = float(np.mean([x for x, _ in mine]))
+                    entry[f"lag_null_{kind}"] = float(np.mean([p for _, p in mine]))
+        return entry
 
 
 def _logit_lag_correlation(profiles: list[np.ndarray], heads, streams) -> dict | None:

@@ -70,19 +70,51 @@ def _probe(codec: Codec, probe: str | None, target: str | None) -> tuple[list[in
 def analyze_run(path: str | Path, data_dir: str | Path, out: str | Path, max_windows: int = 64,
                 references: list[tuple[str, float]] = (), layer: int | None = None, head: int = 0,
                 probe: str | None = None, target: str | None = None) -> dict[str, Path]:
+    """Every analysis of a run (or a bare checkpoint) on ``data_dir``, written as report.md,
+    report.html, report.json and explore.html into the new folder ``out``."""
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise PrismError(f"refusing to write into non-empty {out}; choose a new --out")
     run, ckpt = _run_and_checkpoint(Path(path))
-    model = load_model(ckpt)
-    codec = load_codec(ckpt)
+    model, codec = load_model(ckpt), load_codec(ckpt)
     if codec is None:
         raise PrismError(f"{ckpt} records no tokenizer and its vocabulary is not GPT-2's: no text to probe it with")
+    shards = _analysis_split(data_dir, model)
+    cfg = model.config
+    layer = _check_options(cfg, layer, head, max_windows)
+    report: dict = {"checkpoint": str(ckpt), "run": str(run.path) if run else None, "data": str(data_dir),
+                    "split": shards.split, "model": {**to_dict(cfg), "parameters": model.num_params()},
+                    "references": [{"label": label, "value": value} for label, value in references],
+                    "checkpoint_step": read_model_config(ckpt)[1].get("step")}
+    figs: dict[str, Path] = {}
+    fig_dir = out / "figures"
+    _add_training(report, figs, run, fig_dir, references)
+    initial = _initial_model(run, cfg)
+    _add_heads(report, figs, model, initial, shards, max_windows, fig_dir)
+    ids, text = _add_probe(report, figs, model, codec, probe, target, layer, head, fig_dir)
+    if cfg.attention == "prism":
+        _add_dictionary(report, figs, model, initial, fig_dir)
+    _add_coding_rates(report, figs, model, initial, run, ckpt, shards, fig_dir)
+    report["figures"] = {k: str(v.relative_to(out)) for k, v in figs.items()}
+    explore_text = text if ids and len(ids) <= min(MAX_TOKENS, cfg.block_size) else None
+    report["explorer"] = write_explorer(ckpt, out / "explore.html", explore_text).name
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    (out / "report.md").write_text(_markdown(report), encoding="utf-8")
+    (out / "report.html").write_text(_html(report, out), encoding="utf-8")
+    return {"md": out / "report.md", "html": out / "report.html", "json": out / "report.json"}
+
+
+def _analysis_split(data_dir: str | Path, model: PrismLM) -> ShardSet:
+    """The val split, or train when val cannot hold one window."""
     split = "val" if len(ShardSet(data_dir, "val")) > model.config.block_size + 1 else "train"
     shards = ShardSet(data_dir, split)
     if shards.vocab_size > model.config.vocab_size:
         raise PrismError(f"data vocabulary ({shards.vocab_size}) does not fit the model ({model.config.vocab_size})")
-    cfg = model.config
+    return shards
+
+
+def _check_options(cfg: ModelConfig, layer: int | None, head: int, max_windows: int) -> int:
+    """The probe layer (default: the last), after checking the options against the model."""
     layer = cfg.n_layer - 1 if layer is None else layer
     if not 0 <= layer < cfg.n_layer:
         raise PrismError(f"--layer must be in [0, {cfg.n_layer}) for this model, got {layer}")
@@ -90,32 +122,38 @@ def analyze_run(path: str | Path, data_dir: str | Path, out: str | Path, max_win
         raise PrismError(f"--head must be in [0, {cfg.n_head}) for this model, got {head}")
     if max_windows < 1:
         raise PrismError(f"--max-windows must be >= 1, got {max_windows}")
-    fig_dir = out / "figures"
-    report: dict = {"checkpoint": str(ckpt), "run": str(run.path) if run else None, "data": str(data_dir),
-                    "split": split, "model": {**to_dict(cfg), "parameters": model.num_params()},
-                    "references": [{"label": label, "value": value} for label, value in references],
-                    "checkpoint_step": read_model_config(ckpt)[1].get("step")}
-    figs: dict[str, Path] = {}
+    return layer
 
+
+def _add_training(report: dict, figs: dict, run: RunDir | None, fig_dir: Path, references) -> None:
+    """Loss curves, gradient norm and λ, and the run's last evaluation, from its metrics.jsonl."""
     records = read_metrics(run.metrics_path) if run else []
-    if records:
-        figs["loss"] = figures.loss_curves(records, fig_dir, references)
-        figs["grad_norm_lambda"] = figures.grad_norm_and_lambda(records, fig_dir)
-        evals = [r for r in records if r["type"] == "eval"]
-        last = evals[-1] if evals else None
-        report["training"] = {"iterations": max(r["iter"] for r in records),
-                              "last_eval": None if last is None else {
-                                  "step": last["iter"], "val_loss": last["val_loss"], "train_loss": last["train_loss"],
-                                  "what": "the training loop's estimate over run.eval_iters random batches"}}
+    if not records:
+        return
+    figs["loss"] = figures.loss_curves(records, fig_dir, references)
+    figs["grad_norm_lambda"] = figures.grad_norm_and_lambda(records, fig_dir)
+    evals = [r for r in records if r["type"] == "eval"]
+    last = evals[-1] if evals else None
+    report["training"] = {"iterations": max(r["iter"] for r in records),
+                          "last_eval": None if last is None else {
+                              "step": last["iter"], "val_loss": last["val_loss"], "train_loss": last["train_loss"],
+                              "what": "the training loop's estimate over run.eval_iters random batches"}}
 
+
+def _add_heads(report: dict, figs: dict, model: PrismLM, initial: PrismLM, shards: ShardSet, max_windows: int,
+               fig_dir: Path) -> None:
+    """Head statistics of the trained model and of its step 0, on the same windows."""
     stats = head_statistics(model, shards, max_windows=max_windows)
     report["heads"] = stats
-    initial = _initial_model(run, cfg)
-    report["heads_init"] = head_statistics(initial, shards, max_windows=max_windows)  # the same windows
+    report["heads_init"] = head_statistics(initial, shards, max_windows=max_windows)
     for metric in ("mean_distance", "mass_within_8", "antecedent_hit_rate"):
         if metric in stats["heads"][0]:
             figs[f"heads_{metric}"] = figures.head_metrics(stats["heads"], metric, fig_dir)
 
+
+def _add_probe(report: dict, figs: dict, model: PrismLM, codec: Codec, probe: str | None, target: str | None,
+               layer: int, head: int, fig_dir: Path) -> tuple[list[int], str]:
+    """One head's maps on the probe and every head of the first stream at the target token."""
     ids, tgt, text = _probe(codec, probe, target)
     cache = capture_attention(model, torch.tensor([ids]))
     labels = [codec.decode([i]).replace("\n", "\\n") for i in ids]
@@ -128,19 +166,28 @@ def analyze_run(path: str | Path, data_dir: str | Path, out: str | Path, max_win
     report["probe"] = {"text": text, "target": labels[tgt], "target_position": tgt, "layer": layer, "head": head,
                        "attention_from_target": {s: cache.stream(layer, s)[0, :, tgt, : tgt + 1].tolist()
                                                  for s in cache.streams[layer]}}
+    return ids, text
 
-    if cfg.attention == "prism":
-        table = resonance_table(cfg, windows=(cfg.block_size, 4 * cfg.block_size))
-        report["resonance"] = {**table, "model_multiplier": cfg.multiplier}
-        figs["resonance"] = figures.resonance(table, fig_dir)
-        report["coherence"] = {
-            "init": model_coherence(initial), "trained": model_coherence(model),
-            "floor_at_orthogonal_init": coherence_floor(cfg),
-            "head_pairs_trained": [head_pair_coherence(b.attn) for b in model.blocks],
-            "note": "‖U_sᵀU_n‖ normalised is 0 only for complementary subspaces; each R = 2 stream spans the whole "
-                    "space, so the whole-stream value starts near the floor above and a change shows how the "
-                    "streams' strongest directions align, not whether they are separated"}
 
+def _add_dictionary(report: dict, figs: dict, model: PrismLM, initial: PrismLM, fig_dir: Path) -> None:
+    """PRISM's RoPE resonance numerics and the coherence of its two streams' dictionaries."""
+    cfg = model.config
+    table = resonance_table(cfg, windows=(cfg.block_size, 4 * cfg.block_size))
+    report["resonance"] = {**table, "model_multiplier": cfg.multiplier}
+    figs["resonance"] = figures.resonance(table, fig_dir)
+    report["coherence"] = {
+        "init": model_coherence(initial), "trained": model_coherence(model),
+        "floor_at_orthogonal_init": coherence_floor(cfg),
+        "head_pairs_trained": [head_pair_coherence(b.attn) for b in model.blocks],
+        "note": "‖U_sᵀU_n‖ normalised is 0 only for complementary subspaces; each R = 2 stream spans the whole "
+                "space, so the whole-stream value starts near the floor above and a change shows how the "
+                "streams' strongest directions align, not whether they are separated"}
+
+
+def _add_coding_rates(report: dict, figs: dict, model: PrismLM, initial: PrismLM, run: RunDir | None, ckpt: Path,
+                      shards: ShardSet, fig_dir: Path) -> None:
+    """Coding rates per layer across the run's checkpoints, and the attention-step ΔR test."""
+    cfg = model.config
     n_batch = min(4, (len(shards) - 1) // cfg.block_size)
     batch = torch.from_numpy(shards.windows([w * cfg.block_size for w in range(n_batch)], cfg.block_size))
     rates = {"init": layer_coding_rates(initial, batch)}
@@ -153,14 +200,6 @@ def analyze_run(path: str | Path, data_dir: str | Path, out: str | Path, max_win
                                     "what": "scale-normalised ΔR (unit tokens, ‖U_k‖_F² = D, the layer's own U "
                                             "and λ) of each window's attention input Z and of Z + attention(Z)"}
     figs["coding_rate"] = figures.coding_rates({_step_of(k): v for k, v in rates.items()}, fig_dir)
-
-    report["figures"] = {k: str(v.relative_to(out)) for k, v in figs.items()}
-    explore_text = text if ids and len(ids) <= min(MAX_TOKENS, cfg.block_size) else None
-    report["explorer"] = write_explorer(ckpt, out / "explore.html", explore_text).name
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    (out / "report.md").write_text(_markdown(report), encoding="utf-8")
-    (out / "report.html").write_text(_html(report, out), encoding="utf-8")
-    return {"md": out / "report.md", "html": out / "report.html", "json": out / "report.json"}
 
 
 def _initial_model(run: RunDir | None, cfg: ModelConfig) -> PrismLM:
@@ -182,6 +221,11 @@ def _fmt(x) -> str:
 
 def _tables(report: dict) -> list[tuple[str, list[str], list[list]]]:
     """(title, header, rows) for every table, shared by the Markdown and HTML renderers."""
+    return [*_head_tables(report), *_recall_tables(report["heads"]), *_stream_tables(report),
+            *_dictionary_tables(report), *_rate_tables(report)]
+
+
+def _head_tables(report: dict) -> list:
     tables = []
     heads = report["heads"]
     cols = [k for k in (*METRICS, "mass_beyond_far", "antecedent_hit_rate", "antecedent_lag_null")
@@ -208,6 +252,11 @@ def _tables(report: dict) -> list[tuple[str, list[str], list[list]]]:
                 rows.append([c, stream, float(np.mean(trained)), float(np.mean(untrained))])
         tables.append(("Each stream's mean against the untrained model (same config and seed, same windows)",
                        ["metric", "stream", "trained", "step 0"], rows))
+    return tables
+
+
+def _recall_tables(heads: dict) -> list:
+    tables = []
     if "recall_loss" in heads:
         r = heads["recall_loss"]
         tables.append(("Loss on recall tokens (embedded-corpus annotations)", ["tokens", "count", "mean loss"],
@@ -220,6 +269,12 @@ def _tables(report: dict) -> list[tuple[str, list[str], list[list]]]:
             tables.append((f"Recall tokens by {title}: loss, and each stream's mean antecedent hit rate beside its "
                            "lag-matched null", [title, "tokens", "mean loss", *extra],
                            [[g, v["tokens"], v["loss"], *[v.get(k) for k in extra]] for g, v in groups.items()]))
+    return tables
+
+
+def _stream_tables(report: dict) -> list:
+    tables = []
+    heads = report["heads"]
     if heads.get("diversity"):
         div, init_div = heads["diversity"], report.get("heads_init", {}).get("diversity")
         tables.append((f"Head diversity: {div['what']} (untrained: same config and seed)",
@@ -232,6 +287,11 @@ def _tables(report: dict) -> list[tuple[str, list[str], list[list]]]:
         tables.append((f"Empirical cross-kernel: {lag['what']}; mean {lag['mean']:.3f}",
                        ["layer", *[f"head pair {h}" for h in range(len(lag["per_layer"][0]))]],
                        [[i, *row] for i, row in enumerate(lag["per_layer"])]))
+    return tables
+
+
+def _dictionary_tables(report: dict) -> list:
+    tables = []
     if "resonance" in report:
         res = report["resonance"]
         ws = [str(w) for w in res["windows"]]
@@ -249,6 +309,11 @@ def _tables(report: dict) -> list[tuple[str, list[str], list[list]]]:
                        ["layer", "init", "trained", "per head pair (signal h vs noise h), trained"],
                        [[i, a, b, " ".join(f"{x:.3f}" for x in pairs)] for i, (a, b, pairs) in
                         enumerate(zip(coh["init"], coh["trained"], coh["head_pairs_trained"], strict=True))]))
+    return tables
+
+
+def _rate_tables(report: dict) -> list:
+    tables = []
     rates = report["coding_rate"]
     keys = [k for k in ("R", "R_signal", "R_noise", "lambda", "delta_R") if k in next(iter(rates.values()))[0]]
     tables.append(("Coding rate per layer (attention input, ε = 0.5; not scale-normalised, and each checkpoint "
