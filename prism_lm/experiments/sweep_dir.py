@@ -31,10 +31,8 @@ RESULT_FORMAT = "prism-lm sweep result v1"
 class SweepDir:
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.plan_path = self.path / "sweep.json"
-        self.runs_dir = self.path / "runs"
-        self.submitit_dir = self.path / "submitit"
-        self.report_dir = self.path / "report"
+        self.plan_path, self.runs_dir, self.submitit_dir, self.report_dir = (
+            self.path / name for name in ("sweep.json", "runs", "submitit", "report"))
 
     def __repr__(self) -> str:
         return f"SweepDir({str(self.path)!r})"
@@ -65,10 +63,8 @@ class SweepRun:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.job_path = self.path / "job.json"
-        self.train_dir = self.path / "train"
-        self.log_path = self.path / "log.txt"
-        self.result_path = self.path / "result.json"
+        self.job_path, self.train_dir, self.log_path, self.result_path = (
+            self.path / name for name in ("job.json", "train", "log.txt", "result.json"))
 
     @property
     def name(self) -> str:
