@@ -9,6 +9,7 @@ from prism_lm.config import resolve_vocab_size
 from prism_lm.data.shards import ShardSet
 from prism_lm.errors import PrismError
 from prism_lm.model import PrismLM
+from prism_lm.train.metrics import flops_per_token
 from tests.conftest import tiny_config
 
 
@@ -18,6 +19,7 @@ def test_bench_train_record_is_consistent():
     assert row["mfu"] is None and row["peak_mem_gib"] is None  # CPU: no bf16 peak, no allocator stats
     assert (row["attention"], row["path"], row["loss_chunk"], row["dtype"]) == ("prism", "fast", 16, "float32")
     assert row["params"] == PrismLM(tiny_config()).num_params()
+    assert row["flops_per_token"] == flops_per_token(tiny_config(), 32) > 0  # printed on every device
 
 
 def test_bench_decode_counts_tokens_and_rejects_overlong_requests():
