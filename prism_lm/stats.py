@@ -14,32 +14,111 @@ import math
 
 import numpy as np
 
-# two-sided 95% Student-t quantiles t_{0.975, df}, df = 1..30 (then 40, 60, 120, normal)
-_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
-         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
-def t_quantile(df: int) -> float:
-    if df < 1:
-        return math.nan
-    if df <= 30:
-        return _T975[df - 1]
-    return 2.021 if df <= 40 else 2.000 if df <= 60 else 1.980 if df <= 120 else 1.960
+ALPHA = 0.05
+T_METHOD = "95% Student-t interval of the mean over seeds (each run one sample, n - 1 degrees of freedom)"
+BOUNDED_METHOD = ("95% Student-t interval on the logit scale, mapped back (per-seed values clamped to [ε, 1 − ε], "
+                  "ε = 1e-3, a bound reached maps back to 0 or 1; widened where needed to hold the mean), so it stays "
+                  "inside [0, 1]")
+BINOMIAL_METHOD = "exact (Clopper–Pearson) 95% binomial interval"
 
 
-def mean_interval(values: list[float]) -> dict:
-    """Mean, 95% t interval and n of the finite values."""
-    x = np.array([v for v in values if v is not None and math.isfinite(v)], float)
+def t_quantile(df: int, confidence: float = 0.95) -> float:
+    """The two-sided Student-t quantile t_{(1 + confidence)/2, df} (scipy)."""
+    from scipy import stats
+
+    return float(stats.t.ppf(0.5 + confidence / 2, df)) if df >= 1 else math.nan
+
+
+def _finite_array(values) -> np.ndarray:
+    return np.array([v for v in values if v is not None and finite(v)], float)
+
+
+def mean_interval(values, null: float = 0.0) -> dict:
+    """Mean, 95% t interval, n and the two-sided p of "mean = null" (one-sample t test) of the finite values."""
+    x = _finite_array(values)
     if len(x) == 0:
-        return {"mean": None, "ci95": None, "n": 0}
+        return {"mean": None, "ci95": None, "n": 0, "p": None}
     if len(x) == 1:
-        return {"mean": float(x[0]), "ci95": None, "n": 1}
-    half = t_quantile(len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x))
-    return {"mean": float(x.mean()), "ci95": [float(x.mean() - half), float(x.mean() + half)], "n": len(x)}
+        return {"mean": float(x[0]), "ci95": None, "n": 1, "p": None}
+    m, sd = float(x.mean()), float(x.std(ddof=1))
+    half = t_quantile(len(x) - 1) * sd / math.sqrt(len(x))
+    return {"mean": m, "ci95": [m - half, m + half], "n": len(x), "p": _t_test_p(x, null)}
 
 
-def paired_difference(a: dict[int, float], b: dict[int, float]) -> dict:
+def _t_test_p(x: np.ndarray, null: float) -> float:
+    """Two-sided one-sample t-test p; a spread of 0 gives p 0 (any difference) or 1 (none)."""
+    from scipy import stats
+
+    if _constant(x):
+        return 0.0 if float(x.mean()) != null else 1.0
+    return float(stats.ttest_1samp(x, null).pvalue)
+
+
+def _constant(x: np.ndarray) -> bool:
+    """No spread beyond rounding (every seed gave the same number)."""
+    return float(np.ptp(x)) <= 1e-12 * max(1.0, float(np.abs(x).max()))
+
+
+def bounded_mean_interval(values, eps: float = 1e-3) -> dict:
+    """Mean and 95% interval of per-seed fractions in [0, 1], computed on the logit scale so that it
+    stays inside (0, 1) (``BOUNDED_METHOD``)."""
+    x = _finite_array(values)
+    out = mean_interval(x)
+    if len(x) < 2:
+        return out
+    clamped = np.clip(x, eps, 1 - eps)
+    z = np.log(clamped / (1 - clamped))
+    half = t_quantile(len(z) - 1) * float(z.std(ddof=1)) / math.sqrt(len(z))
+    lo, hi = (1.0 / (1.0 + math.exp(-v)) for v in (float(z.mean()) - half, float(z.mean()) + half))
+    lo, hi = (_unclamp(v, eps) for v in (lo, hi))
+    return {**out, "ci95": [min(lo, out["mean"]), max(hi, out["mean"])], "method": BOUNDED_METHOD}
+
+
+def _unclamp(v: float, eps: float) -> float:
+    """A bound at or beyond the clamp maps back to the boundary it stands for."""
+    return 0.0 if v <= eps * (1 + 1e-9) else 1.0 if v >= 1 - eps * (1 + 1e-9) else v
+
+
+def paired_difference(a: dict[int, float], b: dict[int, float], null: float = 0.0) -> dict:
     """a minus b over the seeds both hold (dicts seed -> value)."""
     seeds = sorted(s for s in set(a) & set(b) if finite(a[s]) and finite(b[s]))
-    return {**mean_interval([a[s] - b[s] for s in seeds]), "seeds": seeds}
+    return {**mean_interval([a[s] - b[s] for s in seeds], null), "seeds": seeds}
+
+
+def tost_p(values, margin: float, null: float = 0.0) -> float | None:
+    """p of the two one-sided t tests that the mean lies within null ± margin (statsmodels'
+    ``ttost_paired`` against the constant null): small when the values show equivalence."""
+    from statsmodels.stats.weightstats import ttost_paired
+
+    x = _finite_array(values)
+    if len(x) < 2:
+        return None
+    if _constant(x):
+        return 0.0 if abs(float(x.mean()) - null) < margin else 1.0
+    return float(ttost_paired(x, np.full_like(x, null), -margin, margin)[0])
+
+
+def holm(pvalues: list[float | None]) -> list[float | None]:
+    """Holm–Bonferroni adjusted p (statsmodels' step-down), over the p that are not None."""
+    from statsmodels.stats.multitest import multipletests
+
+    tested = [i for i, p in enumerate(pvalues) if p is not None]
+    out: list[float | None] = [None] * len(pvalues)
+    if tested:
+        adjusted = multipletests([pvalues[i] for i in tested], alpha=ALPHA, method="holm")[1]
+        for i, p in zip(tested, adjusted, strict=True):
+            out[i] = float(p)
+    return out
+
+
+def binomial_interval(k: int, n: int) -> dict:
+    """k of n with its exact (Clopper–Pearson) 95% interval (scipy)."""
+    from scipy import stats
+
+    if n == 0:
+        return {"k": 0, "n": 0, "rate": None, "ci95": None, "method": BINOMIAL_METHOD}
+    ci = stats.binomtest(k, n).proportion_ci(confidence_level=0.95, method="exact")
+    return {"k": k, "n": n, "rate": k / n, "ci95": [float(ci.low), float(ci.high)], "method": BINOMIAL_METHOD}
 
 
 def finite(v) -> bool:

@@ -2,13 +2,16 @@
 
 Statistics (stated in every report):
 - A run is one sample. An arm's interval is the 95% Student-t interval of the mean over its seeds
-  (n - 1 degrees of freedom); with one seed there is no interval.
-- Arms that share seeds are compared **paired**: the per-seed difference arm minus baseline, with
-  the t interval of its mean. A verdict reads that interval: entirely on the claimed side
-  ("better": lower or higher) is *supported*, entirely on the other side *contradicted*, otherwise
-  *inconclusive at this scale*. A verdict without a baseline compares the arm's values with ``null``.
-- Head-stream differences also get a hierarchical bootstrap (seeds, then heads within layers),
-  ``stats.hierarchical_bootstrap_diff``, beside the t interval over per-seed differences.
+  (n - 1 degrees of freedom); fractions in [0, 1] get the same interval on the logit scale, so it
+  stays inside (0, 1); with one seed there is no interval. Each arm's divergence rate comes with an
+  exact binomial interval.
+- Arms that share seeds are compared **paired**: the per-seed difference, always arm − baseline
+  (the sign convention of every table, printed in its header), with the t interval of its mean.
+- Verdicts follow ``verdicts.py``: one pre-registered primary per claim, Holm within the claim,
+  equivalence by TOST against a declared margin, no decision below ``min_seeds`` seeds.
+- Head-stream differences (first stream − second) are decided from the t interval of per-seed
+  differences; the hierarchical bootstrap (seeds, then heads within layers,
+  ``stats.hierarchical_bootstrap_diff``) sits beside it, labelled optimistic at few seeds.
 """
 
 from __future__ import annotations
@@ -21,22 +24,25 @@ from pathlib import Path
 from prism_lm import render
 from prism_lm.errors import PrismError
 from prism_lm.experiments.sweep_dir import SweepDir
-from prism_lm.stats import finite, hierarchical_bootstrap_diff, mean_interval, paired_difference
+from prism_lm.experiments.verdicts import VERDICT_RULES, family
+from prism_lm.stats import (
+    BOUNDED_METHOD,
+    T_METHOD,
+    binomial_interval,
+    bounded_mean_interval,
+    finite,
+    hierarchical_bootstrap_diff,
+    mean_interval,
+    paired_difference,
+)
 
-INTERVAL_METHOD = "95% Student-t interval of the mean over seeds (each run one sample, n - 1 degrees of freedom)"
-PAIRED_METHOD = "per-seed differences over the seeds both arms ran, 95% Student-t interval of their mean"
+INTERVAL_METHOD = T_METHOD
+PAIRED_METHOD = "arm − baseline per seed, over the seeds both arms ran; 95% Student-t interval of their mean"
+# metrics that are fractions in [0, 1]: their interval is computed on the logit scale
+BOUNDED_SUFFIXES = ("clipped_fraction", "diverged", "hit_rate", "lag_null", "diversity", "mass_within_8",
+                    "mass_beyond_64", "mass_beyond_far")
 # the columns every experiment's tables show, besides the metrics its verdicts name (the rest: CSV/JSON)
-HEADLINE = ("val_loss_", "grad_norm_max", "grad_norm_mean", "clipped_fraction", "diverged", "train_seconds")
-
-
-def decide(interval: dict, better: str, null: float = 0.0) -> str:
-    ci = interval.get("ci95")
-    if ci is None:
-        return "inconclusive (no interval: fewer than two seeds)"
-    lo, hi = ci[0] - null, ci[1] - null
-    good_side = hi < 0 if better == "lower" else lo > 0
-    bad_side = lo > 0 if better == "lower" else hi < 0
-    return "supported" if good_side else "contradicted" if bad_side else "inconclusive at this scale"
+HEADLINE = ("val_loss_", "grad_norm_max", "grad_norm_mean", "clipped_fraction", "train_seconds")
 
 
 def collect(sweep: SweepDir) -> tuple[dict, list[dict], dict[str, dict]]:
@@ -57,41 +63,44 @@ def collect(sweep: SweepDir) -> tuple[dict, list[dict], dict[str, dict]]:
     return plan, rows, results
 
 
+def bounded(metric: str) -> bool:
+    return metric.endswith(BOUNDED_SUFFIXES) and "stream_diff" not in metric
+
+
 def summarise(plan: dict, rows: list[dict], results: dict[str, dict]) -> dict:
-    out = {"interval": INTERVAL_METHOD, "paired": PAIRED_METHOD, "experiments": {}}
+    out = {"interval": INTERVAL_METHOD, "bounded": BOUNDED_METHOD, "paired": PAIRED_METHOD,
+           "verdict_rules": VERDICT_RULES, "experiments": {}}
     for name, exp in plan["experiments"].items():
         mine = [r for r in rows if r["experiment"] == name]
         metrics = sorted({k for r in mine for k, v in r.items() if finite(v) or isinstance(v, bool)}
                          - {"seed", "steps", "logged_steps"} - set().union(*(set(r["grid"]) for r in exp["runs"])))
         by_group = {g: {m: {r["seed"]: float(r[m]) for r in mine if r["group"] == g and m in r
                             and (finite(r[m]) or isinstance(r[m], bool))} for m in metrics} for g in exp["groups"]}
-        arms = {g: {"runs": sum(1 for r in mine if r["group"] == g),
-                    "planned": sum(1 for e in exp["runs"] if e["group"] == g),
-                    "metrics": {m: mean_interval(list(by_group[g][m].values())) for m in metrics}}
-                for g in exp["groups"]}
+        diverged = {g: sorted(r["seed"] for r in mine if r["group"] == g and r.get("diverged")) for g in exp["groups"]}
+        arms = {g: _arm(g, mine, exp, by_group[g], metrics) for g in exp["groups"]}
         reference = exp["groups"][0]
         paired = {g: {m: paired_difference(by_group[g][m], by_group[reference][m]) for m in metrics}
                   for g in exp["groups"][1:]}
-        verdicts = []
-        for v in exp["verdicts"]:
-            a = by_group[v["arm"]].get(v["metric"], {})
-            if v["baseline"]:
-                interval = paired_difference(a, by_group[v["baseline"]].get(v["metric"], {}))
-                verdict = decide(interval, v["better"])
-            else:
-                interval = mean_interval(list(a.values()))
-                verdict = decide(interval, v["better"], v["null"])
-            if interval["n"] == 0:
-                verdict = f"not measured (no run has {v['metric']})"
-            verdicts.append({**v, "interval": interval, "verdict": verdict})
-        out["experiments"][name] = {"description": exp["description"], "file": exp["file"],
+        min_seeds = exp.get("min_seeds", 5)
+        out["experiments"][name] = {"description": exp["description"], "file": exp["file"], "min_seeds": min_seeds,
                                     "reference_arm": reference, "arms": arms, "paired_vs_reference": paired,
-                                    "verdicts": verdicts, "streams": _stream_bootstraps(exp, results)}
+                                    "verdicts": family(exp["verdicts"], by_group, diverged, min_seeds),
+                                    "streams": _stream_bootstraps(exp, results, by_group)}
     return out
 
 
-def _stream_bootstraps(exp: dict, results: dict[str, dict]) -> dict:
-    """Per arm: first-minus-second stream of median lag and mass beyond far, hierarchical over seeds."""
+def _arm(group: str, rows: list[dict], exp: dict, values: dict[str, dict], metrics: list[str]) -> dict:
+    """An arm's runs, its divergence rate and every metric's mean with its interval."""
+    mine = [r for r in rows if r["group"] == group]
+    return {"runs": len(mine), "planned": sum(1 for e in exp["runs"] if e["group"] == group),
+            "divergence": binomial_interval(sum(bool(r.get("diverged")) for r in mine), len(mine)),
+            "metrics": {m: (bounded_mean_interval if bounded(m) else mean_interval)(list(values[m].values()))
+                        for m in metrics}}
+
+
+def _stream_bootstraps(exp: dict, results: dict[str, dict], by_group: dict) -> dict:
+    """Per arm: first-minus-second stream of median lag and mass beyond far, as the t interval of the
+    per-seed differences and as the hierarchical bootstrap (seeds, then heads within layers)."""
     out = {}
     for group in exp["groups"]:
         mine = [results[e["folder"]] for e in exp["runs"] if e["group"] == group and e["folder"] in results]
@@ -103,7 +112,9 @@ def _stream_bootstraps(exp: dict, results: dict[str, dict]) -> dict:
             for metric in ("median_lag", "mass_beyond_far"):
                 if metric in runs[0][0]:
                     key = f"{group} {'untrained' if which == 'heads_init' else 'trained'} {metric}"
+                    column = f"{'init_' if which == 'heads_init' else ''}stream_diff_{metric}"
                     out[key] = {"a": streams[0], "b": streams[1],
+                                "seed_level": mean_interval(list(by_group[group].get(column, {}).values())),
                                 **hierarchical_bootstrap_diff(runs, metric, streams[0], streams[1])}
     return out
 
@@ -181,7 +192,8 @@ def _figures(plan: dict, rows: list[dict], summary: dict, sweep: SweepDir, out: 
                     s = arms[g]["metrics"][metric]
                     if s["mean"] is None:
                         continue
-                    err = None if s["ci95"] is None else [[s["mean"] - s["ci95"][0]], [s["ci95"][1] - s["mean"]]]
+                    err = None if s["ci95"] is None else [[max(0.0, s["mean"] - s["ci95"][0])],
+                                                         [max(0.0, s["ci95"][1] - s["mean"])]]
                     ax.errorbar([i], [s["mean"]], yerr=err, fmt="o", color=colours[g], capsize=3)
                     seeds = [r[metric] for r in rows if r["experiment"] == name and r["group"] == g
                              and finite(r.get(metric))]
@@ -227,32 +239,59 @@ def _cell(s: dict) -> str:
     return f"{s['mean']:.4g}{ci} (n={s['n']})"
 
 
+def _p(x) -> str:
+    return "–" if x is None else f"{x:.3g}"
+
+
+def _verdict_table(e: dict) -> tuple[str, list[str], list[list[str]]]:
+    title = (f"Verdicts (difference = arm − baseline, or the arm's mean against the null; p adjusted by Holm over "
+             f"the {e['verdicts'][0]['family_size'] if e['verdicts'] else 0} tested verdicts of this claim; "
+             f"at least {e['min_seeds']} paired seeds decide)")
+    header = ["", "claim", "metric", "test", "arm − baseline", "difference [95% CI]", "p", "p (Holm)", "decision",
+              "diverged runs (not in the interval)"]
+    body = [["primary" if v["primary"] else "exploratory", v["claim"], v["metric"],
+             v["test"] + (f" ±{v['margin']:g}" if v["test"] == "equivalence" else f", {v['better']} supports"),
+             f"{v['arm']} − {v['baseline'] or 'null ' + format(v['null'], 'g')}", _cell(v["interval"]), _p(v["p"]),
+             _p(v["p_holm"]), v["verdict"], ", ".join(v["diverged_runs"]) or "none"] for v in e["verdicts"]]
+    return title, header, body
+
+
 def _tables(summary: dict, rows: list[dict]) -> list[tuple[str, str, list[str], list[list[str]]]]:
     """(experiment, title, header, rows) for every table of the report."""
     out = []
     for name, e in summary["experiments"].items():
         metrics = _headline_metrics(e["arms"], e["verdicts"])
-        out.append((name, "Verdicts", ["claim", "metric", "arm", "baseline", "difference [95% CI]", "verdict"],
-                    [[v["claim"], v["metric"], v["arm"], v["baseline"] or f"null = {v['null']}",
-                      _cell(v["interval"]), v["verdict"]] for v in e["verdicts"]]))
-        out.append((name, f"Arms (mean [{INTERVAL_METHOD}]; every column is in results.csv and report.json)",
-                    ["arm", "runs", *metrics],
-                    [[g, f"{a['runs']}/{a['planned']}", *[_cell(a["metrics"][m]) for m in metrics]]
-                     for g, a in e["arms"].items()]))
-        out.append((name, f"Paired differences against {e['reference_arm']} ({PAIRED_METHOD})", ["arm", *metrics],
-                    [[g, *[_cell(d[m]) for m in metrics]] for g, d in e["paired_vs_reference"].items()]))
+        out.append((name, *_verdict_table(e)))
+        out.append((name, f"Arms (mean [{INTERVAL_METHOD}; fractions: {BOUNDED_METHOD}]; divergence: "
+                          f"{e['arms'][next(iter(e['arms']))]['divergence']['method']}; every column is in "
+                          "results.csv and report.json)", ["arm", "runs", "diverged", *metrics],
+                    [[g, f"{a['runs']}/{a['planned']}", _rate(a["divergence"]),
+                      *[_cell(a["metrics"][m]) for m in metrics]] for g, a in e["arms"].items()]))
+        out.append((name, f"Paired differences, arm − {e['reference_arm']} ({PAIRED_METHOD})", ["arm", *metrics],
+                    [[f"{g} − {e['reference_arm']}", *[_cell(d[m]) for m in metrics]]
+                     for g, d in e["paired_vs_reference"].items()]))
         if e["streams"]:
-            out.append((name, "Stream differences (first minus second stream; hierarchical bootstrap: seeds, then "
-                              "heads within layers)", ["arm, model, metric", "streams", "difference", "95% CI", "runs"],
-                        [[k, f"{s['a']} − {s['b']}", _fmt(s["diff"]), f"[{s['ci95'][0]:.3g}, {s['ci95'][1]:.3g}]",
-                          str(s["runs"])] for k, s in e["streams"].items()]))
+            out.append((name, "Stream differences, first − second stream: the t interval of the per-seed differences "
+                              "(each run one sample), and the hierarchical bootstrap (seeds, then heads within layers; "
+                              "optimistic at few seeds, as it treats heads as independent draws)",
+                        ["arm, model, metric", "streams", "seed-level mean [95% t CI]", "bootstrap 95% CI", "runs"],
+                        [[k, f"{s['a']} − {s['b']}", _cell(s["seed_level"]),
+                          f"[{s['ci95'][0]:.3g}, {s['ci95'][1]:.3g}]", str(s["runs"])]
+                         for k, s in e["streams"].items()]))
         cols = ["arm", "seed", "diverged", *[m for m in metrics if m != "diverged"]]
         out.append((name, "Runs", cols, [[_fmt(r.get(c)) for c in cols] for r in rows if r["experiment"] == name]))
     return out
 
 
+def _rate(d: dict) -> str:
+    if not d["n"]:
+        return "–"
+    return f"{d['k']}/{d['n']} [{d['ci95'][0]:.2f}, {d['ci95'][1]:.2f}]"
+
+
 def _markdown(summary: dict, rows: list[dict]) -> str:
-    lines = ["# Sweep report", "", f"Intervals: {INTERVAL_METHOD}. Paired: {PAIRED_METHOD}.", ""]
+    lines = ["# Sweep report", "", f"Intervals: {INTERVAL_METHOD}. Paired: {PAIRED_METHOD}. Verdicts: {VERDICT_RULES}.",
+             ""]
     current = None
     for name, title, header, body in _tables(summary, rows):
         if name != current:
@@ -268,7 +307,7 @@ def _markdown(summary: dict, rows: list[dict]) -> str:
 
 def _html(summary: dict, rows: list[dict], out: Path) -> str:
     parts = ["<h1>Sweep report</h1>", f"<p>Intervals: {html.escape(INTERVAL_METHOD)}. "
-             f"Paired: {html.escape(PAIRED_METHOD)}.</p>"]
+             f"Paired: {html.escape(PAIRED_METHOD)}. Verdicts: {html.escape(VERDICT_RULES)}.</p>"]
     current = None
     for name, title, header, body in _tables(summary, rows):
         if name != current:

@@ -63,7 +63,7 @@ def plan(experiments: list[Experiment]) -> dict:
             runs.append({"arm": r.arm, "group": r.group, "grid": r.grid, "seed": r.seed, "folder": folder})
         body[e.name] = {"file": str(e.path), "description": e.description, "seeds": e.seeds, "arms": e.arms,
                         "groups": e.groups, "runs": runs, "verdicts": [vars(v) for v in e.verdicts],
-                        "evaluate": to_dict(e.evaluate)}
+                        "evaluate": to_dict(e.evaluate), "min_seeds": e.min_seeds}
     return {"experiments": body, "runs": {folder: identity for identity, folder in folders.items()}}
 
 

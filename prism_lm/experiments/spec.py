@@ -54,8 +54,9 @@ from prism_lm.experiments.job import EvaluateSpec
 from prism_lm.train.schedules import lr_horizon
 
 EXPERIMENT_KEYS = {"name", "description", "base", "seeds", "data", "set", "arms", "grid", "evaluate", "verdicts",
-                   "slurm", "expected_minutes"}
-VERDICT_KEYS = {"claim", "metric", "arm", "baseline", "null", "better"}
+                   "slurm", "expected_minutes", "min_seeds"}
+VERDICT_KEYS = {"claim", "metric", "arm", "baseline", "null", "better", "primary", "test", "margin"}
+DEFAULT_MIN_SEEDS = 5
 SLURM_KEYS = {"partition", "timeout_min", "cpus_per_task", "gpus_per_node", "mem_gb", "account", "qos"}
 # keys added to the config after sweeps were run: they enter a run's identity only when they differ
 # from their default, so the folders of earlier sweeps keep their names
@@ -65,8 +66,14 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 
 @dataclass
 class Verdict:
-    """A claim decided by a 95% seed-level interval: of ``arm`` minus ``baseline`` (paired by seed)
-    or, without a baseline, of ``arm``'s values minus ``null``. ``better``: which direction supports it."""
+    """A claim decided from seed-level numbers: ``arm`` minus ``baseline`` (paired by seed) or, without
+    a baseline, ``arm``'s values against ``null``.
+
+    ``test = "difference"``: a two-sided t test; ``better`` (lower or higher) names the side that
+    supports the claim. ``test = "equivalence"``: the claim is "no difference larger than
+    ``margin``", decided by two one-sided tests (TOST). ``primary``: the one pre-registered verdict of
+    its claim (an experiment file); the others are exploratory. Every p is Holm-adjusted within the
+    file (``experiments/report.py``)."""
 
     claim: str
     metric: str
@@ -74,6 +81,9 @@ class Verdict:
     baseline: str | None = None
     null: float = 0.0
     better: str = "lower"
+    primary: bool = False
+    test: str = "difference"
+    margin: float | None = None
 
 
 @dataclass
@@ -106,6 +116,7 @@ class Experiment:
     slurm: dict[str, Any]
     expected_minutes: float | None
     runs: list[PlannedRun]
+    min_seeds: int = DEFAULT_MIN_SEEDS
 
 
 def load_experiments(path: str | Path) -> list[Experiment]:
@@ -193,8 +204,15 @@ def _experiment(path: Path, data: dict) -> Experiment:
                                        data_source))
     verdicts = [_verdict(where, v, groups) for v in data.get("verdicts", [])]
     _check_verdict_metrics(where, verdicts, runs, evaluate)
+    primaries = [v.claim for v in verdicts if v.primary]
+    if len(primaries) > 1:
+        raise PrismError(f"{where}: {len(primaries)} verdicts are marked primary ({primaries[0]!r}, {primaries[1]!r}); "
+                         "a claim pre-registers one")
+    min_seeds = data.get("min_seeds", DEFAULT_MIN_SEEDS)
+    if isinstance(min_seeds, bool) or not isinstance(min_seeds, int) or min_seeds < 2:
+        raise PrismError(f"{where}: min_seeds must be an integer >= 2 (no interval from fewer), got {min_seeds!r}")
     return Experiment(name, path, data.get("description", ""), seeds, list(arms), groups, data_source, evaluate,
-                      verdicts, slurm, data.get("expected_minutes"), runs)
+                      verdicts, slurm, data.get("expected_minutes"), runs, min_seeds)
 
 
 def _sections(where: str, table: dict) -> list[str]:
@@ -248,6 +266,13 @@ def _verdict(where: str, table: dict, groups: list[str]) -> Verdict:
                              f"(arms: {', '.join(groups)})")
     if verdict.better not in ("lower", "higher"):
         raise PrismError(f"{where}: verdict better must be 'lower' or 'higher', got {verdict.better!r}")
+    if verdict.test not in ("difference", "equivalence"):
+        raise PrismError(f"{where}: verdict test must be 'difference' or 'equivalence', got {verdict.test!r}")
+    if verdict.test == "equivalence" and not (isinstance(verdict.margin, (int, float)) and verdict.margin > 0):
+        raise PrismError(f"{where}: equivalence verdict {verdict.claim!r} needs a margin > 0 (the largest "
+                         f"difference that counts as none), got {verdict.margin!r}")
+    if not isinstance(verdict.primary, bool):
+        raise PrismError(f"{where}: verdict primary must be true or false, got {verdict.primary!r}")
     return verdict
 
 

@@ -7,6 +7,15 @@ from prism_lm.experiments.runner import plan
 from prism_lm.experiments.spec import identity, load_experiments
 from tests.experiments.helpers import write_experiment
 
+VERDICT2 = """
+[[verdicts]]
+claim = "GPT beats PRISM at 16"
+metric = "val_loss_16"
+arm = "gpt"
+baseline = "prism"
+better = "lower"
+"""
+
 ISSUE_SHAPE = """
 base = "tiny-prism-cpu"          # a shipped config name or a path
 seeds = [0, 1, 2]
@@ -91,6 +100,12 @@ def test_a_suite_shares_runs_with_the_same_config(tmp_path):
     (lambda t: t.replace('metric = "val_loss_32"\narm = "prism"\nbaseline = "gpt"',
                          'metric = "stream_diff_median_lag"\narm = "gpt"\nbaseline = "prism"'),
      "arm 'gpt' produces"),  # GPT has one stream: no stream difference
+    (lambda t: t.replace('better = "lower"', 'better = "lower"\nprimary = true') + VERDICT2.replace(
+        "better", "primary = true\nbetter"), "2 verdicts are marked primary"),
+    (lambda t: t.replace('better = "lower"', 'test = "equivalence"'), "needs a margin > 0"),
+    (lambda t: t.replace('better = "lower"', 'test = "equivalence"\nmargin = -1'), "needs a margin > 0"),
+    (lambda t: t.replace('better = "lower"', 'test = "same"'), "test must be 'difference' or 'equivalence'"),
+    (lambda t: "min_seeds = 1\n" + t, "min_seeds must be an integer >= 2"),
     (lambda t: t.replace("head_windows = 4", "head_windows = 0").replace('metric = "val_loss_32"',
                                                                           'metric = "signal_median_lag"'),
      "'signal_median_lag' is not a column"),
@@ -121,6 +136,10 @@ def test_shipped_claim_files_load_and_name_every_claim():
         assert [e.name.split("-")[0] for e in experiments] == ["c1", "c2", "c3", "c4", "c5"]
         assert all(e.verdicts for e in experiments)
         assert all(e.expected_minutes for e in experiments)
+        if scale == "tiny":  # pre-registered: one primary verdict per claim, and enough seeds to decide it
+            for e in experiments:
+                assert sum(v.primary for v in e.verdicts) == 1, e.name
+                assert len(e.seeds) >= e.min_seeds == 5, e.name
 
 
 def test_identity_hashes_resolved_values_and_leaves_late_keys_at_their_defaults(tmp_path):
