@@ -48,10 +48,15 @@ RESUME_SAFE_KEYS = frozenset({"run.out_dir", "run.progress", "run.device", "run.
 class DataConfig:
     dir: str = "data/embedded"  # a prepared shard directory (see `prism data prepare`)
     sampler: str = "random"  # random (nanoGPT windows) | sequential (epochs, exact resume)
+    # > 0: train on the first 1 - holdout of the train split and score on its last part, never on val
+    # (how a sweep's [tune] runs choose hyper-parameters on data the verdicts never score)
+    holdout: float = 0.0
 
     def validate(self) -> None:
         if self.sampler not in ("random", "sequential"):
             raise PrismError(f"data.sampler must be 'random' or 'sequential', got {self.sampler!r}")
+        if not 0.0 <= self.holdout < 1.0:
+            raise PrismError(f"data.holdout must be in [0, 1), got {self.holdout}")
 
 
 @dataclass

@@ -22,6 +22,7 @@ Design choices:
 from __future__ import annotations
 
 import bisect
+import copy
 import struct
 from pathlib import Path
 
@@ -125,13 +126,27 @@ class ShardSet:
             self.arrays.append(np.memmap(path, dtype=np.uint16, mode="r", offset=HEADER_BYTES, shape=(count,)))
             self.names.append(path)
             total += count
-        self.total = total
+        self.total, self.first = total, 0
         if total != self.info["tokens"]:
             raise PrismError(f"{directory}: split {split} shards hold {total} tokens, "
                              f"manifest says {self.info['tokens']}")
 
     def __len__(self) -> int:
         return self.total
+
+    def split_off(self, fraction: float) -> tuple[ShardSet, ShardSet]:
+        """(the first 1 - fraction of this stream, the last fraction): views sharing the shards. The
+        second is data the first never shows, for tuning on a held-out part of the training split."""
+        if not 0.0 < fraction < 1.0:
+            raise PrismError(f"a held-out fraction must be in (0, 1), got {fraction}")
+        cut = int(round(self.total * (1.0 - fraction)))
+        return self._view(0, cut, f"{self.split}[:{1 - fraction:.0%}]"), \
+            self._view(cut, self.total - cut, f"{self.split}[{1 - fraction:.0%}:]")
+
+    def _view(self, first: int, length: int, label: str) -> ShardSet:
+        view = copy.copy(self)
+        view.first, view.total, view.split = self.first + first, length, label
+        return view
 
     def check_fits(self, model_vocab: int) -> None:
         """Refuse a model whose vocabulary does not cover every token id of this split."""
@@ -143,6 +158,7 @@ class ShardSet:
         """Tokens [start, start + length) of the split stream as int64, checked against the vocab."""
         if start < 0 or start + length > self.total:
             raise IndexError(f"window [{start}, {start + length}) outside split of {self.total} tokens")
+        start += self.first
         out = np.empty(length, dtype=np.int64)
         i = bisect.bisect_right(self.starts, start) - 1
         filled = 0
@@ -169,7 +185,11 @@ class ShardSet:
         info = self.info.get("annotations")
         if not info:
             return np.zeros((0, 3), dtype=np.int64)
-        return np.load(shard_path(self.directory, info["file"]), allow_pickle=False)
+        notes = np.load(shard_path(self.directory, info["file"]), allow_pickle=False)
+        if self.first == 0 and self.total == self.info["tokens"]:
+            return notes
+        inside = (notes[:, 1] >= self.first) & (notes[:, 0] < self.first + self.total)  # both ends in this view
+        return notes[inside] - np.array([self.first, self.first, 0])
 
 
 def inspect(directory: str | Path, sample_tokens: int = 120) -> str:
@@ -209,3 +229,10 @@ def verify(directory: str | Path) -> str:
         lines.append(f"{split}: {len(shards.info['shards'])} shard(s), {len(shards):,} tokens, "
                      f"largest id {shards.max_token_id} < vocab {shards.vocab_size}: ok")
     return "\n".join(lines)
+
+
+def training_splits(directory: str | Path, holdout: float = 0.0) -> tuple[ShardSet, ShardSet]:
+    """(what a run trains on, what it is scored on): train and val, or with ``holdout`` > 0 the
+    first and last parts of train (``data.holdout``: tuning runs never see val)."""
+    train = ShardSet(directory, "train")
+    return train.split_off(holdout) if holdout > 0 else (train, ShardSet(directory, "val"))

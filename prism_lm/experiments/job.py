@@ -144,7 +144,7 @@ def _evaluation_columns(cfg: TrainConfig, spec: EvaluateSpec, sweep_run: SweepRu
     on the run's own device."""
     from prism_lm.analysis.heads import head_statistics
     from prism_lm.checkpoint import load_model, read_model_config
-    from prism_lm.data.shards import ShardSet
+    from prism_lm.data.shards import training_splits
     from prism_lm.evaluate import evaluate_split
     from prism_lm.run_dir import RunDir
     from prism_lm.train.loop import initial_model
@@ -153,7 +153,7 @@ def _evaluation_columns(cfg: TrainConfig, spec: EvaluateSpec, sweep_run: SweepRu
     device = resolve_device(cfg.run.device)
     run = RunDir(cfg.run.out_dir)
     final_dir, best_dir = run.newest(), run.model_checkpoint()
-    val = ShardSet(cfg.data.dir, "val")
+    val = training_splits(cfg.data.dir, cfg.data.holdout)[1]  # val, or the held-out part of train (tuning)
     final = load_model(final_dir, device=device)
     same = best_dir is None or read_model_config(best_dir)[1].get("step") == read_model_config(final_dir)[1].get("step")
     best = final if same else load_model(best_dir, device=device)

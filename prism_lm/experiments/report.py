@@ -49,7 +49,8 @@ def collect(sweep: SweepDir) -> tuple[dict, list[dict], dict[str, dict]]:
     """The plan, one row per (experiment, planned run) with a result (rows carry the plan's labels),
     and each run folder's result, read once (a run shared by experiments is read once)."""
     plan = sweep.read_plan()
-    folders = {entry["folder"] for exp in plan["experiments"].values() for entry in exp["runs"]}
+    folders = {entry["folder"] for exp in plan["experiments"].values()
+               for entry in (*exp["runs"], *exp.get("tune", {}).get("runs", []))}
     results = {f: r for f in sorted(folders) if (r := sweep.run(f).read_result()) is not None}
     rows = []
     for name, exp in plan["experiments"].items():
@@ -85,8 +86,28 @@ def summarise(plan: dict, rows: list[dict], results: dict[str, dict]) -> dict:
         out["experiments"][name] = {"description": exp["description"], "file": exp["file"], "min_seeds": min_seeds,
                                     "reference_arm": reference, "arms": arms, "paired_vs_reference": paired,
                                     "verdicts": family(exp["verdicts"], by_group, diverged, min_seeds),
-                                    "streams": _stream_bootstraps(exp, results, by_group)}
+                                    "streams": _stream_bootstraps(exp, results, by_group),
+                                    "tuning": _tuning(exp, results)}
     return out
+
+
+def _tuning(exp: dict, results: dict[str, dict]) -> dict | None:
+    """Each arm's tuning curve (the metric's mean and t interval over the tuning seeds at each point,
+    on the held-out part of train) and its chosen point."""
+    tune = exp.get("tune")
+    if not tune:
+        return None
+    curves: dict[str, dict[str, dict]] = {}
+    for entry in tune["runs"]:
+        row = results.get(entry["folder"], {}).get("row", {})
+        point = curves.setdefault(entry["arm"], {}).setdefault(entry["group"], {"point": entry["grid"], "values": []})
+        if finite(row.get(tune["metric"])):
+            point["values"].append(row[tune["metric"]])
+    for arm_curve in curves.values():
+        for point in arm_curve.values():
+            point.update(mean_interval(point.pop("values")))
+    return {"metric": tune["metric"], "holdout": tune["holdout"], "seeds": tune["seeds"], "grid": tune["grid"],
+            "chosen": tune.get("chosen"), "curves": curves}
 
 
 def _arm(group: str, rows: list[dict], exp: dict, values: dict[str, dict], metrics: list[str]) -> dict:
@@ -202,7 +223,31 @@ def _figures(plan: dict, rows: list[dict], summary: dict, sweep: SweepDir, out: 
                 ax.set_title(metric, fontsize=7)
             fig.suptitle(f"{name}: mean and 95% t interval over seeds (dots: seeds)", fontsize=8)
             figs[f"{name}_metrics"] = _save(fig, out / f"{name}_metrics.png")
+        tuning = summary["experiments"][name].get("tuning")
+        if tuning:
+            figs[f"{name}_tuning"] = _tuning_figure(name, tuning, colours, out)
     return figs
+
+
+def _tuning_figure(name: str, tuning: dict, colours: dict, out: Path) -> Path:
+    """Each arm's tuning metric against its tuning points, the chosen one ringed."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for arm, curve in tuning["curves"].items():
+        points = list(curve.values())
+        xs = list(range(len(points)))
+        ax.errorbar(xs, [p["mean"] for p in points], fmt="o-", color=colours.get(arm), label=arm, capsize=3,
+                    yerr=[[p["mean"] - p["ci95"][0] if p["ci95"] else 0 for p in points],
+                          [p["ci95"][1] - p["mean"] if p["ci95"] else 0 for p in points]])
+        for x, p in zip(xs, points, strict=True):
+            if tuning["chosen"] and tuning["chosen"].get(arm) == p["point"]:
+                ax.scatter([x], [p["mean"]], s=160, facecolors="none", edgecolors=colours.get(arm))
+        ax.set_xticks(xs, [", ".join(f"{v}" for v in p["point"].values()) for p in points], fontsize=7)
+    ax.set(xlabel=", ".join(tuning["grid"]), ylabel=f"{tuning['metric']} (held-out train)",
+           title=f"{name}: tuning curves (chosen point ringed)")
+    ax.legend(fontsize=7)
+    return _save(fig, out / f"{name}_tuning.png")
 
 
 def _save(fig, path: Path) -> Path:
@@ -278,6 +323,15 @@ def _tables(summary: dict, rows: list[dict]) -> list[tuple[str, str, list[str], 
                         [[k, f"{s['a']} − {s['b']}", _cell(s["seed_level"]),
                           f"[{s['ci95'][0]:.3g}, {s['ci95'][1]:.3g}]", str(s["runs"])]
                          for k, s in e["streams"].items()]))
+        if e.get("tuning"):
+            t = e["tuning"]
+            out.append((name, f"Tuning on the held-out {t['holdout']:.0%} of the training split ({t['metric']}: mean "
+                              f"[95% t interval] over tuning seeds {t['seeds']}; the verdict runs use each arm's "
+                              "chosen point, on the whole train split, scored on val)",
+                        ["arm", "point", t["metric"], "chosen"],
+                        [[arm, ", ".join(f"{k} = {v}" for k, v in p["point"].items()), _cell(p),
+                          "yes" if t["chosen"] and t["chosen"].get(arm) == p["point"] else ""]
+                         for arm, curve in t["curves"].items() for p in curve.values()]))
         cols = ["arm", "seed", "diverged", *[m for m in metrics if m != "diverged"]]
         out.append((name, "Runs", cols, [[_fmt(r.get(c)) for c in cols] for r in rows if r["experiment"] == name]))
     return out
@@ -297,7 +351,7 @@ def _markdown(summary: dict, rows: list[dict]) -> str:
         if name != current:
             e = summary["experiments"][name]
             lines += [f"## {name}", "", e["description"] or "", f"File: `{e['file']}`", ""]
-            for key in (f"{name}_loss", f"{name}_metrics"):
+            for key in (f"{name}_loss", f"{name}_metrics", f"{name}_tuning"):
                 if key in summary["figures"]:
                     lines += [f"![{key}]({summary['figures'][key]})", ""]
             current = name
@@ -314,7 +368,7 @@ def _html(summary: dict, rows: list[dict], out: Path) -> str:
             e = summary["experiments"][name]
             parts.append(f"<h2>{html.escape(name)}</h2><p>{html.escape(e['description'] or '')}</p>")
             parts += [render.html_image(out / summary["figures"][key], key)
-                      for key in (f"{name}_loss", f"{name}_metrics") if key in summary["figures"]]
+                      for key in (f"{name}_loss", f"{name}_metrics", f"{name}_tuning") if key in summary["figures"]]
             current = name
         parts += [f"<h3>{html.escape(title)}</h3>", render.html_table(header, body)]
     return render.html_page("Sweep report", parts)

@@ -17,6 +17,7 @@ The sweep folder's layout is ``sweep_dir.SweepDir``'s. Design choices:
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
@@ -28,7 +29,15 @@ from pathlib import Path
 from prism_lm.config import TrainConfig, from_dict, to_dict
 from prism_lm.errors import PrismError
 from prism_lm.experiments.job import INTERRUPTED, EvaluateSpec
-from prism_lm.experiments.spec import Experiment, PlannedRun, identity, load_experiments
+from prism_lm.experiments.spec import (
+    Experiment,
+    PlannedRun,
+    apply_tuning,
+    choose_tuned,
+    identity,
+    load_experiments,
+    tune_evaluate,
+)
 from prism_lm.experiments.sweep_dir import SweepDir, SweepRun
 
 EXECUTORS = ("local", "slurm", "submitit-local")
@@ -53,18 +62,30 @@ def available_cpus() -> int:
 
 def plan(experiments: list[Experiment]) -> dict:
     """{"experiments": {name: {...}}, "runs": {folder: identity}}: each experiment's runs by folder
-    (a run shared by several experiments has one folder, named after its first appearance)."""
+    (a run shared by several experiments has one folder, named after its first appearance). An
+    experiment with ``[tune]`` lists its tuning runs under "tune", and its verdict runs only once its
+    choices are in."""
     folders: dict[str, str] = {}
+
+    def entries(runs: list[PlannedRun]) -> list[dict]:
+        return [{"arm": r.arm, "group": r.group, "grid": r.grid, "seed": r.seed,
+                 "folder": folders.setdefault(r.identity, r.name)} for r in runs]
+
     body = {}
     for e in experiments:
-        runs = []
-        for r in e.runs:
-            folder = folders.setdefault(r.identity, r.name)
-            runs.append({"arm": r.arm, "group": r.group, "grid": r.grid, "seed": r.seed, "folder": folder})
         body[e.name] = {"file": str(e.path), "description": e.description, "seeds": e.seeds, "arms": e.arms,
-                        "groups": e.groups, "runs": runs, "verdicts": [vars(v) for v in e.verdicts],
-                        "evaluate": to_dict(e.evaluate), "min_seeds": e.min_seeds}
+                        "groups": e.groups, "runs": entries(e.runs) if e.planned else [],
+                        "verdicts": [vars(v) for v in e.verdicts], "evaluate": to_dict(e.evaluate),
+                        "min_seeds": e.min_seeds}
+        if e.tune:
+            body[e.name]["tune"] = {**{k: v for k, v in vars(e.tune).items()}, "runs": entries(e.tune_runs)}
     return {"experiments": body, "runs": {folder: identity for identity, folder in folders.items()}}
+
+
+def _phase_runs(e: Experiment) -> list[tuple[PlannedRun, EvaluateSpec]]:
+    """The runs of ``e`` that can run now, with what each evaluates (in ``plan``'s order)."""
+    runs = [(r, tune_evaluate(e.evaluate)) for r in e.tune_runs]
+    return runs + ([(r, e.evaluate) for r in e.runs] if e.planned else [])
 
 
 def _merge_plan(sweep: SweepDir, new: dict, extend: bool) -> dict:
@@ -91,7 +112,7 @@ def _prepare_data(experiments: list[Experiment], sweep: SweepDir, log) -> None:
             log(f"[sweep] preparing {source} in {target}")
             prepare([source], target, val_fraction=0.05, compact_vocab=True, progress=False)
         for e in experiments:
-            for r in e.runs:
+            for r in (*e.tune_runs, *e.runs):
                 if r.data_source == source:
                     r.config.data.dir = str(target)
 
@@ -100,12 +121,14 @@ def _tasks(experiments: list[Experiment], new_plan: dict, sweep: SweepDir) -> li
     """One task per run folder, with the union of what every experiment sharing it evaluates."""
     tasks: dict[str, Task] = {}
     for e in experiments:
-        for r, entry in zip(e.runs, new_plan["experiments"][e.name]["runs"], strict=True):
-            folder = entry["folder"]
+        entry = new_plan["experiments"][e.name]
+        listed = entry.get("tune", {}).get("runs", []) + entry["runs"]
+        for (r, evaluate), listed_run in zip(_phase_runs(e), listed, strict=True):
+            folder = listed_run["folder"]
             if folder in tasks:
-                tasks[folder].evaluate = tasks[folder].evaluate.union(e.evaluate)
+                tasks[folder].evaluate = tasks[folder].evaluate.union(evaluate)
             else:
-                tasks[folder] = Task(r, sweep.run(folder), e.evaluate)
+                tasks[folder] = Task(r, sweep.run(folder), evaluate)
     return list(tasks.values())
 
 
@@ -133,7 +156,8 @@ def _is_finished(task: Task) -> bool:
 def run_sweep(file: str | Path, out: str | Path, workers: int | None = None, executor: str = "local",
               extend: bool = False, log=print) -> int:
     """Run every unfinished run of ``file`` into ``out``; returns the exit status (0 all finished,
-    1 some failed, 130 stopped by a signal)."""
+    1 some failed, 130 stopped by a signal). Files with ``[tune]`` run in two phases: the tuning
+    runs, then, with each arm's choice made from them, the verdict runs."""
     if executor not in EXECUTORS:
         raise PrismError(f"--executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
     if workers is not None and workers < 1:
@@ -142,26 +166,55 @@ def run_sweep(file: str | Path, out: str | Path, workers: int | None = None, exe
     sweep = SweepDir(out)
     sweep.path.mkdir(parents=True, exist_ok=True)
     with sweep.writer_lock():
-        new_plan = plan(experiments)
-        merged = _merge_plan(sweep, new_plan, extend)
-        _prepare_data(experiments, sweep, log)
-        tasks, finished = [], 0
-        for task in _tasks(experiments, new_plan, sweep):
-            _write_job(task)
-            if _is_finished(task):
-                finished += 1
-            else:
-                tasks.append(task)
-        sweep.write_plan(merged)
-        total = finished + len(tasks)
-        summary = f"[sweep] {total} runs in {len(experiments)} experiment(s): {finished} finished, {len(tasks)} to run"
-        if not tasks:
-            log(summary)
-            return 0
-        pool = _pool(executor, workers, len(tasks), experiments, sweep)
-        threads = pool.threads or "the cluster's"
-        log(f"{summary} ({executor}, {pool.workers} at a time, {threads} thread(s) each)")
-        return _drive(pool, tasks, finished, total, log)
+        status = _run_phase(experiments, sweep, workers, executor, extend, log)
+        tuned = [e for e in experiments if not e.planned]
+        if status or not tuned:
+            return status
+        for e in tuned:
+            chosen = choose_tuned(e.tune, _tuning_scores(e, sweep), e.arms)
+            apply_tuning(e, chosen)
+            log(f"[sweep] {e.name}: tuned on the held-out part of train ({e.tune.metric}): "
+                + "; ".join(f"{arm} {point}" for arm, point in chosen.items()))
+        return _run_phase(experiments, sweep, workers, executor, True, log)  # this file's own second phase
+
+
+def _tuning_scores(e: Experiment, sweep: SweepDir) -> dict[tuple[str, tuple], list[float]]:
+    """(arm, point values) -> the tuning metric of each finished tuning run."""
+    folders = {identity: folder for folder, identity in sweep.read_plan()["runs"].items()}
+    scores: dict[tuple[str, tuple], list[float]] = {}
+    for r in e.tune_runs:
+        result = sweep.run(folders[r.identity]).read_result()
+        value = (result or {}).get("row", {}).get(e.tune.metric)
+        key = (r.arm, tuple(r.grid[k] for k in e.tune.grid))
+        scores.setdefault(key, [])
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            scores[key].append(float(value))
+    return scores
+
+
+def _run_phase(experiments: list[Experiment], sweep: SweepDir, workers: int | None, executor: str, extend: bool,
+               log) -> int:
+    """Plan, write the jobs of and run every run that can run now."""
+    new_plan = plan(experiments)
+    merged = _merge_plan(sweep, new_plan, extend)
+    _prepare_data(experiments, sweep, log)
+    tasks, finished = [], 0
+    for task in _tasks(experiments, new_plan, sweep):
+        _write_job(task)
+        if _is_finished(task):
+            finished += 1
+        else:
+            tasks.append(task)
+    sweep.write_plan(merged)
+    total = finished + len(tasks)
+    summary = f"[sweep] {total} runs in {len(experiments)} experiment(s): {finished} finished, {len(tasks)} to run"
+    if not tasks:
+        log(summary)
+        return 0
+    pool = _pool(executor, workers, len(tasks), experiments, sweep)
+    threads = pool.threads or "the cluster's"
+    log(f"{summary} ({executor}, {pool.workers} at a time, {threads} thread(s) each)")
+    return _drive(pool, tasks, finished, total, log)
 
 
 def _pool(executor: str, workers: int | None, runs: int, experiments: list[Experiment], sweep: SweepDir):

@@ -44,7 +44,7 @@ import hashlib
 import itertools
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -54,13 +54,14 @@ from prism_lm.experiments.job import EvaluateSpec
 from prism_lm.train.schedules import lr_horizon
 
 EXPERIMENT_KEYS = {"name", "description", "base", "seeds", "data", "set", "arms", "grid", "evaluate", "verdicts",
-                   "slurm", "expected_minutes", "min_seeds"}
+                   "slurm", "expected_minutes", "min_seeds", "tune"}
+TUNE_KEYS = {"grid", "seeds", "metric", "holdout"}
 VERDICT_KEYS = {"claim", "metric", "arm", "baseline", "null", "better", "primary", "test", "margin"}
 DEFAULT_MIN_SEEDS = 5
 SLURM_KEYS = {"partition", "timeout_min", "cpus_per_task", "gpus_per_node", "mem_gb", "account", "qos"}
 # keys added to the config after sweeps were run: they enter a run's identity only when they differ
 # from their default, so the folders of earlier sweeps keep their names
-LATE_KEYS = {"model.mlp": "gelu", "model.position_embedding": "learned"}
+LATE_KEYS = {"model.mlp": "gelu", "model.position_embedding": "learned", "data.holdout": 0.0}
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 
 
@@ -84,6 +85,24 @@ class Verdict:
     primary: bool = False
     test: str = "difference"
     margin: float | None = None
+
+
+@dataclass
+class TuneSpec:
+    """``[tune]``: each arm's hyper-parameters chosen on a held-out part of the training split.
+
+    Every arm trains at every point of ``grid`` (config keys, two values or more each) for each of
+    ``seeds`` (the tuning seeds, apart from the verdict seeds) with ``data.holdout = holdout``: it
+    trains on the first 1 - holdout of the train split and is scored on the rest, never on val.
+    The point with the lowest mean ``metric`` over the tuning seeds is the arm's; the verdict runs
+    then train at it on the whole train split and are scored on val as usual.
+    """
+
+    grid: dict[str, list]
+    seeds: list[int]
+    metric: str
+    holdout: float = 0.1
+    chosen: dict[str, dict[str, Any]] | None = None  # arm -> {key: value}, once the tuning runs are in
 
 
 @dataclass
@@ -117,6 +136,14 @@ class Experiment:
     expected_minutes: float | None
     runs: list[PlannedRun]
     min_seeds: int = DEFAULT_MIN_SEEDS
+    tune: TuneSpec | None = None
+    source: dict = field(default_factory=dict, repr=False)  # the file's table, to plan the tuned runs again
+    tune_runs: list[PlannedRun] = field(default_factory=list)
+
+    @property
+    def planned(self) -> bool:
+        """Whether the verdict runs are final: no [tune], or its choices are in."""
+        return self.tune is None or self.tune.chosen is not None
 
 
 def load_experiments(path: str | Path) -> list[Experiment]:
@@ -156,25 +183,7 @@ def _load(path: Path, seen: tuple[Path, ...]) -> list[Experiment]:
 
 def _experiment(path: Path, data: dict) -> Experiment:
     where = str(path)
-    unknown = set(data) - EXPERIMENT_KEYS
-    if unknown:
-        raise PrismError(f"{where}: unknown key {sorted(unknown)[0]!r} (known: {', '.join(sorted(EXPERIMENT_KEYS))})")
-    for key in ("base", "seeds", "arms"):
-        if key not in data:
-            raise PrismError(f"{where}: missing {key!r}")
-    name = data.get("name", path.stem)
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise PrismError(f"{where}: name must be letters, digits, '-', '_', '.', got {name!r}")
-    seeds = data["seeds"]
-    if not (isinstance(seeds, list) and seeds and all(isinstance(s, int) and s >= 0 for s in seeds)) \
-            or len(set(seeds)) != len(seeds):
-        raise PrismError(f"{where}: seeds must be a non-empty list of distinct integers >= 0, got {seeds!r}")
-    arms = data["arms"]
-    if not isinstance(arms, dict) or not arms:
-        raise PrismError(f"{where}: arms must hold at least one [arms.NAME] table")
-    for arm in arms:
-        if not _NAME.fullmatch(arm):
-            raise PrismError(f"{where}: arm name {arm!r} must be letters, digits, '-', '_', '.'")
+    name, seeds, arms = _check_header(where, path, data)
     grid = data.get("grid", {})
     for key, values in grid.items():
         if key.count(".") != 1 or not isinstance(values, list) or not values:
@@ -188,20 +197,9 @@ def _experiment(path: Path, data: dict) -> Experiment:
     if set(slurm) - SLURM_KEYS:
         raise PrismError(f"{where}: unknown slurm key {sorted(set(slurm) - SLURM_KEYS)[0]!r} "
                          f"(known: {', '.join(sorted(SLURM_KEYS))})")
-
-    runs, groups = [], []
-    axes = list(grid.items())
-    for arm, overrides in arms.items():
-        for point in itertools.product(*(values for _, values in axes)) if axes else [()]:
-            point_map = dict(zip([k for k, _ in axes], point, strict=True))
-            group = arm + "".join(f"/{k.split('.')[1]}={v}" for k, v in point_map.items())
-            groups.append(group)
-            for seed in seeds:
-                cfg = _run_config(path, data.get("base"), data.get("set", {}), arm, overrides, point_map, seed)
-                if data_source is None:  # the data a run reads, wherever the sweep is started from
-                    cfg.data.dir = str(Path(cfg.data.dir).resolve())
-                runs.append(PlannedRun(name, arm, group, point_map, seed, cfg, identity(cfg, data_source),
-                                       data_source))
+    tune = _tune_spec(where, data.get("tune"), grid)
+    first_point = {k: v[0] for k, v in tune.grid.items()} if tune else {}
+    runs, groups = _expand(path, data, name, {arm: first_point for arm in arms})  # tuned values: provisional
     verdicts = [_verdict(where, v, groups) for v in data.get("verdicts", [])]
     _check_verdict_metrics(where, verdicts, runs, evaluate)
     primaries = [v.claim for v in verdicts if v.primary]
@@ -211,8 +209,66 @@ def _experiment(path: Path, data: dict) -> Experiment:
     min_seeds = data.get("min_seeds", DEFAULT_MIN_SEEDS)
     if isinstance(min_seeds, bool) or not isinstance(min_seeds, int) or min_seeds < 2:
         raise PrismError(f"{where}: min_seeds must be an integer >= 2 (no interval from fewer), got {min_seeds!r}")
-    return Experiment(name, path, data.get("description", ""), seeds, list(arms), groups, data_source, evaluate,
-                      verdicts, slurm, data.get("expected_minutes"), runs, min_seeds)
+    exp = Experiment(name, path, data.get("description", ""), seeds, list(arms), groups, data_source, evaluate,
+                     verdicts, slurm, data.get("expected_minutes"), runs, min_seeds, tune, data)
+    if tune:
+        exp.tune_runs = _tune_runs(exp)
+        columns = set().union(*(tune_evaluate(evaluate).columns(r.config) for r in exp.tune_runs))
+        if tune.metric not in columns:
+            raise PrismError(f"{where}: tune.metric {tune.metric!r} is not a column the tuning runs produce "
+                             f"(e.g. {', '.join(sorted(c for c in columns if c.startswith('val_loss')))})")
+    return exp
+
+
+def _check_header(where: str, path: Path, data: dict) -> tuple[str, list[int], dict]:
+    """The file's known keys, name, seeds and arms, checked."""
+    unknown = set(data) - EXPERIMENT_KEYS
+    if unknown:
+        raise PrismError(f"{where}: unknown key {sorted(unknown)[0]!r} (known: {', '.join(sorted(EXPERIMENT_KEYS))})")
+    for key in ("base", "seeds", "arms"):
+        if key not in data:
+            raise PrismError(f"{where}: missing {key!r}")
+    name = data.get("name", path.stem)
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise PrismError(f"{where}: name must be letters, digits, '-', '_', '.', got {name!r}")
+    seeds = _seed_list(where, "seeds", data["seeds"])
+    arms = data["arms"]
+    if not isinstance(arms, dict) or not arms:
+        raise PrismError(f"{where}: arms must hold at least one [arms.NAME] table")
+    for arm in arms:
+        if not _NAME.fullmatch(arm):
+            raise PrismError(f"{where}: arm name {arm!r} must be letters, digits, '-', '_', '.'")
+    return name, seeds, arms
+
+
+def _seed_list(where: str, key: str, seeds) -> list[int]:
+    if not (isinstance(seeds, list) and seeds and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
+                                                      for s in seeds)) or len(set(seeds)) != len(seeds):
+        raise PrismError(f"{where}: {key} must be a non-empty list of distinct integers >= 0, got {seeds!r}")
+    return seeds
+
+
+def _expand(path: Path, data: dict, name: str, extra: dict[str, dict[str, Any]]) -> tuple[list[PlannedRun], list]:
+    """Every (arm, grid point, seed) run, each arm with its ``extra`` overrides (tuned values)."""
+    runs, groups = [], []
+    axes = list(data.get("grid", {}).items())
+    for arm in data["arms"]:
+        for point in itertools.product(*(values for _, values in axes)) if axes else [()]:
+            point_map = dict(zip([k for k, _ in axes], point, strict=True))
+            group = arm + "".join(f"/{k.split('.')[1]}={v}" for k, v in point_map.items())
+            groups.append(group)
+            sets = {**extra.get(arm, {}), **point_map}
+            runs += [_planned(path, data, name, arm, group, point_map, sets, seed) for seed in data["seeds"]]
+    return runs, groups
+
+
+def _planned(path: Path, data: dict, name: str, arm: str, group: str, labels: dict, point: dict, seed: int
+             ) -> PlannedRun:
+    data_source = data.get("data")
+    cfg = _run_config(path, data.get("base"), data.get("set", {}), arm, data["arms"][arm], point, seed)
+    if data_source is None:  # the data a run reads, wherever the sweep is started from
+        cfg.data.dir = str(Path(cfg.data.dir).resolve())
+    return PlannedRun(name, arm, group, labels, seed, cfg, identity(cfg, data_source), data_source)
 
 
 def _sections(where: str, table: dict) -> list[str]:
@@ -288,3 +344,69 @@ def _check_verdict_metrics(where: str, verdicts: list[Verdict], runs: list[Plann
                 hint = f"; similar: {', '.join(close)}" if close else ""
                 raise PrismError(f"{where}: verdict {v.claim!r}: metric {v.metric!r} is not a column that arm "
                                  f"{label!r} produces with this [evaluate]{hint}")
+
+
+def _tune_spec(where: str, table: dict | None, grid: dict) -> TuneSpec | None:
+    if table is None:
+        return None
+    if not isinstance(table, dict) or set(table) - TUNE_KEYS:
+        bad = sorted(set(table) - TUNE_KEYS)[0] if isinstance(table, dict) else table
+        raise PrismError(f"{where}: unknown tune key {bad!r} (known: {', '.join(sorted(TUNE_KEYS))})")
+    if grid:
+        raise PrismError(f"{where}: [tune] and [grid] together are not supported; tune each grid point in its own file")
+    for key in ("grid", "seeds", "metric"):
+        if key not in table:
+            raise PrismError(f"{where}: [tune] needs {key!r}")
+    if not isinstance(table["grid"], dict) or not table["grid"]:
+        raise PrismError(f"{where}: tune.grid must be a table of 'section.key' = [values]")
+    for key, values in table["grid"].items():
+        if key.count(".") != 1:
+            raise PrismError(f"{where}: tune.grid key {key!r} must be 'section.key'")
+        if not isinstance(values, list) or len(values) < 2:
+            raise PrismError(f"{where}: tune.grid {key!r} needs two values or more to choose from, got {values!r}")
+    holdout = table.get("holdout", 0.1)
+    if isinstance(holdout, bool) or not isinstance(holdout, (int, float)) or not 0.0 < holdout < 0.5:
+        raise PrismError(f"{where}: tune.holdout must be a fraction in (0, 0.5), got {holdout!r}")
+    return TuneSpec(dict(table["grid"]), _seed_list(where, "tune.seeds", table["seeds"]), str(table["metric"]),
+                    float(holdout))
+
+
+def _tune_runs(exp: Experiment) -> list[PlannedRun]:
+    """Every arm at every tuning point and tuning seed, trained and scored on the split train."""
+    tune, runs = exp.tune, []
+    keys = list(tune.grid)
+    for arm in exp.arms:
+        for values in itertools.product(*(tune.grid[k] for k in keys)):
+            point = dict(zip(keys, values, strict=True))
+            group = f"{arm}/tune:" + ",".join(f"{k.split('.')[1]}={v}" for k, v in point.items())
+            for seed in tune.seeds:
+                try:
+                    runs.append(_planned(exp.path, exp.source, exp.name, arm, group, point,
+                                         {**point, "data.holdout": tune.holdout}, seed))
+                except PrismError as error:
+                    raise PrismError(f"{exp.path}: [tune]: {error}") from None
+    return runs
+
+
+def tune_evaluate(evaluate: EvaluateSpec) -> EvaluateSpec:
+    """What a tuning run evaluates: the losses, no head statistics."""
+    return EvaluateSpec(list(evaluate.contexts), 0, False)
+
+
+def choose_tuned(tune: TuneSpec, scores: dict[tuple[str, tuple], list[float]], arms: list[str]) -> dict[str, dict]:
+    """Each arm's point with the lowest mean tuning metric (``scores``: (arm, point values) -> the
+    metric of each tuning seed); an arm with no finished tuning run is an error."""
+    keys, chosen = list(tune.grid), {}
+    for arm in arms:
+        means = {values: sum(v) / len(v) for (a, values), v in scores.items() if a == arm and v}
+        if not means:
+            raise PrismError(f"no tuning run of arm {arm!r} has {tune.metric!r}: cannot choose its hyper-parameters")
+        best = min(means, key=lambda values: (means[values], list(means).index(values)))
+        chosen[arm] = dict(zip(keys, best, strict=True))
+    return chosen
+
+
+def apply_tuning(exp: Experiment, chosen: dict[str, dict[str, Any]]) -> None:
+    """Plan the verdict runs again, each arm at its chosen point."""
+    exp.tune.chosen = chosen
+    exp.runs, _ = _expand(exp.path, exp.source, exp.name, chosen)

@@ -23,7 +23,7 @@ import torch
 from prism_lm.checkpoint.training import load_training_checkpoint, newest_verified, save_training_checkpoint
 from prism_lm.config import RESUME_SAFE_KEYS, TrainConfig, resolve_vocab_size, to_dict
 from prism_lm.data.loader import RandomWindows, make_loader
-from prism_lm.data.shards import ShardSet
+from prism_lm.data.shards import ShardSet, training_splits
 from prism_lm.errors import DivergedError, PrismError, warn
 from prism_lm.model import PrismLM
 from prism_lm.run_dir import RunDir
@@ -154,7 +154,7 @@ class _Data:
 
 def _open_data(cfg: TrainConfig, world) -> _Data:
     """The splits, with the vocabulary resolved against them and the world size checked."""
-    train_data, val_data = ShardSet(cfg.data.dir, "train"), ShardSet(cfg.data.dir, "val")
+    train_data, val_data = training_splits(cfg.data.dir, cfg.data.holdout)
     cfg.model.vocab_size = resolve_vocab_size(cfg.model.vocab_size, train_data.vocab_size)
     train_data.check_fits(cfg.model.vocab_size)
     val_data.check_fits(cfg.model.vocab_size)

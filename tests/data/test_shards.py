@@ -169,3 +169,21 @@ def test_compact_vocabulary_round_trips_text(tmp_path):
     assert codec.decode([codec.eot]) == "<|endoftext|>"
     with pytest.raises(PrismError, match="outside this model's compact vocabulary"):
         codec.encode("Photosynthesis quantum")
+
+
+def test_a_held_out_part_of_train_is_a_disjoint_view(tmp_path):
+    from prism_lm.data.prepare import prepare
+    from prism_lm.data.shards import training_splits
+
+    prepare(["embedded:300"], tmp_path / "d", val_fraction=0.1, compact_vocab=True, progress=False)
+    full = ShardSet(tmp_path / "d", "train")
+    train, held = training_splits(tmp_path / "d", 0.2)
+    assert len(train) + len(held) == len(full) and abs(len(held) - 0.2 * len(full)) <= 1
+    assert np.array_equal(train.window(0, 50), full.window(0, 50))
+    assert np.array_equal(held.window(0, 50), full.window(len(train), 50))  # starts where train stops
+    with pytest.raises(IndexError):
+        train.window(len(train) - 10, 20)  # the training view cannot read into the held-out part
+    notes, mine = full.annotations(), held.annotations()
+    assert len(mine) and (mine[:, 1] >= 0).all() and (mine[:, 0] < len(held)).all()
+    assert np.array_equal(mine + [len(train), len(train), 0], notes[notes[:, 1] >= len(train)])
+    assert training_splits(tmp_path / "d")[1].split == "val" and held.split == "train[80%:]"

@@ -1,0 +1,79 @@
+"""[tune]: each arm's hyper-parameters chosen on a held-out part of train, then the verdict runs."""
+
+import pytest
+
+from prism_lm.errors import PrismError
+from prism_lm.experiments.report import write_report
+from prism_lm.experiments.runner import run_sweep
+from prism_lm.experiments.spec import TuneSpec, choose_tuned, load_experiments
+from prism_lm.experiments.sweep_dir import SweepDir
+from tests.experiments.helpers import write_experiment
+
+TUNE = """
+[tune]
+grid = { "optim.lr" = [1e-3, 1e-2] }
+seeds = [100]
+metric = "val_loss_32"
+holdout = 0.2
+"""
+
+
+def test_each_arm_gets_the_point_with_its_lowest_mean_metric():
+    tune = TuneSpec({"optim.lr": [1e-3, 3e-3, 1e-2]}, [7, 8], "val_loss_32")
+    scores = {("prism", (1e-3,)): [2.0, 2.2], ("prism", (3e-3,)): [1.5, 1.7], ("prism", (1e-2,)): [1.9, 1.2],
+              ("gpt", (1e-3,)): [3.0, 3.0], ("gpt", (3e-3,)): [2.5, 2.9], ("gpt", (1e-2,)): [2.6, 2.0]}
+    assert choose_tuned(tune, scores, ["prism", "gpt"]) == {"prism": {"optim.lr": 1e-2}, "gpt": {"optim.lr": 1e-2}}
+    scores[("prism", (1e-2,))] = [1.9, 1.9]  # now 3e-3 is prism's best (1.6), 1e-2 stays gpt's (2.3)
+    assert choose_tuned(tune, scores, ["prism", "gpt"])["prism"] == {"optim.lr": 3e-3}
+    with pytest.raises(PrismError, match="no tuning run of arm 'diff'"):
+        choose_tuned(tune, scores, ["prism", "diff"])
+
+
+def test_tuning_runs_train_on_part_of_train_and_verdict_runs_wait_for_the_choice(tmp_path):
+    (exp,) = load_experiments(write_experiment(tmp_path, extra=TUNE))
+    assert not exp.planned and len(exp.tune_runs) == 2 * 2 * 1
+    assert {r.config.data.holdout for r in exp.tune_runs} == {0.2} and {r.seed for r in exp.tune_runs} == {100}
+    assert {r.group for r in exp.tune_runs} == {"prism/tune:lr=0.001", "prism/tune:lr=0.01", "gpt/tune:lr=0.001",
+                                                "gpt/tune:lr=0.01"}
+    assert all(r.config.data.holdout == 0.0 for r in exp.runs)  # the verdict runs score on val
+
+
+@pytest.mark.parametrize("tune, message", [
+    ('[tune]\ngrid = { "optim.lr" = [1e-3] }\nseeds = [9]\nmetric = "val_loss_32"', "two values or more"),
+    ('[tune]\ngrid = { "optim.nope" = [1e-3, 1e-2] }\nseeds = [9]\nmetric = "val_loss_32"', "optim.nope"),
+    ('[tune]\ngrid = { "optim.lr" = [1e-3, 1e-2] }\nseeds = [9]\nmetric = "val_loss_99"', "tune.metric"),
+    ('[tune]\ngrid = { "optim.lr" = [1e-3, 1e-2] }\nseeds = [9]\nmetric = "val_loss_32"\nsteps = 3',
+     "unknown tune key"),
+    ('[tune]\ngrid = { "optim.lr" = [1e-3, 1e-2] }\nseeds = [9]\nmetric = "val_loss_32"\nholdout = 0.9', "holdout"),
+    ('[tune]\ngrid = { "optim.lr" = [1e-3, 1e-2] }\nmetric = "val_loss_32"', "needs 'seeds'"),
+])
+def test_bad_tune_tables_are_one_line_errors(tmp_path, tune, message):
+    with pytest.raises(PrismError, match=message) as info:
+        load_experiments(write_experiment(tmp_path, extra="\n" + tune + "\n"))
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.slow
+def test_a_tuned_sweep_runs_tuning_then_verdicts_at_each_arms_choice(tmp_path):
+    path = write_experiment(tmp_path, extra=TUNE)
+    lines = []
+    assert run_sweep(path, tmp_path / "out", workers=2, log=lines.append) == 0
+    assert any("tuned on the held-out part of train" in line for line in lines)
+    plan = SweepDir(tmp_path / "out").read_plan()["experiments"]["two"]
+    chosen = plan["tune"]["chosen"]
+    assert set(chosen) == {"prism", "gpt"} and all(c["optim.lr"] in (1e-3, 1e-2) for c in chosen.values())
+    assert len(plan["runs"]) == 4 and len(plan["tune"]["runs"]) == 4
+    sweep = SweepDir(tmp_path / "out")
+    for entry in plan["runs"]:  # each verdict run trained at its arm's chosen lr, on all of train
+        job = sweep.run(entry["folder"]).read_job()
+        assert job["config"]["optim"]["lr"] == chosen[entry["arm"]]["optim.lr"]
+        assert job["config"]["data"]["holdout"] == 0.0
+    report = write_report(tmp_path / "out")
+    summary = __import__("json").loads(report["json"].read_text())["experiments"]["two"]["tuning"]
+    prism = summary["curves"]["prism"]
+    best = min(prism.values(), key=lambda p: p["mean"])
+    assert best["point"] == {"optim.lr": chosen["prism"]["optim.lr"]}
+    assert "Tuning on the held-out 20% of the training split" in report["md"].read_text()
+    again = []
+    assert run_sweep(path, tmp_path / "out", log=again.append) == 0 and all("to run" not in line or " 0 to run" in line
+                                                                           for line in again)
