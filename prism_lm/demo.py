@@ -21,7 +21,7 @@ import torch
 
 from prism_lm.config import load_train_config
 from prism_lm.data.prepare import prepare
-from prism_lm.data.shards import ShardSet
+from prism_lm.data.shards import ShardSet, unigram_entropy
 from prism_lm.errors import PrismError
 
 DEMO_STORIES = 6000
@@ -37,13 +37,6 @@ class DemoResult:
     val: list[dict]
     sample: str
     run_dir: Path
-
-
-def unigram_entropy(shards: ShardSet) -> float:
-    """Entropy (nats/token) of the token frequencies: the loss of the best context-free predictor."""
-    counts = np.bincount(shards.window(0, len(shards)), minlength=shards.vocab_size).astype(np.float64)
-    p = counts[counts > 0] / counts.sum()
-    return float(-(p * np.log(p)).sum())
 
 
 def default_out_dir() -> Path:

@@ -175,3 +175,39 @@ def hierarchical_bootstrap_diff(runs: list[list[dict]], metric: str, a: str, b: 
     mean_a = float(np.mean([t[0][0].mean() for t in tables]))
     mean_b = float(np.mean([t[1][0].mean() for t in tables]))
     return {**_interval(diffs, point, mean_a, mean_b), "runs": len(runs)}
+
+
+def critical_level(outcomes: dict[float, list[bool]], reps: int = 2000, seed: int = 0) -> dict:
+    """The smallest level (e.g. learning rate) at which most runs fail (failure rate > 1/2), with a
+    95% percentile bootstrap interval: seeds are resampled within each level and the critical level
+    found again. None stands for "beyond the largest level tried"."""
+    levels = sorted(outcomes)
+    rng = np.random.default_rng(seed)
+
+    def first_failing(rates) -> int:
+        return next((i for i, r in enumerate(rates) if r > 0.5), len(levels))
+
+    point = first_failing([np.mean(outcomes[lv]) if outcomes[lv] else 0.0 for lv in levels])
+    draws = np.stack([rng.choice(np.asarray(outcomes[lv], float), (reps, len(outcomes[lv]))).mean(1)
+                      if outcomes[lv] else np.zeros(reps) for lv in levels], 1)  # (reps, levels)
+    found = np.array([first_failing(row) for row in draws])
+    lo, hi = (int(v) for v in np.percentile(found, [2.5, 97.5], method="nearest"))
+
+    def level(i: int):
+        return levels[i] if i < len(levels) else None
+
+    return {"critical": level(point), "ci95": [level(lo), level(hi)], "levels": levels,
+            "method": "smallest level with failure rate > 1/2; 95% percentile bootstrap over seeds within levels"}
+
+
+def slope_interval(x, y) -> dict:
+    """OLS slope of y on x with its 95% t interval (n - 2 degrees of freedom; scipy's linregress)."""
+    from scipy import stats
+
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if len(x) < 3 or len(set(x.tolist())) < 2:
+        return {"slope": None, "ci95": None, "n": len(x), "p": None}
+    fit = stats.linregress(x, y)
+    half = t_quantile(len(x) - 2) * fit.stderr
+    return {"slope": float(fit.slope), "ci95": [float(fit.slope - half), float(fit.slope + half)], "n": len(x),
+            "p": float(fit.pvalue), "intercept": float(fit.intercept)}

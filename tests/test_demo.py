@@ -5,8 +5,8 @@ import pytest
 
 from prism_lm.cli import main
 from prism_lm.data.prepare import prepare
-from prism_lm.data.shards import ShardSet
-from prism_lm.demo import run_demo, unigram_entropy
+from prism_lm.data.shards import ShardSet, unigram_entropy
+from prism_lm.demo import run_demo
 
 
 def test_unigram_entropy_matches_counts(tmp_path):

@@ -72,3 +72,14 @@ def test_binomial_interval_is_clopper_pearson():
     assert d["rate"] == 0.4 and d["ci95"] == pytest.approx([0.05274, 0.85337], abs=1e-4)
     assert binomial_interval(0, 5)["ci95"] == pytest.approx([0.0, 0.52182], abs=1e-4)
     assert binomial_interval(0, 0)["ci95"] is None
+
+
+def test_critical_level_is_the_first_level_where_most_runs_fail():
+    from prism_lm.stats import critical_level
+
+    clear = critical_level({0.01: [False] * 5, 0.1: [False] * 5, 0.3: [True] * 5, 1.0: [True] * 5})
+    assert clear["critical"] == 0.3 and clear["ci95"] == [0.3, 0.3]  # no seed disagrees: no spread
+    mixed = critical_level({0.01: [False] * 5, 0.1: [True, True, True, False, False], 0.3: [True] * 5})
+    assert mixed["critical"] == 0.1 and mixed["ci95"] == [0.1, 0.3]  # resampled seeds sometimes keep 0.1 below 1/2
+    never = critical_level({0.01: [False] * 5, 0.1: [False, True, False, False, False]})
+    assert never["critical"] is None and never["ci95"][1] is None  # beyond the ladder

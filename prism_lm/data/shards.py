@@ -231,6 +231,13 @@ def verify(directory: str | Path) -> str:
     return "\n".join(lines)
 
 
+def unigram_entropy(shards: ShardSet) -> float:
+    """Entropy (nats/token) of the token frequencies: the loss of the best context-free predictor."""
+    counts = np.bincount(shards.window(0, len(shards)), minlength=shards.vocab_size).astype(np.float64)
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log(p)).sum())
+
+
 def training_splits(directory: str | Path, holdout: float = 0.0) -> tuple[ShardSet, ShardSet]:
     """(what a run trains on, what it is scored on): train and val, or with ``holdout`` > 0 the
     first and last parts of train (``data.holdout``: tuning runs never see val)."""

@@ -35,7 +35,7 @@ STREAM_DIFF_METRICS = ("mean_distance", "median_lag", "entropy", "mass_within_8"
                        "profile_sharpness", "mass_beyond_far", "antecedent_hit_rate")
 TRAINING_COLUMNS = ("steps", "tokens_seen", "train_seconds", "train_loss_final", "val_estimate_best",
                     "val_estimate_final", "grad_norm_max", "grad_norm_mean", "clipped_fraction", "logged_steps",
-                    "diverged", "parameters")
+                    "diverged", "failed", "unigram_entropy", "parameters")
 
 
 @dataclass
@@ -105,6 +105,7 @@ def run_job(run_dir: str | Path, threads: int = 0) -> str:
     if diverged is None:
         columns, heads = _evaluation_columns(cfg, spec, run)
         row.update(columns)
+    row.update(_failure_columns(cfg, spec, row))
     run.write_result({"row": row, "evaluate": to_dict(spec), "diverged": diverged, "heads": heads,
                       "job_seconds": time.time() - started})
     return "diverged" if diverged else "done"
@@ -136,6 +137,17 @@ def _training_columns(cfg: TrainConfig) -> dict:
         else (0.0 if len(norms) else None),
         "logged_steps": len(norms),
     }
+
+
+def _failure_columns(cfg: TrainConfig, spec: EvaluateSpec, row: dict) -> dict:
+    """``failed``: the run diverged, or its final whole-split loss is no better than the unigram entropy
+    of its training tokens (what a model that ignores context scores): at the tiny scale a too-large
+    learning rate ends there rather than in a non-finite loss."""
+    from prism_lm.data.shards import training_splits, unigram_entropy
+
+    entropy = unigram_entropy(training_splits(cfg.data.dir, cfg.data.holdout)[0])
+    loss = row.get(f"val_loss_{(spec.contexts or [cfg.model.block_size])[-1]}")
+    return {"unigram_entropy": entropy, "failed": bool(row["diverged"] or loss is None or loss >= entropy)}
 
 
 def _evaluation_columns(cfg: TrainConfig, spec: EvaluateSpec, sweep_run: SweepRun) -> tuple[dict, dict]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import html
 import json
+import math
 from pathlib import Path
 
 from prism_lm import render
@@ -30,10 +31,12 @@ from prism_lm.stats import (
     T_METHOD,
     binomial_interval,
     bounded_mean_interval,
+    critical_level,
     finite,
     hierarchical_bootstrap_diff,
     mean_interval,
     paired_difference,
+    slope_interval,
 )
 
 INTERVAL_METHOD = T_METHOD
@@ -87,8 +90,63 @@ def summarise(plan: dict, rows: list[dict], results: dict[str, dict]) -> dict:
                                     "reference_arm": reference, "arms": arms, "paired_vs_reference": paired,
                                     "verdicts": family(exp["verdicts"], by_group, diverged, min_seeds),
                                     "streams": _stream_bootstraps(exp, results, by_group),
-                                    "tuning": _tuning(exp, results)}
+                                    "tuning": _tuning(exp, results), "stability": _stability(exp, mine),
+                                    "ladder": _ladder(exp, by_group)}
     return out
+
+
+def _ladder(exp: dict, by_group: dict) -> dict | None:
+    """Per ladder point the paired difference arm − baseline (t interval over seeds) with the point's
+    tokens and parameters; the slope of the per-seed differences against log10 tokens over the points
+    of the first point's size (widths at equal tokens would only add scatter), and its verdict."""
+    ladder = exp.get("ladder")
+    if not ladder:
+        return None
+    points, xs, ys, width = [], [], [], None
+    for point in ladder["points"]:
+        suffix = "".join(f"/{k.split('.')[1]}={v}" for k, v in point.items())
+        arm, base = by_group.get(ladder["arm"] + suffix, {}), by_group.get(ladder["baseline"] + suffix, {})
+        diff = paired_difference(arm.get(ladder["metric"], {}), base.get(ladder["metric"], {}))
+        tokens = mean_interval(list(arm.get("tokens_seen", {}).values()))["mean"]
+        params = mean_interval(list(arm.get("parameters", {}).values()))["mean"]
+        points.append({"point": point, "difference": diff, "tokens": tokens, "parameters": params})
+        width = params if width is None else width
+        if tokens and params == width:  # the slope is over the points at the first point's size
+            a, b = arm.get(ladder["metric"], {}), base.get(ladder["metric"], {})
+            xs += [math.log10(tokens)] * len(diff["seeds"])
+            ys += [a[s] - b[s] for s in diff["seeds"]]
+    fit = slope_interval(xs, ys)
+    return {**ladder, "points": points, "slope_vs_log10_tokens": fit, "verdict": _gap_verdict(fit, ys)}
+
+
+def _gap_verdict(fit: dict, diffs: list[float]) -> str:
+    """Closes: the slope's interval lies on the side that moves the mean difference toward 0."""
+    if fit["ci95"] is None:
+        return "no verdict: the points do not differ in tokens (or fewer than 3 paired values)"
+    lo, hi = fit["ci95"]
+    sign = 1.0 if sum(diffs) >= 0 else -1.0  # the gap's side
+    if (hi < 0 if sign > 0 else lo > 0):
+        return "the gap closes with tokens"
+    if (lo > 0 if sign > 0 else hi < 0):
+        return "the gap grows with tokens"
+    return f"inconclusive: the slope per decade of tokens allows {lo:.3g} to {hi:.3g}"
+
+
+def _stability(exp: dict, rows: list[dict]) -> dict | None:
+    """With a learning-rate grid: each arm's failure rate (diverged, or no better than the unigram
+    entropy) per lr with its exact binomial interval, and its critical lr with a bootstrap interval."""
+    if not any("optim.lr" in e["grid"] for e in exp["runs"]):
+        return None
+    out = {}
+    for arm in dict.fromkeys(e["arm"] for e in exp["runs"]):
+        outcomes: dict[float, list[bool]] = {}
+        for r in rows:
+            if r["arm"] == arm and "optim.lr" in r and "failed" in r:
+                outcomes.setdefault(float(r["optim.lr"]), []).append(bool(r["failed"]))
+        if outcomes:
+            out[arm] = {"failure_by_lr": {lr: binomial_interval(sum(v), len(v)) for lr, v in sorted(outcomes.items())},
+                        **critical_level(outcomes)}
+    return out or None
 
 
 def _tuning(exp: dict, results: dict[str, dict]) -> dict | None:
@@ -226,7 +284,28 @@ def _figures(plan: dict, rows: list[dict], summary: dict, sweep: SweepDir, out: 
         tuning = summary["experiments"][name].get("tuning")
         if tuning:
             figs[f"{name}_tuning"] = _tuning_figure(name, tuning, colours, out)
+        ladder = summary["experiments"][name].get("ladder")
+        if ladder:
+            figs[f"{name}_ladder"] = _ladder_figure(name, ladder, out)
     return figs
+
+
+def _ladder_figure(name: str, ladder: dict, out: Path) -> Path:
+    """The paired difference against tokens and against parameters, with its seed-level intervals."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    for ax, key in zip(axes, ("tokens", "parameters"), strict=True):
+        shown = [p for p in ladder["points"] if p[key] and p["difference"]["mean"] is not None]
+        for p in shown:
+            ci = p["difference"]["ci95"]
+            err = None if ci is None else [[p["difference"]["mean"] - ci[0]], [ci[1] - p["difference"]["mean"]]]
+            ax.errorbar([p[key]], [p["difference"]["mean"]], yerr=err, fmt="o", capsize=3, color="C0")
+        ax.axhline(0.0, color="grey", lw=0.8)
+        ax.set_xscale("log")
+        ax.set(xlabel=key, ylabel=f"{ladder['metric']}: {ladder['arm']} − {ladder['baseline']}")
+    fig.suptitle(f"{name}: the gap across scale (95% t intervals over seeds). {ladder['verdict']}", fontsize=8)
+    return _save(fig, out / f"{name}_ladder.png")
 
 
 def _tuning_figure(name: str, tuning: dict, colours: dict, out: Path) -> Path:
@@ -323,6 +402,26 @@ def _tables(summary: dict, rows: list[dict]) -> list[tuple[str, str, list[str], 
                         [[k, f"{s['a']} − {s['b']}", _cell(s["seed_level"]),
                           f"[{s['ci95'][0]:.3g}, {s['ci95'][1]:.3g}]", str(s["runs"])]
                          for k, s in e["streams"].items()]))
+        if e.get("ladder"):
+            lad = e["ladder"]
+            fit = lad["slope_vs_log10_tokens"]
+            slope = "–" if fit["slope"] is None else f"{fit['slope']:.3g} [{fit['ci95'][0]:.3g}, {fit['ci95'][1]:.3g}]"
+            out.append((name, f"Across scale: {lad['metric']}, {lad['arm']} − {lad['baseline']} per seed at each point "
+                              f"(95% t interval over seeds); slope against log10 tokens {slope} per decade "
+                              f"(OLS over every seed-level difference, 95% t interval): {lad['verdict']}",
+                        ["point", "tokens", "parameters", f"{lad['arm']} − {lad['baseline']}"],
+                        [[", ".join(f"{k} = {v}" for k, v in p["point"].items()), _fmt(p["tokens"]),
+                          _fmt(p["parameters"]), _cell(p["difference"])] for p in lad["points"]]))
+        if e.get("stability"):
+            out.append((name, "Stability: failure rate per learning rate (diverged, or a final val loss no better than "
+                              "the unigram entropy of the training tokens; exact binomial 95% interval) and the "
+                              "critical lr (the smallest with most seeds failing; 95% bootstrap over seeds; "
+                              "'beyond' = past the largest lr tried)",
+                        ["arm", *[f"lr {lr:g}" for lr in next(iter(e["stability"].values()))["levels"]],
+                         "critical lr [95% CI]"],
+                        [[arm, *[_rate(d) for d in st["failure_by_lr"].values()],
+                          f"{_lr(st['critical'])} [{_lr(st['ci95'][0])}, {_lr(st['ci95'][1])}]"]
+                         for arm, st in e["stability"].items()]))
         if e.get("tuning"):
             t = e["tuning"]
             out.append((name, f"Tuning on the held-out {t['holdout']:.0%} of the training split ({t['metric']}: mean "
@@ -335,6 +434,10 @@ def _tables(summary: dict, rows: list[dict]) -> list[tuple[str, str, list[str], 
         cols = ["arm", "seed", "diverged", *[m for m in metrics if m != "diverged"]]
         out.append((name, "Runs", cols, [[_fmt(r.get(c)) for c in cols] for r in rows if r["experiment"] == name]))
     return out
+
+
+def _lr(x) -> str:
+    return "beyond" if x is None else f"{x:g}"
 
 
 def _rate(d: dict) -> str:
@@ -351,7 +454,7 @@ def _markdown(summary: dict, rows: list[dict]) -> str:
         if name != current:
             e = summary["experiments"][name]
             lines += [f"## {name}", "", e["description"] or "", f"File: `{e['file']}`", ""]
-            for key in (f"{name}_loss", f"{name}_metrics", f"{name}_tuning"):
+            for key in (f"{name}_loss", f"{name}_metrics", f"{name}_tuning", f"{name}_ladder"):
                 if key in summary["figures"]:
                     lines += [f"![{key}]({summary['figures'][key]})", ""]
             current = name
@@ -368,7 +471,8 @@ def _html(summary: dict, rows: list[dict], out: Path) -> str:
             e = summary["experiments"][name]
             parts.append(f"<h2>{html.escape(name)}</h2><p>{html.escape(e['description'] or '')}</p>")
             parts += [render.html_image(out / summary["figures"][key], key)
-                      for key in (f"{name}_loss", f"{name}_metrics", f"{name}_tuning") if key in summary["figures"]]
+                      for key in (f"{name}_loss", f"{name}_metrics", f"{name}_tuning", f"{name}_ladder")
+                      if key in summary["figures"]]
             current = name
         parts += [f"<h3>{html.escape(title)}</h3>", render.html_table(header, body)]
     return render.html_page("Sweep report", parts)

@@ -77,6 +77,8 @@ def plan(experiments: list[Experiment]) -> dict:
                         "groups": e.groups, "runs": entries(e.runs) if e.planned else [],
                         "verdicts": [vars(v) for v in e.verdicts], "evaluate": to_dict(e.evaluate),
                         "min_seeds": e.min_seeds}
+        if e.ladder:
+            body[e.name]["ladder"] = vars(e.ladder)
         if e.tune:
             body[e.name]["tune"] = {**{k: v for k, v in vars(e.tune).items()}, "runs": entries(e.tune_runs)}
     return {"experiments": body, "runs": {folder: identity for identity, folder in folders.items()}}

@@ -54,8 +54,9 @@ from prism_lm.experiments.job import EvaluateSpec
 from prism_lm.train.schedules import lr_horizon
 
 EXPERIMENT_KEYS = {"name", "description", "base", "seeds", "data", "set", "arms", "grid", "evaluate", "verdicts",
-                   "slurm", "expected_minutes", "min_seeds", "tune"}
+                   "slurm", "expected_minutes", "min_seeds", "tune", "ladder"}
 TUNE_KEYS = {"grid", "seeds", "metric", "holdout"}
+LADDER_KEYS = {"points", "arm", "baseline", "metric", "claim"}
 VERDICT_KEYS = {"claim", "metric", "arm", "baseline", "null", "better", "primary", "test", "margin"}
 DEFAULT_MIN_SEEDS = 5
 SLURM_KEYS = {"partition", "timeout_min", "cpus_per_task", "gpus_per_node", "mem_gb", "account", "qos"}
@@ -106,6 +107,20 @@ class TuneSpec:
 
 
 @dataclass
+class LadderSpec:
+    """``[ladder]``: the same arms at several scales (``points``: config overrides, e.g. steps or
+    widths), and the question "does the gap close?": the report fits the per-seed difference
+    ``arm`` − ``baseline`` of ``metric`` at every point against log tokens and decides from the
+    slope's interval whether the gap closes (moves toward 0), grows, or is inconclusive."""
+
+    points: list[dict[str, Any]]
+    arm: str
+    baseline: str
+    metric: str
+    claim: str = "the gap between the arms closes with training tokens"
+
+
+@dataclass
 class PlannedRun:
     experiment: str
     arm: str
@@ -139,6 +154,7 @@ class Experiment:
     tune: TuneSpec | None = None
     source: dict = field(default_factory=dict, repr=False)  # the file's table, to plan the tuned runs again
     tune_runs: list[PlannedRun] = field(default_factory=list)
+    ladder: LadderSpec | None = None
 
     @property
     def planned(self) -> bool:
@@ -198,6 +214,7 @@ def _experiment(path: Path, data: dict) -> Experiment:
         raise PrismError(f"{where}: unknown slurm key {sorted(set(slurm) - SLURM_KEYS)[0]!r} "
                          f"(known: {', '.join(sorted(SLURM_KEYS))})")
     tune = _tune_spec(where, data.get("tune"), grid)
+    ladder = _ladder_spec(where, data.get("ladder"), grid, data["arms"])
     first_point = {k: v[0] for k, v in tune.grid.items()} if tune else {}
     runs, groups = _expand(path, data, name, {arm: first_point for arm in arms})  # tuned values: provisional
     verdicts = [_verdict(where, v, groups) for v in data.get("verdicts", [])]
@@ -210,7 +227,13 @@ def _experiment(path: Path, data: dict) -> Experiment:
     if isinstance(min_seeds, bool) or not isinstance(min_seeds, int) or min_seeds < 2:
         raise PrismError(f"{where}: min_seeds must be an integer >= 2 (no interval from fewer), got {min_seeds!r}")
     exp = Experiment(name, path, data.get("description", ""), seeds, list(arms), groups, data_source, evaluate,
-                     verdicts, slurm, data.get("expected_minutes"), runs, min_seeds, tune, data)
+                     verdicts, slurm, data.get("expected_minutes"), runs, min_seeds, tune, data, ladder=ladder)
+    if ladder:
+        for label in (ladder.arm, ladder.baseline):
+            runs_of = [r for r in runs if r.arm == label]
+            if not all(ladder.metric in evaluate.columns(r.config) for r in runs_of):
+                raise PrismError(f"{where}: ladder.metric {ladder.metric!r} is not a column that arm {label!r} "
+                                 "produces with this [evaluate]")
     if tune:
         exp.tune_runs = _tune_runs(exp)
         columns = set().union(*(tune_evaluate(evaluate).columns(r.config) for r in exp.tune_runs))
@@ -251,15 +274,21 @@ def _seed_list(where: str, key: str, seeds) -> list[int]:
 def _expand(path: Path, data: dict, name: str, extra: dict[str, dict[str, Any]]) -> tuple[list[PlannedRun], list]:
     """Every (arm, grid point, seed) run, each arm with its ``extra`` overrides (tuned values)."""
     runs, groups = [], []
-    axes = list(data.get("grid", {}).items())
     for arm in data["arms"]:
-        for point in itertools.product(*(values for _, values in axes)) if axes else [()]:
-            point_map = dict(zip([k for k, _ in axes], point, strict=True))
+        for point_map in _points(data):
             group = arm + "".join(f"/{k.split('.')[1]}={v}" for k, v in point_map.items())
             groups.append(group)
             sets = {**extra.get(arm, {}), **point_map}
             runs += [_planned(path, data, name, arm, group, point_map, sets, seed) for seed in data["seeds"]]
     return runs, groups
+
+
+def _points(data: dict) -> list[dict[str, Any]]:
+    """The grid's points (every combination of its axes), or the ladder's points as listed."""
+    if "ladder" in data:
+        return [dict(p) for p in data["ladder"]["points"]]
+    axes = list(data.get("grid", {}).items())
+    return [dict(zip([k for k, _ in axes], point, strict=True)) for point in itertools.product(*(v for _, v in axes))]
 
 
 def _planned(path: Path, data: dict, name: str, arm: str, group: str, labels: dict, point: dict, seed: int
@@ -410,3 +439,28 @@ def apply_tuning(exp: Experiment, chosen: dict[str, dict[str, Any]]) -> None:
     """Plan the verdict runs again, each arm at its chosen point."""
     exp.tune.chosen = chosen
     exp.runs, _ = _expand(exp.path, exp.source, exp.name, chosen)
+
+
+def _ladder_spec(where: str, table: dict | None, grid: dict, arms: dict) -> LadderSpec | None:
+    if table is None:
+        return None
+    if not isinstance(table, dict) or set(table) - LADDER_KEYS:
+        bad = sorted(set(table) - LADDER_KEYS)[0] if isinstance(table, dict) else table
+        raise PrismError(f"{where}: unknown ladder key {bad!r} (known: {', '.join(sorted(LADDER_KEYS))})")
+    if grid:
+        raise PrismError(f"{where}: [ladder] and [grid] together are not supported: a ladder lists its own points")
+    for key in ("points", "arm", "baseline", "metric"):
+        if key not in table:
+            raise PrismError(f"{where}: [ladder] needs {key!r}")
+    points = table["points"]
+    if not isinstance(points, list) or len(points) < 2 or not all(isinstance(p, dict) and p for p in points):
+        raise PrismError(f"{where}: ladder.points must list two points or more, each a table of 'section.key' = value")
+    for point in points:
+        for key in point:
+            if key.count(".") != 1:
+                raise PrismError(f"{where}: ladder point key {key!r} must be 'section.key'")
+    for label in (table["arm"], table["baseline"]):
+        if label not in arms:
+            raise PrismError(f"{where}: ladder names unknown arm {label!r} (arms: {', '.join(arms)})")
+    return LadderSpec([dict(p) for p in points], table["arm"], table["baseline"], str(table["metric"]),
+                      str(table.get("claim", LadderSpec.claim)))

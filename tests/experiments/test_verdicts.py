@@ -92,3 +92,17 @@ def test_fractions_get_bounded_intervals_and_differences_are_arm_minus_baseline(
     assert 0.0 <= ci[0] and ci[1] <= 1.0
     assert e["paired_vs_reference"]["b"]["val_loss"]["mean"] == pytest.approx(0.1)  # b − a, a the reference
     assert e["verdicts"][0]["interval"]["mean"] == pytest.approx(-0.1)  # a − b
+
+
+def test_a_learning_rate_ladder_reports_failure_rates_and_the_critical_lr():
+    from prism_lm.experiments.report import _stability
+
+    lrs = (0.01, 0.1, 1.0)
+    exp = {"runs": [{"arm": a, "grid": {"optim.lr": lr}} for a in ("p", "g") for lr in lrs]}
+    fails = {("p", 0.01): 0, ("p", 0.1): 1, ("p", 1.0): 5, ("g", 0.01): 0, ("g", 0.1): 4, ("g", 1.0): 5}
+    rows = [{"arm": a, "optim.lr": lr, "seed": s, "failed": s < fails[a, lr]}
+            for a in ("p", "g") for lr in lrs for s in range(5)]
+    st = _stability(exp, rows)
+    assert st["p"]["critical"] == 1.0 and st["g"]["critical"] == 0.1
+    assert st["g"]["failure_by_lr"][0.1]["k"] == 4 and st["g"]["failure_by_lr"][0.1]["ci95"][0] > 0.2
+    assert _stability({"runs": [{"arm": "p", "grid": {}}]}, rows) is None  # no lr grid, no stability table
