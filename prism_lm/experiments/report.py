@@ -198,6 +198,25 @@ def _stream_bootstraps(exp: dict, results: dict[str, dict], by_group: dict) -> d
     return out
 
 
+def read_results_csv(path: str | Path) -> list[dict]:
+    """The rows of a results.csv with their types back (numbers, booleans, empty cells as None), so
+    that ``summarise(plan, rows, {})`` recomputes every verdict from a committed table and its plan."""
+    def value(text: str):
+        if text == "":
+            return None
+        if text in ("True", "False"):
+            return text == "True"
+        for kind in (int, float):
+            try:
+                return kind(text)
+            except ValueError:
+                pass
+        return text
+
+    with open(path, newline="", encoding="utf-8") as f:
+        return [{k: value(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
 def write_report(sweep: str | Path, out: str | Path | None = None) -> dict[str, Path]:
     sweep = SweepDir(sweep)
     out = Path(out) if out is not None else sweep.report_dir
