@@ -133,7 +133,9 @@ class PlannedRun:
 
     @property
     def name(self) -> str:
-        return f"{self.group.replace('/', '_').replace('=', '')}-s{self.seed}-{self.identity}"
+        """The run's folder: its group in characters safe on every file system, seed, identity."""
+        label = re.sub(r"[^A-Za-z0-9_.+-]", "-", self.group.replace("/", "_").replace("=", ""))
+        return f"{label}-s{self.seed}-{self.identity}"
 
 
 @dataclass
