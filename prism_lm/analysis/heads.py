@@ -10,6 +10,14 @@ lag = i - j, A the attention probabilities):
 - ``mass_beyond_far``: mass at lags beyond the 90th-percentile distance of the data's dependencies
   that fit in a window (annotated corpora only: how much a head reaches as far as the long
   dependencies it could see do);
+- ``mass_self`` / ``mass_lags_1_8`` / ``mass_beyond_8``: the mass on the query's own token (lag 0),
+  on lags 1–8 and beyond, averaged over queries; they sum to 1, so a head that looks "local" only
+  because it attends to itself (with Q = K a larger ‖U z‖ raises the self-score) is told apart;
+- ``entropy_relative``: the entropy over each query's visible keys divided by the uniform's
+  log(i + 1) (queries 1.., query 0 has one key): 1 for a uniform head, 0 for a one-key head;
+- ``sink_first`` / ``sink_first4``: the mass on the window's first position / first four (queries
+  past them), the attention-sink measure;
+- ``selectivity`` (annotated corpora): the antecedent hit rate minus its lag-matched null;
 - ``profile_sharpness`` (called spectral centroid before): the attention-versus-lag profile is Fourier
   transformed and Σ f |P(f)| / Σ |P(f)| taken, in cycles per token. It measures how sharp a profile
   is, not where it sits: a spike at lag 0, 2 or 60 scores the same. Use the two above for locality.
@@ -55,7 +63,8 @@ from prism_lm.stats import bootstrap_diff
 
 CLASSES = (*WORD_CLASSES, "other")
 DISTANCE_BUCKETS = ((1, 16), (17, 64), (65, None))  # recall-to-antecedent distance in tokens, inclusive
-METRICS = ("mean_distance", "median_lag", "entropy", "mass_within_8", "mass_beyond_64", "profile_sharpness")
+METRICS = ("mean_distance", "median_lag", "entropy", "mass_within_8", "mass_beyond_64", "profile_sharpness",
+           "mass_self", "mass_lags_1_8", "mass_beyond_8", "entropy_relative", "sink_first", "sink_first4")
 
 
 def pattern_metrics(A: torch.Tensor, far: int | None = None) -> dict[str, torch.Tensor]:
@@ -82,8 +91,18 @@ def pattern_metrics(A: torch.Tensor, far: int | None = None) -> dict[str, torch.
     centred = (logp - logp.sum(-1, keepdim=True) / visible.sum(-1, keepdim=True)).masked_fill(~visible, 0.0)
     logit_profile = torch.stack([torch.diagonal(centred, offset=-l, dim1=-2, dim2=-1).mean(dim=(0, 2))
                                  for l in range(T)], -1)
+    # self (lag 0), local (lags 1-8) and beyond: three masses that sum to 1, so "local" is not self-attention
+    self_mass = torch.diagonal(A, dim1=-2, dim2=-1).mean(dim=(0, 2))
+    local = (A * ((lag >= 1) & (lag <= 8))).sum(-1).mean(dim=(0, 2))
+    # entropy over each query's visible keys relative to the uniform's log(i + 1) (query 0 has one key)
+    keys = torch.arange(1, T + 1, dtype=A.dtype)
+    per_query = -(A * torch.log(A.clamp_min(1e-12))).sum(-1)[..., 1:] / torch.log(keys[1:])
     out = {"mean_distance": mean_distance, "median_lag": median_lag, "entropy": entropy, "mass_within_8": within,
-           "mass_beyond_64": beyond, "profile": profile, "logit_profile": logit_profile}
+           "mass_beyond_64": beyond, "profile": profile, "logit_profile": logit_profile,
+           "mass_self": self_mass, "mass_lags_1_8": local, "mass_beyond_8": 1.0 - self_mass - local,
+           "entropy_relative": per_query.mean(dim=(0, 2)) if T > 1 else torch.ones(NH),
+           "sink_first": A[..., 1:, 0].mean(dim=(0, 2)) if T > 1 else torch.ones(NH),
+           "sink_first4": A[..., 4:, :4].sum(-1).mean(dim=(0, 2)) if T > 4 else torch.ones(NH)}
     if far is not None:
         out["mass_beyond_far"] = (A * (lag > far)).sum(-1).mean(dim=(0, 2))
     return out
@@ -240,6 +259,7 @@ class _HeadSums:
         if hits:
             entry["antecedent_hit_rate"] = float(np.mean([x[h] for x, _, _ in hits]))
             entry["antecedent_lag_null"] = float(np.mean([profile[h, lag] for _, lag, _ in hits]))
+            entry["selectivity"] = entry["antecedent_hit_rate"] - entry["antecedent_lag_null"]
             for k, kind in enumerate(self.kinds):
                 mine = [(x[h], profile[h, lag]) for x, lag, kk in hits if kk == k]
                 if mine:
@@ -285,7 +305,7 @@ def _compare(flat: list[dict], streams: list[str]) -> dict:
     if len(streams) < 2:
         return {}
     a_name, b_name = streams[0], streams[1]
-    keys = [k for k in (*METRICS, "mass_beyond_far", "antecedent_hit_rate") if k in flat[0]]
+    keys = [k for k in (*METRICS, "mass_beyond_far", "antecedent_hit_rate", "selectivity") if k in flat[0]]
     out = {"a": a_name, "b": b_name, "interval": "95% percentile bootstrap over the heads of this one model, "
                                                  "resampled within each layer"}
     a_heads = [e for e in flat if e["stream"] == a_name]

@@ -29,10 +29,12 @@ from prism_lm.experiments.sweep_dir import SweepRun
 INTERRUPTED = 3
 # per head and stream: averaged over a stream's heads into ``{stream}_{metric}`` columns
 HEAD_METRICS = ("median_lag", "mean_distance", "mass_beyond_far", "entropy", "antecedent_hit_rate",
-                "antecedent_lag_null")
+                "antecedent_lag_null", "mass_self", "mass_lags_1_8", "mass_beyond_8", "entropy_relative",
+                "sink_first", "sink_first4", "selectivity")
 # first-minus-second stream differences: ``stream_diff_{metric}`` columns (analysis.heads' comparison)
 STREAM_DIFF_METRICS = ("mean_distance", "median_lag", "entropy", "mass_within_8", "mass_beyond_64",
-                       "profile_sharpness", "mass_beyond_far", "antecedent_hit_rate")
+                       "profile_sharpness", "mass_self", "mass_lags_1_8", "mass_beyond_8", "entropy_relative",
+                       "sink_first", "sink_first4", "mass_beyond_far", "antecedent_hit_rate", "selectivity")
 TRAINING_COLUMNS = ("steps", "tokens_seen", "train_seconds", "train_loss_final", "val_estimate_best",
                     "val_estimate_final", "grad_norm_max", "grad_norm_mean", "clipped_fraction", "logged_steps",
                     "diverged", "failed", "unigram_entropy", "parameters")

@@ -126,6 +126,8 @@ def test_head_statistics_and_antecedent_hits_agree_with_direct_capture(tmp_path)
     assert stats["recall_loss"]["recall_tokens"] == len(masses)
     nulls = [e["antecedent_lag_null"] for e in stats["heads"]]
     assert all(0 <= x <= 1 for x in nulls) and 0 < stats["far_lag"] < T  # a lag a window can hold
+    for e in stats["heads"]:  # selectivity: what a head finds beyond attending at that distance
+        assert e["selectivity"] == pytest.approx(e["antecedent_hit_rate"] - e["antecedent_lag_null"])
     assert stats["recall_loss"]["recall_tokens"] + stats["recall_loss"]["other_tokens"] == 3 * T
 
 
@@ -191,3 +193,36 @@ def test_logit_lag_correlation_is_one_for_equal_and_minus_one_for_mirrored_logit
     result = _logit_lag_correlation([profile], [2], [("signal", "noise")])
     assert result["per_layer"][0] == pytest.approx([1.0, -1.0])
     assert _logit_lag_correlation([profile], [4], [("main",)]) is None
+
+
+def _causal(rows):
+    return torch.stack([torch.as_tensor(r, dtype=torch.float32) for r in rows])
+
+
+def test_self_local_beyond_relative_entropy_and_sinks_on_heads_with_a_known_answer():
+    T = 16
+    self_only = torch.eye(T)
+    previous = torch.zeros(T, T)
+    previous[0, 0] = 1.0
+    previous[torch.arange(1, T), torch.arange(T - 1)] = 1.0
+    uniform = torch.tril(torch.ones(T, T)) / torch.arange(1, T + 1)[:, None]
+    sink = torch.zeros(T, T)
+    sink[:, 0] = 1.0
+    far = torch.zeros(T, T)  # every query past 12 attends 12 back, the rest to themselves
+    far[torch.arange(T), torch.arange(T)] = 1.0
+    far[12:, :] = 0.0
+    far[torch.arange(12, T), torch.arange(0, T - 12)] = 1.0
+    A = torch.stack([self_only, previous, uniform, sink, far])[None]  # (1, 5 heads, T, T)
+    m = {k: v.tolist() for k, v in pattern_metrics(A).items() if k.startswith(("mass_", "entropy_rel", "sink"))}
+    assert m["mass_self"][0] == pytest.approx(1.0) and m["mass_lags_1_8"][0] == pytest.approx(0.0)
+    assert m["mass_self"][1] == pytest.approx(1 / T) and m["mass_lags_1_8"][1] == pytest.approx(1 - 1 / T)
+    assert m["mass_beyond_8"][4] == pytest.approx(4 / T) and m["mass_lags_1_8"][4] == pytest.approx(0.0)
+    for h in range(5):  # the three masses partition each query's attention
+        assert m["mass_self"][h] + m["mass_lags_1_8"][h] + m["mass_beyond_8"][h] == pytest.approx(1.0)
+    assert m["entropy_relative"][2] == pytest.approx(1.0)  # uniform
+    assert m["entropy_relative"][0] == pytest.approx(0.0, abs=1e-6) and m["entropy_relative"][3] == pytest.approx(
+        0.0, abs=1e-6)  # one key each: self, or the sink
+    assert m["sink_first"][3] == pytest.approx(1.0) and m["sink_first4"][3] == pytest.approx(1.0)
+    assert m["sink_first"][0] == pytest.approx(0.0) and m["sink_first"][2] == pytest.approx(
+        np.mean([1 / (i + 1) for i in range(1, T)]))
+    assert m["sink_first4"][2] == pytest.approx(np.mean([4 / (i + 1) for i in range(4, T)]))

@@ -93,3 +93,13 @@ def test_a_tiny_job_runs_and_evaluates_on_cuda(tmp_path, monkeypatch):
     assert run_job(task.path) == "done"
     assert devices == ["cuda", "cuda"]
     assert sweep.run(task.folder.name).read_result()["row"]["val_loss_32"] > 0
+
+
+def test_the_sweep_columns_name_every_head_statistic():
+    """Every per-head metric and every stream comparison of analysis.heads has its sweep column name."""
+    from prism_lm.analysis.heads import METRICS, head_statistics  # noqa: F401
+    from prism_lm.experiments.job import HEAD_METRICS, STREAM_DIFF_METRICS
+
+    assert set(METRICS) | {"mass_beyond_far", "antecedent_hit_rate", "selectivity"} == set(STREAM_DIFF_METRICS)
+    assert {"mass_self", "mass_lags_1_8", "mass_beyond_8", "entropy_relative", "sink_first", "sink_first4",
+            "selectivity"} <= set(HEAD_METRICS)
