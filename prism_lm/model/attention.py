@@ -84,6 +84,7 @@ class AttentionKind(nn.Module):
     """The interface of an attention kind. Subclasses set ``name`` and implement ``forward``."""
 
     name: ClassVar[str]
+    edit = None  # an interventions.Edit while ``interventions.intervene`` is active
 
     @classmethod
     def streams(cls, cfg: ModelConfig) -> tuple[str, ...]:
@@ -112,8 +113,24 @@ class AttentionKind(nn.Module):
         return cfg.n_embd, cfg.n_embd
 
     def current_lambda(self) -> torch.Tensor | None:
-        """The weight of the subtracted stream (PRISM's λ, DIFF's learned λ); None without one."""
+        """The weight of the subtracted stream (PRISM's λ, DIFF's learned λ; an intervention's value
+        while one sets it); None without one."""
+        own = self.own_lambda()
+        if own is not None and self.edit is not None and self.edit.lam is not None:
+            return torch.tensor(self.edit.lam, device=own.device, dtype=own.dtype)
+        return own
+
+    def own_lambda(self) -> torch.Tensor | None:
+        """The layer's own λ (scheduled buffer or learned); None for kinds without a subtracted stream."""
         return None
+
+    def map_index(self, stream: int, head: int) -> int:
+        """Where head ``head`` of stream ``stream`` sits on the head axis of the per-head outputs."""
+        return stream * self.n_head + head
+
+    def edited(self, y: torch.Tensor) -> torch.Tensor:
+        """Per-head outputs y (B, maps, T, Dv) after the active intervention (unchanged without one)."""
+        return y if self.edit is None else self.edit.apply(y, self)
 
     def set_scheduled_lambda(self, value: float) -> None:
         """Take λ(t) from the training loop's schedule (a no-op for kinds without a scheduled λ)."""
@@ -217,7 +234,7 @@ class PrismAttention(AttentionKind):
         if self.learned_lambda is not None:
             self.learned_lambda.reset_parameters()
 
-    def current_lambda(self) -> torch.Tensor:
+    def own_lambda(self) -> torch.Tensor:
         return self.learned_lambda() if self.learned_lambda is not None else self.lambda_
 
     def forward(self, x, positions: torch.Tensor | None = None, cache=None, eager: bool = False,
@@ -229,6 +246,7 @@ class PrismAttention(AttentionKind):
         k, v, mask = cache.update(qk, u, positions) if cache is not None else (qk, u, None)
         y, probs = attend(qk, k, v, dropout_p=self.dropout if self.training else 0.0,
                           eager=eager, need_weights=need_weights, mask=mask)  # (B, S*H, T, D)
+        y = self.edited(y)
         if S == 2:  # signal heads +1, noise heads -λ
             lam = self.current_lambda().to(y.dtype).reshape(1)
             sign = torch.cat([y.new_ones(H), -lam.expand(H)]).view(1, S * H, 1, 1)
@@ -262,7 +280,7 @@ class GPTAttention(AttentionKind):
         k, v, mask = cache.update(k, v, positions) if cache is not None else (k, v, None)
         y, probs = attend(q, k, v, dropout_p=self.dropout if self.training else 0.0,
                           eager=eager, need_weights=need_weights, mask=mask)
-        y = y.transpose(1, 2).reshape(B, T, C)
+        y = self.edited(y).transpose(1, 2).reshape(B, T, C)
         return self.resid_dropout(self.c_proj(y)), probs
 
     def rotate(self, x: torch.Tensor, positions: torch.Tensor | None) -> torch.Tensor:
@@ -351,8 +369,11 @@ class DiffAttention(AttentionKind):
         self.learned_lambda.reset_parameters()
         self.subln.reset_parameters()
 
-    def current_lambda(self) -> torch.Tensor:
+    def own_lambda(self) -> torch.Tensor:
         return self.learned_lambda()
+
+    def map_index(self, stream: int, head: int) -> int:
+        return 2 * head + stream  # maps 2i (positive) and 2i + 1 (negative) belong to head i
 
     def forward(self, x, positions: torch.Tensor | None = None, cache=None, eager: bool = False,
                 need_weights: bool = False):
@@ -364,6 +385,7 @@ class DiffAttention(AttentionKind):
         k, v, mask = cache.update(k, v, positions) if cache is not None else (k, v, None)
         y, probs = attend(q, k, v.repeat_interleave(2, dim=1), dropout_p=0.0,
                           eager=eager, need_weights=need_weights, mask=mask)  # (B, 2H, T, 2d)
+        y = self.edited(y)
         y = y.view(B, H, 2, T, 2 * d)
         y = y[:, :, 0] - self.current_lambda().to(y.dtype) * y[:, :, 1]  # (B, H, T, 2d)
         y = self.subln(y) * self.subln_scale.to(y.dtype)
