@@ -17,6 +17,7 @@ import torch
 
 from prism_lm import render
 from prism_lm.analysis import figures
+from prism_lm.analysis.ablation import intervention_effects
 from prism_lm.analysis.capture import capture_attention
 from prism_lm.analysis.explore import DEFAULT_TEXT, MAX_TOKENS, write_explorer
 from prism_lm.analysis.heads import METRICS, head_statistics
@@ -91,6 +92,7 @@ def analyze_run(path: str | Path, data_dir: str | Path, out: str | Path, max_win
     _add_training(report, figs, run, fig_dir, references)
     initial = _initial_model(run, cfg)
     _add_heads(report, figs, model, initial, shards, max_windows, fig_dir)
+    report["interventions"] = intervention_effects(model, shards, max_windows=max_windows)
     ids, text = _add_probe(report, figs, model, codec, probe, target, layer, head, fig_dir)
     if cfg.attention == "prism":
         _add_dictionary(report, figs, model, initial, fig_dir)
@@ -221,8 +223,21 @@ def _fmt(x) -> str:
 
 def _tables(report: dict) -> list[tuple[str, list[str], list[list]]]:
     """(title, header, rows) for every table, shared by the Markdown and HTML renderers."""
-    return [*_head_tables(report), *_recall_tables(report["heads"]), *_stream_tables(report),
-            *_dictionary_tables(report), *_rate_tables(report)]
+    return [*_head_tables(report), *_recall_tables(report["heads"]), *_intervention_tables(report),
+            *_stream_tables(report), *_dictionary_tables(report), *_rate_tables(report)]
+
+
+def _intervention_tables(report: dict) -> list:
+    iv = report.get("interventions")
+    if not iv or not iv["effects"]:
+        return []
+    kinds = sorted({k for e in iv["effects"].values() for k in e["by_kind"]})
+    return [(f"Interventions: mean loss change (intervened − unmodified) on recall tokens against the other "
+             f"tokens, same {iv['windows']} windows ({iv['recall_tokens']} recall tokens; unmodified: recall "
+             f"{_fmt(iv['base']['recall'])}, other {_fmt(iv['base']['other'])})",
+             ["intervention", "recall tokens", "other tokens", *[f"recall: {k}" for k in kinds]],
+             [[name, e["recall_delta"], e["other_delta"], *[e["by_kind"].get(k) for k in kinds]]
+              for name, e in iv["effects"].items()])]
 
 
 def _head_tables(report: dict) -> list:

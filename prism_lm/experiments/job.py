@@ -77,6 +77,8 @@ class EvaluateSpec:
             if len(streams) > 1:
                 cols |= {f"{prefix}stream_diff_{m}" for m in STREAM_DIFF_METRICS}
             cols |= {f"{prefix}recall_loss", f"{prefix}other_loss", *(f"{prefix}recall_loss_{k}" for k in KINDS)}
+        if len(streams) > 1:  # the trained model with each stream silenced (annotated corpora)
+            cols |= {f"{s}_off_{which}_delta" for s in streams for which in ("recall", "other")}
         return cols
 
 
@@ -185,9 +187,23 @@ def _evaluation_columns(cfg: TrainConfig, spec: EvaluateSpec, sweep_run: SweepRu
         for name, (prefix, model) in models.items():
             stats = head_statistics(model, val, max_windows=spec.head_windows)
             cols.update(_head_columns(stats, prefix))
+            if not prefix:
+                cols.update(_intervention_columns(model, val, spec.head_windows))
             sweep_run.write_heads(name, stats)
             heads[name] = [{k: e[k] for k in ("layer", "stream", *HEAD_METRICS) if k in e} for e in stats["heads"]]
     return cols, heads
+
+
+def _intervention_columns(model, shards, windows: int) -> dict:
+    """Per stream of a two-stream kind: the loss change on recall and on other tokens with it silenced."""
+    from prism_lm.analysis.ablation import intervention_effects
+
+    streams = model.blocks[0].attn.stream_names
+    if len(streams) < 2 or not len(shards.annotations()):
+        return {}
+    out = intervention_effects(model, shards, {s: {"zero_streams": [s]} for s in streams}, max_windows=windows)
+    return {f"{s}_off_{which}_delta": out["effects"][s][f"{which}_delta"]
+            for s in streams for which in ("recall", "other")}
 
 
 def _head_columns(stats: dict, prefix: str) -> dict:

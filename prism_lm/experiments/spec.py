@@ -377,17 +377,22 @@ def _check_verdict_metrics(where: str, verdicts: list[Verdict], runs: list[Plann
                                  f"{label!r} produces with this [evaluate]{hint}")
 
 
+def _check_table(where: str, name: str, table, known: set[str], required: tuple[str, ...], grid: dict) -> None:
+    """A [tune] or [ladder] table: known keys only, the required ones present, no [grid] beside it."""
+    if not isinstance(table, dict) or set(table) - known:
+        bad = sorted(set(table) - known)[0] if isinstance(table, dict) else table
+        raise PrismError(f"{where}: unknown {name} key {bad!r} (known: {', '.join(sorted(known))})")
+    if grid:
+        raise PrismError(f"{where}: [{name}] and [grid] together are not supported; give each its own file")
+    missing = [key for key in required if key not in table]
+    if missing:
+        raise PrismError(f"{where}: [{name}] needs {missing[0]!r}")
+
+
 def _tune_spec(where: str, table: dict | None, grid: dict) -> TuneSpec | None:
     if table is None:
         return None
-    if not isinstance(table, dict) or set(table) - TUNE_KEYS:
-        bad = sorted(set(table) - TUNE_KEYS)[0] if isinstance(table, dict) else table
-        raise PrismError(f"{where}: unknown tune key {bad!r} (known: {', '.join(sorted(TUNE_KEYS))})")
-    if grid:
-        raise PrismError(f"{where}: [tune] and [grid] together are not supported; tune each grid point in its own file")
-    for key in ("grid", "seeds", "metric"):
-        if key not in table:
-            raise PrismError(f"{where}: [tune] needs {key!r}")
+    _check_table(where, "tune", table, TUNE_KEYS, ("grid", "seeds", "metric"), grid)
     if not isinstance(table["grid"], dict) or not table["grid"]:
         raise PrismError(f"{where}: tune.grid must be a table of 'section.key' = [values]")
     for key, values in table["grid"].items():
@@ -446,14 +451,7 @@ def apply_tuning(exp: Experiment, chosen: dict[str, dict[str, Any]]) -> None:
 def _ladder_spec(where: str, table: dict | None, grid: dict, arms: dict) -> LadderSpec | None:
     if table is None:
         return None
-    if not isinstance(table, dict) or set(table) - LADDER_KEYS:
-        bad = sorted(set(table) - LADDER_KEYS)[0] if isinstance(table, dict) else table
-        raise PrismError(f"{where}: unknown ladder key {bad!r} (known: {', '.join(sorted(LADDER_KEYS))})")
-    if grid:
-        raise PrismError(f"{where}: [ladder] and [grid] together are not supported: a ladder lists its own points")
-    for key in ("points", "arm", "baseline", "metric"):
-        if key not in table:
-            raise PrismError(f"{where}: [ladder] needs {key!r}")
+    _check_table(where, "ladder", table, LADDER_KEYS, ("points", "arm", "baseline", "metric"), grid)
     points = table["points"]
     if not isinstance(points, list) or len(points) < 2 or not all(isinstance(p, dict) and p for p in points):
         raise PrismError(f"{where}: ladder.points must list two points or more, each a table of 'section.key' = value")
