@@ -301,7 +301,7 @@ def _figures(plan: dict, rows: list[dict], summary: dict, sweep: SweepDir, out: 
             fig.suptitle(f"{name}: mean and 95% t interval over seeds (dots: seeds)", fontsize=8)
             figs[f"{name}_metrics"] = _save(fig, out / f"{name}_metrics.png")
         tuning = summary["experiments"][name].get("tuning")
-        if tuning:
+        if tuning and any(p["mean"] is not None for c in tuning["curves"].values() for p in c.values()):
             figs[f"{name}_tuning"] = _tuning_figure(name, tuning, colours, out)
         ladder = summary["experiments"][name].get("ladder")
         if ladder:
@@ -333,7 +333,9 @@ def _tuning_figure(name: str, tuning: dict, colours: dict, out: Path) -> Path:
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for arm, curve in tuning["curves"].items():
-        points = list(curve.values())
+        points = [p for p in curve.values() if p["mean"] is not None]  # tuning runs not finished yet are left out
+        if not points:
+            continue
         xs = list(range(len(points)))
         ax.errorbar(xs, [p["mean"] for p in points], fmt="o-", color=colours.get(arm), label=arm, capsize=3,
                     yerr=[[p["mean"] - p["ci95"][0] if p["ci95"] else 0 for p in points],
