@@ -187,10 +187,9 @@ def _evaluation_columns(cfg: TrainConfig, spec: EvaluateSpec, sweep_run: SweepRu
         for name, (prefix, model) in models.items():
             stats = head_statistics(model, val, max_windows=spec.head_windows)
             cols.update(_head_columns(stats, prefix))
-            if not prefix:
-                cols.update(_intervention_columns(model, val, spec.head_windows))
             sweep_run.write_heads(name, stats)
             heads[name] = [{k: e[k] for k in ("layer", "stream", *HEAD_METRICS) if k in e} for e in stats["heads"]]
+        cols.update(_intervention_columns(final, val, spec.head_windows))
     return cols, heads
 
 

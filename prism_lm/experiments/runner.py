@@ -80,7 +80,7 @@ def plan(experiments: list[Experiment]) -> dict:
         if e.ladder:
             body[e.name]["ladder"] = vars(e.ladder)
         if e.tune:
-            body[e.name]["tune"] = {**{k: v for k, v in vars(e.tune).items()}, "runs": entries(e.tune_runs)}
+            body[e.name]["tune"] = {**vars(e.tune), "runs": entries(e.tune_runs)}
     return {"experiments": body, "runs": {folder: identity for identity, folder in folders.items()}}
 
 
