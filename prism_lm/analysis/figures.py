@@ -103,23 +103,26 @@ def target_grid(rows: np.ndarray, labels: list[str], target: int, stream: str, l
 
 
 def resonance(table: dict, out: Path) -> Path:
-    """Left: the first-order cross-kernel against m; right: the near-resonance count against m."""
+    """Left: the first-order cross-kernel against m; right: the closest matched-pair approach to
+    resonance against m (log scale; exact resonances drawn at the floor)."""
     fig, (ax, right) = plt.subplots(1, 2, figsize=(11, 4))
+    floor = 1e-9
     for w, ys in table["sweep"].items():
         ax.plot(table["sweep_m"], ys, label=f"window {w}")
-    for w, ys in table["sweep_near_resonances"].items():
-        right.plot(table["sweep_m"], ys, label=f"window {w}")
-    first = str(table["windows"][0])
+    for w, ys in table["sweep_gap"].items():
+        right.plot(table["sweep_m"], [floor if g is None or g < floor else g for g in ys], label=f"window {w}")
+    first, scaling = str(table["windows"][0]), table["rope_scaling"]
     for name, value in table["named_values"].items():
         if 1.0 <= value <= 4.0:
-            for axis, y in ((ax, table["named"][name][first]["matched"]),
-                            (right, table["named"][name][first]["near_resonances"])):
+            row = table["named"][scaling][name][first]
+            gap = row["closest_matched"]["gap"]
+            for axis, y in ((ax, row["matched"]), (right, floor if gap is None or gap < floor else gap)):
                 axis.plot([value], [y], "k.", ms=6)
                 axis.annotate(name, (value, y), fontsize=8, xytext=(2, 4), textcoords="offset points")
     ax.set(xlabel="frequency multiplier m", ylabel="mean |K_SN| (matched pairs)",
-           title=f"First-order cross-kernel (D = {table['head_dim']})")
-    right.set(xlabel="frequency multiplier m", ylabel="locked frequency pairs",
-              title="Near resonances: |n ω_s − k ω_n|·W < 2π, n, k ≤ 3")
+           title=f"First-order cross-kernel (D = {table['head_dim']}, {scaling} scaling)")
+    right.set(xlabel="frequency multiplier m", ylabel="smallest |n ω_s − k ω_n| (rad/token)", yscale="log",
+              title=f"Closest approach to resonance, n, k ≤ {table['max_order']} (floor = exact)")
     for axis in (ax, right):
         axis.legend()
         axis.grid(alpha=0.3)

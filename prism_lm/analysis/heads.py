@@ -273,15 +273,22 @@ def _logit_lag_correlation(profiles: list[np.ndarray], heads, streams) -> dict |
     signal head h's and noise head h's mean logit-versus-lag profile (two-stream kinds only)."""
     if not profiles or len(streams[0]) != 2:
         return None
-    per_layer = []
-    for layer, prof in enumerate(profiles):
-        H = heads[layer]
-        lags = slice(1, prof.shape[1] // 2 + 1)
-        per_layer.append([float(np.corrcoef(prof[h, lags], prof[H + h, lags])[0, 1]) for h in range(H)])
+    def correlations(last_lag: int) -> list[list[float]]:
+        return [[float(np.corrcoef(prof[h, 1:last_lag + 1], prof[heads[layer] + h, 1:last_lag + 1])[0, 1])
+                 for h in range(heads[layer])] for layer, prof in enumerate(profiles)]
+
+    T = profiles[0].shape[1]
+    per_layer = correlations(T // 2)
+    by_window = {}
+    for w in [2 ** k for k in range(3, T.bit_length()) if 2 ** k < T] + [T - 1]:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            by_window[str(w)] = float(np.nanmean([c for row in correlations(w) for c in row]))
     return {"per_layer": per_layer, "mean": float(np.nanmean([c for row in per_layer for c in row])),
+            "by_window": by_window,
             "profiles": [p.tolist() for p in profiles], "streams": list(streams[0]),
             "what": "Pearson correlation over lags 1..T/2 of signal head h's and noise head h's mean pre-softmax "
-                    "logit (log-probability centred over the visible keys) as a function of lag"}
+                    "logit (log-probability centred over the visible keys) as a function of lag; by_window: "
+                    "the mean over heads and layers over lags 1..W, for W up to the window length"}
 
 
 def _recall_groups(losses: list[float], groups: list[str], flat: list[dict] | None = None,

@@ -302,6 +302,9 @@ def _stream_tables(report: dict) -> list:
         tables.append((f"Empirical cross-kernel: {lag['what']}; mean {lag['mean']:.3f}",
                        ["layer", *[f"head pair {h}" for h in range(len(lag["per_layer"][0]))]],
                        [[i, *row] for i, row in enumerate(lag["per_layer"])]))
+        tables.append(("Empirical cross-kernel against window length: the mean signal-noise logit-lag correlation "
+                       "over lags 1..W (how far out the two streams' position profiles keep moving together)",
+                       ["lags 1..W", "mean correlation"], [[w, c] for w, c in lag["by_window"].items()]))
     return tables
 
 
@@ -310,14 +313,26 @@ def _dictionary_tables(report: dict) -> list:
     if "resonance" in report:
         res = report["resonance"]
         ws = [str(w) for w in res["windows"]]
-        tables.append((f"RoPE cross-kernel |K_SN| (first order: cannot tell rational from irrational m) and "
-                       f"near-resonance counts (pairs locked by |n ω_s − k ω_n|·W < 2π, n, k <= 3) "
-                       f"(D = {res['head_dim']}; model m = {res['model_multiplier']:.5g})",
-                       ["m", "value", *[f"matched, W={w}" for w in ws], *[f"all pairs, W={w}" for w in ws],
-                        *[f"near-resonant pairs, W={w}" for w in ws]],
-                       [[name, res["named_values"][name], *[res["named"][name][w]["matched"] for w in ws],
-                         *[res["named"][name][w]["all_pairs"] for w in ws],
-                         *[res["named"][name][w]["near_resonances"] for w in ws]] for name in res["named"]]))
+        scaling, w0 = res["rope_scaling"], ws[0]
+        tables.append((f"RoPE cross-kernel |K_SN| (first order: cannot tell rational from irrational m) under the "
+                       f"model's {scaling!r} scaling (D = {res['head_dim']}; model m = {res['model_multiplier']:.5g})",
+                       ["m", "value", *[f"matched, W={w}" for w in ws], *[f"all pairs, W={w}" for w in ws]],
+                       [[name, res["named_values"][name], *[res["named"][scaling][name][w]["matched"] for w in ws],
+                         *[res["named"][scaling][name][w]["all_pairs"] for w in ws]] for name in res["named_values"]]))
+
+        def gap(entry: dict) -> str:
+            return "—" if entry["gap"] is None else ("exact" if entry["gap"] == 0 else f"{entry['gap']:.2e}")
+
+        tables.append((f"Closest approach to resonance, smallest |n ω_s − k ω_n| in rad/token over orders n, k ≤ "
+                       f"{res['max_order']} and pairs that turn within W = {w0} ('exact': a resonance), under both "
+                       f"scalings, and the window (tokens) at which each m's angles first differ from π's by a "
+                       f"radian. {res['what']}",
+                       ["m", *[f"{s}: {kind}" for s in res["named"]
+                               for kind in ("all pairs", "matched", "apart from π")]],
+                       [[name, *[v for s in res["named"] for v in (
+                           gap(res["named"][s][name][w0]["closest"]), gap(res["named"][s][name][w0]["closest_matched"]),
+                           "—" if name == "pi" else f"{res['window_to_tell_from_pi'][s][name]:.3g}")]]
+                        for name in res["named_values"]]))
         coh = report["coherence"]
         tables.append((f"Coherence ‖U_sᵀU_n‖₂ (normalised) per layer; floor at orthogonal init for these shapes "
                        f"{coh['floor_at_orthogonal_init']:.3f}. {coh['note']}",

@@ -1,23 +1,23 @@
 """White-box numerics: RoPE non-resonance, subspace coherence, and coding rates.
 
-Non-resonance (paper §2.3): the signal stream rotates pair i at ω_s,i = (b m)^(-i/(D/2)) and
-the noise stream at ω_n,j = (b/m)^(-j/(D/2)), b = ``model.rope_base`` (10000); the bases come from
-``PrismAttention.rope_bases`` and the frequencies from ``rope.inv_frequencies``, the model's own
-formula. Their cross-kernel over a window of W positions,
+Non-resonance (paper §2.3). Under ``model.rope_scaling = "base"`` (the official code) the signal
+stream rotates pair i at ω_s,i = (b m)^(-i/(D/2)) and the noise stream at ω_n,j = (b/m)^(-j/(D/2)),
+b = ``model.rope_base``; under "frequency", ω_s,i = m·b^(-i/(D/2)) and ω_n,j = b^(-j/(D/2))/m, so every
+matched ratio is exactly m². The frequencies come from ``PrismAttention.rope_bases``/``rope_scales`` and
+``rope.stream_frequencies``, the model's own formulas. Their cross-kernel over a window of W positions,
 
     K_SN(i, j) = (1/W) Σ_{τ=0}^{W-1} cos(ω_s,i τ) cos(ω_n,j τ),
 
-is large when two frequencies resonate. We aggregate |K_SN| over the matched pairs (i = j) and
-over all pairs (i, j); pair 0 (ω = 1 in both streams, whatever m) is left out, since no m can
-separate it. m = 1 makes matched pairs identical: K is then the window mean of cos², about ½
-for pairs that turn many times within the window and near 1 for slow pairs that barely turn.
-K_SN is **first order**: it tends to 0 for any two different frequencies, so it cannot tell a
-rational m from an irrational one. The conjecture is about higher orders, which
-``near_resonances`` counts: pairs (i, j) of frequencies that both turn at least once in the window
-and small integers n, k <= 3 with |n ω_s,i − k ω_n,j| · W < 2π (the combination does not complete a
-turn within W tokens, so the two look locked), as a function of m.
+is large when two frequencies resonate (matched pairs i = j and all pairs). K_SN is **first order**:
+it tends to 0 for any two different frequencies, so it cannot tell a rational m from an irrational
+one. The conjecture is about higher orders: ``closest_approach`` is the smallest |n ω_s,i − k ω_n,j|
+over orders 1 <= n, k <= N and pairs that turn within the window (angles folded as integer positions
+see them), with its lock window 2π/gap; ``distinguishing_window`` is where two multipliers' angles
+first differ by a radian (π against 22/7: hundreds of tokens; against 355/113: millions). Under
+"base" scaling pair 0 turns at 1 rad/token in both streams whatever m is and is left out.
 The empirical counterpart from a trained model is ``heads.head_statistics``'s logit-lag
-correlation: each head's pre-softmax logit as a function of lag, signal head h against noise head h.
+correlation: each head's pre-softmax logit as a function of lag, signal head h against noise head h,
+over growing windows of lags.
 
 Coherence: ‖W_s W_nᵀ‖₂ / (‖W_s‖₂ ‖W_n‖₂) for the signal and noise rows of U (the paper's
 ‖U_sᵀ U_n‖ with atoms as columns), 0 for orthogonal subspaces, 1 for a shared direction.
@@ -36,6 +36,7 @@ Z + attention(Z), and the fraction of windows where it rises.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 import torch
@@ -43,16 +44,38 @@ import torch
 from prism_lm.model import PrismLM
 from prism_lm.model.attention import PrismAttention
 from prism_lm.model.config import NAMED_MULTIPLIERS, ModelConfig, resolve_multiplier
-from prism_lm.model.rope import inv_frequencies
+from prism_lm.model.rope import stream_frequencies
 
-# the named irrationals, and the rationals to hold them against
-NAMED_M = {**NAMED_MULTIPLIERS, **{name: resolve_multiplier(name) for name in ("3/2", "2", "3", "1")}}
+# the named irrationals, their rational neighbours, and multipliers whose square is rational
+NAMED_M = {**NAMED_MULTIPLIERS,
+           **{name: resolve_multiplier(name) for name in ("22/7", "355/113", "3/2", "2", "3", "1")},
+           "sqrt(3/2)": math.sqrt(1.5), "sqrt10": math.sqrt(10.0)}
 
 
-def cross_kernel(signal_base: float, noise_base: float, head_dim: int, window: int) -> dict[str, float]:
-    """Mean |K_SN| over matched pairs and over all pairs (pair 0 excluded) for two RoPE bases."""
-    w_s = inv_frequencies(head_dim, signal_base, torch.float64).numpy()[1:]
-    w_n = inv_frequencies(head_dim, noise_base, torch.float64).numpy()[1:]
+def stream_frequencies_of(cfg: ModelConfig, m: float, scaling: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(signal, noise) fp64 angular frequencies (D/2,) a PRISM of ``cfg``'s shape would use with
+    multiplier m and ``scaling`` (default: the config's), from the model's own formulas."""
+    c = dataclasses.replace(cfg, freq_multiplier=float(m), noise_stream=True,
+                            rope_scaling=scaling or cfg.rope_scaling)
+    w_s, w_n = stream_frequencies(c.head_dim, PrismAttention.rope_bases(c), PrismAttention.rope_scales(c),
+                                  torch.float64)
+    return w_s.numpy(), w_n.numpy()
+
+
+def alias(x: np.ndarray) -> np.ndarray:
+    """Angles as integer positions see them: folded into [0, π] (ω, 2π − ω and ω + 2π look alike)."""
+    return np.abs(np.mod(x + np.pi, 2 * np.pi) - np.pi)
+
+
+def fixed_pairs(scaling: str) -> int:
+    """Leading pairs whose frequency no m moves: pair 0 (1 rad/token in both streams) under "base"."""
+    return 1 if scaling == "base" else 0
+
+
+def cross_kernel(w_s: np.ndarray, w_n: np.ndarray, window: int, skip: int = 0) -> dict[str, float]:
+    """Mean |K_SN| over matched pairs and over all pairs of two streams' frequencies, leaving out the
+    first ``skip`` pairs (``fixed_pairs``: no m can separate them)."""
+    w_s, w_n = w_s[skip:], w_n[skip:]
     tau = np.arange(window)
     cs = np.cos(np.outer(w_s, tau))  # (P, W)
     cn = np.cos(np.outer(w_n, tau))
@@ -60,42 +83,82 @@ def cross_kernel(signal_base: float, noise_base: float, head_dim: int, window: i
     return {"matched": float(np.abs(np.diag(k)).mean()), "all_pairs": float(np.abs(k).mean())}
 
 
-def stream_bases(cfg: ModelConfig, m: float) -> tuple[float, float]:
-    """The (signal, noise) RoPE bases a PRISM of ``cfg``'s shape would use with multiplier m."""
-    signal, noise = PrismAttention.rope_bases(dataclasses.replace(cfg, freq_multiplier=float(m), noise_stream=True))
-    return signal, noise
-
-
-def resonance_table(cfg: ModelConfig, windows: tuple[int, ...] = (128, 512, 2048), sweep: int = 121) -> dict:
-    """|K_SN| for the named multipliers and a sweep of m in [1, 4], at ``cfg``'s head dim and rope_base."""
-    def kernel(m: float, w: int) -> dict[str, float]:
-        return cross_kernel(*stream_bases(cfg, m), cfg.head_dim, w)
-
-    def locked(m: float, w: int) -> int:
-        return near_resonances(*stream_bases(cfg, m), cfg.head_dim, w)
-
-    named = {name: {str(w): {**kernel(m, w), "near_resonances": locked(m, w)} for w in windows}
-             for name, m in NAMED_M.items()}
-    ms = np.linspace(1.0, 4.0, sweep)
-    curve = {str(w): [kernel(float(m), w)["matched"] for m in ms] for w in windows}
-    locked_curve = {str(w): [locked(float(m), w) for m in ms] for w in windows}
-    return {"head_dim": cfg.head_dim, "rope_base": cfg.rope_base, "windows": list(windows), "named": named,
-            "named_values": {k: float(v) for k, v in NAMED_M.items()}, "sweep_m": ms.tolist(), "sweep": curve,
-            "sweep_near_resonances": locked_curve,
-            "what": "first-order |K_SN| cannot tell rational from irrational m; near_resonances counts frequency "
-                    "pairs locked within the window by |n ω_s − k ω_n|·W < 2π, n, k <= 3"}
-
-
-def near_resonances(signal_base: float, noise_base: float, head_dim: int, window: int, max_order: int = 3) -> int:
-    """Pairs (i, j) of turning frequencies locked within ``window`` by some n, k <= ``max_order``."""
-    w_s = inv_frequencies(head_dim, signal_base, torch.float64).numpy()[1:]
-    w_n = inv_frequencies(head_dim, noise_base, torch.float64).numpy()[1:]
+def closest_approach(w_s: np.ndarray, w_n: np.ndarray, window: int, max_order: int = 16,
+                     matched_only: bool = False, skip: int = 0) -> dict:
+    """How close the two streams come to resonance: the smallest |n ω_s,i − k ω_n,j| (folded as integer
+    positions see it) over 1 <= n, k <= ``max_order`` and pairs whose frequencies both turn at least
+    once in ``window`` tokens (matched pairs i = j only, if asked; the first ``skip`` pairs left out).
+    ``lock_window`` = 2π / gap is how
+    many tokens the combination takes to complete one turn: on any window shorter than it, the pair
+    cannot be told from an exact resonance. gap 0 (below 1e-12 rad) is an exact resonance (lock window
+    None: it never turns)."""
     turn = 2 * np.pi / window
-    w_s, w_n = w_s[w_s >= turn], w_n[w_n >= turn]  # a frequency that never turns in W cannot resonate
-    orders = np.arange(1, max_order + 1)
-    combos = np.abs(orders[:, None, None, None] * w_s[None, None, :, None]
-                    - orders[None, :, None, None] * w_n[None, None, None, :])  # (n, k, i, j)
-    return int((combos * window < 2 * np.pi).any(axis=(0, 1)).sum())
+    s_idx, n_idx = (np.flatnonzero((alias(w) >= turn) & (np.arange(len(w)) >= skip)) for w in (w_s, w_n))
+    if matched_only:
+        s_idx = n_idx = np.intersect1d(s_idx, n_idx)
+    if not len(s_idx) or not len(n_idx):
+        return {"gap": None, "lock_window": None, "pair": None, "orders": None}
+    orders = np.arange(1, max_order + 1, dtype=np.float64)
+    a = orders[:, None, None] * w_s[s_idx][None, :, None]  # (N, I, 1)
+    b = orders[:, None, None] * w_n[n_idx][None, None, :] if not matched_only else None
+    if matched_only:  # (n, k, i): only i = j
+        gaps = alias(a[:, None, :, 0] - orders[None, :, None] * w_n[n_idx][None, None, :])
+        n, k, i = np.unravel_index(np.argmin(gaps), gaps.shape)
+        pair = (int(s_idx[i]), int(n_idx[i]))
+    else:  # (n, k, i, j)
+        gaps = alias(a[:, None, :, :] - b[None, :, :, :])
+        n, k, i, j = np.unravel_index(np.argmin(gaps), gaps.shape)
+        pair = (int(s_idx[i]), int(n_idx[j]))
+    gap = float(gaps.min())
+    gap = 0.0 if gap < 1e-12 else gap
+    return {"gap": gap, "lock_window": None if gap == 0.0 else 2 * np.pi / gap, "pair": pair,
+            "orders": (int(n + 1), int(k + 1))}
+
+
+def distinguishing_window(cfg: ModelConfig, m_a: float, m_b: float, scaling: str | None = None) -> float:
+    """The shortest window (tokens) over which some rotation angle of multiplier m_a differs from m_b's
+    by one radian: below it, the two models' position codes are all but the same."""
+    diffs = [alias(np.abs(a - b)) for a, b in zip(stream_frequencies_of(cfg, m_a, scaling),
+                                                   stream_frequencies_of(cfg, m_b, scaling), strict=True)]
+    largest = max(float(d.max()) for d in diffs)
+    return math.inf if largest == 0.0 else 1.0 / largest
+
+
+SCALINGS = ("base", "frequency")
+WHAT_A_WINDOW_TELLS = (
+    "Irrationality is a limit property: over a window of W tokens, a frequency ratio r and any rational p/q "
+    "with |r − p/q| small enough produce the same angles to within a fraction of a radian, so no finite "
+    "window (and no model trained on one) can tell π from 355/113. What a window can tell is how close the "
+    "two streams come to resonating at low orders (the gap, and the lock window 2π/gap: combinations that "
+    "take longer than W to turn look exactly resonant on W), and the window beyond which two multipliers "
+    "differ at all. Under 'base' scaling (the official code) pair 0 turns at 1 rad/token in both streams for "
+    "every m, an exact resonance no m removes (left out of the numbers here); under 'frequency' scaling every "
+    "matched ratio is exactly m².")
+
+
+def resonance_table(cfg: ModelConfig, windows: tuple[int, ...] = (128, 512, 2048), sweep: int = 121,
+                    max_order: int = 16) -> dict:
+    """For the named multipliers under both scalings: |K_SN| (first order), the closest approach to
+    resonance (all pairs and matched pairs, orders <= ``max_order``) per window, and the window at which
+    each m first differs from π; a sweep of m in [1, 4] under the config's scaling."""
+    def row(m: float, scaling: str, w: int) -> dict:
+        w_s, w_n = stream_frequencies_of(cfg, m, scaling)
+        skip = fixed_pairs(scaling)
+        return {**cross_kernel(w_s, w_n, w, skip), "closest": closest_approach(w_s, w_n, w, max_order, skip=skip),
+                "closest_matched": closest_approach(w_s, w_n, w, max_order, matched_only=True, skip=skip)}
+
+    named = {scaling: {name: {str(w): row(m, scaling, w) for w in windows} for name, m in NAMED_M.items()}
+             for scaling in SCALINGS}
+    apart = {scaling: {name: distinguishing_window(cfg, math.pi, m, scaling) for name, m in NAMED_M.items()
+                       if name != "pi"} for scaling in SCALINGS}
+    ms = np.linspace(1.0, 4.0, sweep)
+    sweep_rows = {str(w): [row(float(m), cfg.rope_scaling, w) for m in ms] for w in windows}
+    return {"head_dim": cfg.head_dim, "rope_base": cfg.rope_base, "rope_scaling": cfg.rope_scaling,
+            "max_order": max_order, "windows": list(windows), "named": named,
+            "named_values": {k: float(v) for k, v in NAMED_M.items()}, "window_to_tell_from_pi": apart,
+            "sweep_m": ms.tolist(), "sweep": {w: [r["matched"] for r in rs] for w, rs in sweep_rows.items()},
+            "sweep_gap": {w: [r["closest_matched"]["gap"] for r in rs] for w, rs in sweep_rows.items()},
+            "what": WHAT_A_WINDOW_TELLS}
 
 
 def coherence(attn: PrismAttention) -> float | None:

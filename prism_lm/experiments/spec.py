@@ -62,7 +62,8 @@ DEFAULT_MIN_SEEDS = 5
 SLURM_KEYS = {"partition", "timeout_min", "cpus_per_task", "gpus_per_node", "mem_gb", "account", "qos"}
 # keys added to the config after sweeps were run: they enter a run's identity only when they differ
 # from their default, so the folders of earlier sweeps keep their names
-LATE_KEYS = {"model.mlp": "gelu", "model.position_embedding": "learned", "data.holdout": 0.0}
+LATE_KEYS = {"model.mlp": "gelu", "model.position_embedding": "learned", "model.rope_scaling": "base",
+             "data.holdout": 0.0}
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 
 

@@ -197,9 +197,16 @@ class PrismAttention(AttentionKind):
 
     @classmethod
     def rope_bases(cls, cfg: ModelConfig) -> list[float]:
-        """RoPE base of each stream: signal rope_base·m, noise rope_base/m."""
-        m = cfg.multiplier
+        """RoPE base of each stream: signal rope_base·m and noise rope_base/m ("base" scaling), or
+        rope_base for both ("frequency" scaling, where m scales the frequencies: ``rope_scales``)."""
+        m = cfg.multiplier if cfg.rope_scaling == "base" else 1.0
         return [cfg.rope_base * m, cfg.rope_base / m][: len(cls.streams(cfg))]
+
+    @classmethod
+    def rope_scales(cls, cfg: ModelConfig) -> list[float]:
+        """Each stream's frequency factor: m and 1/m with "frequency" scaling, else 1."""
+        m = cfg.multiplier if cfg.rope_scaling == "frequency" else 1.0
+        return [m, 1.0 / m][: len(cls.streams(cfg))]
 
     def __init__(self, cfg: ModelConfig, layer_idx: int):
         super().__init__()
@@ -209,7 +216,7 @@ class PrismAttention(AttentionKind):
         self.u_proj = nn.Linear(cfg.n_embd, width, bias=False)  # the dictionary U, rows = atoms
         self.out_proj = None if cfg.tied_output else nn.Linear(width, cfg.n_embd, bias=False)
         self.output_scale = 1.0 / math.sqrt(2 * cfg.n_head * cfg.expansion_ratio)
-        self.rotary = Rotary(self.head_dim, self.rope_bases(cfg), cfg.block_size)
+        self.rotary = Rotary(self.head_dim, self.rope_bases(cfg), cfg.block_size, self.rope_scales(cfg))
         self.learned_lambda = None
         if cfg.learns_lambda:
             self.learned_lambda = LearnedLambda(self.head_dim, cfg.lambda_start)

@@ -6,6 +6,9 @@ Design choices:
 - ``freq_multiplier`` keeps what the user wrote ("pi", "22/7", 3.0): that is what config files,
   checkpoints and sweep identities record. Its value is resolved once per value, by
   ``multiplier``, which ``validate`` fills; the layers read ``cfg.multiplier`` and never parse.
+- ``rope_scaling`` (``ROPE_SCALINGS``) exists to test the paper's conjecture where it can be
+  tested: only "frequency" makes the cross-stream ratios depend on m alone, so that rational and
+  irrational m differ in kind.
 - ``lambda_schedule`` names how λ moves; only ``"learned"`` (``LEARNED_LAMBDA``) concerns the
   model, which then holds λ as parameters. The schedules themselves (names, horizon, λ(t)) belong
   to training (``train/schedules.py``), which validates the name.
@@ -22,6 +25,13 @@ from prism_lm.errors import PrismError
 
 LEARNED_LAMBDA = "learned"
 POSITION_EMBEDDINGS = ("learned", "none")
+# How PRISM's multiplier m reaches the two streams' RoPE frequencies (inv_freq_i = b^(-i/(D/2)), b = rope_base)
+ROPE_SCALINGS = {
+    "base": "the official π-RoPE: signal base b·m, noise base b/m; pair i's ratio ω_s/ω_n is m^(-2i/(D/2)), "
+            "so pair 0 turns at 1 rad/token in both streams whatever m is",
+    "frequency": "one ladder of base b; signal frequencies times m, noise frequencies divided by m, so every "
+                 "matched ratio ω_s/ω_n is exactly m² (rational for m = √2, √(3/2), ...; π² for π)",
+}
 NAMED_MULTIPLIERS = {
     "pi": math.pi,
     "phi": (1.0 + math.sqrt(5.0)) / 2.0,
@@ -70,6 +80,7 @@ class ModelConfig:
     expansion_ratio: int = 2
     freq_multiplier: float | str = "pi"
     rope_base: float = 10000.0
+    rope_scaling: str = "base"  # base: bases rope_base·m and rope_base/m (official) | frequency: see ROPE_SCALINGS
     noise_stream: bool = True
     lambda_schedule: str = "cosine"  # cosine | constant | learned (train/schedules.py)
     lambda_start: float = 0.01
@@ -102,7 +113,12 @@ class ModelConfig:
         self._multiplier = (self.freq_multiplier, resolve_multiplier(self.freq_multiplier))
         if not (self.rope_base > 0 and math.isfinite(self.rope_base)):
             raise PrismError(f"model.rope_base must be a finite number > 0, got {self.rope_base}")
+        if self.rope_scaling not in ROPE_SCALINGS:
+            raise PrismError(f"model.rope_scaling must be one of {tuple(ROPE_SCALINGS)}, got {self.rope_scaling!r}")
         kind = ATTENTION_KINDS[self.attention]
+        if self.rope_scaling != "base" and not hasattr(kind, "rope_scales"):
+            raise PrismError(f"model.rope_scaling = {self.rope_scaling!r} applies to PRISM's two streams; "
+                             f"{self.attention!r} attention has one RoPE ladder (leave it at 'base')")
         if self.position_embedding == "none" and not kind.uses_rope(self):
             raise PrismError(f"model.position_embedding = 'none' leaves {self.attention!r} attention with no position "
                              "information (it has no RoPE); use 'learned' or a RoPE kind (prism, gpt-rope, diff)")

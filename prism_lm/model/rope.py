@@ -32,21 +32,31 @@ def interleaved_to_halves(head_dim: int) -> torch.Tensor:
     return torch.cat([torch.arange(0, head_dim, 2), torch.arange(1, head_dim, 2)])
 
 
+def stream_frequencies(head_dim: int, bases: list[float], scales: list[float] | None = None,
+                       dtype: torch.dtype = torch.float32) -> list[torch.Tensor]:
+    """Each stream's (D/2,) angular frequencies: scales[s] · base[s]^(-i/(D/2)) (scales default to 1)."""
+    scales = [1.0] * len(bases) if scales is None else scales
+    return [inv_frequencies(head_dim, b, dtype) * s if s != 1.0 else inv_frequencies(head_dim, b, dtype)
+            for b, s in zip(bases, scales, strict=True)]
+
+
 class Rotary(nn.Module):
-    """RoPE for S streams of heads, each stream with its own base.
+    """RoPE for S streams of heads, each stream with its own base and frequency scale.
 
     Input (B, S*H, T, D) with the S streams stacked head-wise (stream 0 first); output same shape
     and dtype, rotated in fp32.
     """
 
-    def __init__(self, head_dim: int, bases: list[float], max_len: int):
+    def __init__(self, head_dim: int, bases: list[float], max_len: int, scales: list[float] | None = None):
         super().__init__()
         self.head_dim, self.bases, self.max_len = head_dim, list(bases), max_len
+        self.scales = [1.0] * len(self.bases) if scales is None else list(scales)
         self.cos, self.sin = self._compute()  # (S, 1, max_len, D/2) fp32
 
     def _compute(self) -> tuple[torch.Tensor, torch.Tensor]:
         positions = torch.arange(self.max_len, dtype=torch.float32)
-        angles = torch.stack([torch.outer(positions, inv_frequencies(self.head_dim, b)) for b in self.bases])
+        angles = torch.stack([torch.outer(positions, f)
+                              for f in stream_frequencies(self.head_dim, self.bases, self.scales)])
         return angles.cos()[:, None], angles.sin()[:, None]
 
     def _apply(self, fn, recurse=True):

@@ -226,3 +226,16 @@ def test_self_local_beyond_relative_entropy_and_sinks_on_heads_with_a_known_answ
     assert m["sink_first"][0] == pytest.approx(0.0) and m["sink_first"][2] == pytest.approx(
         np.mean([1 / (i + 1) for i in range(1, T)]))
     assert m["sink_first4"][2] == pytest.approx(np.mean([4 / (i + 1) for i in range(4, T)]))
+
+
+def test_logit_lag_correlation_by_window_sees_where_the_streams_part():
+    from prism_lm.analysis.heads import _logit_lag_correlation
+
+    T = 64
+    lags = np.arange(T, dtype=float)
+    signal = -0.1 * lags
+    noise = np.where(lags <= 16, -0.1 * lags, -1.6 + 0.3 * (lags - 16))  # the same out to lag 16, then apart
+    result = _logit_lag_correlation([np.stack([signal, noise])], [1], [("signal", "noise")])
+    assert list(result["by_window"]) == ["8", "16", "32", "63"]
+    assert result["by_window"]["8"] == pytest.approx(1.0) and result["by_window"]["16"] == pytest.approx(1.0)
+    assert result["by_window"]["63"] < result["by_window"]["32"] < 0.5

@@ -1,3 +1,4 @@
+import json
 import math
 
 import numpy as np
@@ -5,13 +6,16 @@ import pytest
 import torch
 
 from prism_lm.analysis.spectral import (
+    closest_approach,
     coding_rate,
     coherence,
     cross_kernel,
+    distinguishing_window,
     layer_coding_rates,
-    near_resonances,
     resonance_table,
+    stream_frequencies_of,
 )
+from prism_lm.errors import PrismError
 from prism_lm.model import PrismLM
 from prism_lm.model.attention import PrismAttention
 from prism_lm.model.rope import inv_frequencies
@@ -20,7 +24,8 @@ from tests.conftest import tiny_config
 
 def test_cross_kernel_against_loops():
     D, W, m = 8, 20, math.pi
-    got = cross_kernel(1e4 * m, 1e4 / m, D, W)
+    w_s, w_n = (inv_frequencies(D, b, torch.float64).numpy() for b in (1e4 * m, 1e4 / m))
+    got = cross_kernel(w_s, w_n, W, skip=1)
     vals = []
     for i in range(1, D // 2):
         for j in range(1, D // 2):
@@ -32,7 +37,7 @@ def test_cross_kernel_against_loops():
 
 def test_multiplier_one_resonates_most():
     table = resonance_table(tiny_config(n_embd=64, n_head=2), windows=(128,), sweep=7)  # D = 64
-    matched = {k: v["128"]["matched"] for k, v in table["named"].items()}
+    matched = {k: v["128"]["matched"] for k, v in table["named"]["base"].items()}
     assert max(matched, key=matched.get) == "1"
     assert matched["pi"] < matched["1"]
     assert len(table["sweep_m"]) == 7 and table["sweep"]["128"][0] == pytest.approx(matched["1"])
@@ -78,10 +83,11 @@ def test_rope_base_reaches_the_model_and_the_resonance_analysis():
     assert PrismAttention(moved, 0).rotary.bases == pytest.approx([500.0 * math.pi, 500.0 / math.pi])
     table, moved_table = (resonance_table(c, windows=(128,), sweep=3) for c in (base, moved))
     assert moved_table["rope_base"] == 500.0
-    moved_pi = moved_table["named"]["pi"]["128"]
-    assert {k: moved_pi[k] for k in ("matched", "all_pairs")} == cross_kernel(500.0 * math.pi, 500.0 / math.pi, 64, 128)
-    assert moved_pi["near_resonances"] == near_resonances(500.0 * math.pi, 500.0 / math.pi, 64, 128)
-    assert moved_table["named"]["pi"]["128"] != table["named"]["pi"]["128"]
+    moved_pi = moved_table["named"]["base"]["pi"]["128"]
+    w_s, w_n = (inv_frequencies(64, b, torch.float64).numpy() for b in (500.0 * math.pi, 500.0 / math.pi))
+    assert {k: moved_pi[k] for k in ("matched", "all_pairs")} == cross_kernel(w_s, w_n, 128, skip=1)
+    assert moved_pi["closest"] == closest_approach(w_s, w_n, 128, skip=1)
+    assert moved_table["named"]["base"]["pi"]["128"] != table["named"]["base"]["pi"]["128"]
 
 
 def test_coherence_floor_and_head_pairs():
@@ -137,21 +143,64 @@ def test_attention_step_rates_see_a_collapse_as_a_fall_and_a_spread_as_a_rise():
     assert attention_step_rates(PrismLM(tiny_config("gpt")), idx) is None
 
 
-def test_near_resonances_count_locked_pairs_and_m1_locks_every_matched_pair():
-    from prism_lm.analysis.spectral import stream_bases
+def test_frequency_scaling_makes_every_matched_ratio_exactly_m_squared():
+    for m in (math.pi, math.sqrt(2.0), 1.5, 355 / 113):
+        cfg = tiny_config(n_embd=64, n_head=2, freq_multiplier=m, rope_scaling="frequency")
+        w_s, w_n = stream_frequencies_of(cfg, m)
+        np.testing.assert_allclose(w_s / w_n, m * m, rtol=1e-13)
+        attn = PrismAttention(cfg, 0)  # the model's own fp32 tables rotate at the same frequencies
+        angle = torch.atan2(attn.rotary.sin[:, 0, 1], attn.rotary.cos[:, 0, 1])  # position 1: (S, D/2)
+        np.testing.assert_allclose(np.abs(angle.numpy()), alias_np(np.stack([w_s, w_n])), rtol=1e-5, atol=1e-6)
+    base = stream_frequencies_of(tiny_config(n_embd=64, n_head=2), math.pi)  # the official scaling
+    assert base[0][0] == base[1][0] == 1.0  # pair 0 turns at 1 rad/token in both streams whatever m is
+    assert not np.allclose(base[0][1:] / base[1][1:], math.pi ** 2)
+    with pytest.raises(PrismError, match="rope_scaling"):
+        tiny_config(rope_scaling="ratio").validate()
+    with pytest.raises(PrismError, match="one RoPE ladder"):
+        tiny_config("gpt-rope", rope_scaling="frequency").validate()
 
-    cfg = tiny_config(n_embd=64, n_head=2, block_size=128)  # D = 64: 31 pairs besides pair 0
-    turning = int((inv_frequencies(cfg.head_dim, 10000.0, torch.float64)[1:] >= 2 * math.pi / 128).sum())
-    assert near_resonances(10000.0, 10000.0, cfg.head_dim, 128, max_order=1) >= turning  # m = 1: i = j locks
-    # the definition, written out as loops: pairs of turning frequencies locked by some n, k <= 3
-    w_s, w_n = (inv_frequencies(cfg.head_dim, b, torch.float64)[1:].tolist() for b in stream_bases(cfg, math.pi))
+
+def alias_np(x):
+    return np.abs(np.mod(x + np.pi, 2 * np.pi) - np.pi)
+
+
+def test_closest_approach_against_loops_and_exact_rational_resonances():
+    cfg = tiny_config(n_embd=64, n_head=2, block_size=128, rope_scaling="frequency")
+    w_s, w_n = stream_frequencies_of(cfg, math.pi)
     turn = 2 * math.pi / 128
-    brute = sum(any(abs(n * a - k * b) * 128 < 2 * math.pi for n in (1, 2, 3) for k in (1, 2, 3))
-                for a in w_s if a >= turn for b in w_n if b >= turn)
-    assert near_resonances(*stream_bases(cfg, math.pi), cfg.head_dim, 128) == brute > 0
-    # more orders can only add locked pairs
-    assert near_resonances(*stream_bases(cfg, math.pi), cfg.head_dim, 128, max_order=3) >= \
-        near_resonances(*stream_bases(cfg, math.pi), cfg.head_dim, 128, max_order=1)
+    brute = min(alias_np(n * a - k * b) for n in range(1, 5) for k in range(1, 5)
+                for a in w_s if alias_np(a) >= turn for b in w_n if alias_np(b) >= turn)
+    got = closest_approach(w_s, w_n, 128, max_order=4)
+    assert got["gap"] == pytest.approx(brute) and got["lock_window"] == pytest.approx(2 * math.pi / brute)
+    # m² rational (2, 9/4): an exact matched resonance at orders (q, p); π² is not, at any order here
+    for m, orders in ((math.sqrt(2.0), (1, 2)), (1.5, (4, 9))):
+        exact = closest_approach(*stream_frequencies_of(cfg, m), 128, max_order=16, matched_only=True)
+        assert exact["gap"] == 0.0 and exact["lock_window"] is None and exact["orders"] == orders
+    assert closest_approach(w_s, w_n, 128, max_order=16, matched_only=True)["gap"] > 1e-4
+    # (22/7)² = 484/49: exact only once the orders reach 484
+    w22 = stream_frequencies_of(cfg, 22 / 7)
+    assert closest_approach(*w22, 128, max_order=16, matched_only=True)["gap"] > 0
+    assert closest_approach(*w22, 128, max_order=484, matched_only=True)["gap"] == 0.0
+
+
+def test_distinguishing_window_tells_pi_from_its_rational_neighbours_only_over_long_windows():
+    cfg = tiny_config(n_embd=64, n_head=2, block_size=128)
+    for scaling in ("base", "frequency"):
+        w22 = distinguishing_window(cfg, math.pi, 22 / 7, scaling)
+        w355 = distinguishing_window(cfg, math.pi, 355 / 113, scaling)
+        assert 128 < w22 < w355 and w355 > 1e6  # no training window tells π from 355/113
+        assert distinguishing_window(cfg, math.pi, 2.0, scaling) < 128
+    # frequency scaling: the top signal pair turns at m rad/token, so 22/7 parts from π after 1/|Δm| tokens
+    assert distinguishing_window(cfg, math.pi, 22 / 7, "frequency") == pytest.approx(1 / (22 / 7 - math.pi))
+
+
+def test_resonance_table_tells_pi_from_22_7_where_the_old_count_could_not():
+    cfg = tiny_config(n_embd=64, n_head=2, block_size=128)
     table = resonance_table(cfg, windows=(128,), sweep=5)
-    assert table["named"]["1"]["128"]["near_resonances"] >= turning
-    assert len(table["sweep_near_resonances"]["128"]) == 5 and "first-order" in table["what"]
+    freq = table["named"]["frequency"]
+    assert freq["sqrt2"]["128"]["closest_matched"]["gap"] == 0.0  # m² = 2
+    assert freq["pi"]["128"]["closest_matched"]["gap"] != freq["22/7"]["128"]["closest_matched"]["gap"]
+    assert table["named"]["base"]["1"]["128"]["closest_matched"]["gap"] == 0.0  # m = 1: identical streams
+    assert table["window_to_tell_from_pi"]["base"]["355/113"] > table["window_to_tell_from_pi"]["base"]["22/7"]
+    assert len(table["sweep_gap"]["128"]) == 5 and "no finite window" in table["what"]
+    json.dumps(table, allow_nan=False)  # the report writes it as JSON
