@@ -40,6 +40,11 @@ TRAINING_COLUMNS = ("steps", "tokens_seen", "train_seconds", "train_loss_final",
                     "diverged", "failed", "unigram_entropy", "parameters")
 
 
+def needs_annotations(column: str) -> bool:
+    """Columns only a corpus with dependency annotations can fill (recall, antecedents, silenced streams)."""
+    return any(part in column for part in ("recall_loss", "other_loss", "antecedent", "selectivity", "_off_"))
+
+
 @dataclass
 class EvaluateSpec:
     """What runs after a run's training; each result lands in the run's row of the table."""

@@ -23,12 +23,12 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from prism_lm.config import TrainConfig, from_dict, to_dict
 from prism_lm.errors import PrismError
-from prism_lm.experiments.job import INTERRUPTED, EvaluateSpec
+from prism_lm.experiments.job import INTERRUPTED, EvaluateSpec, needs_annotations
 from prism_lm.experiments.spec import (
     Experiment,
     PlannedRun,
@@ -48,6 +48,7 @@ class Task:
     run: PlannedRun
     folder: SweepRun
     evaluate: EvaluateSpec
+    needs: set[str] = field(default_factory=set)  # the columns the verdicts and ladders read from its row
     handle: object = None
     started: float = 0.0
 
@@ -131,6 +132,7 @@ def _tasks(experiments: list[Experiment], new_plan: dict, sweep: SweepDir) -> li
                 tasks[folder].evaluate = tasks[folder].evaluate.union(evaluate)
             else:
                 tasks[folder] = Task(r, sweep.run(folder), evaluate)
+            tasks[folder].needs |= {v.metric for v in e.verdicts} | ({e.ladder.metric} if e.ladder else set())
     return list(tasks.values())
 
 
@@ -150,9 +152,17 @@ def _write_job(task: Task) -> None:
 
 
 def _is_finished(task: Task) -> bool:
-    """A result exists, from the evaluation asked for now."""
+    """A result exists, from the evaluation asked for now, with every column the verdicts read that
+    this code computes (a result from older code that lacks one is evaluated again; training resumes
+    at its last step, so nothing retrains)."""
     result = task.folder.read_result()
-    return result is not None and from_dict(EvaluateSpec, result["evaluate"], "evaluate") == task.evaluate
+    if result is None or from_dict(EvaluateSpec, result["evaluate"], "evaluate") != task.evaluate:
+        return False
+    row = result["row"]
+    if row.get("diverged"):  # nothing is evaluated from a diverged model
+        return True
+    computed = task.evaluate.columns(task.run.config)
+    return all(c in row for c in task.needs & computed if not needs_annotations(c))
 
 
 def run_sweep(file: str | Path, out: str | Path, workers: int | None = None, executor: str = "local",

@@ -65,6 +65,21 @@ def test_running_again_skips_finished_runs(sweep):
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
 
 
+def test_a_result_lacking_a_verdict_column_is_evaluated_again_without_retraining(sweep):
+    path, out, _ = sweep
+    run = next((out / "runs").glob("prism-s0-*"))
+    result = read_result(run)
+    old_value = result["row"].pop("val_loss_32")  # as a result written by older code would lack a column
+    SweepRun(run).write_result(result)
+    weights = {p: p.stat().st_mtime_ns for p in (run / "train").rglob("*.safetensors")}
+    lines = []
+    assert run_sweep(path, out, log=lines.append) == 0
+    assert lines[0].startswith("[sweep] 4 runs in 1 experiment(s): 3 finished, 1 to run")
+    row = read_result(run)["row"]
+    assert row["val_loss_32"] == pytest.approx(old_value, rel=1e-6) and row["steps"] == 8
+    assert {p: p.stat().st_mtime_ns for p in weights} == weights  # nothing trained again
+
+
 def test_the_report_has_a_row_per_run_seed_intervals_paired_differences_and_a_verdict(sweep):
     _, out, _ = sweep
     paths = write_report(out)
