@@ -76,8 +76,24 @@ def intervention_effects(model: PrismLM, shards: ShardSet, interventions: dict[s
     for name, parts in edited.items():
         delta = torch.cat(parts) - base_nll
         out["effects"][name] = {
-            "edit": interventions[name], "recall_delta": _mean(delta[mask]), "other_delta": _mean(delta[~mask]),
+            "edit": interventions[name], "all_delta": _mean(delta.flatten()), "recall_delta": _mean(delta[mask]),
+            "other_delta": _mean(delta[~mask]),
             "by_kind": {k: _mean(delta[kind == i]) for i, k in enumerate(kinds) if bool((kind == i).any())}}
+    return out
+
+
+def head_ablation_spread(model: PrismLM, shards: ShardSet, max_windows: int = 16) -> dict[str, dict[str, float]]:
+    """Per stream: the mean and the standard deviation over heads (every layer) of the loss change on
+    all tokens when that one head is zeroed. A stream whose heads play different roles has a wide
+    spread; interchangeable heads, a narrow one."""
+    attn = model.blocks[0].attn
+    heads = {(layer, s, h): {"zero_heads": [(layer, s, h)]} for layer in range(len(model.blocks))
+             for s in attn.stream_names for h in range(attn.n_head)}
+    effects = intervention_effects(model, shards, {f"{k}": edit for k, edit in heads.items()}, max_windows)["effects"]
+    out = {}
+    for s in attn.stream_names:
+        deltas = np.array([effects[f"{k}"]["all_delta"] for k in heads if k[1] == s])
+        out[s] = {"mean": float(deltas.mean()), "spread": float(deltas.std(ddof=1)) if len(deltas) > 1 else 0.0}
     return out
 
 

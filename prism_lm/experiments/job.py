@@ -52,18 +52,22 @@ class EvaluateSpec:
     contexts: list[int] = field(default_factory=list)  # whole-val-split loss at each context ([]: block size)
     head_windows: int = 32  # windows of head statistics (0: none)
     initial: bool = True  # the same head statistics for the run's untrained model (its step 0)
+    head_ablations: bool = False  # each head zeroed alone: {stream}_head_ablation_mean and _spread columns
 
     def validate(self) -> None:
         if any(c < 1 for c in self.contexts):
             raise PrismError(f"evaluate.contexts must be >= 1, got {self.contexts}")
         if self.head_windows < 0:
             raise PrismError(f"evaluate.head_windows must be >= 0, got {self.head_windows}")
+        if self.head_ablations and not self.head_windows:
+            raise PrismError("evaluate.head_ablations needs evaluate.head_windows > 0 (the windows it measures on)")
 
     def union(self, other: EvaluateSpec) -> EvaluateSpec:
         """What a run shared by two experiments evaluates: contexts united, the most head windows,
         the untrained model if either asks."""
         return EvaluateSpec(sorted(set(self.contexts) | set(other.contexts)),
-                            max(self.head_windows, other.head_windows), self.initial or other.initial)
+                            max(self.head_windows, other.head_windows), self.initial or other.initial,
+                            self.head_ablations or other.head_ablations)
 
     def columns(self, cfg: TrainConfig) -> set[str]:
         """Every column a run of ``cfg`` can have in its row (annotation-dependent ones included), so
@@ -84,6 +88,8 @@ class EvaluateSpec:
             cols |= {f"{prefix}recall_loss", f"{prefix}other_loss", *(f"{prefix}recall_loss_{k}" for k in KINDS)}
         if len(streams) > 1:  # the trained model with each stream silenced (annotated corpora)
             cols |= {f"{s}_off_{which}_delta" for s in streams for which in ("recall", "other")}
+        if self.head_ablations:
+            cols |= {f"{s}_head_ablation_{which}" for s in streams for which in ("mean", "spread")}
         return cols
 
 
@@ -195,6 +201,11 @@ def _evaluation_columns(cfg: TrainConfig, spec: EvaluateSpec, sweep_run: SweepRu
             sweep_run.write_heads(name, stats)
             heads[name] = [{k: e[k] for k in ("layer", "stream", *HEAD_METRICS) if k in e} for e in stats["heads"]]
         cols.update(_intervention_columns(final, val, spec.head_windows))
+        if spec.head_ablations:
+            from prism_lm.analysis.ablation import head_ablation_spread
+
+            for stream, entry in head_ablation_spread(final, val, min(16, spec.head_windows)).items():
+                cols.update({f"{stream}_head_ablation_{k}": v for k, v in entry.items()})
     return cols, heads
 
 

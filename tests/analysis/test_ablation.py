@@ -47,3 +47,26 @@ def test_an_intervention_that_changes_nothing_has_no_effect(shards):
 def test_default_interventions_name_each_kinds_streams():
     assert set(default_interventions(PrismLM(tiny_config("diff")))) == {"positive stream off", "negative stream off"}
     assert set(default_interventions(PrismLM(tiny_config("gpt")))) == {"layer 0 heads off", "layer 1 heads off"}
+
+
+def test_head_ablation_spread_is_wide_when_one_head_matters_and_zero_when_none_does(shards):
+    from prism_lm.analysis.ablation import head_ablation_spread
+
+    model = PrismLM(tiny_config(vocab_size=shards.vocab_size, block_size=128)).eval()
+    model.set_scheduled_lambda(0.5)
+    with torch.no_grad():
+        for block in model.blocks:
+            U = block.attn.dictionary()  # (S, H, D, C), a view of the weight
+            U[0, 1:] = 0.0  # signal: only head 0 does anything
+            U[1] = 0.0  # noise: no head does anything
+            U[0, 0] *= 3.0
+    out = head_ablation_spread(model, shards, max_windows=2)
+    assert out["noise"] == {"mean": 0.0, "spread": 0.0}
+    H = model.blocks[0].attn.n_head
+    deltas = []
+    for layer in range(len(model.blocks)):
+        effect = intervention_effects(model, shards, {"h0": {"zero_heads": [(layer, "signal", 0)]}}, 2)["effects"]
+        deltas += [effect["h0"]["all_delta"]] + [0.0] * (H - 1)
+    assert any(abs(d) > 1e-4 for d in deltas)
+    assert out["signal"]["spread"] == pytest.approx(float(torch.tensor(deltas).std()), abs=1e-6)
+    assert out["signal"]["mean"] == pytest.approx(sum(deltas) / len(deltas), abs=1e-6)
