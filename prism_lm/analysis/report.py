@@ -351,9 +351,14 @@ def _rate_tables(report: dict) -> list:
                    [[name, r["layer"], *[r.get(k) for k in keys]] for name, rows in rates.items() for r in rows]))
     if "attention_step" in report:
         st = report["attention_step"]
-        tables.append((f"Is attention a gradient-ascent step on ΔR? {st['what']}; fraction of windows where it rises",
-                       ["model", "layer", "ΔR in", "ΔR out", "fraction rising", "windows"],
-                       [[name, r["layer"], r["delta_R_in"], r["delta_R_out"], r["rises"], r["windows"]]
+        tables.append((f"Is attention a gradient-ascent step on ΔR? {st['what']}; fraction of windows where it "
+                       "rises, and the cosine between each window's update and ∇ΔR beside the |cosine| of random "
+                       "directions of the same shape (mean and 95th percentile: chance). An update no closer to the "
+                       "gradient than chance is not a gradient step, whatever ΔR does.",
+                       ["model", "layer", "ΔR in", "ΔR out", "fraction rising", "cos(update, ∇ΔR)",
+                        "random |cos| mean", "random |cos| p95", "windows"],
+                       [[name, r["layer"], r["delta_R_in"], r["delta_R_out"], r["rises"], r.get("grad_cosine"),
+                         r.get("grad_random_abs_mean"), r.get("grad_random_abs_p95"), r["windows"]]
                         for name in ("init", "trained") for r in st[name]]))
     return tables
 

@@ -206,10 +206,14 @@ def model_coherence(model: PrismLM) -> list[float | None]:
 
 def coding_rate(Z: torch.Tensor, eps: float = 0.5) -> float:
     """R(Z) = ½ logdet(I + d/(N ε²) Z Zᵀ) for Z (d, N)."""
+    return float(_coding_rate(Z, eps))
+
+
+def _coding_rate(Z: torch.Tensor, eps: float) -> torch.Tensor:
     d, n = Z.shape
     gram = Z @ Z.T if d <= n else Z.T @ Z  # logdet(I + c A Aᵀ) = logdet(I + c Aᵀ A)
     eye = torch.eye(gram.shape[0], dtype=Z.dtype)
-    return 0.5 * float(torch.logdet(eye + (d / (n * eps * eps)) * gram))
+    return 0.5 * torch.logdet(eye + (d / (n * eps * eps)) * gram)
 
 
 def _attention_io(model: PrismLM, idx: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -249,17 +253,42 @@ def layer_coding_rates(model: PrismLM, idx: torch.Tensor, eps: float = 0.5) -> l
 def normalised_delta_r(Z: torch.Tensor, U: torch.Tensor, lam: float, eps: float = 0.5) -> float:
     """Scale-free ΔR = R(Z|U_s) − λ R(Z|U_n) for tokens Z (N, C) and U (streams, heads, D, C):
     tokens on the unit sphere, each U_k scaled to ‖U_k‖_F² = D."""
+    return float(_normalised_delta_r(Z, U, lam, eps))
+
+
+def _normalised_delta_r(Z: torch.Tensor, U: torch.Tensor, lam: float, eps: float) -> torch.Tensor:
     Z = Z / Z.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     D = U.shape[2]
     U = U * (D ** 0.5 / U.flatten(2).norm(dim=-1).clamp_min(1e-12))[..., None, None]
-    rates = [sum(coding_rate(U[s, k] @ Z.T, eps) for k in range(U.shape[1])) for s in range(U.shape[0])]
+    rates = [sum(_coding_rate(U[s, k] @ Z.T, eps) for k in range(U.shape[1])) for s in range(U.shape[0])]
     return rates[0] - lam * rates[1] if len(rates) > 1 else rates[0]
+
+
+def delta_r_gradient(Z: torch.Tensor, U: torch.Tensor, lam: float, eps: float = 0.5) -> torch.Tensor:
+    """∇_Z of the scale-normalised ΔR, for tokens Z (N, C): the direction a gradient-ascent step takes."""
+    with torch.enable_grad():
+        Z = Z.detach().clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(_normalised_delta_r(Z, U, lam, eps), Z)
+    return grad
+
+
+def step_cosines(update: torch.Tensor, grad: torch.Tensor, draws: int = 64, seed: int = 0) -> dict[str, float]:
+    """The cosine between an update and the ΔR gradient (both (N, C), flattened), beside the same
+    cosine for ``draws`` random Gaussian directions of the same shape: chance, for that many numbers."""
+    g = grad.flatten()
+    cos = float(torch.nn.functional.cosine_similarity(update.flatten(), g, dim=0))
+    gen = torch.Generator().manual_seed(seed)
+    noise = torch.randn(draws, g.numel(), generator=gen, dtype=g.dtype)
+    chance = torch.nn.functional.cosine_similarity(noise, g[None], dim=1).abs()
+    return {"cosine": cos, "random_abs_mean": float(chance.mean()), "random_abs_p95": float(chance.quantile(0.95))}
 
 
 @torch.no_grad()
 def attention_step_rates(model: PrismLM, idx: torch.Tensor, eps: float = 0.5) -> list[dict] | None:
     """Per PRISM layer: mean scale-normalised ΔR of each window's attention input Z and of
-    Z + attention(Z) (U and λ the layer's own), and the fraction of windows where it rises."""
+    Z + attention(Z) (U and λ the layer's own), the fraction of windows where it rises, and the
+    mean cosine between each window's update and ∇_Z ΔR beside random directions' |cosine| (the
+    paper derives the update as a gradient-ascent step on ΔR: a cosine at chance says it is not one)."""
     if not all(isinstance(b.attn, PrismAttention) for b in model.blocks):
         return None
     rows = []
@@ -268,7 +297,10 @@ def attention_step_rates(model: PrismLM, idx: torch.Tensor, eps: float = 0.5) ->
         lam = float(block.attn.current_lambda().detach())
         before = [normalised_delta_r(z[b].double(), U, lam, eps) for b in range(z.shape[0])]
         after = [normalised_delta_r((z[b] + update[b]).double(), U, lam, eps) for b in range(z.shape[0])]
+        cosines = [step_cosines(update[b].double(), delta_r_gradient(z[b].double(), U, lam, eps), seed=b)
+                   for b in range(z.shape[0])]
         rows.append({"layer": layer, "delta_R_in": float(np.mean(before)), "delta_R_out": float(np.mean(after)),
                      "rises": float(np.mean([a > b for a, b in zip(after, before, strict=True)])),
-                     "windows": len(before)})
+                     "windows": len(before),
+                     **{f"grad_{k}": float(np.mean([c[k] for c in cosines])) for k in cosines[0]}})
     return rows

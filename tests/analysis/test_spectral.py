@@ -204,3 +204,21 @@ def test_resonance_table_tells_pi_from_22_7_where_the_old_count_could_not():
     assert table["window_to_tell_from_pi"]["base"]["355/113"] > table["window_to_tell_from_pi"]["base"]["22/7"]
     assert len(table["sweep_gap"]["128"]) == 5 and "no finite window" in table["what"]
     json.dumps(table, allow_nan=False)  # the report writes it as JSON
+
+
+def test_step_cosines_tell_a_gradient_step_from_chance():
+    from prism_lm.analysis.spectral import attention_step_rates, delta_r_gradient, normalised_delta_r, step_cosines
+
+    torch.manual_seed(0)
+    Z, U = torch.randn(16, 8, dtype=torch.float64), torch.randn(2, 2, 4, 8, dtype=torch.float64)
+    grad = delta_r_gradient(Z, U, 0.1)
+    h = 1e-6  # the gradient against a finite difference along a random direction
+    d = torch.randn_like(Z)
+    numeric = (normalised_delta_r(Z + h * d, U, 0.1) - normalised_delta_r(Z - h * d, U, 0.1)) / (2 * h)
+    assert float((grad * d).sum()) == pytest.approx(numeric, rel=1e-5)
+    exact = step_cosines(0.01 * grad, grad)
+    assert exact["cosine"] == pytest.approx(1.0) and exact["random_abs_p95"] < 0.5
+    chance = step_cosines(torch.randn_like(Z), grad)
+    assert abs(chance["cosine"]) < 0.5 and chance["random_abs_mean"] == pytest.approx(exact["random_abs_mean"])
+    rows = attention_step_rates(PrismLM(tiny_config()).eval(), torch.randint(0, 97, (2, 24)))
+    assert all(-1 <= r["grad_cosine"] <= 1 and 0 < r["grad_random_abs_mean"] < r["grad_random_abs_p95"] for r in rows)
