@@ -24,7 +24,10 @@ from prism_lm.model import PrismLM
 def evaluate_split(model: PrismLM, shards: ShardSet, context: int, batch_size: int = 8,
                    device: torch.device | str = "cpu", max_windows: int | None = None, progress: bool = False) -> dict:
     if context > model.config.block_size:
-        raise PrismError(f"context {context} exceeds the model's block size {model.config.block_size}")
+        if model.wpe is not None:
+            raise PrismError(f"context {context} exceeds the model's block size {model.config.block_size} (longer "
+                             "contexts need a model without a learned position embedding)")
+        model.extend_positions(context)
     if shards.vocab_size > model.config.vocab_size:
         raise PrismError(f"data vocabulary ({shards.vocab_size}) is larger than the model's "
                          f"({model.config.vocab_size})")

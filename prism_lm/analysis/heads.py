@@ -67,6 +67,15 @@ METRICS = ("mean_distance", "median_lag", "entropy", "mass_within_8", "mass_beyo
            "mass_self", "mass_lags_1_8", "mass_beyond_8", "entropy_relative", "sink_first", "sink_first4")
 
 
+def sink_masses(A: torch.Tensor) -> dict[str, torch.Tensor]:
+    """A (B, heads, T, T) -> per head (heads,): the mean attention on the window's first position
+    (queries after it) and on its first four (queries after them)."""
+    ones = torch.ones(A.shape[1], dtype=A.dtype)
+    T = A.shape[-1]
+    return {"sink_first": A[..., 1:, 0].mean(dim=(0, 2)) if T > 1 else ones,
+            "sink_first4": A[..., 4:, :4].sum(-1).mean(dim=(0, 2)) if T > 4 else ones}
+
+
 def pattern_metrics(A: torch.Tensor, far: int | None = None) -> dict[str, torch.Tensor]:
     """A (B, heads, T, T) causal probabilities -> per-head metrics (heads,) and the lag profile (heads, T).
 
@@ -100,9 +109,7 @@ def pattern_metrics(A: torch.Tensor, far: int | None = None) -> dict[str, torch.
     out = {"mean_distance": mean_distance, "median_lag": median_lag, "entropy": entropy, "mass_within_8": within,
            "mass_beyond_64": beyond, "profile": profile, "logit_profile": logit_profile,
            "mass_self": self_mass, "mass_lags_1_8": local, "mass_beyond_8": 1.0 - self_mass - local,
-           "entropy_relative": per_query.mean(dim=(0, 2)) if T > 1 else torch.ones(NH),
-           "sink_first": A[..., 1:, 0].mean(dim=(0, 2)) if T > 1 else torch.ones(NH),
-           "sink_first4": A[..., 4:, :4].sum(-1).mean(dim=(0, 2)) if T > 4 else torch.ones(NH)}
+           "entropy_relative": per_query.mean(dim=(0, 2)) if T > 1 else torch.ones(NH), **sink_masses(A)}
     if far is not None:
         out["mass_beyond_far"] = (A * (lag > far)).sum(-1).mean(dim=(0, 2))
     return out
@@ -320,4 +327,36 @@ def _compare(flat: list[dict], streams: list[str]) -> dict:
     for k in keys:
         out[k] = bootstrap_diff([e[k] for e in a_heads], [e[k] for e in b_heads],
                                 strata_a=[e["layer"] for e in a_heads], strata_b=[e["layer"] for e in b_heads])
+    return out
+
+
+@torch.no_grad()
+def sink_by_window_start(model: PrismLM, shards: ShardSet, max_windows: int = 16, batch_size: int = 8) -> dict:
+    """Sink mass per stream on windows that start at a document's first token and on windows that
+    start in the middle of one (half a window in), over up to ``max_windows`` of each. A head that
+    sinks only where the first position is a document start reads the start token; one that sinks on
+    both uses the first position as such (what a position code alone can produce)."""
+    T = model.config.block_size
+    span = min(len(shards), 64 * T * max(1, max_windows))
+    tokens = shards.window(0, span)
+    starts = np.flatnonzero(tokens[:-1] == shards.codec().eot) + 1
+    doc = [int(s) for s in starts if s + T + 1 <= span][:max_windows]
+    nxt = {int(a): int(b) for a, b in zip(starts[:-1], starts[1:], strict=True)}
+    mid = [s + T // 2 for s in doc if nxt.get(s, span) > s + T // 2 + 1 and s + T // 2 + T + 1 <= span]
+    out: dict = {"windows": {"doc_start": len(doc), "mid_doc": len(mid)}}
+    for where, chosen in (("doc_start", doc), ("mid_doc", mid)):
+        per_stream: dict[str, dict[str, list[float]]] = {}
+        for first in range(0, len(chosen), batch_size):
+            ids = chosen[first:first + batch_size]
+            cache = capture_attention(model, torch.from_numpy(shards.windows(ids, T)))
+            for layer in range(len(model.blocks)):
+                m = sink_masses(cache[hook_name(layer)])
+                H = cache.heads_per_stream[layer]
+                for s_i, stream in enumerate(cache.streams[layer]):
+                    mine = per_stream.setdefault(stream, {})
+                    for k, v in m.items():
+                        mine.setdefault(k, []).append(float(v[s_i * H:(s_i + 1) * H].mean()) * len(ids))
+        n_layers = len(model.blocks)
+        out[where] = {s: {k: float(np.sum(v)) / (len(chosen) * n_layers) for k, v in d.items()}
+                      for s, d in per_stream.items()} if chosen else {}
     return out

@@ -53,12 +53,15 @@ class EvaluateSpec:
     head_windows: int = 32  # windows of head statistics (0: none)
     initial: bool = True  # the same head statistics for the run's untrained model (its step 0)
     head_ablations: bool = False  # each head zeroed alone: {stream}_head_ablation_mean and _spread columns
+    long_contexts: list[int] = field(default_factory=list)  # multiples of block_size (position_embedding none)
 
     def validate(self) -> None:
         if any(c < 1 for c in self.contexts):
             raise PrismError(f"evaluate.contexts must be >= 1, got {self.contexts}")
         if self.head_windows < 0:
             raise PrismError(f"evaluate.head_windows must be >= 0, got {self.head_windows}")
+        if any(k < 1 or k > 64 for k in self.long_contexts):
+            raise PrismError(f"evaluate.long_contexts are multiples of block_size in 1..64, got {self.long_contexts}")
         if self.head_ablations and not self.head_windows:
             raise PrismError("evaluate.head_ablations needs evaluate.head_windows > 0 (the windows it measures on)")
 
@@ -67,7 +70,8 @@ class EvaluateSpec:
         the untrained model if either asks."""
         return EvaluateSpec(sorted(set(self.contexts) | set(other.contexts)),
                             max(self.head_windows, other.head_windows), self.initial or other.initial,
-                            self.head_ablations or other.head_ablations)
+                            self.head_ablations or other.head_ablations,
+                            sorted(set(self.long_contexts) | set(other.long_contexts)))
 
     def columns(self, cfg: TrainConfig) -> set[str]:
         """Every column a run of ``cfg`` can have in its row (annotation-dependent ones included), so
@@ -78,11 +82,18 @@ class EvaluateSpec:
         cols = set(TRAINING_COLUMNS)
         for ctx in self.contexts or [cfg.model.block_size]:
             cols |= {f"val_loss_{ctx}", f"best_val_loss_{ctx}"}
+        if cfg.model.position_embedding == "none":  # only these run past block_size
+            for k in self.long_contexts:
+                cols |= {f"long_{k}x_{m}" for m in ("excess", "sink_first", "sink_first4")}
+                cols |= {f"long_{k}x_bucket{j}" for j in range(k)}
         if not self.head_windows:
             return cols
         streams = ATTENTION_KINDS[cfg.model.attention].streams(cfg.model)
+        cols |= {f"{s}_{m}_{where}" for s in (*streams, "all") for m in ("sink_first", "sink_first4")
+                 for where in ("doc_start", "mid_doc")}
         for prefix in ("", "init_") if self.initial else ("",):
             cols |= {f"{prefix}{s}_{m}" for s in streams for m in (*HEAD_METRICS, "diversity")}
+            cols |= {f"{prefix}all_{m}" for m in HEAD_METRICS}
             if len(streams) > 1:
                 cols |= {f"{prefix}stream_diff_{m}" for m in STREAM_DIFF_METRICS}
             cols |= {f"{prefix}recall_loss", f"{prefix}other_loss", *(f"{prefix}recall_loss_{k}" for k in KINDS)}
@@ -201,12 +212,36 @@ def _evaluation_columns(cfg: TrainConfig, spec: EvaluateSpec, sweep_run: SweepRu
             sweep_run.write_heads(name, stats)
             heads[name] = [{k: e[k] for k in ("layer", "stream", *HEAD_METRICS) if k in e} for e in stats["heads"]]
         cols.update(_intervention_columns(final, val, spec.head_windows))
+        cols.update(_sink_columns(final, val, min(16, spec.head_windows)))
         if spec.head_ablations:
             from prism_lm.analysis.ablation import head_ablation_spread
 
             for stream, entry in head_ablation_spread(final, val, min(16, spec.head_windows)).items():
                 cols.update({f"{stream}_head_ablation_{k}": v for k, v in entry.items()})
+    if cfg.model.position_embedding == "none":
+        from prism_lm.analysis.long_context import position_losses
+
+        for k in spec.long_contexts:
+            out = position_losses(final, val, k)
+            cols.update({f"long_{k}x_{m}": out[m] for m in ("excess", "sink_first", "sink_first4")})
+            cols.update({f"long_{k}x_bucket{j}": v for j, v in enumerate(out["bucket_loss"])})
     return cols, heads
+
+
+def _sink_columns(model, shards, windows: int) -> dict:
+    """Sink mass on windows starting at a document start and mid-document, per stream and over all heads."""
+    from prism_lm.analysis.heads import sink_by_window_start
+
+    out = sink_by_window_start(model, shards, windows)
+    cols = {}
+    for where in ("doc_start", "mid_doc"):
+        per_stream = out[where]
+        for stream, values in per_stream.items():
+            cols.update({f"{stream}_{k}_{where}": v for k, v in values.items()})
+        for k in ("sink_first", "sink_first4"):
+            if per_stream:
+                cols[f"all_{k}_{where}"] = float(np.mean([v[k] for v in per_stream.values()]))
+    return cols
 
 
 def _intervention_columns(model, shards, windows: int) -> dict:
@@ -232,6 +267,10 @@ def _head_columns(stats: dict, prefix: str) -> dict:
             if metric in mine[0]:
                 cols[f"{prefix}{stream}_{metric}"] = float(np.mean([e[metric] for e in mine]))
         cols[f"{prefix}{stream}_diversity"] = stats["diversity"]["mean"][stream]
+    for metric in HEAD_METRICS:  # every head of every stream: the columns that compare across kinds
+        values = [e[metric] for e in stats["heads"] if metric in e]
+        if values:
+            cols[f"{prefix}all_{metric}"] = float(np.mean(values))
     for metric, comparison in stats["comparison"].items():
         if isinstance(comparison, dict):
             cols[f"{prefix}stream_diff_{metric}"] = comparison["diff"]

@@ -59,6 +59,14 @@ class Rotary(nn.Module):
                               for f in stream_frequencies(self.head_dim, self.bases, self.scales)])
         return angles.cos()[:, None], angles.sin()[:, None]
 
+    def extend(self, max_len: int) -> None:
+        """Tables for ``max_len`` positions (evaluation beyond the training length), on the same device."""
+        if max_len > self.max_len:
+            device = self.cos.device
+            self.max_len = max_len
+            cos, sin = self._compute()
+            self.cos, self.sin = cos.to(device), sin.to(device)
+
     def _apply(self, fn, recurse=True):
         """Follow the module to a new device (``.to``, ``.cuda``) but never to a new dtype."""
         device = fn(self.cos[:0]).device  # probe from where the tables are: a dtype-only move keeps it

@@ -16,6 +16,9 @@ Design choices:
   > 0 and targets the head and loss run chunk by chunk and logits is None (``loss.py``); ``eager``
   writes the softmax out instead of calling SDPA (tests, analysis). Both are arguments, never
   attributes set from outside.
+- Without wpe, nothing in the model is tied to ``block_size`` but the RoPE tables:
+  ``extend_positions(n)`` recomputes them for n positions, so a model can be evaluated beyond its
+  training length (the long-context test). With wpe it is refused: there are no positions to add.
 - ``decode_step`` is the one-token forward with KV caches that generation compiles from outside;
   generation itself (caches, sampling, the loop) is ``generate.py``.
 """
@@ -28,10 +31,12 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from prism_lm.errors import PrismError
 from prism_lm.model.attention import ATTENTION_KINDS
 from prism_lm.model.config import ModelConfig
 from prism_lm.model.loss import chunked_linear_cross_entropy, lm_cross_entropy
 from prism_lm.model.mlp import MLP_KINDS
+from prism_lm.model.rope import Rotary
 
 
 class LMOutput(NamedTuple):
@@ -99,6 +104,23 @@ class PrismLM(nn.Module):
         values = [block.attn.current_lambda() for block in self.blocks]
         return [float(v.detach()) for v in values if v is not None]
 
+    @property
+    def max_positions(self) -> int:
+        """Positions the model can take: block_size, or more after ``extend_positions``."""
+        return getattr(self, "_max_positions", self.config.block_size)
+
+    def extend_positions(self, n: int) -> None:
+        """Let the model run on sequences of up to ``n`` tokens (no learned position embedding only)."""
+        if n <= self.max_positions:
+            return
+        if self.wpe is not None:
+            raise PrismError(f"a model with a learned position embedding has {self.config.block_size} positions; "
+                             f"{n} needs model.position_embedding = 'none' (RoPE only)")
+        for module in self.modules():
+            if isinstance(module, Rotary):
+                module.extend(n)
+        self._max_positions = n
+
     # ------------------------------------------------------------------ forward
     def hidden_states(self, idx, caches=None, need_weights=False, positions=None, eager=False):
         """idx (B, T) at ``positions`` (T,) (default: after what a dynamic cache holds) -> the final
@@ -110,8 +132,9 @@ class PrismLM(nn.Module):
             if caches and caches[0].static:
                 raise ValueError("static KV caches need explicit positions (see generate)")
             offset = caches[0].length if caches else 0
-            if offset + T > self.config.block_size:
-                raise ValueError(f"sequence of {offset + T} tokens exceeds block_size {self.config.block_size}")
+            if offset + T > self.max_positions:
+                raise ValueError(f"sequence of {offset + T} tokens exceeds the model's {self.max_positions} positions "
+                                 f"(block_size {self.config.block_size})")
             positions = torch.arange(offset, offset + T, device=idx.device) if caches else None
         x = self.wte(idx)  # (B, T, C)
         if self.wpe is not None:

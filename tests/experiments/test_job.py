@@ -76,7 +76,8 @@ def test_the_job_evaluates_and_analyses_on_the_runs_device(tmp_path, monkeypatch
     assert len(seen["evaluate"]) >= 2 and all(d == torch.device("cpu") for d in seen["evaluate"])
     assert len(seen["heads"]) == 2  # trained and its step 0, both on the run's device
     result = sweep.run(task.folder.name).read_result()
-    assert result["evaluate"] == {"contexts": [16, 32], "head_windows": 4, "initial": True}
+    assert result["evaluate"] == {"contexts": [16, 32], "head_windows": 4, "initial": True, "head_ablations": False,
+                                  "long_contexts": []}
 
 
 @pytest.mark.gpu
@@ -103,3 +104,21 @@ def test_the_sweep_columns_name_every_head_statistic():
     assert set(METRICS) | {"mass_beyond_far", "antecedent_hit_rate", "selectivity"} == set(STREAM_DIFF_METRICS)
     assert {"mass_self", "mass_lags_1_8", "mass_beyond_8", "entropy_relative", "sink_first", "sink_first4",
             "selectivity"} <= set(HEAD_METRICS)
+
+
+def test_long_context_columns_exist_only_for_models_without_wpe_and_bad_multiples_are_refused():
+    from prism_lm.config import load_train_config
+    from prism_lm.errors import PrismError
+    from prism_lm.experiments.job import EvaluateSpec
+
+    spec = EvaluateSpec(contexts=[64], head_windows=0, long_contexts=[2, 4])
+    learned = load_train_config("tiny-prism-cpu", [])
+    none = load_train_config("tiny-prism-cpu", ["model.position_embedding=none"])
+    assert not any(c.startswith("long_") for c in spec.columns(learned))
+    assert {"long_4x_excess", "long_4x_sink_first4", "long_2x_bucket1", "long_4x_bucket3"} <= spec.columns(none)
+    assert spec.union(EvaluateSpec(long_contexts=[8])).long_contexts == [2, 4, 8]
+    for bad in ([0], [65]):
+        with pytest.raises(PrismError, match="long_contexts"):
+            EvaluateSpec(long_contexts=bad).validate()
+    with pytest.raises(PrismError, match="head_ablations"):
+        EvaluateSpec(head_windows=0, head_ablations=True).validate()

@@ -53,7 +53,11 @@ def test_a_sweep_runs_every_arm_and_seed_once_in_named_folders(sweep):
         assert 0 <= row["clipped_fraction"] <= 1 and row["grad_norm_max"] >= row["grad_norm_mean"] > 0
     prism = read_result(next((out / "runs").glob("prism-s0-*")))["row"]
     assert {"signal_median_lag", "noise_median_lag", "stream_diff_median_lag", "signal_diversity",
-            "init_stream_diff_median_lag"} <= set(prism)
+            "init_stream_diff_median_lag", "all_median_lag", "init_all_sink_first4", "signal_sink_first4_doc_start",
+            "noise_sink_first_mid_doc", "all_sink_first4_mid_doc"} <= set(prism)
+    assert prism["all_median_lag"] == pytest.approx((prism["signal_median_lag"] + prism["noise_median_lag"]) / 2)
+    gpt = read_result(next((out / "runs").glob("gpt-s0-*")))["row"]
+    assert gpt["all_sink_first4"] == pytest.approx(gpt["main_sink_first4"])
 
 
 def test_running_again_skips_finished_runs(sweep):
@@ -227,3 +231,20 @@ def test_a_diverged_run_is_a_result_not_a_failure(tmp_path, monkeypatch):
     result = read_result(task.path)
     assert result["row"]["diverged"] is True and "training loss became nan" in result["diverged"]
     assert "val_loss_32" not in result["row"]  # nothing evaluated from a diverged model
+
+
+def test_long_context_columns_come_from_a_sweep_of_models_without_wpe(tmp_path):
+    text = write_experiment(tmp_path).read_text(encoding="utf-8")
+    text = text.replace("[set.model]\n", "[set.model]\nposition_embedding = \"none\"\n")
+    text = text.replace('[arms.gpt]\nbase = "tiny-gpt-cpu"\nmodel = { n_layer',
+                        '[arms.gpt]\nbase = "tiny-gpt-cpu"\nmodel = { attention = "gpt-rope", position_embedding = "none", n_layer')
+    text = text.replace("head_windows = 4", "head_windows = 0\nlong_contexts = [1, 2]")
+    text = text.replace('metric = "val_loss_32"', 'metric = "long_2x_excess"')
+    path = tmp_path / "long.toml"
+    path.write_text(text, encoding="utf-8")
+    assert run_sweep(path, tmp_path / "out", workers=2, log=lambda line: None) == 0
+    for run in (tmp_path / "out" / "runs").iterdir():
+        row = read_result(run)["row"]
+        assert row["long_2x_excess"] == pytest.approx(row["long_2x_bucket1"] - row["long_2x_bucket0"])
+        assert row["long_1x_bucket0"] == pytest.approx(row["val_loss_32"], rel=0.2)  # 1x: the training context
+        assert 0 < row["long_2x_sink_first4"] <= 1

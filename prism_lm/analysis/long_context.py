@@ -1,0 +1,54 @@
+"""Long contexts: what a model does past its training length (the paper's claim that π-RoPE keeps
+noise from accumulating over long contexts).
+
+Only models without a learned position embedding (``model.position_embedding = "none"``) can be
+run past ``block_size``; their RoPE tables are extended (``PrismLM.extend_positions``). For a
+context of k training lengths, the per-token loss is averaged per bucket of one training length
+(positions [jT, (j+1)T)). Later positions see more context, so a model that generalises has a last
+bucket no worse than its first; ``excess`` = last bucket − first bucket > 0 is degradation with
+position. The sink mass (attention on the window's first position and first four) at that
+context says whether heads fall back on the start as contexts grow.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from prism_lm.analysis.capture import capture_attention, hook_name
+from prism_lm.analysis.heads import sink_masses
+from prism_lm.data.shards import ShardSet
+from prism_lm.errors import PrismError
+from prism_lm.model import PrismLM
+
+
+@torch.no_grad()
+def position_losses(model: PrismLM, shards: ShardSet, multiple: int, max_windows: int = 16,
+                    batch_size: int = 4) -> dict:
+    """Loss per training-length bucket at a context of ``multiple`` × block_size, and the sink mass
+    there, over up to ``max_windows`` windows."""
+    T = model.config.block_size
+    context = multiple * T
+    model.extend_positions(context)
+    n = min(max_windows, (len(shards) - 1) // context)
+    if n < 1:
+        raise PrismError(f"{shards.split} split has {len(shards)} tokens, too few for one window of {context} "
+                         f"({multiple} x block_size {T})")
+    model.eval()
+    sums, sinks, sinks4 = torch.zeros(multiple, dtype=torch.float64), [], []
+    for first in range(0, n, batch_size):
+        ids = range(first, min(first + batch_size, n))
+        rows = torch.from_numpy(shards.windows([w * context for w in ids], context + 1))
+        cache = capture_attention(model, rows[:, :-1])
+        nll = torch.nn.functional.cross_entropy(cache.logits.float().flatten(0, 1), rows[:, 1:].flatten(),
+                                                reduction="none").view(len(ids), context)
+        sums += nll.double().view(len(ids), multiple, T).sum(dim=(0, 2))
+        for layer in range(len(model.blocks)):
+            m = sink_masses(cache[hook_name(layer)])
+            sinks.append(float(m["sink_first"].mean()) * len(ids))
+            sinks4.append(float(m["sink_first4"].mean()) * len(ids))
+    buckets = (sums / (n * T)).tolist()
+    layers = len(model.blocks)
+    return {"multiple": multiple, "context": context, "windows": n, "bucket_loss": buckets,
+            "excess": buckets[-1] - buckets[0], "sink_first": float(np.sum(sinks)) / (n * layers),
+            "sink_first4": float(np.sum(sinks4)) / (n * layers)}
