@@ -237,7 +237,8 @@ def test_long_context_columns_come_from_a_sweep_of_models_without_wpe(tmp_path):
     text = write_experiment(tmp_path).read_text(encoding="utf-8")
     text = text.replace("[set.model]\n", "[set.model]\nposition_embedding = \"none\"\n")
     text = text.replace('[arms.gpt]\nbase = "tiny-gpt-cpu"\nmodel = { n_layer',
-                        '[arms.gpt]\nbase = "tiny-gpt-cpu"\nmodel = { attention = "gpt-rope", position_embedding = "none", n_layer')
+                        '[arms.gpt]\nbase = "tiny-gpt-cpu"\n'
+                        'model = { attention = "gpt-rope", position_embedding = "none", n_layer')
     text = text.replace("head_windows = 4", "head_windows = 0\nlong_contexts = [1, 2]")
     text = text.replace('metric = "val_loss_32"', 'metric = "long_2x_excess"')
     path = tmp_path / "long.toml"
