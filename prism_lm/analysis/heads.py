@@ -331,6 +331,20 @@ def _compare(flat: list[dict], streams: list[str]) -> dict:
 
 
 @torch.no_grad()
+def stream_sinks(model: PrismLM, rows: torch.Tensor) -> dict[str, dict[str, float]]:
+    """Per stream: sink_first and sink_first4 on windows ``rows`` (B, T), mean over layers and heads."""
+    cache = capture_attention(model, rows)
+    sums: dict[str, dict[str, list[float]]] = {}
+    for layer in range(len(model.blocks)):
+        m = sink_masses(cache[hook_name(layer)])
+        H = cache.heads_per_stream[layer]
+        for s_i, stream in enumerate(cache.streams[layer]):
+            for k, v in m.items():
+                sums.setdefault(stream, {}).setdefault(k, []).append(float(v[s_i * H:(s_i + 1) * H].mean()))
+    return {s: {k: float(np.mean(v)) for k, v in d.items()} for s, d in sums.items()}
+
+
+@torch.no_grad()
 def sink_by_window_start(model: PrismLM, shards: ShardSet, max_windows: int = 16, batch_size: int = 8) -> dict:
     """Sink mass per stream on windows that start at a document's first token and on windows that
     start in the middle of one (half a window in), over up to ``max_windows`` of each. A head that
@@ -345,18 +359,8 @@ def sink_by_window_start(model: PrismLM, shards: ShardSet, max_windows: int = 16
     mid = [s + T // 2 for s in doc if nxt.get(s, span) > s + T // 2 + 1 and s + T // 2 + T + 1 <= span]
     out: dict = {"windows": {"doc_start": len(doc), "mid_doc": len(mid)}}
     for where, chosen in (("doc_start", doc), ("mid_doc", mid)):
-        per_stream: dict[str, dict[str, list[float]]] = {}
-        for first in range(0, len(chosen), batch_size):
-            ids = chosen[first:first + batch_size]
-            cache = capture_attention(model, torch.from_numpy(shards.windows(ids, T)))
-            for layer in range(len(model.blocks)):
-                m = sink_masses(cache[hook_name(layer)])
-                H = cache.heads_per_stream[layer]
-                for s_i, stream in enumerate(cache.streams[layer]):
-                    mine = per_stream.setdefault(stream, {})
-                    for k, v in m.items():
-                        mine.setdefault(k, []).append(float(v[s_i * H:(s_i + 1) * H].mean()) * len(ids))
-        n_layers = len(model.blocks)
-        out[where] = {s: {k: float(np.sum(v)) / (len(chosen) * n_layers) for k, v in d.items()}
-                      for s, d in per_stream.items()} if chosen else {}
+        parts = [(len(chosen[i:i + batch_size]), stream_sinks(model, torch.from_numpy(
+            shards.windows(chosen[i:i + batch_size], T)))) for i in range(0, len(chosen), batch_size)]
+        out[where] = {s: {k: sum(n * p[s][k] for n, p in parts) / len(chosen) for k in parts[0][1][s]}
+                      for s in parts[0][1]} if parts else {}
     return out

@@ -20,10 +20,11 @@ from prism_lm.analysis import figures
 from prism_lm.analysis.ablation import intervention_effects
 from prism_lm.analysis.capture import capture_attention
 from prism_lm.analysis.explore import DEFAULT_TEXT, MAX_TOKENS, write_explorer
-from prism_lm.analysis.heads import METRICS, head_statistics
+from prism_lm.analysis.heads import METRICS, head_statistics, stream_sinks
 from prism_lm.analysis.spectral import (
     attention_step_rates,
     coherence_floor,
+    dictionary_norms,
     head_pair_coherence,
     layer_coding_rates,
     model_coherence,
@@ -193,9 +194,13 @@ def _add_coding_rates(report: dict, figs: dict, model: PrismLM, initial: PrismLM
     n_batch = min(4, (len(shards) - 1) // cfg.block_size)
     batch = torch.from_numpy(shards.windows([w * cfg.block_size for w in range(n_batch)], cfg.block_size))
     rates = {"init": layer_coding_rates(initial, batch)}
+    over = {"init": {"dictionary_norms": dictionary_norms(initial), "sinks": stream_sinks(initial, batch)}}
     for step_dir in (run.steps() if run else []) or [ckpt]:
-        rates[step_dir.name] = layer_coding_rates(load_model(step_dir), batch)
+        at_step = load_model(step_dir)
+        rates[step_dir.name] = layer_coding_rates(at_step, batch)
+        over[step_dir.name] = {"dictionary_norms": dictionary_norms(at_step), "sinks": stream_sinks(at_step, batch)}
     report["coding_rate"] = rates
+    report["over_training"] = over
     step = attention_step_rates(model, batch)
     if step is not None:
         report["attention_step"] = {"trained": step, "init": attention_step_rates(initial, batch),
@@ -344,6 +349,20 @@ def _dictionary_tables(report: dict) -> list:
 
 def _rate_tables(report: dict) -> list:
     tables = []
+    over = report.get("over_training", {})
+    if over:
+        rows = []
+        for name, entry in over.items():
+            norms = entry["dictionary_norms"] or {}
+            for stream, sinks in entry["sinks"].items():
+                heads = [x for layer in norms.get(stream, []) for x in layer]
+                rows.append([name, stream, *((float(np.mean(heads)), min(heads), max(heads)) if heads else (None,) * 3),
+                             sinks["sink_first"], sinks["sink_first4"]])
+        tables.append(("Over training: each stream's dictionary norms ‖U_k‖_F over its heads (with Q = K a larger norm "
+                       "sharpens the self-score, so growing norms alone make attention look local) and its sink "
+                       "mass (attention on the window's first position and first four), per checkpoint",
+                       ["checkpoint", "stream", "‖U_k‖ mean", "‖U_k‖ min", "‖U_k‖ max", "sink, first",
+                        "sink, first four"], rows))
     rates = report["coding_rate"]
     keys = [k for k in ("R", "R_signal", "R_noise", "lambda", "delta_R") if k in next(iter(rates.values()))[0]]
     tables.append(("Coding rate per layer (attention input, ε = 0.5; not scale-normalised, and each checkpoint "

@@ -200,6 +200,19 @@ def coherence_floor(cfg: ModelConfig, seeds: int = 4) -> float:
     return float(np.mean(values))
 
 
+def dictionary_norms(model: PrismLM) -> dict[str, list[list[float]]] | None:
+    """Per stream: ‖U_k‖_F of each head k, per layer (PRISM kinds only). With Q = K, a head's norm
+    scales its self-score, so norms that grow set how peaked ("local") its attention can be."""
+    if not all(isinstance(b.attn, PrismAttention) for b in model.blocks):
+        return None
+    out: dict[str, list[list[float]]] = {}
+    for block in model.blocks:
+        U = block.attn.dictionary().detach().float()  # (S, H, D, C)
+        for s, stream in enumerate(block.attn.stream_names):
+            out.setdefault(stream, []).append(U[s].flatten(1).norm(dim=-1).tolist())
+    return out
+
+
 def model_coherence(model: PrismLM) -> list[float | None]:
     return [coherence(b.attn) if isinstance(b.attn, PrismAttention) else None for b in model.blocks]
 

@@ -31,6 +31,16 @@ def test_report_files_and_numbers(run, tmp_path):
     assert (tmp_path / "rep" / "explore.html").is_file()  # the explorer page, linked from both reports
     assert "(explore.html)" in paths["md"].read_text() and "href='explore.html'" in paths["html"].read_text()
     assert len(report["heads_init"]["heads"]) == len(report["heads"]["heads"])  # the untrained baseline
+    over = report["over_training"]
+    assert set(over) == set(report["coding_rate"])  # every checkpoint and step 0
+    norms = over["init"]["dictionary_norms"]  # orthogonal init: U's C columns orthonormal, so ‖U‖_F² = C per layer
+    for layer in range(2):
+        total = sum(x * x for s in ("signal", "noise") for x in norms[s][layer])
+        assert total == pytest.approx(report["model"]["n_embd"], rel=1e-4)
+    assert all(0 < v["sink_first"] <= v["sink_first4"] <= 1 for e in over.values() for v in e["sinks"].values())
+    assert "dictionary norms" in paths["md"].read_text()
+    assert report["attention_step"]["trained"][0]["grad_random_abs_p95"] > 0
+    assert "closest approach" in paths["md"].read_text().lower()
     md, page = paths["md"].read_text(), paths["html"].read_text()
     assert "signal minus noise" in md and "| layer | head | stream |" in md
     assert page.count("data:image/png;base64,") == len(report["figures"]) and "<table>" in page
