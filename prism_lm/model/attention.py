@@ -40,13 +40,15 @@ def causal_mask(tq: int, tk: int, device: torch.device) -> torch.Tensor:
     return torch.ones(tq, tk, dtype=torch.bool, device=device).tril(diagonal=offset)
 
 
-def attend(q, k, v, *, dropout_p: float, eager: bool, need_weights: bool, mask: torch.Tensor | None = None):
+def attend(q, k, v, *, dropout_p: float, eager: bool, need_weights: bool, mask: torch.Tensor | None = None,
+           hooks: AttentionKind | None = None):
     """Causal softmax attention, scale 1/sqrt(Dk).
 
     q (B, H, Tq, Dk), k (B, H, Tk, Dk), v (B, H, Tk, Dv); without ``mask`` (Tq, Tk) bool, the
     queries are the last Tq positions and each sees the keys up to its own.
     Returns y (B, H, Tq, Dv) and, when ``need_weights``, the probabilities (B, H, Tq, Tk) in fp32
-    before dropout.
+    before dropout. The eager path passes the masked scores and the probabilities through ``hooks``'
+    ``hook_attn_scores`` and ``hook_pattern`` sites (TransformerLens's names), which may replace them.
     """
     tq, tk = q.size(-2), k.size(-2)
     if not (eager or need_weights):
@@ -63,7 +65,11 @@ def attend(q, k, v, *, dropout_p: float, eager: bool, need_weights: bool, mask: 
     scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.size(-1)))  # (B, H, Tq, Tk)
     allowed = causal_mask(tq, tk, q.device) if mask is None else mask
     scores = scores.masked_fill(~allowed, float("-inf"))
+    if hooks is not None:
+        scores = hooks.hook_attn_scores(scores)
     probs = F.softmax(scores, dim=-1, dtype=torch.float32)
+    if hooks is not None:
+        probs = hooks.hook_pattern(probs)
     dropped = F.dropout(probs, p=dropout_p) if dropout_p > 0 else probs
     y = dropped.to(v.dtype) @ v
     return y, (probs if need_weights else None)
@@ -81,10 +87,27 @@ def decoding_backends():
 
 
 class AttentionKind(nn.Module):
-    """The interface of an attention kind. Subclasses set ``name`` and implement ``forward``."""
+    """The interface of an attention kind. Subclasses set ``name`` and implement ``forward``.
+
+    Hook sites (identities until ``prism_lm.interp.hooked`` makes them TransformerLens HookPoints),
+    with TransformerLens's names and shapes: hook_q, hook_k, hook_v (B, T, maps, D) as attention
+    reads them (after RoPE), hook_z (B, T, maps, Dv) the per-head outputs after any intervention and
+    before the streams are combined, hook_attn_scores and hook_pattern (B, maps, Tq, Tk) on the
+    eager path only. Heads are stacked stream by stream (``map_index``)."""
 
     name: ClassVar[str]
     edit = None  # an interventions.Edit while ``interventions.intervene`` is active
+    HOOK_SITES: ClassVar[tuple[str, ...]] = ("hook_q", "hook_k", "hook_v", "hook_z", "hook_attn_scores",
+                                             "hook_pattern")
+
+    def add_hook_sites(self) -> None:
+        for name in self.HOOK_SITES:
+            self.add_module(name, nn.Identity())
+
+    @staticmethod
+    def at_site(hook: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """x (B, maps, T, D) through a hook that sees TransformerLens's (B, T, maps, D); views only."""
+        return hook(x.transpose(1, 2)).transpose(1, 2)
 
     @classmethod
     def streams(cls, cfg: ModelConfig) -> tuple[str, ...]:
@@ -224,6 +247,7 @@ class PrismAttention(AttentionKind):
             self.register_buffer("lambda_", torch.tensor(float(cfg.lambda_start)))
         self.dropout = cfg.dropout
         self.resid_dropout = nn.Dropout(cfg.dropout)
+        self.add_hook_sites()
 
     def dictionary(self) -> torch.Tensor:
         """U (streams, heads, D, C), a view of the live weight."""
@@ -250,10 +274,11 @@ class PrismAttention(AttentionKind):
         S, H, D = self.n_streams, self.n_head, self.head_dim
         u = self.u_proj(x).view(B, T, S * H, D).transpose(1, 2)  # (B, S*H, T, D): Q = K = V = U z
         qk = self.rotary(u, positions)  # RoPE on Q/K only; V stays unrotated
-        k, v, mask = cache.update(qk, u, positions) if cache is not None else (qk, u, None)
-        y, probs = attend(qk, k, v, dropout_p=self.dropout if self.training else 0.0,
-                          eager=eager, need_weights=need_weights, mask=mask)  # (B, S*H, T, D)
-        y = self.edited(y)
+        q, k, v = self.at_site(self.hook_q, qk), self.at_site(self.hook_k, qk), self.at_site(self.hook_v, u)
+        k, v, mask = cache.update(k, v, positions) if cache is not None else (k, v, None)
+        y, probs = attend(q, k, v, dropout_p=self.dropout if self.training else 0.0,
+                          eager=eager, need_weights=need_weights, mask=mask, hooks=self)  # (B, S*H, T, D)
+        y = self.at_site(self.hook_z, self.edited(y))
         if S == 2:  # signal heads +1, noise heads -λ
             lam = self.current_lambda().to(y.dtype).reshape(1)
             sign = torch.cat([y.new_ones(H), -lam.expand(H)]).view(1, S * H, 1, 1)
@@ -278,16 +303,18 @@ class GPTAttention(AttentionKind):
         self.c_proj.is_residual_projection = True
         self.dropout = cfg.dropout
         self.resid_dropout = nn.Dropout(cfg.dropout)
+        self.add_hook_sites()
 
     def forward(self, x, positions: torch.Tensor | None = None, cache=None, eager: bool = False,
                 need_weights: bool = False):
         B, T, C = x.shape
         q, k, v = self.c_attn(x).view(B, T, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)  # (B, H, T, hd)
         q, k = self.rotate(q, positions), self.rotate(k, positions)
+        q, k, v = self.at_site(self.hook_q, q), self.at_site(self.hook_k, k), self.at_site(self.hook_v, v)
         k, v, mask = cache.update(k, v, positions) if cache is not None else (k, v, None)
         y, probs = attend(q, k, v, dropout_p=self.dropout if self.training else 0.0,
-                          eager=eager, need_weights=need_weights, mask=mask)
-        y = self.edited(y).transpose(1, 2).reshape(B, T, C)
+                          eager=eager, need_weights=need_weights, mask=mask, hooks=self)
+        y = self.at_site(self.hook_z, self.edited(y)).transpose(1, 2).reshape(B, T, C)
         return self.resid_dropout(self.c_proj(y)), probs
 
     def rotate(self, x: torch.Tensor, positions: torch.Tensor | None) -> torch.Tensor:
@@ -367,6 +394,7 @@ class DiffAttention(AttentionKind):
         self.subln = nn.RMSNorm(2 * self.head_dim, eps=1e-5)
         self.rotary = Rotary(self.head_dim, [cfg.rope_base], cfg.block_size)
         self.resid_dropout = nn.Dropout(cfg.dropout)
+        self.add_hook_sites()
 
     def reset_buffers(self) -> None:
         """Recompute the non-persistent buffer (loaders that build on the meta device leave it empty)."""
@@ -389,10 +417,11 @@ class DiffAttention(AttentionKind):
         q = self.rotary(self.q_proj(x).view(B, T, 2 * H, d).transpose(1, 2), positions)  # (B, 2H, T, d)
         k = self.rotary(self.k_proj(x).view(B, T, 2 * H, d).transpose(1, 2), positions)  # (B, 2H, T, d)
         v = self.v_proj(x).view(B, T, H, 2 * d).transpose(1, 2)  # (B, H, T, 2d)
+        q, k, v = self.at_site(self.hook_q, q), self.at_site(self.hook_k, k), self.at_site(self.hook_v, v)
         k, v, mask = cache.update(k, v, positions) if cache is not None else (k, v, None)
         y, probs = attend(q, k, v.repeat_interleave(2, dim=1), dropout_p=0.0,
-                          eager=eager, need_weights=need_weights, mask=mask)  # (B, 2H, T, 2d)
-        y = self.edited(y)
+                          eager=eager, need_weights=need_weights, mask=mask, hooks=self)  # (B, 2H, T, 2d)
+        y = self.at_site(self.hook_z, self.edited(y))
         y = y.view(B, H, 2, T, 2 * d)
         y = y[:, :, 0] - self.current_lambda().to(y.dtype) * y[:, :, 1]  # (B, H, T, 2d)
         y = self.subln(y) * self.subln_scale.to(y.dtype)

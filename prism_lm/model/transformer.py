@@ -51,12 +51,17 @@ class Block(nn.Module):
         self.attn = ATTENTION_KINDS[cfg.attention](cfg, layer_idx)
         self.ln_2 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
         self.mlp = MLP_KINDS[cfg.mlp](cfg, layer_idx)
+        for name in self.HOOK_SITES:  # identities until prism_lm.interp.hooked makes them HookPoints
+            self.add_module(name, nn.Identity())
+
+    HOOK_SITES = ("hook_resid_pre", "hook_attn_out", "hook_resid_mid", "hook_mlp_out", "hook_resid_post")
 
     def forward(self, x, positions, cache=None, eager=False, need_weights=False):  # x (B, T, C)
+        x = self.hook_resid_pre(x)
         a, probs = self.attn(self.ln_1(x), positions, cache=cache, eager=eager, need_weights=need_weights)
-        x = x + a
-        m = self.mlp(self.ln_2(x))
-        x = x + m if self.mlp.residual else m
+        x = self.hook_resid_mid(x + self.hook_attn_out(a))
+        m = self.hook_mlp_out(self.mlp(self.ln_2(x)))
+        x = self.hook_resid_post(x + m if self.mlp.residual else m)
         return x, probs
 
 
@@ -72,6 +77,7 @@ class PrismLM(nn.Module):
         self.ln_f = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
         self.lm_head.weight = self.wte.weight  # tied input/output embedding
+        self.hook_embed, self.hook_pos_embed = nn.Identity(), nn.Identity()  # TransformerLens's names
         self.reset_parameters()
 
     # ------------------------------------------------------------------ init and bookkeeping
@@ -136,9 +142,9 @@ class PrismLM(nn.Module):
                 raise ValueError(f"sequence of {offset + T} tokens exceeds the model's {self.max_positions} positions "
                                  f"(block_size {self.config.block_size})")
             positions = torch.arange(offset, offset + T, device=idx.device) if caches else None
-        x = self.wte(idx)  # (B, T, C)
+        x = self.hook_embed(self.wte(idx))  # (B, T, C)
         if self.wpe is not None:
-            x = x + (self.wpe.weight[:T] if positions is None else self.wpe(positions))
+            x = x + self.hook_pos_embed(self.wpe.weight[:T] if positions is None else self.wpe(positions))
         x = self.drop(x)
         maps = []
         for i, block in enumerate(self.blocks):
