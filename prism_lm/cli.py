@@ -152,6 +152,25 @@ def _explore(args) -> None:
     print(f"wrote {write_explorer(args.checkpoint, args.out, args.text)} (open it in a browser; no server needed)")
 
 
+def _ablate(args) -> None:
+    import json
+
+    from prism_lm import render
+    from prism_lm.analysis.ablation import ablate, table, write_ablation
+
+    result = ablate(args.checkpoint, args.data, args.lambdas, args.stream, args.heads or [], args.per_layer,
+                    args.max_windows, args.device)
+    if args.json:
+        print(json.dumps(result, default=list))
+    else:
+        print(f"{result['checkpoint']} on {result['data']} ({result['split']}, {result['tokens']:,} tokens, "
+              f"{result['recall_tokens']:,} recall tokens): unmodified loss {result['base']['all']:.4f}")
+        print("\n".join(render.markdown_table(*table(result))))
+    if args.out:
+        for kind, path in write_ablation(result, args.out).items():
+            print(f"{kind}: {path}", file=sys.stderr if args.json else sys.stdout)
+
+
 def _analyze(args) -> None:
     from prism_lm.analysis.report import analyze_run
 
@@ -261,6 +280,20 @@ def _add_analysis(sub) -> None:
     p.add_argument("--head", type=int, default=0, help="head for the signal/noise map figure")
     p.add_argument("--probe", default=None, help="probe text (None: the paper's frog/key/door sentence)")
     p.add_argument("--target", default=None, help="target word of the probe (None: its last word)")
+
+    p = _command(sub, "ablate", "what the model loses when λ is changed or streams and heads are silenced", _ablate)
+    p.add_argument("checkpoint", help="checkpoint directory or run directory")
+    p.add_argument("--data", default=None, help="prepared data directory (None: the one the run recorded)")
+    p.add_argument("--lambda", dest="lambdas", type=float, nargs="+", default=None, metavar="LAMBDA",
+                   help="evaluation-time λ values, every layer (None: 0, 0.1 and 1 for kinds with a λ)")
+    p.add_argument("--stream", default=None, help="silence this stream (None: each stream in turn)")
+    p.add_argument("--heads", nargs="+", default=None, metavar="L.H",
+                   help="zero these heads, each LAYER.HEAD (in --stream, default the first) or LAYER.STREAM.HEAD")
+    p.add_argument("--per-layer", action="store_true", help="silence the stream one layer at a time")
+    p.add_argument("--max-windows", type=int, default=32, help="windows of block_size tokens to measure on")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    p.add_argument("--out", default=None, help="a new folder for ablate.md, ablate.json and the λ figure")
 
     p = _command(sub, "explore", "one self-contained page to look at every head's attention on a text", _explore)
     p.add_argument("checkpoint", help="checkpoint directory or run directory")

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from prism_lm.data.shards import ShardSet
+from prism_lm.errors import PrismError
 from prism_lm.model import PrismLM
 from prism_lm.model.interventions import intervene
 
@@ -72,7 +73,9 @@ def intervention_effects(model: PrismLM, shards: ShardSet, interventions: dict[s
         kind_ids.append(kind)
     base_nll, mask, kind = torch.cat(base), torch.cat(masks), torch.cat(kind_ids)
     out = {"windows": n, "tokens": int(mask.numel()), "recall_tokens": int(mask.sum()),
-           "base": {"recall": _mean(base_nll[mask]), "other": _mean(base_nll[~mask])}, "effects": {}}
+           "base": {"all": _mean(base_nll.flatten()), "recall": _mean(base_nll[mask]),
+                    "other": _mean(base_nll[~mask])},
+           "effects": {}}
     for name, parts in edited.items():
         delta = torch.cat(parts) - base_nll
         out["effects"][name] = {
@@ -99,3 +102,125 @@ def head_ablation_spread(model: PrismLM, shards: ShardSet, max_windows: int = 16
 
 def _mean(x: torch.Tensor) -> float | None:
     return float(np.mean(x.numpy())) if x.numel() else None
+
+
+def parse_heads(specs: list[str], model: PrismLM, stream: str | None) -> list[tuple[int, str, int]]:
+    """"L.H" (in ``stream``, default the first) or "L.STREAM.H" -> (layer, stream, head)."""
+    default = stream or model.blocks[0].attn.stream_names[0]
+    out = []
+    for spec in specs:
+        parts = spec.split(".")
+        try:
+            if len(parts) == 2:
+                out.append((int(parts[0]), default, int(parts[1])))
+            elif len(parts) == 3:
+                out.append((int(parts[0]), parts[1], int(parts[2])))
+            else:
+                raise ValueError
+        except ValueError:
+            raise PrismError(f"--heads takes LAYER.HEAD or LAYER.STREAM.HEAD, got {spec!r}") from None
+    return out
+
+
+def ablation_plan(model: PrismLM, lambdas: list[float] | None = None, stream: str | None = None,
+                  heads: list[str] = (), per_layer: bool = False) -> dict[str, dict]:
+    """The interventions ``prism ablate`` measures, by name: each evaluation-time λ, the chosen stream
+    (or each stream) silenced in every layer or layer by layer, and each chosen head zeroed."""
+    attn = model.blocks[0].attn
+    has_lambda = attn.own_lambda() is not None
+    if lambdas and not has_lambda:
+        raise PrismError(f"{model.config.attention} attention has no λ to set (--lambda is for prism and diff)")
+    plan: dict[str, dict] = {}
+    for lam in lambdas if lambdas is not None else ([0.0, 0.1, 1.0] if has_lambda and not heads else []):
+        plan[f"λ = {lam:g}"] = {"lam": lam}
+    streams = [stream] if stream else ([] if heads or lambdas else list(attn.stream_names))
+    for s in streams:
+        if per_layer:
+            for layer in range(len(model.blocks)):
+                plan[f"{s} off, layer {layer}"] = {"zero_streams": [s], "layers": [layer]}
+        else:
+            plan[f"{s} off"] = {"zero_streams": [s]}
+    for layer, s, h in parse_heads(list(heads), model, stream):
+        plan[f"head {layer}.{s}.{h} off"] = {"zero_heads": [(layer, s, h)]}
+    return plan
+
+
+def ablate(checkpoint, data=None, lambdas: list[float] | None = None, stream: str | None = None,
+           heads: list[str] = (), per_layer: bool = False, max_windows: int = 32, device: str = "auto") -> dict:
+    """Load a checkpoint, measure each planned intervention on its data (default: the data folder its
+    run recorded) and return the rows of ``prism ablate``."""
+    from prism_lm.checkpoint import load_model
+    from prism_lm.run_dir import RunDir, resolve_checkpoint_dir
+    from prism_lm.train.parallel import resolve_device
+
+    if max_windows < 1:
+        raise PrismError(f"--max-windows must be >= 1, got {max_windows}")
+    directory = resolve_checkpoint_dir(checkpoint)
+    if data is None:
+        run = RunDir.of_checkpoint(directory)
+        recorded = run.read_config() if run else None
+        if recorded is None or not recorded.data.dir:
+            raise PrismError(f"{checkpoint} records no data folder (not inside a run): pass --data")
+        data = recorded.data.dir
+    model = load_model(directory, device=resolve_device(device))
+    shards = ShardSet(data, "val")
+    if len(shards) <= model.config.block_size:
+        shards = ShardSet(data, "train")
+    shards.check_fits(model.config.vocab_size)
+    plan = ablation_plan(model, lambdas, stream, heads, per_layer)
+    if not plan:
+        raise PrismError("nothing to ablate: give --lambda, --stream or --heads")
+    out = intervention_effects(model, shards, plan, max_windows=max_windows)
+    rows = [{"intervention": name, "edit": e["edit"], "loss": out["base"]["all"] + e["all_delta"],
+             "all_delta": e["all_delta"], "recall_delta": e["recall_delta"], "other_delta": e["other_delta"],
+             "by_kind": e["by_kind"]} for name, e in out["effects"].items()]
+    return {"checkpoint": str(directory), "data": str(data), "split": shards.split, "windows": out["windows"],
+            "tokens": out["tokens"], "recall_tokens": out["recall_tokens"], "base": out["base"],
+            "lambda": model.blocks[0].attn.current_lambda().item() if model.blocks[0].attn.own_lambda() is not None
+            else None, "rows": rows}
+
+
+def write_ablation(result: dict, out_dir) -> dict[str, str]:
+    """ablate.json, ablate.md and (with λ rows) the loss-against-λ figure in a new folder."""
+    import json
+    from pathlib import Path
+
+    from prism_lm import render
+    from prism_lm.analysis import figures
+
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        raise PrismError(f"--out {out} is not empty; choose a new folder")
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / "ablate.json", "md": out / "ablate.md"}
+    paths["json"].write_text(json.dumps(result, indent=1, default=list), encoding="utf-8")
+    lam_rows = [r for r in result["rows"] if set(r["edit"]) == {"lam"}]
+    lines = [f"# Interventions on {result['checkpoint']}", "",
+             f"Loss change (intervened − unmodified, nats) on {result['tokens']:,} tokens of the "
+             f"{result['split']} split of {result['data']} ({result['windows']} windows); recall tokens: "
+             f"{result['recall_tokens']:,}. "
+             f"Unmodified loss {result['base']['all']:.4f}" + (f" at the model's λ = {result['lambda']:.4g}."
+                                                              if result["lambda"] is not None else "."), "",
+             *render.markdown_table(*table(result))]
+    if lam_rows:
+        figure = figures.lambda_curve([r["edit"]["lam"] for r in lam_rows], [r["loss"] for r in lam_rows],
+                                      result["lambda"], result["base"]["all"], out)
+        paths["figure"] = figure
+        lines += ["", f"![loss against evaluation-time λ]({figure.name})", "",
+                  "Loss on all tokens with every layer's λ set to the value on the x axis at evaluation; the "
+                  "marker is the model as trained."]
+    paths["md"].write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return {k: str(v) for k, v in paths.items()}
+
+
+def table(result: dict) -> tuple[list[str], list[list]]:
+    """The header and rows ``prism ablate`` prints."""
+    kinds = sorted({k for r in result["rows"] for k in r["by_kind"]})
+    header = ["intervention", "loss", "Δ all tokens", "Δ recall", "Δ other", *[f"Δ recall: {k}" for k in kinds]]
+
+    def fmt(x):
+        return "—" if x is None else f"{x:+.4f}"
+
+    rows = [[r["intervention"], f"{r['loss']:.4f}", fmt(r["all_delta"]), fmt(r["recall_delta"]),
+             fmt(r["other_delta"]), *[fmt(r["by_kind"].get(k)) for k in kinds]] for r in result["rows"]]
+    return header, rows

@@ -129,6 +129,21 @@ def resonance(table: dict, out: Path) -> Path:
     return _save(fig, out, "resonance")
 
 
+def lambda_curve(lams: list[float], losses: list[float], model_lambda: float | None, model_loss: float,
+                 out: Path) -> Path:
+    """Loss on all tokens against the evaluation-time λ, with the trained model's own point."""
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    order = np.argsort(lams)
+    ax.plot(np.asarray(lams)[order], np.asarray(losses)[order], "o-", label="λ set at evaluation")
+    if model_lambda is not None:
+        ax.plot([model_lambda], [model_loss], "k*", ms=12, label=f"as trained (λ = {model_lambda:.3g})")
+    ax.set(xlabel="evaluation-time λ (every layer)", ylabel="loss (nats/token)",
+           title="Loss against the weight of the subtracted stream")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    return _save(fig, out, "loss_vs_lambda")
+
+
 def head_metrics(heads: list[dict], metric: str, out: Path) -> Path:
     streams = list(dict.fromkeys(e["stream"] for e in heads))
     layers = sorted({e["layer"] for e in heads})

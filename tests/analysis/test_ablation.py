@@ -70,3 +70,60 @@ def test_head_ablation_spread_is_wide_when_one_head_matters_and_zero_when_none_d
     assert any(abs(d) > 1e-4 for d in deltas)
     assert out["signal"]["spread"] == pytest.approx(float(torch.tensor(deltas).std()), abs=1e-6)
     assert out["signal"]["mean"] == pytest.approx(sum(deltas) / len(deltas), abs=1e-6)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from prism_lm.train.loop import train
+    from tests.train.helpers import prepare_tiny
+    from tests.train.helpers import tiny_config as train_config
+
+    base = tmp_path_factory.mktemp("ablate")
+    data = prepare_tiny(base / "d", stories=60)
+    train(train_config(data, base / "run", **{"run.max_iters": 6, "run.eval_interval": 3, "model.block_size": 64}))
+    return base
+
+
+def test_prism_ablate_prints_one_row_per_intervention_from_the_runs_own_data(trained, capsys, tmp_path):
+    import json
+
+    from prism_lm.cli import main
+
+    assert main(["ablate", str(trained / "run"), "--max-windows", "4", "--out", str(tmp_path / "a")]) == 0
+    out = capsys.readouterr().out
+    assert f"on {trained / 'd'}" in out  # the data folder the run recorded
+    for name in ("λ = 0 ", "λ = 0.1", "λ = 1 ", "signal off", "noise off"):
+        assert f"| {name}" in out, name
+    result = json.loads((tmp_path / "a" / "ablate.json").read_text())
+    lam0 = next(r for r in result["rows"] if r["intervention"] == "λ = 0")
+    noise = next(r for r in result["rows"] if r["intervention"] == "noise off")
+    assert lam0["all_delta"] == pytest.approx(noise["all_delta"], abs=1e-5)  # noise off is λ = 0
+    assert (tmp_path / "a" / "loss_vs_lambda.png").is_file()
+    assert "loss_vs_lambda.png" in (tmp_path / "a" / "ablate.md").read_text()
+    assert main(["ablate", str(trained / "run"), "--max-windows", "2", "--out", str(tmp_path / "a")]) == 2  # not empty
+    assert "not empty" in capsys.readouterr().err
+    assert main(["ablate", str(trained / "run"), "--heads", "0.1", "1.noise.0", "--per-layer", "--stream", "noise",
+                 "--max-windows", "2", "--json"]) == 0
+    rows = {r["intervention"] for r in json.loads(capsys.readouterr().out)["rows"]}
+    assert rows == {"noise off, layer 0", "noise off, layer 1", "head 0.noise.1 off", "head 1.noise.0 off"}
+
+
+def test_prism_ablate_bad_input_is_one_line(trained, capsys):
+    from prism_lm.cli import main
+
+    for argv, message in ((["--heads", "x"], "LAYER.HEAD"), (["--heads", "0.9"], "is not a head"),
+                          (["--stream", "loud"], "no stream 'loud'"), (["--max-windows", "0"], "--max-windows")):
+        assert main(["ablate", str(trained / "run"), *argv]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
+
+
+def test_ablation_plan_refuses_lambda_for_kinds_without_one():
+    from prism_lm.analysis.ablation import ablation_plan
+    from prism_lm.errors import PrismError
+
+    gpt = PrismLM(tiny_config("gpt"))
+    assert set(ablation_plan(gpt)) == {"main off"}
+    with pytest.raises(PrismError, match="has no λ"):
+        ablation_plan(gpt, lambdas=[0.0])
+    assert set(ablation_plan(PrismLM(tiny_config("diff")), lambdas=[0.5])) == {"λ = 0.5"}
