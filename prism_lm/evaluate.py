@@ -60,7 +60,10 @@ def evaluate_checkpoint(checkpoint: str | Path, data_dir: str | Path, contexts: 
     bad = [c for c in contexts or [] if c < 1]
     if bad:
         raise PrismError(f"--context must be >= 1, got {bad[0]}")
+    from prism_lm.checkpoint.model import check_same_tokenizer
+
     dev = resolve_device(device)
+    check_same_tokenizer(checkpoint, data_dir)
     model = load_model(checkpoint, device=dev)
     shards = ShardSet(data_dir, split)
     return [evaluate_split(model, shards, c, batch_size=batch_size, device=dev, progress=sys.stderr.isatty())

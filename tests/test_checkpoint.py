@@ -146,3 +146,29 @@ def test_a_checkpoint_knows_its_codec(tmp_path):
     assert load_codec(tmp_path / "gpt2").token_map is None
     save_model(PrismLM(tiny_config()), tmp_path / "ids")  # no record, 97 ids: a model of bare ids
     assert load_codec(tmp_path / "ids") is None
+
+
+def test_a_data_folder_with_another_tokenizer_is_refused_not_scored(tmp_path, capsys):
+    """Two compact vocabularies (two corpora) have different ids even where their sizes allow both;
+    a GPT-2-vocabulary checkpoint on a compact folder is refused too."""
+    from prism_lm.checkpoint import save_model
+    from prism_lm.cli import main
+    from prism_lm.data.prepare import prepare
+    from prism_lm.data.shards import ShardSet
+    from prism_lm.model import PrismLM
+    from tests.conftest import tiny_config
+
+    prepare(["embedded:30"], tmp_path / "a", val_fraction=0.2, compact_vocab=True, progress=False)
+    prepare(["embedded:400"], tmp_path / "b", val_fraction=0.2, compact_vocab=True, progress=False)
+    a, b = ShardSet(tmp_path / "a", "val"), ShardSet(tmp_path / "b", "val")
+    assert a.codec().token_map != b.codec().token_map
+    vocab = max(a.vocab_size, b.vocab_size)
+    save_model(PrismLM(tiny_config(vocab_size=vocab, block_size=16)), tmp_path / "ck", codec=a.codec())
+    assert main(["eval", str(tmp_path / "ck"), "--data", str(tmp_path / "a")]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "ck"), "--data", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert "ids mean different tokens" in err and err.count("\n") == 1
+    save_model(PrismLM(tiny_config(vocab_size=50304, block_size=16, n_layer=1)), tmp_path / "gpt2")
+    assert main(["eval", str(tmp_path / "gpt2"), "--data", str(tmp_path / "a")]) == 2
+    assert "GPT-2 BPE" in capsys.readouterr().err

@@ -150,6 +150,7 @@ def ablate(checkpoint, data=None, lambdas: list[float] | None = None, stream: st
     """Load a checkpoint, measure each planned intervention on its data (default: the data folder its
     run recorded) and return the rows of ``prism ablate``."""
     from prism_lm.checkpoint import load_model
+    from prism_lm.checkpoint.model import check_same_tokenizer
     from prism_lm.run_dir import RunDir, resolve_checkpoint_dir
     from prism_lm.train.parallel import resolve_device
 
@@ -162,6 +163,7 @@ def ablate(checkpoint, data=None, lambdas: list[float] | None = None, stream: st
         if recorded is None or not recorded.data.dir:
             raise PrismError(f"{checkpoint} records no data folder (not inside a run): pass --data")
         data = recorded.data.dir
+    check_same_tokenizer(directory, data)
     model = load_model(directory, device=resolve_device(device))
     shards = ShardSet(data, "val")
     if len(shards) <= model.config.block_size:

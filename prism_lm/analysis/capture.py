@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from prism_lm.data.tokenizer import Codec
+from prism_lm.errors import PrismError
 from prism_lm.model import PrismLM
 
 
@@ -48,9 +49,16 @@ class AttentionCache:
 
 @torch.no_grad()
 def capture_attention(model: PrismLM, inputs: torch.Tensor | str, codec: Codec | None = None) -> AttentionCache:
-    """Run ``inputs`` (ids (B, T) or text) and keep every layer's attention probabilities."""
+    """Run ``inputs`` (ids (B, T) or text) and keep every layer's attention probabilities. Text is
+    encoded with ``codec``, else the one the model was loaded with (``load_model`` records it),
+    else GPT-2 BPE when the model's vocabulary holds it."""
     if isinstance(inputs, str):
-        codec = codec or Codec()
+        codec = codec or getattr(model, "codec", None)
+        if codec is None:
+            if model.config.vocab_size < Codec().vocab_size:
+                raise PrismError(f"this model's vocabulary ({model.config.vocab_size} ids) is not GPT-2's and it "
+                                 "carries no tokenizer: pass codec=load_codec(checkpoint), or token ids")
+            codec = Codec()
         inputs = torch.tensor([codec.encode(inputs)])
     device = next(model.parameters()).device
     was_training = model.training

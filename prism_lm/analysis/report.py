@@ -31,6 +31,7 @@ from prism_lm.analysis.spectral import (
     resonance_table,
 )
 from prism_lm.checkpoint import load_codec, load_model, read_model_config, resolve_checkpoint_dir
+from prism_lm.checkpoint.model import check_same_tokenizer
 from prism_lm.config import ModelConfig, TrainConfig, to_dict
 from prism_lm.data.shards import ShardSet
 from prism_lm.data.tokenizer import Codec
@@ -81,6 +82,7 @@ def analyze_run(path: str | Path, data_dir: str | Path, out: str | Path, max_win
     model, codec = load_model(ckpt), load_codec(ckpt)
     if codec is None:
         raise PrismError(f"{ckpt} records no tokenizer and its vocabulary is not GPT-2's: no text to probe it with")
+    check_same_tokenizer(ckpt, data_dir, codec)
     shards = _analysis_split(data_dir, model)
     cfg = model.config
     layer = _check_options(cfg, layer, head, max_windows)

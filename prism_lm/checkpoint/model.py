@@ -91,6 +91,26 @@ def load_codec(path: str | Path) -> Codec | None:
     return Codec() if cfg.vocab_size >= GPT2_VOCAB else None
 
 
+def check_same_tokenizer(checkpoint: str | Path, data_dir: str | Path, codec: Codec | None = None) -> None:
+    """Refuse a data folder whose tokenizer is not the checkpoint's (not only its size: a compact map
+    of another corpus has other ids). A checkpoint with no recorded tokenizer is GPT-2 BPE when its
+    vocabulary holds GPT-2's (``load_codec``); one of bare ids is checked by size only."""
+    from prism_lm.data.shards import read_manifest
+
+    directory = resolve_checkpoint_dir(checkpoint)
+    mine = codec or load_codec(directory)
+    if mine is None:
+        return
+    theirs = Codec.from_json(read_manifest(data_dir).get("tokenizer"))
+    if mine.token_map != theirs.token_map:
+        raise PrismError(f"{data_dir} was tokenized with {_describe(theirs)}, but {directory} with {_describe(mine)}: "
+                         "the ids mean different tokens; use data prepared with the checkpoint's tokenizer")
+
+
+def _describe(codec: Codec) -> str:
+    return "GPT-2 BPE" if codec.token_map is None else f"a compact GPT-2 vocabulary of {codec.vocab_size} ids"
+
+
 def read_weights(path: Path) -> dict[str, torch.Tensor]:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -128,6 +148,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> PrismLM:
     cfg, _ = read_model_config(directory)
     model = PrismLM(cfg)
     load_state(model, read_weights(directory / WEIGHTS), str(directory / WEIGHTS))
+    model.codec = load_codec(directory)  # text entry points (capture_attention, ...) encode with it
     return model.to(device).eval()
 
 

@@ -107,8 +107,19 @@ class Codec:
         missing = [i for i in ids if i not in self._to_model]
         if missing:
             word = gpt2_encoding().decode([missing[0]])
-            raise PrismError(f"text uses a token outside this model's compact vocabulary: {word!r}")
+            near = self.nearest_accepted(word)
+            hint = f"; {near!r} is in it" if near else ""
+            raise PrismError(f"text uses a token outside this model's compact vocabulary: {word!r}{hint}")
         return [self._to_model[i] for i in ids]
+
+    def nearest_accepted(self, word: str) -> str | None:
+        """A close form of ``word`` this vocabulary holds: without or with its leading space, in
+        lower case or capitalised (GPT-2 gives " Once" and "Once" different ids)."""
+        bare = word.strip()
+        for form in (bare, " " + bare, bare.lower(), " " + bare.lower(), bare.capitalize(), " " + bare.capitalize()):
+            if form and form != word and all(i in self._to_model for i in encode(form)):
+                return form
+        return None
 
     def decode(self, ids) -> str:
         ids = [int(i) for i in ids]

@@ -182,6 +182,7 @@ def _evaluation_columns(cfg: TrainConfig, spec: EvaluateSpec, sweep_run: SweepRu
     on the run's own device."""
     from prism_lm.analysis.heads import head_statistics
     from prism_lm.checkpoint import load_model, read_model_config
+    from prism_lm.checkpoint.model import check_same_tokenizer
     from prism_lm.data.shards import training_splits
     from prism_lm.evaluate import evaluate_split
     from prism_lm.run_dir import RunDir
@@ -192,6 +193,7 @@ def _evaluation_columns(cfg: TrainConfig, spec: EvaluateSpec, sweep_run: SweepRu
     run = RunDir(cfg.run.out_dir)
     final_dir, best_dir = run.newest(), run.model_checkpoint()
     val = training_splits(cfg.data.dir, cfg.data.holdout)[1]  # val, or the held-out part of train (tuning)
+    check_same_tokenizer(final_dir, cfg.data.dir)  # a folder moved or swapped under the sweep
     final = load_model(final_dir, device=device)
     same = best_dir is None or read_model_config(best_dir)[1].get("step") == read_model_config(final_dir)[1].get("step")
     best = final if same else load_model(best_dir, device=device)
