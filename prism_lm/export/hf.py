@@ -23,7 +23,7 @@ from importlib import resources
 from pathlib import Path
 
 import prism_lm
-from prism_lm.checkpoint import load_codec, load_model, resolve_checkpoint_dir
+from prism_lm.checkpoint import load_codec, load_model, read_model_config, resolve_checkpoint_dir
 from prism_lm.config import to_dict
 from prism_lm.data.tokenizer import gpt2_files
 from prism_lm.errors import PrismError
@@ -76,8 +76,9 @@ def export_hf(source: str | Path, out: str | Path) -> Path:
         write_json(tmp / "config.json", config)
         save_file({f"model.{k}": v for k, v in model_state(model).items()}, str(tmp / "model.safetensors"),
                   metadata={"format": "pt"})
+        # no max_length: transformers warns on every generate() when the file sets one
         write_json(tmp / "generation_config.json", {"bos_token_id": codec.eot, "eos_token_id": codec.eot,
-                                                    "pad_token_id": codec.eot, "max_length": cfg.block_size})
+                                                    "pad_token_id": codec.eot})
         for name in WRAPPERS:
             shutil.copyfile(resources.files("prism_lm.export").joinpath("hf_code", name), tmp / name)
         for module, flat in MODEL_MODULES.items():
@@ -90,4 +91,41 @@ def export_hf(source: str | Path, out: str | Path) -> Path:
             "bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>"})
         write_json(tmp / "special_tokens_map.json", {"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>",
                                                      "unk_token": "<|endoftext|>"})
+        (tmp / "README.md").write_text(model_card(ckpt, model), encoding="utf-8")
     return Path(out)
+
+
+def model_card(ckpt: Path, model) -> str:
+    """The folder's README.md: what the model is, how it was trained and made, and what loading runs."""
+    from prism_lm.run_dir import RunDir
+    from prism_lm.train.metrics import read_metrics
+
+    cfg, meta = model.config, read_model_config(ckpt)[1]
+    run = RunDir.of_checkpoint(ckpt)
+    recorded = run.read_config() if run else None
+    evals = [r["val_loss"] for r in (read_metrics(run.metrics_path) if run else []) if r.get("val_loss") is not None]
+    lines = [
+        "---", "library_name: transformers", "tags: [prism-lm, white-box, mcr2]", "---", "",
+        f"# PRISM ({cfg.attention} attention, {model.num_params():,} parameters)", "",
+        f"Exported by prism-lm {prism_lm.__version__} (`prism export hf`) from `{ckpt}`.", "",
+        "## Architecture", "",
+        f"- attention: `{cfg.attention}`, {cfg.n_layer} layers, {cfg.n_head} heads per stream, width {cfg.n_embd}, "
+        f"context {cfg.block_size}, vocabulary {cfg.vocab_size} (GPT-2 BPE)",
+        f"- position embedding: {cfg.position_embedding}; PRISM: expansion ratio {cfg.expansion_ratio}, RoPE "
+        f"multiplier {cfg.freq_multiplier} ({cfg.rope_scaling} scaling), λ {cfg.lambda_schedule} "
+        f"{cfg.lambda_start} → {cfg.lambda_end}, noise stream {'on' if cfg.noise_stream else 'off'}", "",
+        "## Training", "",
+        f"- checkpoint step: {meta.get('step', 'not recorded')}",
+        f"- data: `{recorded.data.dir}`" if recorded else "- data: not recorded (a bare checkpoint)",
+        (f"- val loss: best {min(evals):.4f}, last {evals[-1]:.4f} (nats/token, the run's own evaluations)"
+         if evals else "- val loss: not recorded"), "",
+        "## Loading", "",
+        "```python",
+        "from transformers import AutoModelForCausalLM, AutoTokenizer",
+        "model = AutoModelForCausalLM.from_pretrained(FOLDER, trust_remote_code=True)",
+        "tokenizer = AutoTokenizer.from_pretrained(FOLDER)",
+        "```", "",
+        "`trust_remote_code=True` runs the Python files in this folder (`modeling_prism.py` and the "
+        "prism_*.py model files) on your machine: load only a folder whose every writer you trust.", "",
+        "The full config is `config.json`'s `prism` entry.", ""]
+    return "\n".join(lines)

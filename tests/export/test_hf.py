@@ -95,3 +95,38 @@ def test_compact_vocabulary_and_bad_targets_are_one_line_errors(tmp_path, capsys
     _, folder = _export(_trained_ish("gpt"), tmp_path)
     assert main(["export", "hf", str(tmp_path / "ck"), str(folder)]) == 2  # never over an existing export
     assert "refusing to overwrite" in capsys.readouterr().err
+
+
+def test_export_returns_real_attentions_and_hidden_states_loads_its_tokenizer_unprompted_and_has_a_card(tmp_path):
+    import subprocess
+    import sys
+
+    from transformers import AutoModelForCausalLM
+
+    from prism_lm.analysis import capture_attention, hook_name
+
+    torch.manual_seed(0)
+    ckpt, folder = _export(PrismLM(tiny_config(vocab_size=50304, n_layer=2)), tmp_path)
+    hf = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True).eval()
+    ours = load_model(ckpt)
+    ids = torch.tensor([encode(PROMPT)])
+    with torch.no_grad():
+        out = hf(ids, output_attentions=True, output_hidden_states=True, use_cache=False)
+    maps = capture_attention(ours, ids)
+    assert len(out.attentions) == 2 and len(out.hidden_states) == 3
+    for layer in range(2):
+        torch.testing.assert_close(out.attentions[layer].float(), maps[hook_name(layer)], atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(ours.lm_head(out.hidden_states[-1]), out.logits, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out.hidden_states[0], ours.wte(ids) + ours.wpe.weight[: ids.size(1)])
+    plain = hf(ids, use_cache=False)
+    assert plain.attentions is None and plain.hidden_states is None
+    # the tokenizer loads with stdin closed and no trust_remote_code: nothing asks
+    code = f"from transformers import AutoTokenizer; print(AutoTokenizer.from_pretrained({str(folder)!r}).encode('Hi'))"
+    done = subprocess.run([sys.executable, "-c", code], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    import json as _json
+
+    assert "max_length" not in _json.loads((folder / "generation_config.json").read_text())
+    card = (folder / "README.md").read_text()
+    assert "trust_remote_code=True` runs the Python files" in card and "parameters" in card

@@ -53,9 +53,12 @@ class PrismForCausalLM(PreTrainedModel, GenerationMixin):
         return self.model.lm_head
 
     def forward(self, input_ids, attention_mask=None, cache=None, past_key_values=None, use_cache=None, labels=None,
-                **kwargs):
+                output_attentions=None, output_hidden_states=None, **kwargs):
         """HF's causal-LM forward. The KV cache arrives as ``cache`` (transformers 5) or ``past_key_values``
-        (transformers 4) and goes back in the same field."""
+        (transformers 4) and goes back in the same field. ``output_attentions``: each layer's attention
+        probabilities (batch, maps, query, key), signal heads then noise heads for PRISM;
+        ``output_hidden_states``: the embeddings, each block's output, and the last after the final
+        LayerNorm (GPT-2's convention)."""
         if attention_mask is not None and not bool(attention_mask.all()):
             raise ValueError("prism-lm models take unpadded batches (positions are absolute): attention_mask "
                              "must be all ones")
@@ -67,12 +70,28 @@ class PrismForCausalLM(PreTrainedModel, GenerationMixin):
                 cache = DynamicCache()
             length = cache.get_seq_length()
             caches = [_LayerCache(cache, i, length) for i in range(len(self.model.blocks))]
-        hidden, _ = self.model.hidden_states(input_ids, caches)
+        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
+        output_hidden_states = (self.config.output_hidden_states if output_hidden_states is None
+                                else output_hidden_states)
+        states, handles = [], []
+        if output_hidden_states:
+            handles.append(self.model.blocks[0].register_forward_pre_hook(lambda m, args: states.append(args[0])))
+            handles += [b.register_forward_hook(lambda m, args, out: states.append(out[0])) for b in self.model.blocks]
+        try:
+            hidden, maps = self.model.hidden_states(input_ids, caches, need_weights=bool(output_attentions))
+        finally:
+            for h in handles:
+                h.remove()
         logits = self.model.lm_head(hidden)
         loss = None
         if labels is not None:  # HF convention: labels are the inputs, shifted here
             loss = lm_cross_entropy(logits[:, :-1], labels[:, 1:], ignore_index=-100)
-        return CausalLMOutputWithPast(loss=loss, logits=logits, **{_CACHE_FIELD: cache if use_cache else None})
+        extra = {}
+        if output_hidden_states:
+            extra["hidden_states"] = (*states[:-1], hidden)
+        if output_attentions:
+            extra["attentions"] = tuple(maps)
+        return CausalLMOutputWithPast(loss=loss, logits=logits, **extra, **{_CACHE_FIELD: cache if use_cache else None})
 
 
 _CACHE_FIELD = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
