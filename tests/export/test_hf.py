@@ -130,3 +130,24 @@ def test_export_returns_real_attentions_and_hidden_states_loads_its_tokenizer_un
     assert "max_length" not in _json.loads((folder / "generation_config.json").read_text())
     card = (folder / "README.md").read_text()
     assert "trust_remote_code=True` runs the Python files" in card and "parameters" in card
+
+
+@pytest.mark.slow
+def test_the_shipped_lm_eval_task_runs_on_an_export_from_any_directory(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("lm_eval")
+    _, folder = _export(PrismLM(tiny_config(vocab_size=50304, n_layer=1)), tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    tasks = Path(__file__).resolve().parents[2] / "benchmarks" / "lm_eval"
+    done = subprocess.run([sys.executable, "-m", "lm_eval", "--model", "hf", "--model_args",
+                           f"pretrained={folder},trust_remote_code=True", "--tasks", "prism_recall", "--include_path",
+                           str(tasks), "--device", "cpu", "--batch_size", "1", "--limit", "4"],
+                          cwd=elsewhere, capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "prism_recall" in done.stdout and "acc" in done.stdout
