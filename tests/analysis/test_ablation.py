@@ -74,14 +74,9 @@ def test_head_ablation_spread_is_wide_when_one_head_matters_and_zero_when_none_d
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from prism_lm.train.loop import train
-    from tests.train.helpers import prepare_tiny
-    from tests.train.helpers import tiny_config as train_config
+    from tests.train.helpers import trained_tiny_run
 
-    base = tmp_path_factory.mktemp("ablate")
-    data = prepare_tiny(base / "d", stories=60)
-    train(train_config(data, base / "run", **{"run.max_iters": 6, "run.eval_interval": 3, "model.block_size": 64}))
-    return base
+    return trained_tiny_run(tmp_path_factory.mktemp("ablate"), steps=6)
 
 
 def test_prism_ablate_prints_one_row_per_intervention_from_the_runs_own_data(trained, capsys, tmp_path):

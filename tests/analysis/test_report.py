@@ -6,15 +6,12 @@ from prism_lm.analysis.report import analyze_run
 from prism_lm.cli import main
 from prism_lm.errors import PrismError
 from prism_lm.train.loop import train
-from tests.train.helpers import prepare_tiny, tiny_config
+from tests.train.helpers import prepare_tiny, tiny_config, trained_tiny_run
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    base = tmp_path_factory.mktemp("a")
-    data = prepare_tiny(base / "d", stories=60)
-    train(tiny_config(data, base / "run", **{"run.max_iters": 8, "run.eval_interval": 4, "model.block_size": 64}))
-    return base
+    return trained_tiny_run(tmp_path_factory.mktemp("a"), steps=8)
 
 
 def test_report_files_and_numbers(run, tmp_path):

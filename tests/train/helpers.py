@@ -39,3 +39,13 @@ def cli_env() -> dict:
 def run_cli(args: list[str], **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "prism_lm.cli", *args], capture_output=True, text=True,
                           env=cli_env(), **kwargs)
+
+
+def trained_tiny_run(base, steps: int = 8):
+    """``base``/d (60 embedded stories) and ``base``/run (a tiny PRISM trained ``steps`` steps, block 64)."""
+    from prism_lm.train.loop import train
+
+    data = prepare_tiny(base / "d", stories=60)
+    train(tiny_config(data, base / "run", **{"run.max_iters": steps, "run.eval_interval": steps // 2,
+                                             "model.block_size": 64}))
+    return base
