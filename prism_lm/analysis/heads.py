@@ -333,9 +333,13 @@ def _compare(flat: list[dict], streams: list[str]) -> dict:
 @torch.no_grad()
 def stream_sinks(model: PrismLM, rows: torch.Tensor) -> dict[str, dict[str, float]]:
     """Per stream: sink_first and sink_first4 on windows ``rows`` (B, T), mean over layers and heads."""
-    cache = capture_attention(model, rows)
+    return cache_sinks(capture_attention(model, rows))
+
+
+def cache_sinks(cache) -> dict[str, dict[str, float]]:
+    """``stream_sinks`` of an attention capture already made."""
     sums: dict[str, dict[str, list[float]]] = {}
-    for layer in range(len(model.blocks)):
+    for layer in range(len(cache.streams)):
         m = sink_masses(cache[hook_name(layer)])
         H = cache.heads_per_stream[layer]
         for s_i, stream in enumerate(cache.streams[layer]):

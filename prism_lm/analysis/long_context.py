@@ -15,8 +15,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from prism_lm.analysis.capture import capture_attention, hook_name
-from prism_lm.analysis.heads import sink_masses
+from prism_lm.analysis.capture import capture_attention
+from prism_lm.analysis.heads import cache_sinks
 from prism_lm.data.shards import ShardSet
 from prism_lm.errors import PrismError
 from prism_lm.model import PrismLM
@@ -35,7 +35,7 @@ def position_losses(model: PrismLM, shards: ShardSet, multiple: int, max_windows
         raise PrismError(f"{shards.split} split has {len(shards)} tokens, too few for one window of {context} "
                          f"({multiple} x block_size {T})")
     model.eval()
-    sums, sinks, sinks4 = torch.zeros(multiple, dtype=torch.float64), [], []
+    sums, sinks = torch.zeros(multiple, dtype=torch.float64), {"sink_first": 0.0, "sink_first4": 0.0}
     for first in range(0, n, batch_size):
         ids = range(first, min(first + batch_size, n))
         rows = torch.from_numpy(shards.windows([w * context for w in ids], context + 1))
@@ -43,12 +43,9 @@ def position_losses(model: PrismLM, shards: ShardSet, multiple: int, max_windows
         nll = torch.nn.functional.cross_entropy(cache.logits.float().flatten(0, 1), rows[:, 1:].flatten(),
                                                 reduction="none").view(len(ids), context)
         sums += nll.double().view(len(ids), multiple, T).sum(dim=(0, 2))
-        for layer in range(len(model.blocks)):
-            m = sink_masses(cache[hook_name(layer)])
-            sinks.append(float(m["sink_first"].mean()) * len(ids))
-            sinks4.append(float(m["sink_first4"].mean()) * len(ids))
+        per_stream = cache_sinks(cache)  # every stream has the same number of heads: their mean is all heads'
+        for k in sinks:
+            sinks[k] += float(np.mean([v[k] for v in per_stream.values()])) * len(ids)
     buckets = (sums / (n * T)).tolist()
-    layers = len(model.blocks)
     return {"multiple": multiple, "context": context, "windows": n, "bucket_loss": buckets,
-            "excess": buckets[-1] - buckets[0], "sink_first": float(np.sum(sinks)) / (n * layers),
-            "sink_first4": float(np.sum(sinks4)) / (n * layers)}
+            "excess": buckets[-1] - buckets[0], **{k: v / n for k, v in sinks.items()}}

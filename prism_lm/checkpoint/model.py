@@ -85,7 +85,10 @@ def read_model_config(directory: Path) -> tuple[ModelConfig, dict[str, Any]]:
 def load_codec(path: str | Path) -> Codec | None:
     """The codec of a checkpoint (or a run's): its recorded tokenizer, else GPT-2 BPE when the
     vocabulary covers GPT-2's, else None (a model of bare token ids)."""
-    cfg, meta = read_model_config(resolve_checkpoint_dir(path))
+    return _codec_of(*read_model_config(resolve_checkpoint_dir(path)))
+
+
+def _codec_of(cfg: ModelConfig, meta: dict[str, Any]) -> Codec | None:
     if meta.get("tokenizer"):
         return Codec.from_json(meta["tokenizer"])
     return Codec() if cfg.vocab_size >= GPT2_VOCAB else None
@@ -145,10 +148,10 @@ def load_state(model: PrismLM, state: dict[str, torch.Tensor], source: str) -> N
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> PrismLM:
     """Load a checkpoint (or a run's best/newest one); the model is returned in eval mode."""
     directory = resolve_checkpoint_dir(path)
-    cfg, _ = read_model_config(directory)
+    cfg, meta = read_model_config(directory)
     model = PrismLM(cfg)
     load_state(model, read_weights(directory / WEIGHTS), str(directory / WEIGHTS))
-    model.codec = load_codec(directory)  # text entry points (capture_attention, ...) encode with it
+    model.codec = _codec_of(cfg, meta)  # text entry points (capture_attention, ...) encode with it
     return model.to(device).eval()
 
 
