@@ -2,9 +2,10 @@
 
 For each intervention (``model.interventions.intervene`` keyword arguments, by name) the per-token
 loss over the same windows is compared with the unmodified model's: the mean change on recall
-tokens (embedded-corpus annotations whose antecedent lies inside the window), by dependency kind,
-and on every other token. A stream whose removal hurts recall more than the rest is doing the
-recalling; one whose removal changes nothing is not needed for it.
+tokens (embedded-corpus annotations whose antecedent lies inside the window), by dependency kind
+and by recall-to-antecedent distance (the heads module's buckets), and on every other token. A
+stream whose removal hurts recall more than the rest is doing the recalling; one whose removal
+changes nothing is not needed for it.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from prism_lm.analysis.heads import DISTANCE_BUCKETS, distance_bucket
 from prism_lm.data.shards import ShardSet
 from prism_lm.errors import PrismError
 from prism_lm.model import PrismLM
@@ -38,18 +40,20 @@ def _token_losses(model: PrismLM, rows: torch.Tensor, edit: dict | None) -> torc
         return model(x, y, reduction="none").loss.cpu()
 
 
-def _recall_mask(shards: ShardSet, ids: list[int], T: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _recall_mask(shards: ShardSet, ids: list[int], T: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(B, T) bool: the target positions that predict a recall token whose antecedent is in the
-    window; (B, T) int: its kind id (-1 elsewhere)."""
+    window; (B, T) int: its kind id, and (B, T) int: its recall-to-antecedent distance (-1 elsewhere)."""
     notes = shards.annotations()
     mask = torch.zeros(len(ids), T, dtype=torch.bool)
     kind = torch.full((len(ids), T), -1, dtype=torch.long)
+    distance = torch.full((len(ids), T), -1, dtype=torch.long)
     for row, w in enumerate(ids):
         start = w * T
-        for r, _antecedent, k in notes[(notes[:, 0] > start) & (notes[:, 0] <= start + T) & (notes[:, 1] >= start)]:
+        for r, antecedent, k in notes[(notes[:, 0] > start) & (notes[:, 0] <= start + T) & (notes[:, 1] >= start)]:
             mask[row, r - start - 1] = True
             kind[row, r - start - 1] = int(k)
-    return mask, kind
+            distance[row, r - start - 1] = int(r - antecedent)
+    return mask, kind, distance
 
 
 def intervention_effects(model: PrismLM, shards: ShardSet, interventions: dict[str, dict] | None = None,
@@ -61,17 +65,19 @@ def intervention_effects(model: PrismLM, shards: ShardSet, interventions: dict[s
     interventions = default_interventions(model) if interventions is None else interventions
     n = min(max_windows, (len(shards) - 1) // T)
     kinds = shards.manifest.get("annotation_kinds", [])
-    base, edited, masks, kind_ids = [], {name: [] for name in interventions}, [], []
+    base, edited, masks, kind_ids, distances = [], {name: [] for name in interventions}, [], [], []
     for first in range(0, n, batch_size):
         ids = list(range(first, min(first + batch_size, n)))
         rows = torch.from_numpy(shards.windows([w * T for w in ids], T + 1))
         base.append(_token_losses(model, rows, None))
         for name, edit in interventions.items():
             edited[name].append(_token_losses(model, rows, edit))
-        mask, kind = _recall_mask(shards, ids, T)
+        mask, kind, distance = _recall_mask(shards, ids, T)
         masks.append(mask)
         kind_ids.append(kind)
-    base_nll, mask, kind = torch.cat(base), torch.cat(masks), torch.cat(kind_ids)
+        distances.append(distance)
+    base_nll, mask, kind, distance = torch.cat(base), torch.cat(masks), torch.cat(kind_ids), torch.cat(distances)
+    buckets = {distance_bucket(lo): mask & (distance >= lo) & (distance <= (hi or T)) for lo, hi in DISTANCE_BUCKETS}
     out = {"windows": n, "tokens": int(mask.numel()), "recall_tokens": int(mask.sum()),
            "base": {"all": _mean(base_nll.flatten()), "recall": _mean(base_nll[mask]),
                     "other": _mean(base_nll[~mask])},
@@ -81,7 +87,8 @@ def intervention_effects(model: PrismLM, shards: ShardSet, interventions: dict[s
         out["effects"][name] = {
             "edit": interventions[name], "all_delta": _mean(delta.flatten()), "recall_delta": _mean(delta[mask]),
             "other_delta": _mean(delta[~mask]),
-            "by_kind": {k: _mean(delta[kind == i]) for i, k in enumerate(kinds) if bool((kind == i).any())}}
+            "by_kind": {k: _mean(delta[kind == i]) for i, k in enumerate(kinds) if bool((kind == i).any())},
+            "by_distance": {b: _mean(delta[m]) for b, m in buckets.items() if bool(m.any())}}
     return out
 
 
@@ -175,7 +182,7 @@ def ablate(checkpoint, data=None, lambdas: list[float] | None = None, stream: st
     out = intervention_effects(model, shards, plan, max_windows=max_windows)
     rows = [{"intervention": name, "edit": e["edit"], "loss": out["base"]["all"] + e["all_delta"],
              "all_delta": e["all_delta"], "recall_delta": e["recall_delta"], "other_delta": e["other_delta"],
-             "by_kind": e["by_kind"]} for name, e in out["effects"].items()]
+             "by_kind": e["by_kind"], "by_distance": e["by_distance"]} for name, e in out["effects"].items()]
     return {"checkpoint": str(directory), "data": str(data), "split": shards.split, "windows": out["windows"],
             "tokens": out["tokens"], "recall_tokens": out["recall_tokens"], "base": out["base"],
             "lambda": model.blocks[0].attn.current_lambda().item() if model.blocks[0].attn.own_lambda() is not None
@@ -218,11 +225,14 @@ def write_ablation(result: dict, out_dir) -> dict[str, str]:
 def table(result: dict) -> tuple[list[str], list[list]]:
     """The header and rows ``prism ablate`` prints."""
     kinds = sorted({k for r in result["rows"] for k in r["by_kind"]})
-    header = ["intervention", "loss", "Δ all tokens", "Δ recall", "Δ other", *[f"Δ recall: {k}" for k in kinds]]
+    spans = list(dict.fromkeys(b for r in result["rows"] for b in r.get("by_distance", {})))
+    header = ["intervention", "loss", "Δ all tokens", "Δ recall", "Δ other", *[f"Δ recall: {k}" for k in kinds],
+              *[f"Δ recall at {b} tokens" for b in spans]]
 
     def fmt(x):
         return "—" if x is None else f"{x:+.4f}"
 
     rows = [[r["intervention"], f"{r['loss']:.4f}", fmt(r["all_delta"]), fmt(r["recall_delta"]),
-             fmt(r["other_delta"]), *[fmt(r["by_kind"].get(k)) for k in kinds]] for r in result["rows"]]
+             fmt(r["other_delta"]), *[fmt(r["by_kind"].get(k)) for k in kinds],
+             *[fmt(r.get("by_distance", {}).get(b)) for b in spans]] for r in result["rows"]]
     return header, rows

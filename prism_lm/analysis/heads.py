@@ -151,7 +151,8 @@ def _class_table(shards: ShardSet) -> torch.Tensor:
     return torch.tensor([CLASSES.index(word_class(codec.decode([i]))) for i in range(shards.vocab_size)])
 
 
-def _bucket(distance: int) -> str:
+def distance_bucket(distance: int) -> str:
+    """The name of the DISTANCE_BUCKETS bucket holding ``distance`` ("1-16", "17-64", ">64")."""
     for lo, hi in DISTANCE_BUCKETS:
         if distance >= lo and (hi is None or distance <= hi):
             return f"{lo}-{hi}" if hi else f">{lo - 1}"
@@ -183,7 +184,7 @@ def head_statistics(model: PrismLM, shards: ShardSet, max_windows: int | None = 
             "recall_tokens": len(acc.recall_loss), "recall_mean": float(np.mean(acc.recall_loss)),
             "other_tokens": len(acc.other_loss), "other_mean": float(np.mean(acc.other_loss)),
             "by_kind": _recall_groups(acc.recall_loss, [acc.kinds[k] for k in acc.recall_kind], flat, names),
-            "by_distance": _recall_groups(acc.recall_loss, [_bucket(d) for d in acc.recall_dist])}
+            "by_distance": _recall_groups(acc.recall_loss, [distance_bucket(d) for d in acc.recall_dist])}
     if acc.uniform:
         result["uniform_hit_rate"] = float(np.mean(acc.uniform))  # what a head spreading mass evenly would score
     return result

@@ -239,11 +239,14 @@ def _intervention_tables(report: dict) -> list:
     if not iv or not iv["effects"]:
         return []
     kinds = sorted({k for e in iv["effects"].values() for k in e["by_kind"]})
+    spans = list(dict.fromkeys(b for e in iv["effects"].values() for b in e.get("by_distance", {})))
     return [(f"Interventions: mean loss change (intervened − unmodified) on recall tokens against the other "
              f"tokens, same {iv['windows']} windows ({iv['recall_tokens']} recall tokens; unmodified: recall "
              f"{_fmt(iv['base']['recall'])}, other {_fmt(iv['base']['other'])})",
-             ["intervention", "recall tokens", "other tokens", *[f"recall: {k}" for k in kinds]],
-             [[name, e["recall_delta"], e["other_delta"], *[e["by_kind"].get(k) for k in kinds]]
+             ["intervention", "recall tokens", "other tokens", *[f"recall: {k}" for k in kinds],
+              *[f"recall at {b} tokens" for b in spans]],
+             [[name, e["recall_delta"], e["other_delta"], *[e["by_kind"].get(k) for k in kinds],
+               *[e.get("by_distance", {}).get(b) for b in spans]]
               for name, e in iv["effects"].items()])]
 
 

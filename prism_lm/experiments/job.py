@@ -76,6 +76,7 @@ class EvaluateSpec:
     def columns(self, cfg: TrainConfig) -> set[str]:
         """Every column a run of ``cfg`` can have in its row (annotation-dependent ones included), so
         an experiment file's verdicts are checked against them before anything trains."""
+        from prism_lm.analysis.heads import DISTANCE_BUCKETS
         from prism_lm.data.embedded import KINDS
         from prism_lm.model.attention import ATTENTION_KINDS
 
@@ -99,6 +100,7 @@ class EvaluateSpec:
             cols |= {f"{prefix}recall_loss", f"{prefix}other_loss", *(f"{prefix}recall_loss_{k}" for k in KINDS)}
         if len(streams) > 1:  # the trained model with each stream silenced (annotated corpora)
             cols |= {f"{s}_off_{which}_delta" for s in streams for which in ("recall", "other")}
+            cols |= {f"{s}_off_recall_delta_{_span_tag(lo, hi)}" for s in streams for lo, hi in DISTANCE_BUCKETS}
         if self.head_ablations:
             cols |= {f"{s}_head_ablation_{which}" for s in streams for which in ("mean", "spread")}
         return cols
@@ -249,13 +251,24 @@ def _sink_columns(model, shards, windows: int) -> dict:
 def _intervention_columns(model, shards, windows: int) -> dict:
     """Per stream of a two-stream kind: the loss change on recall and on other tokens with it silenced."""
     from prism_lm.analysis.ablation import intervention_effects
+    from prism_lm.analysis.heads import DISTANCE_BUCKETS, distance_bucket
 
     streams = model.blocks[0].attn.stream_names
     if len(streams) < 2 or not len(shards.annotations()):
         return {}
     out = intervention_effects(model, shards, {s: {"zero_streams": [s]} for s in streams}, max_windows=windows)
-    return {f"{s}_off_{which}_delta": out["effects"][s][f"{which}_delta"]
+    cols = {f"{s}_off_{which}_delta": out["effects"][s][f"{which}_delta"]
             for s in streams for which in ("recall", "other")}
+    for s in streams:
+        for lo, hi in DISTANCE_BUCKETS:
+            by_distance = out["effects"][s]["by_distance"]
+            cols[f"{s}_off_recall_delta_{_span_tag(lo, hi)}"] = by_distance.get(distance_bucket(lo))
+    return cols
+
+
+def _span_tag(lo: int, hi: int | None) -> str:
+    """A distance bucket as a column suffix: d1_16, d17_64, dgt64."""
+    return f"d{lo}_{hi}" if hi else f"dgt{lo - 1}"
 
 
 def _head_columns(stats: dict, prefix: str) -> dict:

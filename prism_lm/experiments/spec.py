@@ -27,12 +27,21 @@ An experiment file (TOML) is either one experiment or a suite that includes othe
     # a suite:
     include = ["c1.toml", "c2.toml"]
 
+    # the same experiment at another scale: the parent file's table with this one merged over it
+    extends = "c1-prism-vs-gpt-tiny.toml"  # tables merge key by key; other values (lists too) replace
+    name = "c1-prism-vs-gpt-sample"        # name and expected_minutes are never inherited
+    data = ""                              # "" drops the parent's data source (runs read set.data.dir)
+    [set.run]
+    max_iters = 600
+
 Design choices:
 - Loading is as strict as configs: unknown keys, arms, verdict metrics' arms and config keys are
   one-line errors, and every run's config is validated before anything starts.
 - A run is identified by its resolved training config (less where it writes, where its data sits
   and whether it shows a progress bar) plus the data source: the first 10 hex digits of a sha256.
   Runs with the same identity are the same run, so a suite's experiments share them.
+- One claim, one list of arms and verdicts: the -sample and -paper files extend the -tiny one and
+  change only the scale (steps, data, bases, seeds), so a control added to a claim reaches every scale.
 - Evaluation settings are not part of the identity: changing them re-evaluates, never retrains.
 - A verdict's metric must be a column its arm's runs will have (``EvaluateSpec.columns``): a typo
   is an error when the file loads, not after every run has trained.
@@ -54,7 +63,8 @@ from prism_lm.experiments.job import EvaluateSpec
 from prism_lm.train.schedules import lr_horizon
 
 EXPERIMENT_KEYS = {"name", "description", "base", "seeds", "data", "set", "arms", "grid", "evaluate", "verdicts",
-                   "slurm", "expected_minutes", "min_seeds", "tune", "ladder"}
+                   "slurm", "expected_minutes", "min_seeds", "tune", "ladder", "extends"}
+NOT_INHERITED = ("name", "expected_minutes")  # a file that extends another names its own scale
 TUNE_KEYS = {"grid", "seeds", "metric", "holdout"}
 LADDER_KEYS = {"points", "arm", "baseline", "metric", "claim"}
 VERDICT_KEYS = {"claim", "metric", "arm", "baseline", "null", "better", "primary", "test", "margin"}
@@ -197,7 +207,34 @@ def _load(path: Path, seen: tuple[Path, ...]) -> list[Experiment]:
         if not isinstance(data["include"], list) or not data["include"]:
             raise PrismError(f"{path}: include must be a non-empty list of experiment files")
         return [e for item in data["include"] for e in _load(path.parent / item, (*seen, path.resolve()))]
-    return [_experiment(path, data)]
+    return [_experiment(path, _extended(path, data, seen))]
+
+
+def _extended(path: Path, data: dict, seen: tuple[Path, ...]) -> dict:
+    """``data`` merged over the file it ``extends`` (recursively); ``data = ""`` removes the parent's source."""
+    if "extends" not in data:
+        return data
+    parent_path = path.parent / data["extends"] if isinstance(data["extends"], str) else None
+    if parent_path is None:
+        raise PrismError(f"{path}: extends must name an experiment file")
+    if parent_path.resolve() in (*seen, path.resolve()):
+        raise PrismError(f"{path} extends itself")
+    parent = _read(parent_path)
+    if "include" in parent:
+        raise PrismError(f"{path}: extends {parent_path}, a suite; extend one experiment file")
+    parent = _extended(parent_path, parent, (*seen, path.resolve()))
+    parent = {k: v for k, v in parent.items() if k not in NOT_INHERITED}
+    merged = _merge(parent, {k: v for k, v in data.items() if k != "extends"})
+    if merged.get("data") == "":
+        del merged["data"]
+    return merged
+
+
+def _merge(parent: dict, child: dict) -> dict:
+    out = dict(parent)
+    for key, value in child.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 def _experiment(path: Path, data: dict) -> Experiment:

@@ -36,6 +36,29 @@ def test_each_effect_is_the_loss_change_under_its_intervention(shards):
     assert out["base"]["recall"] > 0
 
 
+def test_recall_effects_by_distance_are_the_deltas_of_the_recalls_in_each_bucket(shards):
+    from prism_lm.analysis.ablation import _recall_mask
+
+    model = PrismLM(tiny_config(vocab_size=shards.vocab_size, block_size=128)).eval()
+    model.set_scheduled_lambda(0.5)
+    out = intervention_effects(model, shards, {"noise off": {"zero_streams": ["noise"]}}, max_windows=3)
+    by_distance = out["effects"]["noise off"]["by_distance"]
+    assert set(by_distance) <= {"1-16", "17-64", ">64"} and len(by_distance) >= 2
+    # by hand: each recall's distance from the annotations, bucketed, and its loss change
+    rows = torch.from_numpy(shards.windows([w * 128 for w in range(3)], 129))
+    mask, _kind, distance = _recall_mask(shards, [0, 1, 2], 128)
+    assert bool((distance[mask] >= 1).all()) and bool((distance[~mask] == -1).all())
+    with torch.no_grad():
+        base = model(rows[:, :-1], rows[:, 1:], reduction="none").loss
+        with intervene(model, zero_streams=["noise"]):
+            delta = model(rows[:, :-1], rows[:, 1:], reduction="none").loss - base
+    for name, lo, hi in (("1-16", 1, 16), ("17-64", 17, 64), (">64", 65, 10**9)):
+        inside = mask & (distance >= lo) & (distance <= hi)
+        assert (name in by_distance) == bool(inside.any())
+        if inside.any():
+            assert by_distance[name] == pytest.approx(float(delta[inside].mean()), abs=1e-5)
+
+
 def test_an_intervention_that_changes_nothing_has_no_effect(shards):
     model = PrismLM(tiny_config(vocab_size=shards.vocab_size, block_size=128)).eval()
     model.set_scheduled_lambda(0.0)  # λ = 0 already: silencing the noise stream changes nothing

@@ -78,6 +78,10 @@ def test_the_job_evaluates_and_analyses_on_the_runs_device(tmp_path, monkeypatch
     result = sweep.run(task.folder.name).read_result()
     assert result["evaluate"] == {"contexts": [16, 32], "head_windows": 4, "initial": True, "head_ablations": False,
                                   "long_contexts": []}
+    # every column the row has was declared (so verdicts on it load), the per-distance recall deltas too
+    declared = EvaluateSpec(**result["evaluate"]).columns(task.run.config)
+    assert set(result["row"]) - {"experiment", "arm", "group", "seed", "identity", "run_dir"} <= declared
+    assert {"noise_off_recall_delta_d17_64", "signal_off_recall_delta_dgt64"} <= set(result["row"])
 
 
 @pytest.mark.gpu

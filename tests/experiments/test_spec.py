@@ -133,14 +133,62 @@ def test_shipped_claim_files_load_and_name_every_claim():
     root = Path(__file__).resolve().parents[2] / "experiments"
     for scale in ("tiny", "sample", "paper"):
         experiments = load_experiments(root / f"claims-{scale}.toml")
-        claims = ["c1", "c2", "c3", "c4", "c5"] + (["c6", "c7"] if scale == "tiny" else [])
-        assert [e.name.split("-")[0] for e in experiments] == claims
+        assert [e.name.split("-")[0] for e in experiments] == ["c1", "c2", "c3", "c4", "c5", "c6", "c7"]
         assert all(e.verdicts for e in experiments)
         assert all(e.expected_minutes for e in experiments)
-        if scale == "tiny":  # pre-registered: one primary verdict per claim, and enough seeds to decide it
-            for e in experiments:
-                assert sum(v.primary for v in e.verdicts) == 1, e.name
-                assert len(e.seeds) >= e.min_seeds == 5, e.name
+        for e in experiments:  # pre-registered: one primary verdict per claim, and enough seeds to decide it
+            assert sum(v.primary for v in e.verdicts) == 1, e.name
+            assert len(e.seeds) >= e.min_seeds == 5, e.name
+
+
+def test_every_scale_of_a_claim_holds_the_tiny_files_arms_and_verdicts():
+    """The -sample and -paper files extend the -tiny one: a control added to a claim reaches every scale."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "experiments"
+    tiny = {e.name.rsplit("-", 1)[0]: e for e in load_experiments(root / "claims-tiny.toml")}
+    for scale, base in (("sample", "tiny-prism-cpu"), ("paper", "prism-50m-tinystories")):
+        for e in load_experiments(root / f"claims-{scale}.toml"):
+            t = tiny[e.name.rsplit("-", 1)[0]]
+            assert e.arms == t.arms and e.groups == t.groups, e.name
+            assert [vars(v) for v in e.verdicts] == [vars(v) for v in t.verdicts], e.name
+            assert e.data_source is None and e.source["base"] == base and e.name.endswith(scale)
+            assert len({r.config.run.max_iters for r in e.runs}) == 1
+            assert e.runs[0].config.run.max_iters == (600 if scale == "sample" else 20000)
+            if scale == "paper":  # every arm at the paper's size
+                assert {r.config.model.n_embd for r in e.runs} == {512}, e.name
+
+
+def test_extends_merges_tables_replaces_values_and_names_its_own_scale(tmp_path):
+    parent = write_experiment(tmp_path)
+    child = tmp_path / "child.toml"
+    child.write_text('extends = "two.toml"\nseeds = [0, 1, 2]\ndata = ""\n'
+                     '[set.run]\nmax_iters = 6\n[set.data]\ndir = "elsewhere"\n[arms.gpt.model]\nn_layer = 1\n')
+    (e,) = load_experiments(child)
+    (p,) = load_experiments(parent)
+    assert e.name == "child" and p.name != "child"  # the name is never inherited
+    assert e.seeds == [0, 1, 2] and e.data_source is None and p.data_source == "embedded:150"
+    gpt = next(r for r in e.runs if r.arm == "gpt")
+    assert gpt.config.run.max_iters == 6 and gpt.config.run.eval_interval == 4  # merged key by key
+    assert gpt.config.model.n_layer == 1 and gpt.config.model.n_embd == 32 and gpt.config.model.attention == "gpt"
+    assert gpt.config.data.dir.endswith("elsewhere")
+    assert [v.claim for v in e.verdicts] == [v.claim for v in p.verdicts]
+
+
+def test_extends_refuses_itself_a_suite_and_a_missing_parent(tmp_path):
+    write_experiment(tmp_path)
+    loop = tmp_path / "loop.toml"
+    loop.write_text('extends = "loop.toml"\n')
+    with pytest.raises(PrismError, match="extends itself"):
+        load_experiments(loop)
+    (tmp_path / "suite.toml").write_text('include = ["two.toml"]\n')
+    child = tmp_path / "child.toml"
+    child.write_text('extends = "suite.toml"\n')
+    with pytest.raises(PrismError, match="a suite; extend one experiment file"):
+        load_experiments(child)
+    child.write_text('extends = "gone.toml"\n')
+    with pytest.raises(PrismError, match="experiment file not found"):
+        load_experiments(child)
 
 
 def test_identity_hashes_resolved_values_and_leaves_late_keys_at_their_defaults(tmp_path):
