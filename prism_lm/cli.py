@@ -149,7 +149,8 @@ def _reference(text: str) -> tuple[str, float]:
 def _explore(args) -> None:
     from prism_lm.analysis.explore import write_explorer
 
-    print(f"wrote {write_explorer(args.checkpoint, args.out, args.text)} (open it in a browser; no server needed)")
+    page = write_explorer(args.checkpoints, args.out, args.text)
+    print(f"wrote {page} (open it in a browser; no server needed)")
 
 
 def _ablate(args) -> None:
@@ -296,7 +297,8 @@ def _add_analysis(sub) -> None:
     p.add_argument("--out", default=None, help="a new folder for ablate.md, ablate.json and the λ figure")
 
     p = _command(sub, "explore", "one self-contained page to look at every head's attention on a text", _explore)
-    p.add_argument("checkpoint", help="checkpoint directory or run directory")
+    p.add_argument("checkpoints", nargs="+", metavar="checkpoint",
+                   help="checkpoint or run directory; give two (PRISM and its baseline) to see them side by side")
     p.add_argument("--text", default=None, help="the text to look at (None: a short story with a recall)")
     p.add_argument("--out", required=True, help="the new HTML file")
 

@@ -18,6 +18,8 @@ Design choices:
   model as λ = 0 (tested to 1e-6); zeroing DIFF's negative stream leaves A1 V of each head.
 - Mean ablation replaces a head's output by its mean over the batch and positions of the same
   forward pass (not a dataset mean), so it is meant for whole windows, not for one-token decoding.
+- Blocks nest and compose: an inner block adds its silenced streams and heads to the outer one's,
+  and its λ, when it sets one, wins until it exits.
 - Everything is undone when the block exits, also on an exception; bad names are one-line errors.
 """
 
@@ -82,6 +84,9 @@ def intervene(model, lam: float | None = None, zero_streams: Iterable[str] = (),
     previous = {i: blocks[i].attn.edit for i in active}
     try:
         for i, e in active.items():
+            outer = previous[i]
+            if outer is not None:  # nested: compose with the enclosing block's edit
+                e = Edit(e.lam if e.lam is not None else outer.lam, outer.zero | e.zero, outer.mean | e.mean)
             blocks[i].attn.edit = e
         yield
     finally:

@@ -106,3 +106,23 @@ def test_an_exception_inside_still_undoes_the_intervention():
     with pytest.raises(RuntimeError), intervene(model, zero_streams=["noise"]):
         raise RuntimeError("inside")
     assert all(block.attn.edit is None for block in model.blocks)
+
+
+def test_nested_interventions_compose_and_unwind_one_at_a_time():
+    model = PrismLM(tiny_config()).eval()
+    model.set_scheduled_lambda(0.3)
+    idx = torch.randint(0, 97, (2, 16))
+    with intervene(model, zero_streams=["signal", "noise"]):
+        nothing = _logits(model, idx)
+    with intervene(model, lam=0.0):
+        lambda0 = _logits(model, idx)
+        with intervene(model, zero_streams=["signal"], layers=[1]):  # adds to λ = 0: layer 1 silent
+            assert model.lambdas() == [0.0, 0.0]
+            with intervene(model, zero_streams=["signal"], layers=[0]):
+                torch.testing.assert_close(_logits(model, idx), nothing, atol=1e-6, rtol=0)
+            inner_lambda = _logits(model, idx)
+        with intervene(model, lam=1.0, layers=[0]):  # an inner λ wins while it lasts
+            assert model.lambdas() == [1.0, 0.0]
+        torch.testing.assert_close(_logits(model, idx), lambda0, atol=0, rtol=0)  # the inner ones undone
+    assert not torch.allclose(inner_lambda, lambda0)
+    assert all(block.attn.edit is None for block in model.blocks)
