@@ -19,7 +19,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     default_source = os.path.join(os.path.dirname(__file__), "../../shared/data/tinystories/*.txt")
     parser.add_argument("--source", default=default_source)
-    parser.add_argument("--workers", type=int, default=os.cpu_count())
+    parser.add_argument("--processes", type=int, default=os.cpu_count())
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     if not glob.glob(args.source) and not args.source.startswith("embedded"):
@@ -37,10 +37,10 @@ def main() -> None:
     for _ in range(args.repeat):
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
-            manifest, _ = prepare([args.source], os.path.join(tmp, "out"), workers=args.workers, progress=False)
+            manifest, _ = prepare([args.source], os.path.join(tmp, "out"), workers=args.processes, progress=False)
             best = min(best, time.perf_counter() - t0)
     total = sum(s["tokens"] for s in manifest["splits"].values())
-    print(json.dumps({"bench": "prepare", "workers": args.workers, "tokens": total,
+    print(json.dumps({"bench": "prepare", "processes": args.processes, "tokens": total,
                       "tokens_per_s": round(total / best), "seconds": round(best, 3)}))
 
 

@@ -36,7 +36,7 @@ def main() -> None:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     print(json.dumps({"suite": args.suite, "config": args.config, "commit": commit or None}), flush=True)
     for argv in GPU if args.suite == "gpu" else CPU:
-        cmd = [sys.executable, "-m", "prism_lm.cli", "bench", *argv, "--config", args.config]
+        cmd = [sys.executable, "-m", "prism_lm.cli", "bench", argv[0], args.config, *argv[1:]]
         if subprocess.run(cmd).returncode:
             raise SystemExit(f"failed: {' '.join(cmd)}")
 

@@ -16,7 +16,7 @@ def _sample(args) -> None:
     from prism_lm.sampling import sample
 
     texts = sample(args.checkpoint, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.top_p,
-                   args.num_samples, args.seed, args.device)
+                   args.num_samples, args.seed, args.device, args.set)
     print("\n---\n".join(texts))
 
 
@@ -36,13 +36,13 @@ def _sweep_report(args) -> None:
 def _export_hf(args) -> None:
     from prism_lm.export.hf import export_hf
 
-    print(f"wrote {export_hf(args.checkpoint, args.out)}")
+    print(f"wrote {export_hf(args.checkpoint, _out(args))}")
 
 
 def _import_official(args) -> None:
     from prism_lm.checkpoint import import_official
 
-    out = import_official(args.checkpoint, args.out_dir)
+    out = import_official(args.checkpoint, _out(args))
     print(f"wrote {out}")
 
 
@@ -53,7 +53,7 @@ def _data_prepare(args) -> None:
 
     t0 = time.perf_counter()
     manifest, written = prepare(args.source, args.out, val_fraction=args.val_fraction, max_docs=args.max_docs,
-                                workers=args.workers, compact_vocab=args.compact_vocab,
+                                workers=args.processes, compact_vocab=args.compact_vocab,
                                 progress=sys.stderr.isatty())
     seconds = time.perf_counter() - t0
     if not written:
@@ -103,9 +103,11 @@ def _eval(args) -> None:
 
     from prism_lm.evaluate import evaluate_checkpoint
 
-    results = evaluate_checkpoint(args.checkpoint, args.data, args.context, args.split, args.batch_size, args.device)
+    results = evaluate_checkpoint(args.checkpoint, args.data, args.context, args.split, args.batch_size, args.device,
+                                  args.set)
     if args.json:
-        print(json.dumps({"checkpoint": str(args.checkpoint), "data": str(args.data), "results": results}))
+        print(json.dumps({"checkpoint": str(args.checkpoint), "data": args.data, "eval_overrides": args.set,
+                          "results": results}))
         return
     for r in results:
         print(f"context {r['context']:>5}: {r['split']} loss {r['loss']:.4f}, perplexity {r['perplexity']:.2f} "
@@ -124,7 +126,9 @@ def _bench(args) -> None:
     from prism_lm.bench import sweep_decode, sweep_train
     from prism_lm.config import load_train_config
 
-    cfg = load_train_config(args.config, args.set)
+    if args.config and args.config_option:
+        raise PrismError("give the config once: prism bench train NAME (--config is the old spelling)")
+    cfg = load_train_config(args.config or args.config_option or "prism-50m-tinystories", args.set)
     if args.bench_command == "train":
         rows = sweep_train(cfg, args.attention, args.path, args.loss_chunk, args.batch_size, args.steps, args.warmup,
                            args.device, args.dtype, args.compile)
@@ -149,7 +153,7 @@ def _reference(text: str) -> tuple[str, float]:
 def _explore(args) -> None:
     from prism_lm.analysis.explore import write_explorer
 
-    page = write_explorer(args.checkpoints, args.out, args.text)
+    page = write_explorer(args.checkpoints, args.out, args.text, args.device, args.set)
     print(f"wrote {page} (open it in a browser; no server needed)")
 
 
@@ -175,14 +179,71 @@ def _ablate(args) -> None:
 def _analyze(args) -> None:
     from prism_lm.analysis.report import analyze_run
 
-    paths = analyze_run(args.run, args.data, args.out, max_windows=args.max_windows, references=args.reference,
-                        layer=args.layer, head=args.head, probe=args.probe, target=args.target)
+    paths = analyze_run(args.checkpoint, args.data, args.out, max_windows=args.max_windows,
+                        references=args.reference, layer=args.layer, head=args.head, probe=args.probe,
+                        target=args.target, device=args.device, overrides=args.set)
     for kind, path in paths.items():
         print(f"{kind}: {path}")
 
 
-class _Help(argparse.ArgumentDefaultsHelpFormatter):
-    """Every option's help shows its default."""
+class _Help(argparse.HelpFormatter):
+    """Every option's help shows its default, or "(required)"; a default of None (the help says what
+    None means) or of a flag is not printed."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.required and action.option_strings:
+            return text + " (required)"
+        if action.default in (None, False, [], argparse.SUPPRESS) or "%(default)" in text:
+            return text
+        if action.option_strings or action.nargs in ("?", "*"):
+            return text + " (default: %(default)s)"
+        return text
+
+
+class _Deprecated(argparse.Action):
+    """An old spelling of an option: still accepted for one release, with a warning naming the new one."""
+
+    def __init__(self, option_strings, dest, new: str = "", **kwargs):
+        self.new = new
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"warning: {option_string} is deprecated and goes in the next release; use {self.new}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def _out(args) -> str:
+    """``--out``, or the old positional output of export hf / import-official (with a warning)."""
+    if args.out and args.legacy_out:
+        raise PrismError(f"give the output once: --out {args.out} (the positional {args.legacy_out} is the old "
+                         "spelling)")
+    if args.legacy_out:
+        print(f"warning: the positional output folder is deprecated and goes in the next release; use --out "
+              f"{args.legacy_out}", file=sys.stderr)
+    if not (args.out or args.legacy_out):
+        raise PrismError("--out is required: a new output folder")
+    return args.out or args.legacy_out
+
+
+def _checkpoint_arg(p) -> None:
+    p.add_argument("checkpoint", help="checkpoint directory or run directory (its best, else newest, checkpoint)")
+
+
+def _device_arg(p) -> None:
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+
+
+def _data_arg(p, what: str = "prepared data directory") -> None:
+    p.add_argument("--data", default=None, help=f"{what} (None: the data folder the checkpoint's run recorded)")
+
+
+def _eval_set_arg(p) -> None:
+    from prism_lm.checkpoint.model import EVAL_KEYS
+
+    p.add_argument("--set", action="append", default=[], metavar="model.KEY=VALUE",
+                   help="an evaluation-time change that keeps the trained weights (repeatable): "
+                        + "; ".join(f"{k}: {v}" for k, v in EVAL_KEYS.items()))
 
 
 def _command(parent, name: str, text: str, func):
@@ -221,7 +282,9 @@ def _add_data(sub) -> None:
     p.add_argument("--out", required=True, help="output directory (new, or one prepared from the same inputs)")
     p.add_argument("--val-fraction", type=float, default=0.01, help="fraction of documents in the val split")
     p.add_argument("--max-docs", type=int, default=None, help="stop after this many documents (None: all)")
-    p.add_argument("--workers", type=int, default=None, help="tokenizer processes (None: all cores, at most 8)")
+    p.add_argument("--processes", type=int, default=None, help="tokenizer processes (None: all cores, at most 8)")
+    p.add_argument("--workers", dest="processes", type=int, action=_Deprecated, new="--processes",
+                   help=argparse.SUPPRESS)
     p.add_argument("--compact-vocab", action="store_true",
                    help="renumber to the GPT-2 ids the corpus uses (small models on small corpora)")
     p = _command(data_sub, "inspect", "counts per split, a decoded sample, annotation statistics", _data_inspect)
@@ -246,17 +309,18 @@ def _add_train(sub) -> None:
 def _add_eval_and_sample(sub) -> None:
     """prism eval, prism sample"""
     p = _command(sub, "eval", "loss and perplexity over a whole split, per context length", _eval)
-    p.add_argument("checkpoint", help="checkpoint directory or run directory")
-    p.add_argument("--data", required=True, help="prepared data directory")
+    _checkpoint_arg(p)
+    _data_arg(p)
     p.add_argument("--split", default="val", help="which split to score")
     p.add_argument("--context", type=int, nargs="+", default=None,
                    help="context lengths to score at (None: the model's block size)")
     p.add_argument("--batch-size", type=int, default=8, help="windows per forward pass")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    _device_arg(p)
+    _eval_set_arg(p)
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
 
     p = _command(sub, "sample", "generate text from a checkpoint", _sample)
-    p.add_argument("checkpoint", help="checkpoint directory or run directory")
+    _checkpoint_arg(p)
     p.add_argument("--prompt", default="", help="text prompt, encoded with the checkpoint's own tokenizer (token "
                    "ids for a model without one); empty starts from <|endoftext|>")
     p.add_argument("--max-new-tokens", type=int, default=200, help="tokens to generate at most")
@@ -265,14 +329,15 @@ def _add_eval_and_sample(sub) -> None:
     p.add_argument("--top-p", type=float, default=None, help="nucleus sampling: the smallest set with this mass")
     p.add_argument("--num-samples", type=int, default=1, help="independent samples, separated by ---")
     p.add_argument("--seed", type=int, default=1337, help="sampling seed")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    _device_arg(p)
+    _eval_set_arg(p)
 
 
 def _add_analysis(sub) -> None:
     """prism analyze, prism explore"""
     p = _command(sub, "analyze", "figures and head statistics: report.md, report.html, report.json", _analyze)
-    p.add_argument("run", help="run directory or checkpoint directory")
-    p.add_argument("--data", required=True, help="prepared data directory (val split; train if val is empty)")
+    _checkpoint_arg(p)
+    _data_arg(p, "prepared data directory (val split; train if val is empty)")
     p.add_argument("--out", required=True, help="new output directory")
     p.add_argument("--max-windows", type=int, default=64, help="windows of block_size tokens for head statistics")
     p.add_argument("--reference", type=_reference, action="append", default=[], metavar="LABEL=VALUE",
@@ -281,10 +346,12 @@ def _add_analysis(sub) -> None:
     p.add_argument("--head", type=int, default=0, help="head for the signal/noise map figure")
     p.add_argument("--probe", default=None, help="probe text (None: the paper's frog/key/door sentence)")
     p.add_argument("--target", default=None, help="target word of the probe (None: its last word)")
+    _device_arg(p)
+    _eval_set_arg(p)
 
     p = _command(sub, "ablate", "what the model loses when λ is changed or streams and heads are silenced", _ablate)
-    p.add_argument("checkpoint", help="checkpoint directory or run directory")
-    p.add_argument("--data", default=None, help="prepared data directory (None: the one the run recorded)")
+    _checkpoint_arg(p)
+    _data_arg(p)
     p.add_argument("--lambda", dest="lambdas", type=float, nargs="+", default=None, metavar="LAMBDA",
                    help="evaluation-time λ values, every layer (None: 0, 0.1 and 1 for kinds with a λ)")
     p.add_argument("--stream", default=None, help="silence this stream (None: each stream in turn)")
@@ -292,7 +359,7 @@ def _add_analysis(sub) -> None:
                    help="zero these heads, each LAYER.HEAD (in --stream, default the first) or LAYER.STREAM.HEAD")
     p.add_argument("--per-layer", action="store_true", help="silence the stream one layer at a time")
     p.add_argument("--max-windows", type=int, default=32, help="windows of block_size tokens to measure on")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    _device_arg(p)
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.add_argument("--out", default=None, help="a new folder for ablate.md, ablate.json and the λ figure")
 
@@ -301,6 +368,8 @@ def _add_analysis(sub) -> None:
                    help="checkpoint or run directory; give two (PRISM and its baseline) to see them side by side")
     p.add_argument("--text", default=None, help="the text to look at (None: a short story with a recall)")
     p.add_argument("--out", required=True, help="the new HTML file")
+    _device_arg(p)
+    _eval_set_arg(p)
 
 
 def _add_bench(sub) -> None:
@@ -311,12 +380,15 @@ def _add_bench(sub) -> None:
     for name, text in (("train", "training steps (forward, backward, AdamW) on random tokens"),
                        ("decode", "greedy decoding from a random prompt, with each kind of KV cache and without")):
         p = _command(bench_sub, name, text, _bench)
-        p.add_argument("--config", default="prism-50m-tinystories", help="config name or TOML path (model shape)")
+        p.add_argument("config", nargs="?", default=None,
+                       help="config name or TOML path, the model's shape (None: prism-50m-tinystories)")
+        p.add_argument("--config", dest="config_option", default=None, action=_Deprecated, new="the positional NAME",
+                       help=argparse.SUPPRESS)
         p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                        help="override a config value")
         p.add_argument("--attention", nargs="+", choices=list(ATTENTION_KINDS), default=list(ATTENTION_KINDS),
                        help="attention kinds to measure at the config's dimensions")
-        p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+        _device_arg(p)
         p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
                        help="auto: bf16 on CUDA, fp32 on CPU")
         if name == "train":
@@ -345,7 +417,7 @@ def _add_sweep(sub) -> None:
     sweep_sub = sweep.add_subparsers(dest="sweep_command", required=True, metavar="COMMAND")
     p = _command(sweep_sub, "run", "run (or continue) every unfinished run of an experiment file", _sweep_run)
     p.add_argument("file", help="an experiment TOML (see experiments/); a suite includes several")
-    p.add_argument("--out", required=True, help="the sweep folder (runs, plan, prepared data)")
+    p.add_argument("--out", required=True, help="the sweep folder it writes (runs, plan, prepared data)")
     p.add_argument("--workers", type=int, default=None,
                    help="runs at a time (None: local, one per CPU with one thread each; Slurm, all at once)")
     p.add_argument("--executor", choices=["local", "slurm", "submitit-local"], default="local",
@@ -354,8 +426,8 @@ def _add_sweep(sub) -> None:
     p.add_argument("--extend", action="store_true", help="add this file's runs to a folder holding other runs")
     p = _command(sweep_sub, "report",
                  "results table (CSV, Parquet) and report (md, html, json) with seed-level intervals", _sweep_report)
-    p.add_argument("dir", help="a sweep folder")
-    p.add_argument("--out", default=None, help="None: DIR/report")
+    p.add_argument("dir", help="a sweep folder (what sweep run --out wrote)")
+    p.add_argument("--out", default=None, help="a new folder for the report (None: DIR/report)")
 
 
 def _add_export(sub) -> None:
@@ -364,13 +436,15 @@ def _add_export(sub) -> None:
     export_sub = export.add_subparsers(dest="export_command", required=True, metavar="FORMAT")
     p = _command(export_sub, "hf", "a folder that transformers' AutoModelForCausalLM / AutoTokenizer load offline",
                  _export_hf)
-    p.add_argument("checkpoint", help="checkpoint directory or run directory")
-    p.add_argument("out", help="new output folder")
+    _checkpoint_arg(p)
+    p.add_argument("--out", default=None, help="new output folder (required)")
+    p.add_argument("legacy_out", nargs="?", default=None, help=argparse.SUPPRESS)
 
     p = _command(sub, "import-official", "convert an official PRISM ckpt.pt into a prism-lm checkpoint",
                  _import_official)
     p.add_argument("checkpoint", help="the official ckpt.pt (read with weights_only=True)")
-    p.add_argument("out_dir", help="new directory for model.safetensors + config.json")
+    p.add_argument("--out", default=None, help="new directory for model.safetensors + config.json (required)")
+    p.add_argument("legacy_out", nargs="?", default=None, help=argparse.SUPPRESS)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -49,9 +49,12 @@ def evaluate_split(model: PrismLM, shards: ShardSet, context: int, batch_size: i
             "dropped_tokens": len(shards) - 1 - count, "loss": loss, "perplexity": math.exp(loss)}
 
 
-def evaluate_checkpoint(checkpoint: str | Path, data_dir: str | Path, contexts: list[int] | None = None,
-                        split: str = "val", batch_size: int = 8, device: str = "auto") -> list[dict]:
-    """``evaluate_split`` of a checkpoint (or a run's best) at each context length (None: its block size)."""
+def evaluate_checkpoint(checkpoint: str | Path, data_dir: str | Path | None, contexts: list[int] | None = None,
+                        split: str = "val", batch_size: int = 8, device: str = "auto",
+                        overrides: list[str] = ()) -> list[dict]:
+    """``evaluate_split`` of a checkpoint (or a run's best) at each context length (None: its block size),
+    on ``data_dir`` (None: the data folder its run recorded), with ``load_model``'s evaluation-time
+    ``overrides``."""
     from prism_lm.checkpoint import load_model
     from prism_lm.train.parallel import resolve_device
 
@@ -61,10 +64,12 @@ def evaluate_checkpoint(checkpoint: str | Path, data_dir: str | Path, contexts: 
     if bad:
         raise PrismError(f"--context must be >= 1, got {bad[0]}")
     from prism_lm.checkpoint.model import check_same_tokenizer
+    from prism_lm.run_dir import recorded_data_dir
 
     dev = resolve_device(device)
+    data_dir = data_dir or recorded_data_dir(checkpoint)
     check_same_tokenizer(checkpoint, data_dir)
-    model = load_model(checkpoint, device=dev)
+    model = load_model(checkpoint, device=dev, overrides=overrides)
     shards = ShardSet(data_dir, split)
     return [evaluate_split(model, shards, c, batch_size=batch_size, device=dev, progress=sys.stderr.isatty())
             for c in contexts or [model.config.block_size]]

@@ -151,3 +151,13 @@ def resolve_checkpoint_dir(path: str | Path) -> Path:
     if found is None:
         raise PrismError(f"{path} holds no checkpoint (no {MODEL_CONFIG}, no checkpoints/best or checkpoints/step-*)")
     return found
+
+
+def recorded_data_dir(path: str | Path) -> str:
+    """The data folder the run of ``path`` (a run or one of its checkpoints) trained on: what
+    ``--data`` defaults to in eval, analyze and ablate."""
+    run = RunDir.of_checkpoint(resolve_checkpoint_dir(path))
+    recorded = run.read_config() if run else None
+    if recorded is None or not recorded.data.dir:
+        raise PrismError(f"{path} records no data folder (not inside a run): pass --data")
+    return recorded.data.dir

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from prism_lm.checkpoint import load_codec, load_model
+from prism_lm.checkpoint import load_model
 from prism_lm.errors import PrismError
 from prism_lm.model import generate
 from prism_lm.train.parallel import resolve_device
@@ -20,7 +20,7 @@ from prism_lm.train.parallel import resolve_device
 
 def sample(checkpoint: str | Path, prompt: str = "", max_new_tokens: int = 200, temperature: float = 0.8,
            top_k: int | None = 200, top_p: float | None = None, num_samples: int = 1, seed: int = 1337,
-           device: str = "cpu") -> list[str]:
+           device: str = "cpu", overrides: list[str] = ()) -> list[str]:
     """``num_samples`` continuations of ``prompt``, each prompt + new text (ids for a codec-less model).
 
     A text model stops at end-of-text, which is not printed; an empty prompt starts from it.
@@ -36,8 +36,8 @@ def sample(checkpoint: str | Path, prompt: str = "", max_new_tokens: int = 200, 
     if top_p is not None and not 0 < top_p <= 1:
         raise PrismError(f"--top-p must be in (0, 1], got {top_p}")
     dev = resolve_device(device)
-    model = load_model(checkpoint, device=dev)
-    codec = load_codec(checkpoint)
+    model = load_model(checkpoint, device=dev, overrides=overrides)
+    codec = model.codec
     vocab = model.config.vocab_size
     if codec is not None:
         ids, stop = (codec.encode(prompt) if prompt else [codec.eot]), codec.eot

@@ -52,7 +52,7 @@ CASES = {
     "top-p 1.5": (lambda w: ["sample", str(w / "run"), "--top-p", "1.5"], "--top-p must be in (0, 1]"),
     "zero samples": (lambda w: ["sample", str(w / "run"), "--num-samples", "0"], "--num-samples must be >= 1"),
     "negative workers": (lambda w: ["data", "prepare", "--source", "embedded:5", "--out", str(w / "p"),
-                                    "--workers", "-1"], "--workers must be >= 1"),
+                                    "--processes", "-1"], "--processes must be >= 1"),
     "train without a config": (lambda w: ["train"], "name a config"),
 }
 

@@ -53,17 +53,17 @@ def test_bench_resolves_vocabulary_zero_from_the_data_like_training(tmp_path):
 
 def test_cli_prints_one_json_line_per_variant(capsys):
     sets = ["--set", "model.n_layer=1", "--set", "model.block_size=32", "--set", "model.vocab_size=384"]
-    assert main(["bench", "train", "--config", "tiny-prism-cpu", *sets, "--steps", "1", "--warmup", "0",
+    assert main(["bench", "train", "tiny-prism-cpu", *sets, "--steps", "1", "--warmup", "0",
                  "--batch-size", "2", "--attention", "prism", "gpt", "--path", "fast", "eager",
                  "--device", "cpu"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [(r["attention"], r["path"]) for r in rows] == [("prism", "fast"), ("prism", "eager"),
                                                           ("gpt", "fast"), ("gpt", "eager")]
-    assert main(["bench", "decode", "--config", "tiny-prism-cpu", *sets, "--new-tokens", "8", "--attention",
+    assert main(["bench", "decode", "tiny-prism-cpu", *sets, "--new-tokens", "8", "--attention",
                  "diff", "--batch-size", "1", "2", "--device", "cpu"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [(r["batch_size"], r["cache"]) for r in rows] == [(1, "dynamic"), (1, "none"), (2, "dynamic"), (2, "none")]
-    assert main(["bench", "decode", "--config", "tiny-prism-cpu", "--set", "model.nope=1"]) == 2
+    assert main(["bench", "decode", "tiny-prism-cpu", "--set", "model.nope=1"]) == 2
 
 
 @pytest.mark.gpu

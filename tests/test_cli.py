@@ -35,9 +35,9 @@ def test_import_official_cli(tmp_path, capsys):
                 prism_expansion_ratio=2, prism_freq_multiplier=3.14159, prism_lambda_start=0.01,
                 prism_lambda_end=0.1)
     torch.save(make_official_checkpoint(args), tmp_path / "ckpt.pt")
-    assert main(["import-official", str(tmp_path / "ckpt.pt"), str(tmp_path / "out")]) == 0
+    assert main(["import-official", str(tmp_path / "ckpt.pt"), "--out", str(tmp_path / "out")]) == 0
     assert (tmp_path / "out" / "model.safetensors").is_file()
-    assert main(["import-official", str(tmp_path / "ckpt.pt"), str(tmp_path / "out")]) == 2
+    assert main(["import-official", str(tmp_path / "ckpt.pt"), "--out", str(tmp_path / "out")]) == 2
     assert "refusing to overwrite" in capsys.readouterr().err
 
 

@@ -158,18 +158,13 @@ def ablate(checkpoint, data=None, lambdas: list[float] | None = None, stream: st
     run recorded) and return the rows of ``prism ablate``."""
     from prism_lm.checkpoint import load_model
     from prism_lm.checkpoint.model import check_same_tokenizer
-    from prism_lm.run_dir import RunDir, resolve_checkpoint_dir
+    from prism_lm.run_dir import recorded_data_dir, resolve_checkpoint_dir
     from prism_lm.train.parallel import resolve_device
 
     if max_windows < 1:
         raise PrismError(f"--max-windows must be >= 1, got {max_windows}")
     directory = resolve_checkpoint_dir(checkpoint)
-    if data is None:
-        run = RunDir.of_checkpoint(directory)
-        recorded = run.read_config() if run else None
-        if recorded is None or not recorded.data.dir:
-            raise PrismError(f"{checkpoint} records no data folder (not inside a run): pass --data")
-        data = recorded.data.dir
+    data = data or recorded_data_dir(directory)
     check_same_tokenizer(directory, data)
     model = load_model(directory, device=resolve_device(device))
     shards = ShardSet(data, "val")

@@ -79,7 +79,7 @@ def model_data(model, ckpt: Path, ids: list[int]) -> dict:
         raise PrismError(f"--text has {len(ids)} tokens; the explorer shows at most {limit} for {ckpt}")
     if max(ids) >= model.config.vocab_size:
         raise PrismError(f"--text holds token id {max(ids)}, outside {ckpt}'s vocabulary ({model.config.vocab_size})")
-    tokens = torch.tensor([ids])
+    tokens = torch.tensor([ids], device=next(model.parameters()).device)
     cache = capture_attention(model, tokens)
     layers = []
     for layer, block in enumerate(model.blocks):
@@ -97,8 +97,12 @@ def model_data(model, ckpt: Path, ids: list[int]) -> dict:
     return {"checkpoint": str(ckpt), "attention": cfg.attention, "n_layer": cfg.n_layer, "layers": layers}
 
 
-def explorer_data(sources: str | Path | list, text: str | None = None) -> dict:
-    """Everything the page shows, as plain JSON-able data: the text's tokens and each model's rows."""
+def explorer_data(sources: str | Path | list, text: str | None = None, device: str = "cpu",
+                  overrides: list[str] = ()) -> dict:
+    """Everything the page shows, as plain JSON-able data: the text's tokens and each model's rows
+    (``overrides``: ``load_model``'s evaluation-time changes, applied to every model)."""
+    from prism_lm.train.parallel import resolve_device
+
     sources = [sources] if isinstance(sources, (str, Path)) else list(sources)
     if not sources:
         raise PrismError("give at least one checkpoint")
@@ -106,7 +110,7 @@ def explorer_data(sources: str | Path | list, text: str | None = None) -> dict:
     models, ids, tokens = [], None, None
     for source in sources:
         ckpt = resolve_checkpoint_dir(source)
-        model = load_model(ckpt)
+        model = load_model(ckpt, device=resolve_device(device), overrides=overrides)
         codec = model.codec  # the checkpoint's own tokenizer (None: not GPT-2's, none recorded)
         if codec is None:
             raise PrismError(f"{ckpt} records no tokenizer and its vocabulary is not GPT-2's: no text to explore with")
@@ -121,12 +125,13 @@ def explorer_data(sources: str | Path | list, text: str | None = None) -> dict:
     return {"text": text, "tokens": tokens, "models": models}
 
 
-def write_explorer(sources: str | Path | list, out: str | Path, text: str | None = None) -> Path:
+def write_explorer(sources: str | Path | list, out: str | Path, text: str | None = None, device: str = "cpu",
+                   overrides: list[str] = ()) -> Path:
     """Write the page to ``out`` (a new file, written whole under a temporary name; never overwrites)."""
     out = Path(out)
     if out.exists():
         raise PrismError(f"refusing to overwrite {out}; choose a new --out")
-    page = render(explorer_data(sources, text))
+    page = render(explorer_data(sources, text, device, overrides))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     tmp.write_text(page, encoding="utf-8")

@@ -30,7 +30,7 @@ from prism_lm.analysis.spectral import (
     model_coherence,
     resonance_table,
 )
-from prism_lm.checkpoint import load_codec, load_model, read_model_config, resolve_checkpoint_dir
+from prism_lm.checkpoint import load_model, read_model_config, resolve_checkpoint_dir
 from prism_lm.checkpoint.model import check_same_tokenizer
 from prism_lm.config import ModelConfig, TrainConfig, to_dict
 from prism_lm.data.shards import ShardSet
@@ -70,16 +70,23 @@ def _probe(codec: Codec, probe: str | None, target: str | None) -> tuple[list[in
 
 
 @torch.no_grad()
-def analyze_run(path: str | Path, data_dir: str | Path, out: str | Path, max_windows: int = 64,
+def analyze_run(path: str | Path, data_dir: str | Path | None, out: str | Path, max_windows: int = 64,
                 references: list[tuple[str, float]] = (), layer: int | None = None, head: int = 0,
-                probe: str | None = None, target: str | None = None) -> dict[str, Path]:
-    """Every analysis of a run (or a bare checkpoint) on ``data_dir``, written as report.md,
-    report.html, report.json and explore.html into the new folder ``out``."""
+                probe: str | None = None, target: str | None = None, device: str = "cpu",
+                overrides: list[str] = ()) -> dict[str, Path]:
+    """Every analysis of a run (or a bare checkpoint) on ``data_dir`` (None: the data folder its run
+    recorded), written as report.md, report.html, report.json and explore.html into the new folder
+    ``out``; ``overrides`` are ``load_model``'s evaluation-time changes to the trained model."""
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise PrismError(f"refusing to write into non-empty {out}; choose a new --out")
+    from prism_lm.run_dir import recorded_data_dir
+    from prism_lm.train.parallel import resolve_device
+
     run, ckpt = _run_and_checkpoint(Path(path))
-    model, codec = load_model(ckpt), load_codec(ckpt)
+    data_dir = data_dir or recorded_data_dir(ckpt)
+    model = load_model(ckpt, device=resolve_device(device), overrides=overrides)
+    codec = model.codec
     if codec is None:
         raise PrismError(f"{ckpt} records no tokenizer and its vocabulary is not GPT-2's: no text to probe it with")
     check_same_tokenizer(ckpt, data_dir, codec)
@@ -89,7 +96,7 @@ def analyze_run(path: str | Path, data_dir: str | Path, out: str | Path, max_win
     report: dict = {"checkpoint": str(ckpt), "run": str(run.path) if run else None, "data": str(data_dir),
                     "split": shards.split, "model": {**to_dict(cfg), "parameters": model.num_params()},
                     "references": [{"label": label, "value": value} for label, value in references],
-                    "checkpoint_step": read_model_config(ckpt)[1].get("step")}
+                    "checkpoint_step": read_model_config(ckpt)[1].get("step"), "eval_overrides": list(overrides)}
     figs: dict[str, Path] = {}
     fig_dir = out / "figures"
     _add_training(report, figs, run, fig_dir, references)
@@ -102,7 +109,7 @@ def analyze_run(path: str | Path, data_dir: str | Path, out: str | Path, max_win
     _add_coding_rates(report, figs, model, initial, run, ckpt, shards, fig_dir)
     report["figures"] = {k: str(v.relative_to(out)) for k, v in figs.items()}
     explore_text = text if ids and len(ids) <= min(MAX_TOKENS, cfg.block_size) else None
-    report["explorer"] = write_explorer(ckpt, out / "explore.html", explore_text).name
+    report["explorer"] = write_explorer(ckpt, out / "explore.html", explore_text, overrides=overrides).name
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     (out / "report.md").write_text(_markdown(report), encoding="utf-8")
     (out / "report.html").write_text(_html(report, out), encoding="utf-8")

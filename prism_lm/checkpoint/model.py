@@ -145,13 +145,68 @@ def load_state(model: PrismLM, state: dict[str, torch.Tensor], source: str) -> N
             tensor.copy_(placed_like(state[key], tensor))
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> PrismLM:
-    """Load a checkpoint (or a run's best/newest one); the model is returned in eval mode."""
+# what ``--set`` may change at evaluation: keys that keep every trained weight valid
+EVAL_KEYS = {
+    "model.freq_multiplier": "the RoPE multiplier m (the rotation tables are recomputed; the weights stay)",
+    "model.rope_scaling": "base or frequency scaling of the two streams' RoPE",
+    "model.lambda_start": "λ held at this value in every layer that has one (learned λ too)",
+    "model.block_size": "a longer context, for models without a learned position embedding",
+}
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu", overrides: list[str] = ()) -> PrismLM:
+    """Load a checkpoint (or a run's best/newest one); the model is returned in eval mode.
+
+    ``overrides``: ``model.KEY=VALUE`` evaluation-time changes (the keys of ``EVAL_KEYS``)."""
     directory = resolve_checkpoint_dir(path)
     cfg, meta = read_model_config(directory)
+    changes = eval_overrides(cfg, overrides)
+    lam, positions = changes.pop("lambda_start", None), changes.pop("block_size", None)
+    if changes:
+        cfg = from_dict(ModelConfig, {**to_dict(cfg), **changes}, "model")
+        cfg.validate()
     model = PrismLM(cfg)
     load_state(model, read_weights(directory / WEIGHTS), str(directory / WEIGHTS))
     model.codec = _codec_of(cfg, meta)  # text entry points (capture_attention, ...) encode with it
+    if positions is not None:
+        model.extend_positions(positions)
+    if lam is not None:
+        hold_lambda(model, float(lam))
+    model.eval_overrides = list(overrides)
     return model.to(device).eval()
+
+
+def eval_overrides(cfg: ModelConfig, overrides: list[str]) -> dict[str, Any]:
+    """``model.KEY=VALUE`` strings -> {KEY: value}, each an ``EVAL_KEYS`` key with a valid value."""
+    from prism_lm.config import apply_overrides
+
+    out = {}
+    for item in overrides:
+        key = item.partition("=")[0].strip()
+        if key not in EVAL_KEYS:
+            raise PrismError(f"--set {key}: at evaluation only {', '.join(EVAL_KEYS)} can be set "
+                             "(the others would change the trained weights)")
+        value = apply_overrides({}, [item])["model"][key.split(".", 1)[1]]
+        out[key.split(".", 1)[1]] = value
+    if "lambda_start" in out and (isinstance(out["lambda_start"], bool) or
+                                  not isinstance(out["lambda_start"], (int, float))):
+        raise PrismError(f"--set model.lambda_start must be a number, got {out['lambda_start']!r}")
+    if "block_size" in out and (not isinstance(out["block_size"], int) or out["block_size"] < 1):
+        raise PrismError(f"--set model.block_size must be an integer >= 1, got {out['block_size']!r}")
+    if "block_size" in out and out["block_size"] < cfg.block_size:
+        raise PrismError(f"--set model.block_size can only grow the context ({cfg.block_size} trained)")
+    return out
+
+
+def hold_lambda(model: PrismLM, lam: float) -> None:
+    """λ held at ``lam`` in every layer that has one, for the model's life (an intervention that
+    stays; ``intervene`` blocks inside it compose with it)."""
+    from prism_lm.model.interventions import Edit
+
+    blocks = [b for b in model.blocks if b.attn.own_lambda() is not None]
+    if not blocks:
+        raise PrismError(f"{model.config.attention} attention has no λ to set (model.lambda_start)")
+    for b in blocks:
+        b.attn.edit = Edit(lam=lam)
 
 

@@ -151,7 +151,7 @@ def prepare(specs: list[str], out_dir: str | Path, val_fraction: float = 0.01, m
     if not specs:
         raise PrismError("no --source given")
     if workers is not None and workers < 1:
-        raise PrismError(f"--workers must be >= 1, got {workers}")
+        raise PrismError(f"--processes must be >= 1, got {workers}")
     if out_dir.exists() and not out_dir.is_dir():
         raise PrismError(f"--out {out_dir} exists and is a file")
     sources = [Source(s) for s in specs]

@@ -120,7 +120,7 @@ def test_preparation_memory_does_not_grow_with_the_input(tmp_path):
 def test_killed_preparation_leaves_no_workers_and_no_tracebacks(tmp_path):
     source = _big_corpus(tmp_path / "in.txt", 16)
     proc = subprocess.Popen([sys.executable, "-m", "prism_lm.cli", "data", "prepare", "--source", str(source),
-                             "--out", str(tmp_path / "out"), "--workers", "2"], env=cli_env(),
+                             "--out", str(tmp_path / "out"), "--processes", "2"], env=cli_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
     workers = []

@@ -31,7 +31,7 @@ def _trained_ish(kind: str) -> PrismLM:
 
 def _export(model, tmp_path, name="ck"):
     save_model(model, tmp_path / name, codec=Codec())
-    assert main(["export", "hf", str(tmp_path / name), str(tmp_path / f"hf-{name}")]) == 0
+    assert main(["export", "hf", str(tmp_path / name), "--out", str(tmp_path / f"hf-{name}")]) == 0
     return tmp_path / name, tmp_path / f"hf-{name}"
 
 
@@ -76,7 +76,7 @@ def test_export_of_an_imported_official_checkpoint(tmp_path):
     official["model"]["transformer.wte.weight"].normal_(0, 1.0)
     torch.save(official, tmp_path / "ckpt.pt")
     import_official(tmp_path / "ckpt.pt", tmp_path / "imported")
-    assert main(["export", "hf", str(tmp_path / "imported"), str(tmp_path / "hf")]) == 0
+    assert main(["export", "hf", str(tmp_path / "imported"), "--out", str(tmp_path / "hf")]) == 0
     _check_parity(tmp_path / "imported", tmp_path / "hf")
 
 
@@ -89,11 +89,11 @@ def test_exported_code_needs_no_prism_lm(tmp_path):
 
 def test_compact_vocabulary_and_bad_targets_are_one_line_errors(tmp_path, capsys):
     save_model(PrismLM(tiny_config(vocab_size=4)), tmp_path / "compact", codec=Codec([11, 13, 17, EOT_ID]))
-    assert main(["export", "hf", str(tmp_path / "compact"), str(tmp_path / "out")]) == 2
+    assert main(["export", "hf", str(tmp_path / "compact"), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "uses a compact vocabulary" in err and err.count("\n") == 1 and not (tmp_path / "out").exists()
     _, folder = _export(_trained_ish("gpt"), tmp_path)
-    assert main(["export", "hf", str(tmp_path / "ck"), str(folder)]) == 2  # never over an existing export
+    assert main(["export", "hf", str(tmp_path / "ck"), "--out", str(folder)]) == 2  # never over an existing export
     assert "refusing to overwrite" in capsys.readouterr().err
 
 
