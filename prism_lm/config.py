@@ -35,13 +35,14 @@ except ModuleNotFoundError:  # Python 3.10
 
 # Keys that change what a run shows or where it writes, never a number it computes: left out of a
 # sweep run's identity (with data.dir, which the identity replaces by the data's source).
-IDENTITY_EXCLUDED_KEYS = frozenset({"run.out_dir", "run.progress", "data.dir"})
+WANDB_KEYS = frozenset({"wandb.project", "wandb.entity", "wandb.group", "wandb.tags", "wandb.dir"})
+IDENTITY_EXCLUDED_KEYS = frozenset({"run.out_dir", "run.progress", "data.dir"}) | WANDB_KEYS
 # Keys that may change on a resume without breaking its exactness: what is shown and where it
 # writes, how often it measures and saves, and where it runs. Every identity-excluded key but
 # data.dir is one (a resumed run must read the data it started with).
 RESUME_SAFE_KEYS = frozenset({"run.out_dir", "run.progress", "run.device", "run.tensorboard", "run.wandb",
                               "run.log_interval", "run.eval_interval", "run.eval_iters", "run.checkpoint_interval",
-                              "run.keep_checkpoints", "run.parallel"})
+                              "run.keep_checkpoints", "run.parallel"}) | WANDB_KEYS
 
 
 @dataclass
@@ -125,17 +126,37 @@ class RunConfig:
 
 
 @dataclass
+class WandbConfig:
+    """Where a run logs in Weights & Biases (when ``run.wandb`` is true), in W&B's own words. W&B's
+    environment variables win where they are set: WANDB_PROJECT, WANDB_ENTITY, WANDB_RUN_GROUP,
+    WANDB_TAGS (comma-separated) and WANDB_DIR. None of these changes what a run computes."""
+
+    project: str = "prism-lm"
+    entity: str = ""  # "": the W&B account's default entity
+    group: str = ""  # e.g. a sweep's name, to see its runs together
+    tags: list[str] = field(default_factory=list)
+    dir: str = ""  # "": the run directory
+
+    def validate(self) -> None:
+        if not self.project:
+            raise PrismError("wandb.project must not be empty")
+        if any(not t or "," in t for t in self.tags):
+            raise PrismError(f"wandb.tags must be non-empty words without commas, got {self.tags!r}")
+
+
+@dataclass
 class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
 
     def validate(self) -> None:
         from prism_lm.train.schedules import check_lambda_schedule  # the schedules own their names
 
         self.model.validate(allow_auto_vocab=True)
-        for section in (self.data, self.optim, self.run):
+        for section in (self.data, self.optim, self.run, self.wandb):
             section.validate()
         check_lambda_schedule(self.model.lambda_schedule)
 
@@ -270,6 +291,8 @@ def dump_toml(cfg: TrainConfig) -> str:
 
 
 def _toml_scalar(value: Any) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_scalar(v) for v in value) + "]"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):

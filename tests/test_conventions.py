@@ -92,8 +92,8 @@ def test_version_module_entry_point_and_helpful_options(capsys):
         for action in parser._actions:
             if not isinstance(action, (argparse._HelpAction, argparse._VersionAction, argparse._SubParsersAction)):
                 assert action.help, f"{parser.prog} {action.dest} has no help"
-        with_defaults = [a for a in parser._actions if a.option_strings and a.default not in (None, False)
-                         and a.default is not argparse.SUPPRESS]
+        with_defaults = [a for a in parser._actions if a.option_strings and a.default not in (None, False, [])
+                         and a.default is not argparse.SUPPRESS and a.help is not argparse.SUPPRESS]
         assert parser.format_help().count("(default:") >= len(with_defaults), parser.prog
 
 

@@ -371,6 +371,7 @@ def identity(cfg: TrainConfig, data_source: str | None) -> str:
     body = {s: {k: v for k, v in values.items() if f"{s}.{k}" not in IDENTITY_EXCLUDED_KEYS
                 and LATE_KEYS.get(f"{s}.{k}", object()) != v}
             for s, values in to_dict(cfg).items()}
+    body = {s: values for s, values in body.items() if values}  # a section of logging keys only: not there
     body["optim"]["lr_decay_iters"] = lr_horizon(cfg)
     body["data_source"] = data_source if data_source is not None else cfg.data.dir
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:10]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import uuid
 from pathlib import Path
@@ -63,6 +64,8 @@ class MetricsWriter:
                 from torch.utils.tensorboard import SummaryWriter
 
                 self.tb = SummaryWriter(str(run.tensorboard_dir))
+                if step == 0:  # once per run: a resume appends to the same event files
+                    write_tensorboard_config(self.tb, config or {})
             except ImportError:
                 warn("run.tensorboard is true but TensorBoard is not installed (pip install 'prism-lm[tb]'); "
                      "not logging to it")
@@ -117,6 +120,23 @@ class MetricsWriter:
             self.wandb.finish()
 
 
+def write_tensorboard_config(writer, config: dict) -> None:
+    """The resolved config as text (TOML) and its scalar keys as hyper-parameters (the HParams tab),
+    with the losses as the metrics they are compared by."""
+    from torch.utils.tensorboard.summary import hparams
+
+    from prism_lm.config import TrainConfig, dump_toml, from_dict
+
+    if not config:
+        return
+    writer.add_text("config", "```toml\n" + dump_toml(from_dict(TrainConfig, config)) + "```", 0)
+    flat = {f"{section}.{key}": value for section, values in config.items() for key, value in values.items()
+            if isinstance(value, (bool, int, float, str))}
+    exp, session_start, session_end = hparams(flat, {"eval/val_loss": 0.0, "iter/train_loss": 0.0})
+    for summary in (exp, session_start, session_end):
+        writer.file_writer.add_summary(summary)
+
+
 def console_line(record: dict, max_iters: int) -> str:
     """One plain line for a metrics record: step, losses, lr, λ, grad-norm, tokens/s."""
     parts = [f"{record['type']} {record['iter']}/{max_iters}"]
@@ -128,6 +148,19 @@ def console_line(record: dict, max_iters: int) -> str:
     return " | ".join(parts)
 
 
+def wandb_settings(run: RunDir, config: dict, environ=os.environ) -> dict:
+    """``wandb.init``'s project, entity, group, tags and dir from the config's ``[wandb]`` section,
+    each left to W&B (None) where its environment variable is set: W&B's conventions win, and
+    arguments to ``wandb.init`` would override its variables."""
+    section = config.get("wandb", {})
+    chosen = {"project": ("WANDB_PROJECT", section.get("project") or "prism-lm"),
+              "entity": ("WANDB_ENTITY", section.get("entity") or None),
+              "group": ("WANDB_RUN_GROUP", section.get("group") or None),
+              "tags": ("WANDB_TAGS", list(section.get("tags") or []) or None),
+              "dir": ("WANDB_DIR", section.get("dir") or str(run.path))}
+    return {key: None if environ.get(variable) else value for key, (variable, value) in chosen.items()}
+
+
 def _wandb_run(run: RunDir, config: dict):
     try:
         import wandb
@@ -135,8 +168,10 @@ def _wandb_run(run: RunDir, config: dict):
         warn("run.wandb is true but wandb is not installed (pip install wandb); not logging to it")
         return None
     run_id = run.wandb_id(uuid.uuid4().hex[:8])
-    return wandb.init(project="prism-lm", name=run.path.name, id=run_id, resume="allow", config=config,
-                      dir=str(run.path))
+    settings = wandb_settings(run, config)
+    if settings["dir"]:
+        Path(settings["dir"]).mkdir(parents=True, exist_ok=True)
+    return wandb.init(name=run.path.name, id=run_id, resume="allow", config=config, **settings)
 
 
 def read_metrics(path: str | Path) -> list[dict]:
