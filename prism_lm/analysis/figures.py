@@ -90,6 +90,7 @@ def target_grid(rows: np.ndarray, labels: list[str], target: int, stream: str, l
     nrows = (H + cols - 1) // cols
     fig, axes = plt.subplots(nrows, cols, figsize=(3.6 * cols, 2.6 * nrows), squeeze=False)
     keys = list(range(target + 1))
+    top = min(1.0, 1.15 * float(rows[:, : target + 1].max())) or 1.0  # one shared axis, fitted to the bars
     for h in range(nrows * cols):
         ax = axes[h // cols][h % cols]
         if h >= H:
@@ -97,8 +98,9 @@ def target_grid(rows: np.ndarray, labels: list[str], target: int, stream: str, l
             continue
         ax.bar(keys, rows[h, : target + 1], color="C0")
         ax.set_xticks(keys, labels[: target + 1], rotation=90, fontsize=6)
-        ax.set(title=f"{stream} head {h}", ylim=(0, 1))
-    fig.suptitle(f"Layer {layer}: attention from {labels[target]!r} ({stream} heads)")
+        ax.set(title=f"{stream} head {h}", ylim=(0, top))
+    fig.suptitle(f"Where layer {layer}'s {stream} heads look from {labels[target]!r} "
+                 "(attention weight per earlier token)")
     return _save(fig, out, "target_grid")
 
 
@@ -144,16 +146,31 @@ def lambda_curve(lams: list[float], losses: list[float], model_lambda: float | N
     return _save(fig, out, "loss_vs_lambda")
 
 
-def head_metrics(heads: list[dict], metric: str, out: Path) -> Path:
+HEAD_METRIC_TITLES = {"mean_distance": "How far back each head attends (mean distance, tokens)",
+                      "mass_within_8": "How much of each head's attention stays within 8 tokens",
+                      "antecedent_hit_rate": "How much attention each head puts on the word a recall refers back to"}
+
+
+def head_metrics(heads: list[dict], metric: str, out: Path, null: float | None = None,
+                 null_label: str = "") -> Path:
+    """One dot per head, by layer and stream; ``null`` a horizontal line (what no selectivity gives),
+    and each head's own lag-matched null (``antecedent_lag_null``) as an open marker where it exists."""
     streams = list(dict.fromkeys(e["stream"] for e in heads))
     layers = sorted({e["layer"] for e in heads})
     fig, ax = plt.subplots(figsize=(6.4, 4))
     for k, s in enumerate(streams):
         for layer in layers:
-            ys = [e[metric] for e in heads if e["stream"] == s and e["layer"] == layer]
+            rows = [e for e in heads if e["stream"] == s and e["layer"] == layer]
+            ys = [e[metric] for e in rows]
             xs = np.full(len(ys), layer) + (k - (len(streams) - 1) / 2) * 0.25
             ax.scatter(xs, ys, color=f"C{k}", s=18, label=s if layer == layers[0] else None)
-    ax.set(xlabel="layer", ylabel=metric.replace("_", " "), title=f"{metric.replace('_', ' ')} per head")
+            if metric == "antecedent_hit_rate" and rows and "antecedent_lag_null" in rows[0]:
+                ax.scatter(xs + 0.08, [e["antecedent_lag_null"] for e in rows], facecolors="none",
+                           edgecolors=f"C{k}", s=18, label=f"{s}: its lag-matched null" if layer == layers[0] else None)
+    if null is not None:
+        ax.axhline(null, color="0.3", ls="--", lw=1, label=null_label or "null")
+    ax.set(xlabel="layer", ylabel=metric.replace("_", " "),
+           title=HEAD_METRIC_TITLES.get(metric, f"{metric.replace('_', ' ')} per head"))
     ax.set_xticks(layers)
     ax.legend()
     ax.grid(alpha=0.3)

@@ -25,7 +25,7 @@ from pathlib import Path
 from prism_lm import render
 from prism_lm.errors import PrismError
 from prism_lm.experiments.sweep_dir import SweepDir
-from prism_lm.experiments.verdicts import VERDICT_RULES, family
+from prism_lm.experiments.verdicts import DECISION_WORDS, VERDICT_RULES, family
 from prism_lm.stats import (
     BOUNDED_METHOD,
     T_METHOD,
@@ -389,8 +389,9 @@ def _p(x) -> str:
 
 
 def _verdict_table(e: dict) -> tuple[str, list[str], list[list[str]]]:
-    title = (f"Verdicts (difference = arm − baseline, or the arm's mean against the null; p adjusted by Holm over "
-             f"the {e['verdicts'][0]['family_size'] if e['verdicts'] else 0} tested verdicts of this claim; "
+    title = (f"Verdicts (sign: arm − baseline, or the arm's mean − the null; interval: 95% Student-t of the mean "
+             f"per-seed difference; p adjusted by Holm over the "
+             f"{e['verdicts'][0]['family_size'] if e['verdicts'] else 0} tested verdicts of this claim; "
              f"at least {e['min_seeds']} paired seeds decide)")
     header = ["", "claim", "metric", "test", "arm − baseline", "difference [95% CI]", "p", "p (Holm)", "decision",
               "diverged runs (not in the interval)"]
@@ -467,17 +468,34 @@ def _rate(d: dict) -> str:
     return f"{d['k']}/{d['n']} [{d['ci95'][0]:.2f}, {d['ci95'][1]:.2f}]"
 
 
+FIGURE_TEXT = {
+    "loss": ("Training loss of every run, coloured by arm",
+             "The per-step training loss (log scale) of each run of the file: arms that separate early and "
+             "stay apart differ beyond seed noise; the verdicts use the validation numbers below."),
+    "metrics": ("The claim's metrics per arm: mean, 95% t interval over seeds, and each seed",
+                "One panel per headline metric; a dot per seed, the bar the seed-level interval. Read the sign "
+                "of a difference from the verdict table (arm − baseline, paired by seed)."),
+    "tuning": ("Tuning curves: each arm's held-out loss against its learning rate",
+               "Mean and 95% t interval over the tuning seeds, on the held-out part of the training split "
+               "(never val); the ringed point is the one each arm's verdict runs use."),
+    "ladder": ("The gap across scale",
+               "The paired difference (arm − baseline) per seed at each ladder point, against training tokens "
+               "and parameters; the fitted slope against log10 tokens decides whether the gap closes."),
+}
+
+
 def _markdown(summary: dict, rows: list[dict]) -> str:
     lines = ["# Sweep report", "", f"Intervals: {INTERVAL_METHOD}. Paired: {PAIRED_METHOD}. Verdicts: {VERDICT_RULES}.",
-             ""]
+             "", "Decisions:", "", *[f"- **{word}**: {meaning}" for word, meaning in DECISION_WORDS.items()], ""]
     current = None
     for name, title, header, body in _tables(summary, rows):
         if name != current:
             e = summary["experiments"][name]
             lines += [f"## {name}", "", e["description"] or "", f"File: `{e['file']}`", ""]
-            for key in (f"{name}_loss", f"{name}_metrics", f"{name}_tuning", f"{name}_ladder"):
+            for kind, (title_, caption) in FIGURE_TEXT.items():
+                key = f"{name}_{kind}"
                 if key in summary["figures"]:
-                    lines += [f"![{key}]({summary['figures'][key]})", ""]
+                    lines += [f"**{title_}**", "", f"![{title_}]({summary['figures'][key]})", "", f"*{caption}*", ""]
             current = name
         lines += [f"### {title}", "", *render.markdown_table(header, body), ""]
     return "\n".join(lines)
@@ -485,15 +503,19 @@ def _markdown(summary: dict, rows: list[dict]) -> str:
 
 def _html(summary: dict, rows: list[dict], out: Path) -> str:
     parts = ["<h1>Sweep report</h1>", f"<p>Intervals: {html.escape(INTERVAL_METHOD)}. "
-             f"Paired: {html.escape(PAIRED_METHOD)}. Verdicts: {html.escape(VERDICT_RULES)}.</p>"]
+             f"Paired: {html.escape(PAIRED_METHOD)}. Verdicts: {html.escape(VERDICT_RULES)}.</p>",
+             "<ul>" + "".join(f"<li><b>{w}</b>: {html.escape(m)}</li>" for w, m in DECISION_WORDS.items()) + "</ul>"]
     current = None
     for name, title, header, body in _tables(summary, rows):
         if name != current:
             e = summary["experiments"][name]
             parts.append(f"<h2>{html.escape(name)}</h2><p>{html.escape(e['description'] or '')}</p>")
-            parts += [render.html_image(out / summary["figures"][key], key)
-                      for key in (f"{name}_loss", f"{name}_metrics", f"{name}_tuning", f"{name}_ladder")
-                      if key in summary["figures"]]
+            for kind, (title_, caption) in FIGURE_TEXT.items():
+                key = f"{name}_{kind}"
+                if key in summary["figures"]:
+                    parts += [f"<h4>{html.escape(title_)}</h4>", render.html_image(out / summary["figures"][key],
+                                                                                  title_),
+                              f"<p><em>{html.escape(caption)}</em></p>"]
             current = name
         parts += [f"<h3>{html.escape(title)}</h3>", render.html_table(header, body)]
     return render.html_page("Sweep report", parts)

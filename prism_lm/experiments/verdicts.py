@@ -27,6 +27,18 @@ VERDICT_RULES = ("Holm–Bonferroni within each claim (experiment file); differe
                  "± margin; below min_seeds paired seeds: no decision; inconclusive is not 'equal'")
 
 
+DECISION_WORDS = {
+    "supported": "the Holm-adjusted p is below 0.05 and the difference lies on the claimed side (an "
+                 "equivalence: the adjusted TOST p is below 0.05, the difference within ± margin)",
+    "contradicted": "the Holm-adjusted p is below 0.05 on the other side (an equivalence: the whole 95% "
+                    "interval lies beyond the margin)",
+    "inconclusive": "neither: the data allow both readings, and the range the interval allows is printed; "
+                    "it does not mean 'equal'",
+    "too few seeds": "fewer paired seeds than the file's min_seeds: no test, no part in the Holm family",
+    "not measured": "no run produced the metric (not run yet, or every run diverged)",
+}
+
+
 def verdict_defaults(v: dict) -> dict:
     """A plan's verdict with the keys that older plans did not record."""
     return {"primary": False, "test": "difference", "margin": None, "null": 0.0, "better": "lower", **v}

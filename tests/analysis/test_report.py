@@ -127,3 +127,55 @@ def test_report_says_which_step_and_split_each_headline_number_is_from(tmp_path)
     finally:
         figures._save = real_save
     assert captured["coding_rate"] and all(float(t).is_integer() for t in captured["coding_rate"])
+
+
+def test_report_reads_as_a_researcher_needs(run, tmp_path, capsys):
+    """A summary of numbers beside their baselines, every figure titled and captioned, every table
+    introduced by its question, nulls where they exist, and a line per analysis step."""
+    from prism_lm.analysis.report_text import FIGURES
+    from prism_lm.data.shards import ShardSet, unigram_entropy
+
+    paths = analyze_run(run / "run", run / "d", tmp_path / "rep", max_windows=4)
+    report = json.loads(paths["json"].read_text())
+    md = paths["md"].read_text()
+    summary = {row["what"].split(":")[0]: row for row in report["summary"]}
+    loss_row = next(r for r in report["summary"] if r["what"].startswith("loss on the analysed windows"))
+    assert loss_row["baseline"] == pytest.approx(unigram_entropy(ShardSet(run / "d", report["split"])))
+    assert loss_row["value"] == pytest.approx(report["interventions"]["base"]["all"])
+    assert len(report["summary"]) == 5 and all(r["reading"] and r["baseline_is"] for r in report["summary"])
+    assert "signal − noise" in summary and md.index("## Summary") < md.index("## Figures")
+    for key in report["figures"]:
+        title, caption = FIGURES[key]  # no figure without words
+        assert f"### {title}" in md and caption in md
+    assert "heads_antecedent_hit_rate" in report["figures"] and "uniform head's rate here is" in md
+    sections = md.split("\n## ")[3:]  # after the summary and the figures: the tables
+    assert sections and all(part.split("\n\n")[1].startswith("*") for part in sections)  # each opens with its question
+    distance = next(part for part in sections if part.startswith("Recall tokens by antecedent distance"))
+    assert distance.split("\n")[0] == "Recall tokens by antecedent distance (tokens): loss"  # no hit-rate promise
+    err = capsys.readouterr().err
+    assert "[analyze] head statistics" in err and err.count("[analyze]") >= 12  # start and end of each step
+
+
+def test_target_grid_fits_its_axis_and_hit_rates_carry_their_nulls(tmp_path, monkeypatch):
+    import numpy as np
+
+    from prism_lm.analysis import figures
+
+    captured = {}
+    real = figures._save
+
+    def keep(fig, out, name):
+        captured[name] = fig
+        return real(fig, out, name)
+
+    monkeypatch.setattr(figures, "_save", keep)
+    rows = np.array([[0.02, 0.05, 0.01], [0.04, 0.03, 0.08]])
+    figures.target_grid(rows, ["a", "b", "c"], 2, "signal", 0, tmp_path)
+    heads = [{"layer": 0, "stream": "signal", "antecedent_hit_rate": 0.01, "antecedent_lag_null": 0.02}]
+    figures.head_metrics(heads, "antecedent_hit_rate", tmp_path, null=0.0138, null_label="uniform attention")
+    axes = captured["target_grid"].axes
+    assert axes[0].get_ylim()[1] == pytest.approx(1.15 * 0.08)  # fitted to the tallest bar, not 0..1
+    ax = captured["heads_antecedent_hit_rate"].axes[0]
+    assert any(list(line.get_ydata()) == [0.0138, 0.0138] for line in ax.get_lines())  # the uniform null
+    assert "uniform attention" in [t.get_text() for t in ax.get_legend().get_texts()]
+    assert any("lag-matched null" in t.get_text() for t in ax.get_legend().get_texts())

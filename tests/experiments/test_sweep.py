@@ -108,6 +108,13 @@ def test_the_report_has_a_row_per_run_seed_intervals_paired_differences_and_a_ve
     assert "prism trained median_lag" in exp["streams"] and exp["streams"]["prism trained median_lag"]["runs"] == 2
     md = paths["md"].read_text()
     assert "Student-t" in md and "Holm" in md
+    from prism_lm.experiments.report import FIGURE_TEXT
+    from prism_lm.experiments.verdicts import DECISION_WORDS
+
+    for word, meaning in DECISION_WORDS.items():  # what each decision word means, at the top
+        assert f"- **{word}**: {meaning}" in md
+    assert "Verdicts (sign: arm − baseline" in md and "interval: 95% Student-t" in md
+    assert f"**{FIGURE_TEXT['loss'][0]}**" in md and FIGURE_TEXT["loss"][1] in md  # figures titled and captioned
     assert "| exploratory | PRISM beats GPT | val_loss_32 | difference, lower supports | prism − gpt |" in md
     page = paths["html"].read_text()
     assert "data:image/png;base64," in page and "src='http" not in page and 'src="http' not in page
