@@ -73,6 +73,14 @@ class EvaluateSpec:
                             self.head_ablations or other.head_ablations,
                             sorted(set(self.long_contexts) | set(other.long_contexts)))
 
+    def covers(self, other: EvaluateSpec) -> bool:
+        """Whether a result evaluated with this spec holds everything ``other`` asks for, computed the
+        same way: every context and long context of it, the same head windows (more would change the
+        head statistics), the untrained model and head ablations if it asks for them."""
+        return (set(self.contexts) >= set(other.contexts) and self.head_windows == other.head_windows
+                and (self.initial or not other.initial) and (self.head_ablations or not other.head_ablations)
+                and set(self.long_contexts) >= set(other.long_contexts))
+
     def columns(self, cfg: TrainConfig) -> set[str]:
         """Every column a run of ``cfg`` can have in its row (annotation-dependent ones included), so
         an experiment file's verdicts are checked against them before anything trains."""

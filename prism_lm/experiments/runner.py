@@ -61,16 +61,18 @@ def available_cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def plan(experiments: list[Experiment]) -> dict:
+def plan(experiments: list[Experiment], known: dict[str, str] | None = None) -> dict:
     """{"experiments": {name: {...}}, "runs": {folder: identity}}: each experiment's runs by folder
-    (a run shared by several experiments has one folder, named after its first appearance). An
-    experiment with ``[tune]`` lists its tuning runs under "tune", and its verdict runs only once its
-    choices are in."""
+    (a run shared by several experiments has one folder: the one ``known`` ({folder: identity}, the
+    sweep's plan so far) gives it, else named after its first appearance, so a run keeps its folder
+    whichever phase or file plans it next). An experiment with ``[tune]`` lists its tuning runs under
+    "tune", and its verdict runs only once its choices are in."""
+    existing = {identity: folder for folder, identity in (known or {}).items()}
     folders: dict[str, str] = {}
 
     def entries(runs: list[PlannedRun]) -> list[dict]:
         return [{"arm": r.arm, "group": r.group, "grid": r.grid, "seed": r.seed,
-                 "folder": folders.setdefault(r.identity, r.name)} for r in runs]
+                 "folder": folders.setdefault(r.identity, existing.get(r.identity, r.name))} for r in runs]
 
     body = {}
     for e in experiments:
@@ -152,11 +154,12 @@ def _write_job(task: Task) -> None:
 
 
 def _is_finished(task: Task) -> bool:
-    """A result exists, from the evaluation asked for now, with every column the verdicts read that
-    this code computes (a result from older code that lacks one is evaluated again; training resumes
-    at its last step, so nothing retrains)."""
+    """A result exists, from an evaluation that covers the one asked for now (a run shared with a
+    tuned file's verdict runs is evaluated for both once, not again in each phase), with every column
+    the verdicts read that this code computes (a result from older code that lacks one is evaluated
+    again; training resumes at its last step, so nothing retrains)."""
     result = task.folder.read_result()
-    if result is None or from_dict(EvaluateSpec, result["evaluate"], "evaluate") != task.evaluate:
+    if result is None or not from_dict(EvaluateSpec, result["evaluate"], "evaluate").covers(task.evaluate):
         return False
     row = result["row"]
     if row.get("diverged"):  # nothing is evaluated from a diverged model
@@ -207,7 +210,7 @@ def _tuning_scores(e: Experiment, sweep: SweepDir) -> dict[tuple[str, tuple], li
 def _run_phase(experiments: list[Experiment], sweep: SweepDir, workers: int | None, executor: str, extend: bool,
                log) -> int:
     """Plan, write the jobs of and run every run that can run now."""
-    new_plan = plan(experiments)
+    new_plan = plan(experiments, sweep.read_plan()["runs"] if sweep.has_plan() else None)
     merged = _merge_plan(sweep, new_plan, extend)
     _prepare_data(experiments, sweep, log)
     tasks, finished = [], 0

@@ -77,3 +77,28 @@ def test_a_tuned_sweep_runs_tuning_then_verdicts_at_each_arms_choice(tmp_path):
     again = []
     assert run_sweep(path, tmp_path / "out", log=again.append) == 0 and all("to run" not in line or " 0 to run" in line
                                                                            for line in again)
+
+
+def test_a_run_shared_with_a_tuned_files_verdict_runs_is_not_evaluated_again_on_a_rerun(tmp_path):
+    """In a suite, a run that an untuned file shares with a tuned file's verdict run is evaluated
+    for both; a rerun finds it finished in both phases (it used to flip between the two evaluations)."""
+    from prism_lm.experiments.job import EvaluateSpec
+
+    write_experiment(tmp_path, steps=4, name="tuned.toml", extra=TUNE)
+    plain = write_experiment(tmp_path, steps=4, name="plain.toml").read_text()
+    plain = plain.replace("[arms.gpt]\nbase", "[grid]\n\"optim.lr\" = [1e-3, 1e-2]\n[arms.gpt]\nbase")
+    plain = plain.replace("contexts = [16, 32]", "contexts = [32]")
+    plain = plain.replace('arm = "prism"\nbaseline = "gpt"', 'arm = "prism/lr=0.001"\nbaseline = "gpt/lr=0.001"')
+    (tmp_path / "plain.toml").write_text('name = "plain"\n' + plain)
+    (tmp_path / "suite.toml").write_text('include = ["tuned.toml", "plain.toml"]\n')
+    first = []
+    assert run_sweep(tmp_path / "suite.toml", tmp_path / "out", workers=2, log=first.append) == 0
+    layout = SweepDir(tmp_path / "out").read_plan()
+    assert len(layout["runs"]) == len(set(layout["runs"].values())) == 12  # one folder per run: none trained twice
+    assert sum("done:" in line for line in first) == 12 + 4  # 12 trained; the 4 shared ones evaluated once more
+    again = []
+    assert run_sweep(tmp_path / "suite.toml", tmp_path / "out", log=again.append) == 0
+    counts = [line for line in again if "runs in 2 experiment(s)" in line]
+    assert len(counts) == 2 and all(line.endswith(" 0 to run") or "0 to run" in line for line in counts), counts
+    wide, narrow = EvaluateSpec([16, 32], 4), EvaluateSpec([32], 4)
+    assert wide.covers(narrow) and not narrow.covers(wide) and not EvaluateSpec([16, 32], 8).covers(wide)
