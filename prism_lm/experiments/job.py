@@ -75,9 +75,9 @@ class EvaluateSpec:
 
     def covers(self, other: EvaluateSpec) -> bool:
         """Whether a result evaluated with this spec holds everything ``other`` asks for, computed the
-        same way: every context and long context of it, the same head windows (more would change the
-        head statistics), the untrained model and head ablations if it asks for them."""
-        return (set(self.contexts) >= set(other.contexts) and self.head_windows == other.head_windows
+        same way: every context and long context of it, the same head windows when it asks for head
+        statistics (more would change them), the untrained model and head ablations if it asks for them."""
+        return (set(self.contexts) >= set(other.contexts) and other.head_windows in (0, self.head_windows)
                 and (self.initial or not other.initial) and (self.head_ablations or not other.head_ablations)
                 and set(self.long_contexts) >= set(other.long_contexts))
 

@@ -102,3 +102,4 @@ def test_a_run_shared_with_a_tuned_files_verdict_runs_is_not_evaluated_again_on_
     assert len(counts) == 2 and all(line.endswith(" 0 to run") or "0 to run" in line for line in counts), counts
     wide, narrow = EvaluateSpec([16, 32], 4), EvaluateSpec([32], 4)
     assert wide.covers(narrow) and not narrow.covers(wide) and not EvaluateSpec([16, 32], 8).covers(wide)
+    assert wide.covers(EvaluateSpec([32], 0))  # asking for no head statistics: any head windows will do
