@@ -299,8 +299,10 @@ def _add_train(sub) -> None:
     p = _command(sub, "train", "train a model (torchrun for several processes)", _train)
     p.add_argument("config", nargs="?", default=None, help="a shipped config name or a TOML file")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config value")
-    p.add_argument("--resume", default=None, metavar="auto|PATH",
-                   help="continue from the newest good checkpoint of run.out_dir (auto) or from PATH")
+    p.add_argument("--resume", default=None, metavar="auto|never|PATH",
+                   help="auto: continue from the newest checkpoint of run.out_dir that verifies (else a verified "
+                        "best; none: refused); never: start over, the run so far kept in previous-N/; PATH: "
+                        "from that checkpoint")
     p.add_argument("--allow-config-change", action="store_true",
                    help="resume even though the config differs from the run's in a way that breaks exactness "
                         "(the change is recorded in config_changes.jsonl)")

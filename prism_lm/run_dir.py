@@ -92,6 +92,19 @@ class RunDir:
         for stale in (self.checkpoints_dir / ".best.tmp", self.checkpoints_dir / ".best.old"):
             shutil.rmtree(stale, ignore_errors=True)
 
+    def move_aside(self) -> Path:
+        """Start over on purpose (``--resume never``): everything of the run so far moves, whole, into
+        ``previous-N/`` inside the run directory; nothing is deleted."""
+        n = 1
+        while (self.path / f"previous-{n}").exists():
+            n += 1
+        aside = self.path / f"previous-{n}"
+        aside.mkdir()
+        for entry in sorted(self.path.iterdir()):
+            if entry.name != ".lock" and entry != aside and not entry.name.startswith("previous-"):
+                entry.rename(aside / entry.name)
+        return aside
+
     def unfinished_steps(self) -> list[Path]:
         """Step directories without their training state (they never finished writing)."""
         if not self.checkpoints_dir.is_dir():

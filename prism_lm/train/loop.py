@@ -20,7 +20,12 @@ from pathlib import Path
 
 import torch
 
-from prism_lm.checkpoint.training import load_training_checkpoint, newest_verified, save_training_checkpoint
+from prism_lm.checkpoint.training import (
+    load_training_checkpoint,
+    newest_verified,
+    save_training_checkpoint,
+    verify_training_checkpoint,
+)
 from prism_lm.config import RESUME_SAFE_KEYS, TrainConfig, resolve_vocab_size, to_dict
 from prism_lm.data.loader import RandomWindows, make_loader
 from prism_lm.data.shards import ShardSet, training_splits
@@ -168,10 +173,18 @@ def _open_data(cfg: TrainConfig, world) -> _Data:
 
 
 def _checkpoint_to_resume(run: RunDir, resume: str | None, world) -> Path | None:
-    """The checkpoint ``--resume`` names (``auto``: the newest that verifies); None to start afresh."""
+    """The checkpoint ``--resume`` names (``auto``: the newest that verifies, else a verified ``best``;
+    ``never``: none, the run so far moved aside); None to start afresh. A run with history whose
+    checkpoints all fail verification is refused, never silently restarted."""
     if not resume:
         if run.holds_run():
-            raise PrismError(f"{run.path} already holds a run; use --resume auto to continue it or a new run.out_dir")
+            raise PrismError(f"{run.path} already holds a run; use --resume auto to continue it, --resume never to "
+                             "start over (the old run is kept in previous-N/) or a new run.out_dir")
+        return None
+    if resume == "never":
+        if world.is_main and run.holds_run():
+            warn(f"--resume never: the run so far is kept in {run.move_aside()}; starting at step 0")
+        barrier(world)
         return None
     if resume != "auto":
         ckpt = Path(resume)
@@ -181,12 +194,22 @@ def _checkpoint_to_resume(run: RunDir, resume: str | None, world) -> Path | None
     if world.is_main:
         newest_verified(run)  # moves broken checkpoints aside, so every rank sees the same newest
     barrier(world)
-    return run.newest()
+    newest = run.newest()
+    if newest is not None or not run.holds_run():
+        return newest
+    if run.best.is_dir() and verify_training_checkpoint(run.best) is None:
+        if world.is_main:
+            warn(f"no step checkpoint of {run.path} verifies; resuming from checkpoints/best")
+        return run.best
+    raise PrismError(f"--resume auto: {run.path} holds a run but none of its checkpoints verifies (moved aside as "
+                     ".rejected-*; no verified best): nothing to resume from; --resume never starts over on "
+                     "purpose (the old run is kept), or choose a new run.out_dir")
 
 
 def _config_changes(run: RunDir, ckpt: Path | None, cfg: TrainConfig, allowed: bool) -> dict[str, tuple]:
-    """What differs from the run's recorded config; a change that breaks exactness is refused unless allowed."""
-    recorded = run.read_config() if ckpt is not None else None
+    """What differs from the run's recorded config (whenever one exists: a run resumed before its first
+    checkpoint too); a change that breaks exactness is refused unless allowed."""
+    recorded = run.read_config()
     changes = recorded.changed_keys(cfg) if recorded is not None else {}
     safe = RESUME_SAFE_KEYS | (set() if horizons_follow_max_iters(cfg) else {"run.max_iters"})
     breaking = sorted(k for k in changes if k not in safe)
