@@ -192,9 +192,21 @@ def bench_model_config(cfg: TrainConfig) -> ModelConfig:
     return dataclasses.replace(cfg.model, vocab_size=resolve_vocab_size(cfg.model.vocab_size, data_vocab))
 
 
+def _at_least(low: int, **values: int) -> None:
+    for name, value in values.items():
+        if value < low:
+            raise PrismError(f"--{name.replace('_', '-')} must be >= {low}, got {value}")
+
+
 def sweep_train(cfg: TrainConfig, kinds: list[str], paths: list[str], loss_chunks: list[int] | None,
                 batch_size: int | None, steps: int, warmup: int, device: str, dtype: str, compile_model: bool):
     """``bench_train`` for every kind x path ("fast" | "eager") x loss chunk; yields one record each."""
+    _at_least(1, steps=steps)
+    _at_least(0, warmup=warmup)
+    if batch_size is not None:
+        _at_least(1, batch_size=batch_size)
+    for chunk in loss_chunks or []:
+        _at_least(0, loss_chunk=chunk)
     model_cfg = bench_model_config(cfg)
     for kind in kinds:
         for path in paths:
@@ -206,6 +218,9 @@ def sweep_train(cfg: TrainConfig, kinds: list[str], paths: list[str], loss_chunk
 def sweep_decode(cfg: TrainConfig, kinds: list[str], batch_sizes: list[int], caches: list[str], prompt_len: int,
                  new_tokens: int, device: str, dtype: str):
     """``bench_decode`` for every kind x batch size x cache mode; yields one record each."""
+    _at_least(1, prompt_len=prompt_len, new_tokens=new_tokens)
+    for batch in batch_sizes:
+        _at_least(1, batch_size=batch)
     model_cfg = bench_model_config(cfg)
     for kind in kinds:
         for batch in batch_sizes:

@@ -29,7 +29,7 @@ def _sweep_run(args) -> int:
 def _sweep_report(args) -> None:
     from prism_lm.experiments.report import write_report
 
-    paths = write_report(args.dir, args.out)
+    paths = write_report(args.dir, args.out, overwrite=args.overwrite)
     print("wrote " + ", ".join(str(p) for p in paths.values()))
 
 
@@ -429,7 +429,8 @@ def _add_sweep(sub) -> None:
     p = _command(sweep_sub, "report",
                  "results table (CSV, Parquet) and report (md, html, json) with seed-level intervals", _sweep_report)
     p.add_argument("dir", help="a sweep folder (what sweep run --out wrote)")
-    p.add_argument("--out", default=None, help="a new folder for the report (None: DIR/report)")
+    p.add_argument("--out", default=None, help="a new folder for the report (None: DIR/report, rewritten each time)")
+    p.add_argument("--overwrite", action="store_true", help="write into an --out that already holds files")
 
 
 def _add_export(sub) -> None:
@@ -456,6 +457,10 @@ def main(argv: list[str] | None = None) -> int:
         status = args.func(args)
     except PrismError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # disk full, permissions, a path that went away: one line naming the path
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

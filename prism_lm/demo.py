@@ -52,6 +52,8 @@ def run_demo(out: Path | None = None, stories: int = DEMO_STORIES, max_iters: in
     from prism_lm.train.loop import train
 
     out = Path(out) if out is not None else default_out_dir()
+    if out.exists() and not out.is_dir():
+        raise PrismError(f"--out {out} exists and is a file; pass a new folder")
     if out.exists() and any(out.iterdir()):
         raise PrismError(f"refusing to write into non-empty {out}; pass a new --out")
     t_start = time.perf_counter()

@@ -77,6 +77,12 @@ class RunDir:
             return self.best
         return self.newest()
 
+    def had_checkpoints(self) -> bool:
+        """Whether the run ever finished a checkpoint: a step, one moved aside as damaged, or ``best``."""
+        if not self.checkpoints_dir.is_dir():
+            return False
+        return bool(self.steps()) or self.best.is_dir() or any(self.checkpoints_dir.glob(".rejected-*"))
+
     def holds_run(self) -> bool:
         return bool(self.steps()) or self.metrics_path.exists()
 

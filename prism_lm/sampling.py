@@ -8,6 +8,7 @@ its output is ids.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -17,6 +18,8 @@ from prism_lm.errors import PrismError
 from prism_lm.model import generate
 from prism_lm.train.parallel import resolve_device
 
+MAX_NEW_TOKENS = 100_000  # more is a typo, not a sample: it would run for hours
+
 
 def sample(checkpoint: str | Path, prompt: str = "", max_new_tokens: int = 200, temperature: float = 0.8,
            top_k: int | None = 200, top_p: float | None = None, num_samples: int = 1, seed: int = 1337,
@@ -25,15 +28,15 @@ def sample(checkpoint: str | Path, prompt: str = "", max_new_tokens: int = 200, 
 
     A text model stops at end-of-text, which is not printed; an empty prompt starts from it.
     """
-    if max_new_tokens < 1:
-        raise PrismError(f"--max-new-tokens must be >= 1, got {max_new_tokens}")
+    if not 1 <= max_new_tokens <= MAX_NEW_TOKENS:
+        raise PrismError(f"--max-new-tokens must be in [1, {MAX_NEW_TOKENS:,}], got {max_new_tokens:,}")
     if num_samples < 1:
         raise PrismError(f"--num-samples must be >= 1, got {num_samples}")
-    if temperature < 0:
-        raise PrismError(f"--temperature must be >= 0 (0 = greedy), got {temperature}")
+    if not math.isfinite(temperature) or temperature < 0:
+        raise PrismError(f"--temperature must be a finite number >= 0 (0 = greedy), got {temperature}")
     if top_k is not None and top_k < 1:
         raise PrismError(f"--top-k must be >= 1, got {top_k}")
-    if top_p is not None and not 0 < top_p <= 1:
+    if top_p is not None and not 0 < top_p <= 1:  # NaN fails this too
         raise PrismError(f"--top-p must be in (0, 1], got {top_p}")
     dev = resolve_device(device)
     model = load_model(checkpoint, device=dev, overrides=overrides)
@@ -50,6 +53,9 @@ def sample(checkpoint: str | Path, prompt: str = "", max_new_tokens: int = 200, 
         stop = None
     if not ids or max(ids) >= vocab or min(ids) < 0:
         raise PrismError(f"prompt token ids must be in [0, {vocab})")
+    if len(ids) > model.max_positions:
+        raise PrismError(f"the prompt has {len(ids)} tokens; this model reads at most {model.max_positions} "
+                         "(model.block_size): shorten it")
     generator = torch.Generator(device=dev).manual_seed(seed)
     texts = []
     for _ in range(num_samples):

@@ -130,8 +130,9 @@ def test_official_import_rejects_bad_input(tmp_path):
     with pytest.raises(PrismError, match="needs 'model' and 'model_args'"):
         import_official(tmp_path / "foreign.pt", tmp_path / "out")
     torch.save({"model": NotAllowed(), "model_args": {}}, tmp_path / "unsafe.pt")
-    with pytest.raises(PrismError, match="not a loadable official checkpoint"):
+    with pytest.raises(PrismError, match="is not a plain checkpoint") as info:
         import_official(tmp_path / "unsafe.pt", tmp_path / "out")
+    assert "weights_only" not in str(info.value) and "succeed" not in str(info.value)  # no advice to unpickle
     assert not (tmp_path / "out").exists()
 
 

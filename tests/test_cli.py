@@ -88,8 +88,8 @@ def test_sample_top_p_and_num_samples(tmp_path, capsys):
     (["--top-p", "0"], "--top-p must be in (0, 1]"),
     (["--top-p", "1.5"], "--top-p must be in (0, 1]"),
     (["--num-samples", "0"], "--num-samples must be >= 1"),
-    (["--max-new-tokens", "-3"], "--max-new-tokens must be >= 1"),
-    (["--temperature", "-1"], "--temperature must be >= 0"),
+    (["--max-new-tokens", "-3"], "--max-new-tokens must be in [1, 100,000]"),
+    (["--temperature", "-1"], "--temperature must be a finite number >= 0"),
 ])
 def test_sample_rejects_bad_options(tmp_path, capsys, args, message):
     _compact_checkpoint(tmp_path / "ck")

@@ -123,6 +123,7 @@ def test_eval_sample_analyze_and_explore_take_eval_time_set(run, capsys, tmp_pat
                  "--set", "model.freq_multiplier=1.0"]) == 0
     report = json.loads((tmp_path / "rep" / "report.json").read_text())
     assert report["eval_overrides"] == ["model.freq_multiplier=1.0"] and report["model"]["freq_multiplier"] == 1.0
+    capsys.readouterr()
     assert main(["eval", str(run / "run"), "--set", "model.n_layer=3"]) == 2
     assert capsys.readouterr().err.count("\n") == 1
 

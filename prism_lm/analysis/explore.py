@@ -106,7 +106,7 @@ def explorer_data(sources: str | Path | list, text: str | None = None, device: s
     sources = [sources] if isinstance(sources, (str, Path)) else list(sources)
     if not sources:
         raise PrismError("give at least one checkpoint")
-    text = text or DEFAULT_TEXT
+    text = DEFAULT_TEXT if text is None else text
     models, ids, tokens = [], None, None
     for source in sources:
         ckpt = resolve_checkpoint_dir(source)
@@ -115,8 +115,8 @@ def explorer_data(sources: str | Path | list, text: str | None = None, device: s
         if codec is None:
             raise PrismError(f"{ckpt} records no tokenizer and its vocabulary is not GPT-2's: no text to explore with")
         these = codec.encode(text)
-        if not these:
-            raise PrismError("--text is empty")
+        if not these or not text.strip():
+            raise PrismError("--text is empty; give a text, or leave it out for the default story")
         if ids is not None and these != ids:
             raise PrismError(f"{ckpt} tokenizes the text differently from {models[0]['checkpoint']}: "
                              "models shown side by side must share a tokenizer")

@@ -37,6 +37,7 @@ from prism_lm.config import ModelConfig, TrainConfig, to_dict
 from prism_lm.data.shards import ShardSet, unigram_entropy
 from prism_lm.data.tokenizer import Codec
 from prism_lm.errors import PrismError
+from prism_lm.files import atomic_directory
 from prism_lm.model import PrismLM
 from prism_lm.run_dir import RunDir
 from prism_lm.train.loop import initial_model
@@ -53,7 +54,9 @@ def _run_and_checkpoint(path: Path) -> tuple[RunDir | None, Path]:
     return run, ckpt
 
 
-def _probe(codec: Codec, probe: str | None, target: str | None) -> tuple[list[int], int, str]:
+def _probe(codec: Codec, probe: str | None, target: str | None, max_tokens: int) -> tuple[list[int], int, str]:
+    """The probe's ids, the target's position and the text; a default probe longer than the model's
+    context keeps its last ``max_tokens`` tokens (the target is its last word), a given one is refused."""
     candidates = [(probe, target or probe.split()[-1])] if probe else [PAPER_PROBE, EMBEDDED_PROBE]
     last_error = None
     for text, word in candidates:
@@ -66,6 +69,11 @@ def _probe(codec: Codec, probe: str | None, target: str | None) -> tuple[list[in
         hits = [k for k, lab in enumerate(labels) if lab.strip().strip(".,") == word]
         if not hits:
             raise PrismError(f"target {word!r} is not a token of the probe {text!r}")
+        if len(ids) > max_tokens:
+            if probe:
+                raise PrismError(f"--probe has {len(ids)} tokens; this model reads at most {max_tokens}")
+            cut = len(ids) - max_tokens
+            ids, hits, text = ids[cut:], [h - cut for h in hits if h >= cut], codec.decode(ids[cut:])
         return ids, hits[-1], text
     raise PrismError(f"the probe cannot be encoded with this model's vocabulary ({last_error})")
 
@@ -81,6 +89,10 @@ def analyze_run(path: str | Path, data_dir: str | Path | None, out: str | Path, 
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise PrismError(f"refusing to write into non-empty {out}; choose a new --out")
+    if probe is not None and not probe.strip():
+        raise PrismError("--probe is empty; give a text, or leave it out for the default probe")
+    if target is not None and probe is None:
+        raise PrismError("--target names a word of --probe: give --probe too (the default probe has its own target)")
     from prism_lm.run_dir import recorded_data_dir
     from prism_lm.train.parallel import resolve_device
 
@@ -98,32 +110,33 @@ def analyze_run(path: str | Path, data_dir: str | Path | None, out: str | Path, 
                     "split": shards.split, "model": {**to_dict(cfg), "parameters": model.num_params()},
                     "references": [{"label": label, "value": value} for label, value in references],
                     "checkpoint_step": read_model_config(ckpt)[1].get("step"), "eval_overrides": list(overrides)}
-    figs: dict[str, Path] = {}
-    fig_dir = out / "figures"
-    report["unigram_entropy"] = unigram_entropy(shards)
-    with _step("training curves"):
-        _add_training(report, figs, run, fig_dir, references)
-    initial = _initial_model(run, cfg).to(next(model.parameters()).device)
-    with _step(f"head statistics, trained and untrained ({max_windows} windows each)"):
-        _add_heads(report, figs, model, initial, shards, max_windows, fig_dir)
-    with _step("interventions (each stream silenced)"):
-        report["interventions"] = intervention_effects(model, shards, max_windows=max_windows)
-    with _step("probe maps"):
-        ids, text = _add_probe(report, figs, model, codec, probe, target, layer, head, fig_dir)
-    if cfg.attention == "prism":
-        with _step("RoPE resonance and dictionary coherence"):
-            _add_dictionary(report, figs, model, initial, fig_dir)
-    with _step("coding rates and dictionary norms per checkpoint, and the ΔR gradient test"):
-        _add_coding_rates(report, figs, model, initial, run, ckpt, shards, fig_dir)
-    report["figures"] = {k: str(v.relative_to(out)) for k, v in figs.items()}
-    explore_text = text if ids and len(ids) <= min(MAX_TOKENS, cfg.block_size) else None
-    with _step("explorer page"):
-        report["explorer"] = write_explorer(ckpt, out / "explore.html", explore_text, device=str(
-            next(model.parameters()).device), overrides=overrides).name
-    report["summary"] = summary(report)
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    (out / "report.md").write_text(markdown(report), encoding="utf-8")
-    (out / "report.html").write_text(html_page(report, out), encoding="utf-8")
+    with atomic_directory(out) as work:  # complete or absent: a failure half-way leaves no partial report
+        figs: dict[str, Path] = {}
+        fig_dir = work / "figures"
+        report["unigram_entropy"] = unigram_entropy(shards)
+        with _step("training curves"):
+            _add_training(report, figs, run, fig_dir, references)
+        initial = _initial_model(run, cfg).to(next(model.parameters()).device)
+        with _step(f"head statistics, trained and untrained ({max_windows} windows each)"):
+            _add_heads(report, figs, model, initial, shards, max_windows, fig_dir)
+        with _step("interventions (each stream silenced)"):
+            report["interventions"] = intervention_effects(model, shards, max_windows=max_windows)
+        with _step("probe maps"):
+            ids, text = _add_probe(report, figs, model, codec, probe, target, layer, head, fig_dir)
+        if cfg.attention == "prism":
+            with _step("RoPE resonance and dictionary coherence"):
+                _add_dictionary(report, figs, model, initial, fig_dir)
+        with _step("coding rates and dictionary norms per checkpoint, and the ΔR gradient test"):
+            _add_coding_rates(report, figs, model, initial, run, ckpt, shards, fig_dir)
+        report["figures"] = {k: str(v.relative_to(work)) for k, v in figs.items()}
+        explore_text = text if ids and len(ids) <= min(MAX_TOKENS, cfg.block_size) else None
+        with _step("explorer page"):
+            report["explorer"] = write_explorer(ckpt, work / "explore.html", explore_text, device=str(
+                next(model.parameters()).device), overrides=overrides).name
+        report["summary"] = summary(report)
+        (work / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        (work / "report.md").write_text(markdown(report), encoding="utf-8")
+        (work / "report.html").write_text(html_page(report, work), encoding="utf-8")
     return {"md": out / "report.md", "html": out / "report.html", "json": out / "report.json"}
 
 
@@ -188,7 +201,7 @@ def _add_heads(report: dict, figs: dict, model: PrismLM, initial: PrismLM, shard
 def _add_probe(report: dict, figs: dict, model: PrismLM, codec: Codec, probe: str | None, target: str | None,
                layer: int, head: int, fig_dir: Path) -> tuple[list[int], str]:
     """One head's maps on the probe and every head of the first stream at the target token."""
-    ids, tgt, text = _probe(codec, probe, target)
+    ids, tgt, text = _probe(codec, probe, target, model.max_positions)
     cache = capture_attention(model, torch.tensor([ids]))
     labels = [codec.decode([i]).replace("\n", "\\n") for i in ids]
     maps = {s: cache.stream(layer, s)[0, head].numpy() for s in cache.streams[layer]}

@@ -21,13 +21,14 @@ import torch
 from prism_lm.config import ModelConfig, from_dict, to_dict
 from prism_lm.data.tokenizer import GPT2_VOCAB, Codec
 from prism_lm.errors import PrismError
-from prism_lm.files import atomic_directory, read_tagged_json, write_json
+from prism_lm.files import atomic_directory, file_digest, read_tagged_json, write_json
 from prism_lm.model import PrismLM
 from prism_lm.run_dir import MODEL_CONFIG as CONFIG
 from prism_lm.run_dir import MODEL_WEIGHTS as WEIGHTS
-from prism_lm.run_dir import resolve_checkpoint_dir
+from prism_lm.run_dir import STATE_JSON, STATE_TENSORS, resolve_checkpoint_dir
 
 FORMAT = "prism-lm/model/1"
+STATE_FORMAT = "prism-lm/train-state/1"  # a training checkpoint's train_state.json (checkpoint.training)
 TIED_KEY = "lm_head.weight"
 
 
@@ -155,18 +156,28 @@ EVAL_KEYS = {
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu", overrides: list[str] = ()) -> PrismLM:
-    """Load a checkpoint (or a run's best/newest one); the model is returned in eval mode.
+    """Load a checkpoint (or a run's best/newest one); the model is returned in eval mode. A training
+    checkpoint is verified against the sizes and sha256 it recorded, and non-finite weights are refused.
 
     ``overrides``: ``model.KEY=VALUE`` evaluation-time changes (the keys of ``EVAL_KEYS``)."""
     directory = resolve_checkpoint_dir(path)
+    if (directory / STATE_JSON).is_file():  # a training checkpoint records its files' sizes and sha256
+        problem = verify_training_checkpoint(directory)
+        if problem:
+            raise PrismError(f"checkpoint {directory} fails verification: {problem}")
     cfg, meta = read_model_config(directory)
     changes = eval_overrides(cfg, overrides)
     lam, positions = changes.pop("lambda_start", None), changes.pop("block_size", None)
     if changes:
         cfg = from_dict(ModelConfig, {**to_dict(cfg), **changes}, "model")
         cfg.validate()
+    state = read_weights(directory / WEIGHTS)
+    broken = next((k for k, t in state.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())), None)
+    if broken is not None:
+        raise PrismError(f"checkpoint {directory}: tensor {broken!r} holds NaN or infinite values (a diverged run?); "
+                         "nothing is computed from it")
     model = PrismLM(cfg)
-    load_state(model, read_weights(directory / WEIGHTS), str(directory / WEIGHTS))
+    load_state(model, state, str(directory / WEIGHTS))
     model.codec = _codec_of(cfg, meta)  # text entry points (capture_attention, ...) encode with it
     if positions is not None:
         model.extend_positions(positions)
@@ -210,3 +221,26 @@ def hold_lambda(model: PrismLM, lam: float) -> None:
         b.attn.edit = Edit(lam=lam)
 
 
+def verify_training_checkpoint(directory: Path) -> str | None:
+    """None for a complete, undamaged training checkpoint; else what is wrong with it."""
+    try:
+        meta = read_tagged_json(directory / STATE_JSON, STATE_FORMAT, "a prism-lm training state",
+                                missing=f"{STATE_JSON} is missing")
+    except PrismError as exc:
+        return str(exc)
+    for name, expected in (meta.get("files") or {}).items():
+        path = directory / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != expected["bytes"]:
+            return f"{name} has {path.stat().st_size} bytes, {expected['bytes']} were written"
+        if file_digest(path)["sha256"] != expected["sha256"]:
+            return f"{name} does not match the sha256 recorded when it was written"
+    if not meta.get("files"):  # written before checksums were recorded: check that the files read
+        try:
+            read_model_config(directory)
+            read_weights(directory / WEIGHTS)
+            read_weights(directory / STATE_TENSORS)
+        except PrismError as exc:
+            return str(exc)
+    return None

@@ -8,6 +8,7 @@ their λ is kept as a constant.
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +68,13 @@ def import_official(ckpt_path: str | Path, out_dir: str | Path) -> Path:
         raise PrismError(f"official checkpoint not found: {ckpt_path}")
     try:
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for truncated/foreign/unsafe files
+    except pickle.UnpicklingError as exc:
+        if "Unsupported global" not in str(exc):  # garbage, not a pickle of objects
+            raise PrismError(f"{ckpt_path} is not a loadable official checkpoint (not a torch file)") from None
+        # torch's own message advises weights_only=False: never the advice to give
+        raise PrismError(f"{ckpt_path} is not a plain checkpoint: it holds Python objects beyond tensors and "
+                         "numbers, which prism-lm does not load (loading them could run code)") from None
+    except Exception as exc:  # torch raises many types for truncated/foreign files
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise PrismError(f"{ckpt_path} is not a loadable official checkpoint ({first_line})") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or "model_args" not in ckpt:

@@ -22,8 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from prism_lm.checkpoint.model import (
+from prism_lm.checkpoint.model import (  # noqa: F401 (verify_training_checkpoint: its home was here)
     CONFIG,
+    STATE_FORMAT,
     WEIGHTS,
     full_tensor,
     load_state,
@@ -31,14 +32,13 @@ from prism_lm.checkpoint.model import (
     placed_like,
     read_model_config,
     read_weights,
+    verify_training_checkpoint,
     write_model_files,
 )
 from prism_lm.errors import PrismError
 from prism_lm.files import atomic_directory, file_digest, read_tagged_json, write_json
 from prism_lm.model import PrismLM
 from prism_lm.run_dir import STATE_JSON, STATE_TENSORS, RunDir
-
-STATE_FORMAT = "prism-lm/train-state/1"
 
 
 def optimizer_state(optimizer: torch.optim.Optimizer, names: list[list[str]]) -> tuple[dict, dict]:
@@ -123,31 +123,6 @@ def save_training_checkpoint(directory: Path, model: PrismLM, optimizer, names: 
         reason = getattr(exc, "strerror", None) or str(exc).strip().splitlines()[0]
         raise PrismError(f"could not write checkpoint {directory} ({reason}); "
                          "the previous checkpoints are intact") from None
-
-
-def verify_training_checkpoint(directory: Path) -> str | None:
-    """None for a complete, undamaged training checkpoint; else what is wrong with it."""
-    try:
-        meta = read_tagged_json(directory / STATE_JSON, STATE_FORMAT, "a prism-lm training state",
-                                missing=f"{STATE_JSON} is missing")
-    except PrismError as exc:
-        return str(exc)
-    for name, expected in (meta.get("files") or {}).items():
-        path = directory / name
-        if not path.is_file():
-            return f"{name} is missing"
-        if path.stat().st_size != expected["bytes"]:
-            return f"{name} has {path.stat().st_size} bytes, {expected['bytes']} were written"
-        if file_digest(path)["sha256"] != expected["sha256"]:
-            return f"{name} does not match the sha256 recorded when it was written"
-    if not meta.get("files"):  # written before checksums were recorded: check that the files read
-        try:
-            read_model_config(directory)
-            read_weights(directory / WEIGHTS)
-            read_weights(directory / STATE_TENSORS)
-        except PrismError as exc:
-            return str(exc)
-    return None
 
 
 def load_training_checkpoint(directory: Path, model: PrismLM, optimizer, names: list[list[str]]) -> dict:

@@ -57,10 +57,19 @@ def read_header(path: Path) -> tuple[int, int]:
 
 # --------------------------------------------------------------------------- reading
 
+MANIFEST_KEYS = ("tokenizer", "splits")
+
+
 def read_manifest(directory: str | Path) -> dict:
-    return read_tagged_json(Path(directory) / "manifest.json", FORMAT, "a prism-lm shard manifest",
-                            missing=f"{directory} is not a prepared data directory (no manifest.json); "
-                                    "run `prism data prepare`")
+    manifest = read_tagged_json(Path(directory) / "manifest.json", FORMAT, "a prism-lm shard manifest",
+                                missing=f"{directory} is not a prepared data directory (no manifest.json); "
+                                        "run `prism data prepare`")
+    missing = [k for k in MANIFEST_KEYS if not isinstance(manifest.get(k), dict)]
+    if missing or "vocab_size" not in manifest["tokenizer"]:
+        what = missing[0] if missing else "tokenizer.vocab_size"
+        raise PrismError(f"{directory}/manifest.json has no {what!r} entry (damaged or hand-edited); prepare the "
+                         "data again")
+    return manifest
 
 
 def manifest_vocab_size(directory: str | Path) -> int | None:
@@ -185,7 +194,15 @@ class ShardSet:
         info = self.info.get("annotations")
         if not info:
             return np.zeros((0, 3), dtype=np.int64)
-        notes = np.load(shard_path(self.directory, info["file"]), allow_pickle=False)
+        path = shard_path(self.directory, info["file"])
+        try:
+            notes = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:  # a pickled object array is refused, never unpickled
+            raise PrismError(f"annotations file {path} is not a plain int64 array ({exc}); prepare the data "
+                             "again") from None
+        if notes.dtype != np.int64 or notes.ndim != 2 or notes.shape[1] != 3:
+            raise PrismError(f"annotations file {path} holds {notes.dtype} {notes.shape}, not int64 (N, 3); "
+                             "prepare the data again")
         if self.first == 0 and self.total == self.info["tokens"]:
             return notes
         inside = (notes[:, 1] >= self.first) & (notes[:, 0] < self.first + self.total)  # both ends in this view
@@ -226,7 +243,9 @@ def verify(directory: str | Path) -> str:
     lines = []
     for split in read_manifest(directory)["splits"]:
         shards = ShardSet(directory, split, fresh=True)
-        lines.append(f"{split}: {len(shards.info['shards'])} shard(s), {len(shards):,} tokens, "
+        notes = shards.annotations()  # its path inside the folder and its contents, like every reader's
+        extra = f", {len(notes):,} annotations" if len(notes) else ""
+        lines.append(f"{split}: {len(shards.info['shards'])} shard(s), {len(shards):,} tokens{extra}, "
                      f"largest id {shards.max_token_id} < vocab {shards.vocab_size}: ok")
     return "\n".join(lines)
 

@@ -217,8 +217,14 @@ def read_results_csv(path: str | Path) -> list[dict]:
         return [{k: value(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
-def write_report(sweep: str | Path, out: str | Path | None = None) -> dict[str, Path]:
+def write_report(sweep: str | Path, out: str | Path | None = None, overwrite: bool = False) -> dict[str, Path]:
+    """The sweep's tables, report and figures in ``out`` (None: the sweep's own report/ folder, rewritten
+    each time). A given ``out`` that already holds files is refused unless ``overwrite``."""
     sweep = SweepDir(sweep)
+    if out is not None and Path(out).is_dir() and any(Path(out).iterdir()) and not overwrite:
+        raise PrismError(f"--out {out} already holds files; choose a new folder or pass --overwrite")
+    if out is not None and Path(out).exists() and not Path(out).is_dir():
+        raise PrismError(f"--out {out} exists and is a file; choose a new folder")
     out = Path(out) if out is not None else sweep.report_dir
     plan, rows, results = collect(sweep)
     if not rows:

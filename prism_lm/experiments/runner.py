@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -177,6 +178,9 @@ def run_sweep(file: str | Path, out: str | Path, workers: int | None = None, exe
         raise PrismError(f"--executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
     if workers is not None and workers < 1:
         raise PrismError(f"--workers must be >= 1, got {workers}")
+    if executor == "slurm" and shutil.which("sbatch") is None:  # before anything is written
+        raise PrismError("--executor slurm: no Slurm here (sbatch is not on PATH); run on the cluster's login "
+                         "node, or use --executor local")
     experiments = load_experiments(file)
     sweep = SweepDir(out)
     sweep.path.mkdir(parents=True, exist_ok=True)

@@ -257,6 +257,7 @@ def _experiment(path: Path, data: dict) -> Experiment:
     ladder = _ladder_spec(where, data.get("ladder"), grid, data["arms"])
     first_point = {k: v[0] for k, v in tune.grid.items()} if tune else {}
     runs, groups = _expand(path, data, name, {arm: first_point for arm in arms})  # tuned values: provisional
+    _check_contexts(where, evaluate, runs)
     verdicts = [_verdict(where, v, groups) for v in data.get("verdicts", [])]
     _check_verdict_metrics(where, verdicts, runs, evaluate)
     primaries = [v.claim for v in verdicts if v.primary]
@@ -400,6 +401,18 @@ def _verdict(where: str, table: dict, groups: list[str]) -> Verdict:
     if not isinstance(verdict.primary, bool):
         raise PrismError(f"{where}: verdict primary must be true or false, got {verdict.primary!r}")
     return verdict
+
+
+def _check_contexts(where: str, evaluate: EvaluateSpec, runs: list[PlannedRun]) -> None:
+    """Every evaluation context fits every run's model (checked before anything trains, not after)."""
+    for r in runs:
+        model = r.config.model
+        limit = model.block_size if model.position_embedding == "learned" else 64 * model.block_size
+        too_long = [c for c in evaluate.contexts if c > limit]
+        if too_long:
+            raise PrismError(f"{where}: evaluate.contexts {too_long[0]:,} exceeds what arm {r.arm!r} can read "
+                             f"({limit:,} tokens: " + ("its block_size)" if model.position_embedding == "learned"
+                                                       else "64 x its block_size, no learned positions)"))
 
 
 def _check_verdict_metrics(where: str, verdicts: list[Verdict], runs: list[PlannedRun], evaluate: EvaluateSpec) -> None:

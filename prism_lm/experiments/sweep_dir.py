@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from prism_lm.errors import PrismError, warn
 from prism_lm.files import WriterLock, read_tagged_json, replace_json
 from prism_lm.run_dir import RunDir
 
@@ -31,6 +32,8 @@ RESULT_FORMAT = "prism-lm sweep result v1"
 class SweepDir:
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        if self.path.exists() and not self.path.is_dir():
+            raise PrismError(f"sweep folder {self.path} exists and is a file; choose a new --out")
         self.plan_path, self.runs_dir, self.submitit_dir, self.report_dir = (
             self.path / name for name in ("sweep.json", "runs", "submitit", "report"))
 
@@ -56,6 +59,9 @@ class SweepDir:
 
     def write_plan(self, plan: dict) -> None:
         replace_json(self.plan_path, plan, PLAN_FORMAT)
+
+
+RESULT_KEYS = ("row", "evaluate")
 
 
 class SweepRun:
@@ -85,9 +91,20 @@ class SweepRun:
         replace_json(self.job_path, job, JOB_FORMAT)
 
     def read_result(self) -> dict | None:
+        """The run's result; None when there is none, or (with a warning) when it is damaged or lacks
+        its keys, so the run counts as unfinished and is evaluated again."""
         if not self.result_path.is_file():
             return None
-        return read_tagged_json(self.result_path, RESULT_FORMAT, "a sweep result")
+        try:
+            result = read_tagged_json(self.result_path, RESULT_FORMAT, "a sweep result")
+        except PrismError as exc:
+            warn(f"{exc}; evaluating the run again")
+            return None
+        missing = [k for k in RESULT_KEYS if k not in result]
+        if missing:
+            warn(f"{self.result_path} lacks {missing[0]!r}; evaluating the run again")
+            return None
+        return result
 
     def write_result(self, result: dict) -> None:
         replace_json(self.result_path, result, RESULT_FORMAT)

@@ -150,6 +150,9 @@ def _train(cfg: TrainConfig, resume: str | None, allow_config_change: bool, worl
     return trainer.run()
 
 
+EVAL_COVERAGE = 1000  # an evaluation reading the val split this many times over is a typo (the demo reads it 32x)
+
+
 @dataclass
 class _Data:
     train: ShardSet
@@ -165,7 +168,14 @@ def _open_data(cfg: TrainConfig, world) -> _Data:
     val_data.check_fits(cfg.model.vocab_size)
     if cfg.run.grad_accum % world.size:
         raise PrismError(f"run.grad_accum ({cfg.run.grad_accum}) must be divisible by the world size ({world.size})")
+    if len(train_data) <= cfg.model.block_size:
+        raise PrismError(f"model.block_size = {cfg.model.block_size:,} needs windows of {cfg.model.block_size + 1:,} "
+                         f"tokens, but the train split of {cfg.data.dir} holds {len(train_data):,}")
     has_val = len(val_data) > cfg.model.block_size + 1
+    evaluated = cfg.run.eval_iters * cfg.run.batch_size * cfg.model.block_size
+    if has_val and evaluated > EVAL_COVERAGE * len(val_data):
+        raise PrismError(f"run.eval_iters = {cfg.run.eval_iters:,} reads {evaluated:,} tokens per evaluation, more "
+                         f"than {EVAL_COVERAGE} times the val split ({len(val_data):,} tokens): lower it")
     if not has_val and world.is_main:
         warn(f"the val split of {cfg.data.dir} has {len(val_data)} tokens, fewer than block_size + 1 = "
              f"{cfg.model.block_size + 1}: no validation loss will be computed")
@@ -195,7 +205,7 @@ def _checkpoint_to_resume(run: RunDir, resume: str | None, world) -> Path | None
         newest_verified(run)  # moves broken checkpoints aside, so every rank sees the same newest
     barrier(world)
     newest = run.newest()
-    if newest is not None or not run.holds_run():
+    if newest is not None or not run.had_checkpoints():  # a run that never saved one restarts at step 0
         return newest
     if run.best.is_dir() and verify_training_checkpoint(run.best) is None:
         if world.is_main:
@@ -207,9 +217,10 @@ def _checkpoint_to_resume(run: RunDir, resume: str | None, world) -> Path | None
 
 
 def _config_changes(run: RunDir, ckpt: Path | None, cfg: TrainConfig, allowed: bool) -> dict[str, tuple]:
-    """What differs from the run's recorded config (whenever one exists: a run resumed before its first
-    checkpoint too); a change that breaks exactness is refused unless allowed."""
-    recorded = run.read_config()
+    """What differs from the run's recorded config, whenever the run has (or had) a checkpoint, verified or
+    not; a change that breaks exactness is refused unless allowed. A run that never saved one starts
+    at step 0 whatever it was started with, so its config is simply replaced."""
+    recorded = run.read_config() if ckpt is not None or run.had_checkpoints() else None
     changes = recorded.changed_keys(cfg) if recorded is not None else {}
     safe = RESUME_SAFE_KEYS | (set() if horizons_follow_max_iters(cfg) else {"run.max_iters"})
     breaking = sorted(k for k in changes if k not in safe)
