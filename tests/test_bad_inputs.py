@@ -7,16 +7,12 @@ import torch
 from prism_lm.cli import main
 from prism_lm.train.loop import train
 from prism_lm.train.metrics import read_metrics
-from tests.train.helpers import prepare_tiny, tiny_config, tiny_overrides
+from tests.train.helpers import bad_input_world, prepare_tiny, tiny_config, tiny_overrides
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    base = tmp_path_factory.mktemp("bad")
-    data = prepare_tiny(base / "d", stories=60)
-    train(tiny_config(data, base / "run", **{"run.max_iters": 4, "model.block_size": 16}))
-    (base / "a-file").write_text("not a directory")
-    return base
+    return bad_input_world(tmp_path_factory.mktemp("bad"))
 
 
 def _train_args(world, out, **extra):

@@ -12,18 +12,15 @@ from prism_lm.checkpoint import save_model
 from prism_lm.cli import main
 from prism_lm.data.tokenizer import Codec
 from prism_lm.model import PrismLM
-from prism_lm.train.loop import train
 from tests.conftest import tiny_config as model_config
 from tests.experiments.helpers import write_experiment
-from tests.train.helpers import prepare_tiny, tiny_config, tiny_overrides
+from tests.train.helpers import bad_input_world, tiny_overrides
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    base = tmp_path_factory.mktemp("reliability")
-    data = prepare_tiny(base / "d", stories=60)
-    train(tiny_config(data, base / "run", **{"run.max_iters": 4, "model.block_size": 16}))
-    (base / "a-file").write_text("not a directory")
+    base = bad_input_world(tmp_path_factory.mktemp("reliability"))
+    data = base / "d"
     # a data folder whose manifest lost its tokenizer entry, one whose annotations are a pickle,
     # and one whose annotations path leaves the folder
     for name in ("no-tokenizer", "pickled", "escape"):

@@ -49,3 +49,14 @@ def trained_tiny_run(base, steps: int = 8):
     train(tiny_config(data, base / "run", **{"run.max_iters": steps, "run.eval_interval": steps // 2,
                                              "model.block_size": 64}))
     return base
+
+
+def bad_input_world(base: Path) -> Path:
+    """``base``/d (60 stories), ``base``/run (a 4-step tiny PRISM, block 16) and ``base``/a-file (a file
+    where a folder is expected): what the bad-input tables run their commands against."""
+    from prism_lm.train.loop import train
+
+    data = prepare_tiny(base / "d", stories=60)
+    train(tiny_config(data, base / "run", **{"run.max_iters": 4, "model.block_size": 16}))
+    (base / "a-file").write_text("not a directory")
+    return base
