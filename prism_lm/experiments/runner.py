@@ -11,7 +11,7 @@ The sweep folder's layout is ``sweep_dir.SweepDir``'s. Design choices:
 - The Slurm path goes through submitit, whose local executor runs the same submission code as
   local processes (``--executor submitit-local``: how that path is tested, and a dry run of a
   cluster sweep on one machine).
-- SIGINT/SIGTERM: every running run is asked to stop (it saves a checkpoint), the sweep waits for
+- SIGINT/SIGTERM/SIGHUP: every running run is asked to stop (it saves a checkpoint), the sweep waits for
   them and exits with status 130; running the same command again continues.
 """
 
@@ -261,7 +261,7 @@ def _drive(pool, tasks: list[Task], finished: int, total: int, log) -> int:
         for task in running:
             pool.stop(task)
 
-    old = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
+    old = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     bar = _progress(total, finished)
     try:
         while pending or running:

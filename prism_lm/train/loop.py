@@ -5,7 +5,7 @@ set lr(s) and λ(s); evaluate when s % eval_interval == 0; grad_accum micro-step
 pre-clip norm is logged); AdamW step; s += 1; log; checkpoint when s % checkpoint_interval == 0.
 Host syncs (``.item()``) happen only on log, eval and checkpoint steps; a non-finite loss found
 there stops the run before anything is written, so the last checkpoint stays good.
-SIGTERM/SIGINT finish the current step, save a checkpoint and return normally.
+SIGTERM/SIGINT/SIGHUP finish the current step, save a checkpoint and return normally.
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ class _StopFlag:
 
     def __enter__(self):
         if sys.platform != "win32":
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # SIGHUP: the terminal went away
                 with contextlib.suppress(ValueError):  # not the main thread
                     self._old[sig] = signal.signal(sig, self._handle)
         return self

@@ -137,7 +137,7 @@ def test_kill9_mid_save(data, tmp_path, tmp_path_factory, sampler):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
 def test_signal_between_log_steps_leaves_the_log_of_an_uninterrupted_run(data, tmp_path, tmp_path_factory, sig):
     expected, _ = _reference(data, tmp_path_factory, "random")
     run = tmp_path / "run"
