@@ -47,27 +47,35 @@ TEMPLATE = Path(__file__).with_name("explore.html")
 
 
 @torch.no_grad()
-def _output_norms(model, ids: torch.Tensor, layer: int) -> dict[str, float] | None:
-    """Mean per-token ‖·‖ of what layer ``layer``'s attention adds: the first stream's part, the
-    second's (λ included, sign as added) and the whole, the other layers untouched."""
-    attn = model.blocks[layer].attn
-    if len(attn.stream_names) != 2:
-        return None
-    seen = {}
-    hook = model.blocks[layer].hook_attn_out.register_forward_hook(lambda m, i, out: seen.__setitem__("out", out))
+def _output_norms(model, ids: torch.Tensor) -> list[dict[str, float] | None]:
+    """Per layer, the mean per-token ‖·‖ of what its attention adds: the first stream's part, the
+    second's (λ included, sign as added) and the whole, the other layers untouched (None for a
+    one-stream layer). One unmodified pass gives every layer's whole; each part is one pass."""
+    seen: dict[int, float] = {}
+
+    def keep(layer):
+        return lambda m, i, out: seen.__setitem__(layer, out[0].float().norm(dim=-1).mean().item())
+
+    hooks = [b.hook_attn_out.register_forward_hook(keep(k)) for k, b in enumerate(model.blocks)]
     try:
-        parts = {}
-        for name, silenced in (("net", None), (attn.stream_names[0], attn.stream_names[1]),
-                               (attn.stream_names[1], attn.stream_names[0])):
-            if silenced is None:
-                model(ids)
-            else:
+        model(ids)
+        whole = dict(seen)
+        out = []
+        for layer, block in enumerate(model.blocks):
+            streams = block.attn.stream_names
+            if len(streams) != 2:
+                out.append(None)
+                continue
+            parts = {"net": whole[layer]}
+            for kept, silenced in ((streams[0], streams[1]), (streams[1], streams[0])):
                 with intervene(model, zero_streams=[silenced], layers=[layer]):
                     model(ids)
-            parts[name] = seen["out"][0].float().norm(dim=-1).mean().item()
+                parts[kept] = seen[layer]
+            out.append(parts)
     finally:
-        hook.remove()
-    return parts
+        for hook in hooks:
+            hook.remove()
+    return out
 
 
 @torch.no_grad()
@@ -81,6 +89,7 @@ def model_data(model, ckpt: Path, ids: list[int]) -> dict:
         raise PrismError(f"--text holds token id {max(ids)}, outside {ckpt}'s vocabulary ({model.config.vocab_size})")
     tokens = torch.tensor([ids], device=next(model.parameters()).device)
     cache = capture_attention(model, tokens)
+    norms = _output_norms(model, tokens)
     layers = []
     for layer, block in enumerate(model.blocks):
         maps = cache[f"blocks.{layer}.attn.hook_pattern"][0]  # (S*H, T, T)
@@ -91,7 +100,7 @@ def model_data(model, ckpt: Path, ids: list[int]) -> dict:
             "lambda": None if lam is None else float(lam),
             "maps": [[[round(float(v), 4) for v in row] for row in maps[k]] for k in range(maps.shape[0])],
             "stats": [{m: float(metrics[m][k]) for m in STATS} for k in range(maps.shape[0])],
-            "output_norms": _output_norms(model, tokens, layer),
+            "output_norms": norms[layer],
         })
     cfg = model.config
     return {"checkpoint": str(ckpt), "attention": cfg.attention, "n_layer": cfg.n_layer, "layers": layers}

@@ -61,7 +61,7 @@ def test_output_sizes_are_each_streams_part_of_what_the_layer_adds(checkpoint):
 
     model = load_model(checkpoint).eval()
     ids = torch.tensor([Codec().encode("The frog found a shiny key.")])
-    norms = _output_norms(model, ids, 1)
+    norms = _output_norms(model, ids)[1]
     outs = {}
     hook = model.blocks[1].hook_attn_out.register_forward_hook(lambda m, i, o: outs.__setitem__(len(outs), o[0]))
     with torch.no_grad():
@@ -78,7 +78,7 @@ def test_output_sizes_are_each_streams_part_of_what_the_layer_adds(checkpoint):
     assert norms["net"] == pytest.approx(float(net.norm(dim=-1).mean()), rel=1e-5)
     # λ = 0.3 scales the noise part: at λ = 0 it is gone
     with intervene(model, lam=0.0):
-        assert _output_norms(model, ids, 1)["noise"] == pytest.approx(0.0, abs=1e-6)
+        assert _output_norms(model, ids)[1]["noise"] == pytest.approx(0.0, abs=1e-6)
 
 
 def test_two_models_side_by_side_share_the_tokens_and_keep_their_own_sizes(checkpoint, baseline, tmp_path):
