@@ -102,11 +102,13 @@ def _eval(args) -> None:
     import json
 
     from prism_lm.evaluate import evaluate_checkpoint
+    from prism_lm.run_dir import recorded_data_dir
 
-    results = evaluate_checkpoint(args.checkpoint, args.data, args.context, args.split, args.batch_size, args.device,
+    data = args.data or recorded_data_dir(args.checkpoint)  # the folder scored, named in the output
+    results = evaluate_checkpoint(args.checkpoint, data, args.context, args.split, args.batch_size, args.device,
                                   args.set)
     if args.json:
-        print(json.dumps({"checkpoint": str(args.checkpoint), "data": args.data, "eval_overrides": args.set,
+        print(json.dumps({"checkpoint": str(args.checkpoint), "data": str(data), "eval_overrides": args.set,
                           "results": results}))
         return
     for r in results:

@@ -52,6 +52,7 @@ def test_every_command_on_a_checkpoint_names_it_the_same_and_takes_a_device():
 def test_eval_and_analyze_default_to_the_data_folder_the_run_recorded(run, capsys, tmp_path):
     assert main(["eval", str(run / "run"), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
+    assert out["data"] == str(run / "d")  # the folder it scored, also when defaulted
     explicit = main(["eval", str(run / "run"), "--data", str(run / "d"), "--json"])
     assert explicit == 0 and json.loads(capsys.readouterr().out)["results"] == out["results"]
     assert main(["analyze", str(run / "run"), "--out", str(tmp_path / "rep"), "--max-windows", "2",
