@@ -9,10 +9,17 @@
   directories and safetensors 0600 files, which would keep colleagues out of shared runs and data.
 - One writer per directory (``WriterLock``): an advisory ``flock`` on a lock file that names its
   holder; the kernel releases it when the holder dies, so a stale lock is simply taken over.
+- Durable before visible: what a rename publishes (a directory, a replaced JSON file) is fsynced,
+  files and directories, before the rename, and the parent after it, so a power cut cannot leave a
+  renamed-in checkpoint with empty files, nor a prune delete the last durable one.
+- A failed write (disk full, quota, permissions) is a ``PrismError`` naming the file (``disk_errors``):
+  the OS error of a write on an open file carries no path.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -49,6 +56,41 @@ def file_digest(path: Path) -> dict[str, Any]:
     return {"bytes": path.stat().st_size, "sha256": digest.hexdigest()}
 
 
+def fsync_path(path: Path) -> None:
+    """fsync one file or directory (a directory's fsync makes its entries durable)."""
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if Path(path).is_dir() else 0))
+    try:
+        os.fsync(fd)
+    except OSError as exc:  # some file systems (old NFS, some FUSE) cannot fsync a directory
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP):
+            raise
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(root: Path) -> None:
+    """fsync every file under ``root``, then every directory, deepest first."""
+    root = Path(root)
+    dirs = [root]
+    for path in root.rglob("*"):
+        if path.is_dir():
+            dirs.append(path)
+        elif path.is_file():
+            fsync_path(path)
+    for directory in reversed(dirs):
+        fsync_path(directory)
+
+
+@contextlib.contextmanager
+def disk_errors(what: str, path: str | Path, hint: str = ""):
+    """Turn an OSError raised inside into a one-line ``PrismError`` naming ``what`` and ``path``."""
+    try:
+        yield
+    except OSError as exc:
+        reason = exc.strerror or str(exc).strip().splitlines()[0] or type(exc).__name__
+        raise PrismError(f"could not write {what} {path} ({reason}){'; ' + hint if hint else ''}") from None
+
+
 def clean_temporaries(parent: Path, name: str) -> list[Path]:
     """Remove ``parent/.NAME.tmp-*`` left by a killed writer (call it holding the writer lock)."""
     removed = sorted(parent.glob(f".{name}.tmp-*")) if parent.is_dir() else []
@@ -76,10 +118,17 @@ class atomic_directory:  # noqa: N801 (used as a function: ``with atomic_directo
         if exc_type is not None:
             shutil.rmtree(self.tmp, ignore_errors=True)
             return
-        follow_umask(self.tmp)
-        if self.target.exists():  # an empty directory may stand in the way
-            self.target.rmdir()
-        os.replace(self.tmp, self.target)
+        try:
+            follow_umask(self.tmp)
+            fsync_tree(self.tmp)
+            if self.target.exists():  # an empty directory may stand in the way
+                self.target.rmdir()
+            os.replace(self.tmp, self.target)
+        except OSError as exc:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            raise PrismError(f"could not write {self.target} ({exc.strerror or exc}); nothing was written there") \
+                from None
+        fsync_path(self.target.parent)
 
 
 def read_tagged_json(path: Path, fmt: str, what: str, missing: str | None = None) -> dict[str, Any]:
@@ -107,8 +156,12 @@ def replace_json(path: Path, data: dict[str, Any], fmt: str) -> None:
     """Write ``{"format": fmt, **data}`` to ``path`` atomically: a reader sees the old file or the new one."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps({"format": fmt, **data}, indent=2) + "\n", encoding="utf-8")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(json.dumps({"format": fmt, **data}, indent=2) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
+    fsync_path(path.parent)
 
 
 class WriterLock:
@@ -116,14 +169,17 @@ class WriterLock:
 
     The file names its holder while held and is removed on release; one still there with a holder
     in it was left by a process that died (the kernel released its flock), and is taken over.
+    ``wait`` seconds > 0: wait that long for a holder to finish before refusing (a sweep job whose
+    previous process is still saving its checkpoint after the sweep that started it was killed).
     """
 
-    def __init__(self, path: Path, what: str):
-        self.path, self.what = Path(path), what
+    def __init__(self, path: Path, what: str, wait: float = 0.0):
+        self.path, self.what, self.wait = Path(path), what, wait
         self.file = None
 
     def __enter__(self) -> WriterLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        deadline, said = time.monotonic() + self.wait, False
         while True:
             self.file = open(self.path, "a+", encoding="utf-8")
             try:
@@ -132,6 +188,12 @@ class WriterLock:
                 self.file.seek(0)
                 holder = self.file.read().strip() or "another process"
                 self.file.close()
+                if time.monotonic() < deadline:
+                    if not said:
+                        warn(f"{self.what} is in use by {holder}; waiting up to {self.wait:.0f} s for it to finish")
+                        said = True
+                    time.sleep(0.2)
+                    continue
                 raise PrismError(f"{self.what} is in use by {holder}; wait for it to finish or use another one") \
                     from None
             try:  # the file we locked may have been removed by a holder releasing it meanwhile
@@ -144,13 +206,20 @@ class WriterLock:
         previous = self.file.read().strip()
         if previous:
             warn(f"taking over the lock on {self.what} left by {previous}, which is no longer running")
-        self.file.seek(0)
-        self.file.truncate()
-        self.file.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}")
-        self.file.flush()
+        try:
+            with disk_errors("the lock file", self.path):
+                self.file.seek(0)
+                self.file.truncate()
+                self.file.write(f"pid {os.getpid()} on {socket.gethostname()} since "
+                                f"{time.strftime('%Y-%m-%d %H:%M:%S')}")
+                self.file.flush()
+        except PrismError:
+            self.__exit__()
+            raise
         return self
 
     def __exit__(self, *exc) -> None:
         self.path.unlink(missing_ok=True)  # before unlocking: a waiting opener then re-checks the inode
         fcntl.flock(self.file, fcntl.LOCK_UN)
-        self.file.close()
+        with contextlib.suppress(OSError):  # a holder line that could not be written is not flushed again
+            self.file.close()

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from prism_lm.config import TrainConfig, dump_toml, load_train_config
 from prism_lm.errors import PrismError, warn
-from prism_lm.files import WriterLock, clean_temporaries
+from prism_lm.files import WriterLock, clean_temporaries, fsync_path, fsync_tree
 
 # the files of a checkpoint directory
 MODEL_CONFIG, MODEL_WEIGHTS = "config.json", "model.safetensors"
@@ -97,6 +97,9 @@ class RunDir:
                 warn(f"removed {path.name}, a partial checkpoint left by an interrupted run")
         for stale in (self.checkpoints_dir / ".best.tmp", self.checkpoints_dir / ".best.old"):
             shutil.rmtree(stale, ignore_errors=True)
+        for pruned in sorted(self.checkpoints_dir.glob(".pruning-*")) if self.checkpoints_dir.is_dir() else []:
+            shutil.rmtree(pruned, ignore_errors=True)
+            warn(f"removed {pruned.name}, an old checkpoint whose pruning was interrupted")
 
     def move_aside(self) -> Path:
         """Start over on purpose (``--resume never``): everything of the run so far moves, whole, into
@@ -131,18 +134,34 @@ class RunDir:
             f.write(json.dumps({"step": step, "changes": {k: list(v) for k, v in changes.items()}}) + "\n")
 
     def prune(self, keep: int) -> None:
+        """Delete all but the newest ``keep`` steps. Each leaves by one rename (``.pruning-NAME``, removed
+        by ``clean_leftovers`` if a kill interrupts the deletion), so none is ever half there; the newest
+        are durable already (``atomic_directory`` fsyncs before its rename)."""
         for old in self.steps()[:-keep]:
-            shutil.rmtree(old)
+            doomed = old.with_name(f".pruning-{old.name}")
+            old.rename(doomed)
+            fsync_path(self.checkpoints_dir)
+            shutil.rmtree(doomed)
 
     def replace_best(self, source: Path) -> None:
-        """Make ``best`` a copy of ``source``, swapped in by renames."""
+        """Make ``best`` a copy of ``source``, swapped in by renames; a failed copy (disk full) leaves the
+        old ``best`` as it was and says so in one line."""
         tmp = self.best.with_name(".best.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(source, tmp)
+        try:
+            shutil.copytree(source, tmp)
+            fsync_tree(tmp)
+        except OSError as exc:  # shutil.Error too: a list of (src, dst, reason), the first reason is enough
+            shutil.rmtree(tmp, ignore_errors=True)
+            reason = exc.args[0][0][2] if isinstance(exc, shutil.Error) and exc.args and exc.args[0] else \
+                (exc.strerror or str(exc))
+            raise PrismError(f"could not copy {source.name} to {self.best} ({reason}); the previous best and the "
+                             "step checkpoints are intact; --resume auto continues") from None
         old = self.best.with_name(".best.old")
         if self.best.exists():
             self.best.rename(old)
         tmp.rename(self.best)
+        fsync_path(self.checkpoints_dir)
         shutil.rmtree(old, ignore_errors=True)
 
     def wandb_id(self, new_id: str) -> str:

@@ -41,3 +41,51 @@ def test_config_round_trip(tmp_path):
     cfg = load_train_config("tiny-prism-cpu", ["run.seed=7", "model.vocab_size=384"])
     run.write_config(cfg)
     assert run.read_config() == cfg
+
+
+def test_a_prune_interrupted_mid_delete_leaves_no_half_step_and_is_cleaned_on_the_next_start(tmp_path, monkeypatch):
+    import shutil
+
+    import pytest
+
+    run = RunDir(tmp_path / "run")
+    steps = [_step(run, s) for s in (4, 8, 12)]
+    real = shutil.rmtree
+
+    def killed(path, *args, **kwargs):  # the kill lands after the state file went, before the weights
+        (path / "train_state.json").unlink()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("prism_lm.run_dir.shutil.rmtree", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run.prune(keep=2)
+    monkeypatch.setattr("prism_lm.run_dir.shutil.rmtree", real)
+    assert run.steps() == steps[1:]  # every listed step is whole; the half-deleted one is out of sight
+    assert not steps[0].exists() and (run.checkpoints_dir / ".pruning-step-000004").is_dir()
+    run.clean_leftovers()
+    assert not list(run.checkpoints_dir.glob(".pruning-*")) and run.steps() == steps[1:]
+
+
+def test_what_a_rename_publishes_is_fsynced_first_and_its_folder_after(tmp_path, monkeypatch):
+    import os
+
+    from prism_lm.files import replace_json
+
+    synced = []
+    real = os.fsync
+
+    def fsync(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        return real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    target = tmp_path / "ckpt"
+    save_model(PrismLM(tiny_config()), target)
+    files = {str(p) for p in target.iterdir()}
+    tmp_names = [s for s in synced if ".ckpt.tmp-" in s]
+    assert {s.replace(s.split("/")[-2], "ckpt") for s in tmp_names if s.count("/") > str(tmp_path).count("/") + 1} \
+        == files  # every file, under its temporary name, before the rename
+    assert synced[-1] == str(tmp_path)  # the parent, after it
+    synced.clear()
+    replace_json(tmp_path / "x.json", {"a": 1}, "fmt")
+    assert synced[0].endswith(f".x.json.tmp-{os.getpid()}") and synced[-1] == str(tmp_path)

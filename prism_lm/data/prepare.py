@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import bisect
 import collections
+import contextlib
 import hashlib
 import multiprocessing
 import os
@@ -69,8 +70,8 @@ def _chunks(docs, size):
 
 
 class _SplitWriter:
-    def __init__(self, directory: Path, split: str, shard_tokens: int):
-        self.directory, self.split, self.shard_tokens = directory, split, shard_tokens
+    def __init__(self, directory: Path, split: str, shard_tokens: int, final: Path):
+        self.directory, self.split, self.shard_tokens, self.final = directory, split, shard_tokens, final
         self.shards: list[dict] = []
         self.tokens = self.documents = 0
         self.annotations: list[tuple[int, int, int]] = []
@@ -83,13 +84,14 @@ class _SplitWriter:
         self.shards.append({"file": name, "tokens": 0, "max_token_id": -1})
 
     def add(self, tokens: np.ndarray, deps) -> None:
-        if self._file is None or self.shards[-1]["tokens"] >= self.shard_tokens:
-            self._close_shard()
-            self._open()
+        with _writing(self.final, f"the {self.split} split"):
+            if self._file is None or self.shards[-1]["tokens"] >= self.shard_tokens:
+                self._close_shard()
+                self._open()
+            doc = np.append(tokens, np.uint16(EOT_ID))
+            self._file.write(doc.tobytes())
         base = self.tokens
         self.annotations.extend((base + r, base + a, k) for r, a, k in deps)
-        doc = np.append(tokens, np.uint16(EOT_ID))
-        self._file.write(doc.tobytes())
         self.shards[-1]["tokens"] += len(doc)
         self.shards[-1]["max_token_id"] = max(self.shards[-1]["max_token_id"], int(doc.max()))
         self.tokens += len(doc)
@@ -185,7 +187,7 @@ def _prepare(sources, inputs, out_dir: Path, val_fraction, max_docs, workers, sh
              "training will report no validation loss")
 
     with atomic_directory(out_dir) as tmp:
-        writers = {s: _SplitWriter(tmp, s, shard_tokens) for s in SPLITS}
+        writers = {s: _SplitWriter(tmp, s, shard_tokens, out_dir) for s in SPLITS}
         workers = workers or min(os.cpu_count() or 1, 8)
         chunks = _chunks(_limited(sources, max_docs), CHUNK_DOCS)
         bar = _progress(len(keys), progress)
@@ -198,16 +200,29 @@ def _prepare(sources, inputs, out_dir: Path, val_fraction, max_docs, workers, sh
                     i += 1
                 bar.update(len(chunk))
         bar.close()
-        splits = {s: w.finish() for s, w in writers.items()}
-        codec = Codec(_compact(tmp, splits)) if compact_vocab else Codec()
-        for info in splits.values():
-            for shard in info["shards"]:
-                shard["sha256"] = file_sha256(tmp / shard["file"])
-        manifest = {"format": FORMAT, "inputs": inputs, "tokenizer": codec.to_json(),
-                    "dtype": "uint16", "header_bytes": HEADER_BYTES,
-                    "annotation_kinds": list(KINDS), "splits": splits}
-        write_json(tmp / "manifest.json", manifest)
+        with _writing(out_dir, "its shards"):
+            splits = {s: w.finish() for s, w in writers.items()}
+            codec = Codec(_compact(tmp, splits)) if compact_vocab else Codec()
+            for info in splits.values():
+                for shard in info["shards"]:
+                    shard["sha256"] = file_sha256(tmp / shard["file"])
+            manifest = {"format": FORMAT, "inputs": inputs, "tokenizer": codec.to_json(),
+                        "dtype": "uint16", "header_bytes": HEADER_BYTES,
+                        "annotation_kinds": list(KINDS), "splits": splits}
+            write_json(tmp / "manifest.json", manifest)
     return manifest, True
+
+
+@contextlib.contextmanager
+def _writing(out_dir: Path, what: str):
+    """A failed write while preparing: one line naming the data directory; the partial one is removed
+    (``atomic_directory``), so nothing is left there."""
+    try:
+        yield
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise PrismError(f"could not write data directory {out_dir} ({reason}, writing {what}); nothing was "
+                         "written there") from None
 
 
 def _compact(directory: Path, splits: dict) -> list[int]:

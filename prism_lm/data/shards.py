@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import bisect
 import copy
+import hashlib
+import json
 import struct
 from pathlib import Path
 
@@ -70,6 +72,14 @@ def read_manifest(directory: str | Path) -> dict:
         raise PrismError(f"{directory}/manifest.json has no {what!r} entry (damaged or hand-edited); prepare the "
                          "data again")
     return manifest
+
+
+def data_fingerprint(directory: str | Path) -> str:
+    """16 hex digits naming a prepared directory's tokens wherever it lives: its tokenizer and splits
+    (shard names, counts and sha256), not its path or how it was made."""
+    manifest = read_manifest(directory)
+    body = {"tokenizer": manifest["tokenizer"], "splits": manifest["splits"]}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def manifest_vocab_size(directory: str | Path) -> int | None:

@@ -118,11 +118,16 @@ def run_job(run_dir: str | Path, threads: int = 0) -> str:
     """Run the job of ``run_dir``; returns "done", "diverged" or "interrupted"."""
     import torch
 
-    from prism_lm.train.loop import train
-
     run = SweepRun(run_dir)
     if threads > 0:
         torch.set_num_threads(threads)
+    with run.lock():  # training through evaluation: a rerun's job waits for this one, never runs beside it
+        return _run_locked(run)
+
+
+def _run_locked(run: SweepRun) -> str:
+    from prism_lm.train.loop import train
+
     job = run.read_job()
     cfg = from_dict(TrainConfig, job["config"])
     cfg.validate()

@@ -8,15 +8,28 @@ The sweep folder's layout is ``sweep_dir.SweepDir``'s. Design choices:
   refused unless ``extend``; a run whose recorded config differs from the plan is refused.
 - Local workers are processes (``python -m prism_lm.experiments.job``), by default one per CPU,
   each given ``cpus // workers`` threads; a failure is reported with its log and does not stop the others.
+  A run's thread count is recorded in its job file when it first starts and used on every rerun, so
+  a continued run computes bitwise what an uninterrupted one would, whatever else remains to run.
+- Local jobs die with the sweep: each asks the kernel for SIGTERM when its parent dies (Linux
+  ``PR_SET_PDEATHSIG``), so a sweep killed by any signal, kill -9 included, leaves no orphan
+  training; the job saves its checkpoint and exits. Each job holds its run folder's lock from
+  training through evaluation, and a rerun's job waits for a previous holder still saving.
 - The Slurm path goes through submitit, whose local executor runs the same submission code as
   local processes (``--executor submitit-local``: how that path is tested, and a dry run of a
   cluster sweep on one machine).
 - SIGINT/SIGTERM/SIGHUP: every running run is asked to stop (it saves a checkpoint), the sweep waits for
-  them and exits with status 130; running the same command again continues.
+  them and exits with status 130; running the same command again continues. A run stopped before
+  its training began is "interrupted" like the others, not failed.
+- A copied (or moved) sweep folder continues where it now lives: ``prism sweep run FILE --out COPY``.
+  Run folders are rewritten to the new place, data the sweep prepared travels inside it, and a
+  resume accepts a changed ``data.dir`` when its manifest's fingerprint is the one the checkpoint
+  recorded (the same tokens, wherever they are).
 """
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import math
 import os
 import shutil
@@ -52,6 +65,7 @@ class Task:
     needs: set[str] = field(default_factory=set)  # the columns the verdicts and ladders read from its row
     handle: object = None
     started: float = 0.0
+    stop_asked: bool = False
 
     @property
     def path(self) -> Path:
@@ -151,7 +165,18 @@ def _write_job(task: Task) -> None:
         if was != r.identity:
             raise PrismError(f"run {folder.path} was started with a different config (identity {was}, planned "
                              f"{r.identity}); refusing to mix (move it aside to start it again)")
+        if "threads" in recorded:
+            body["threads"] = recorded["threads"]
     folder.write_job(body)
+
+
+def _threads_for(task: Task, default: int) -> int:
+    """The thread count the run started with (recorded in its job file), else ``default``, recorded now."""
+    job = task.folder.read_job()
+    if not job.get("threads"):
+        job["threads"] = default
+        task.folder.write_job({k: v for k, v in job.items() if k != "format"})
+    return int(job["threads"])
 
 
 def _is_finished(task: Task) -> bool:
@@ -233,6 +258,10 @@ def _run_phase(experiments: list[Experiment], sweep: SweepDir, workers: int | No
     pool = _pool(executor, workers, len(tasks), experiments, sweep)
     threads = pool.threads or "the cluster's"
     log(f"{summary} ({executor}, {pool.workers} at a time, {threads} thread(s) each)")
+    kept = sorted({n for t in tasks if (n := t.folder.read_job().get("threads")) and n != pool.threads})
+    if kept and pool.threads:
+        log(f"[sweep] runs started earlier keep their thread count ({', '.join(map(str, kept))}), so they continue "
+            "exactly")
     return _drive(pool, tasks, finished, total, log)
 
 
@@ -259,6 +288,7 @@ def _drive(pool, tasks: list[Task], finished: int, total: int, log) -> int:
                 f"checkpoint; run the same command again to continue")
         stop["signal"] = signum
         for task in running:
+            task.stop_asked = True
             pool.stop(task)
 
     old = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
@@ -330,15 +360,18 @@ class LocalPool:
         self.threads = max(1, available_cpus() // workers)
 
     def start(self, task: Task) -> None:
-        env = {**os.environ, "OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads),
+        threads = _threads_for(task, self.threads)
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
                "PYTHONUNBUFFERED": "1"}
         log = open(self.log_of(task), "a", encoding="utf-8")  # noqa: SIM115 (closed in poll)
-        log.write(f"--- started {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        log.write(f"--- started {time.strftime('%Y-%m-%d %H:%M:%S')} with {threads} thread(s)\n")
         log.flush()
-        # its own session: a Ctrl-C reaches the sweep, which asks each run to stop exactly once
+        # its own session: a Ctrl-C reaches the sweep, which asks each run to stop exactly once;
+        # and a SIGTERM from the kernel when the sweep dies, however it dies
         task.handle = (subprocess.Popen([sys.executable, "-m", "prism_lm.experiments.job", str(task.path),
-                                         str(self.threads)], stdout=log, stderr=subprocess.STDOUT, env=env,
-                                        start_new_session=True), log)
+                                         str(threads)], stdout=log, stderr=subprocess.STDOUT, env=env,
+                                        start_new_session=True,
+                                        preexec_fn=functools.partial(_die_with_parent, os.getpid())), log)
 
     def poll(self, running: list[Task]):
         for task in list(running):
@@ -349,8 +382,8 @@ class LocalPool:
             log.close()
             if code == 0:
                 yield task, ("diverged" if task.folder.read_result()["diverged"] else "done"), ""
-            elif code == INTERRUPTED:
-                yield task, "interrupted", ""
+            elif code == INTERRUPTED or (task.stop_asked and code == -signal.SIGTERM):
+                yield task, "interrupted", ""  # the latter: stopped before training had set its handler
             else:
                 yield task, "failed", _last_error(self.log_of(task), code)
 
@@ -361,6 +394,19 @@ class LocalPool:
 
     def log_of(self, task: Task) -> Path:
         return task.folder.log_path
+
+
+PR_SET_PDEATHSIG = 1
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None  # loaded before any fork
+
+
+def _die_with_parent(parent: int) -> None:
+    """In a job process, before exec: SIGTERM when the sweep (its parent) dies; if it died already, now."""
+    if _LIBC is None:  # elsewhere a sweep killed by SIGKILL leaves its jobs running (they finish their run)
+        return
+    _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _last_error(log: Path, code: int) -> str:
@@ -396,7 +442,8 @@ class SubmititPool:
     def start(self, task: Task) -> None:
         from prism_lm.experiments.job import run_job
 
-        task.handle = self.executor.submit(run_job, str(task.path), self.threads)
+        threads = _threads_for(task, self.threads) if self.threads else 0  # 0: Slurm's cpus_per_task decides
+        task.handle = self.executor.submit(run_job, str(task.path), threads)
 
     def poll(self, running: list[Task]):
         for task in list(running):

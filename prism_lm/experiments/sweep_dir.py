@@ -6,6 +6,7 @@
     OUT/runs/<name>/job.json       what to run: the config, the identity, the evaluation, the labels
     OUT/runs/<name>/train/         the run's training directory (``run_dir.RunDir``)
     OUT/runs/<name>/log.txt        a local worker's output
+    OUT/runs/<name>/.lock          held by the job running the run, from training through evaluation
     OUT/runs/<name>/result.json    once finished: the run's row, its evaluation, its per-head entries
     OUT/runs/<name>/heads.json     the full head statistics (``heads_init.json``: its untrained model)
     OUT/submitit/                  submitit's own files (its executors only)
@@ -62,6 +63,8 @@ class SweepDir:
 
 
 RESULT_KEYS = ("row", "evaluate")
+# how long a job waits for its run's previous job (still saving its checkpoint after a killed sweep)
+LOCK_WAIT_SECONDS = 300.0
 
 
 class SweepRun:
@@ -82,6 +85,9 @@ class SweepRun:
     def heads_path(self, which: str) -> Path:
         """``heads`` (the trained model's head statistics) or ``heads_init`` (its step 0)."""
         return self.path / f"{which}.json"
+
+    def lock(self, wait: float = LOCK_WAIT_SECONDS) -> WriterLock:
+        return WriterLock(self.path / ".lock", f"sweep run {self.path}", wait=wait)
 
     def read_job(self) -> dict:
         return read_tagged_json(self.job_path, JOB_FORMAT, "a sweep job description")

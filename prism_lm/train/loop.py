@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from prism_lm.checkpoint.model import read_model_config
 from prism_lm.checkpoint.training import (
     load_training_checkpoint,
     newest_verified,
@@ -28,7 +29,7 @@ from prism_lm.checkpoint.training import (
 )
 from prism_lm.config import RESUME_SAFE_KEYS, TrainConfig, resolve_vocab_size, to_dict
 from prism_lm.data.loader import RandomWindows, make_loader
-from prism_lm.data.shards import ShardSet, training_splits
+from prism_lm.data.shards import ShardSet, data_fingerprint, training_splits
 from prism_lm.errors import DivergedError, PrismError, warn
 from prism_lm.model import PrismLM
 from prism_lm.run_dir import RunDir
@@ -138,6 +139,8 @@ def _train(cfg: TrainConfig, resume: str | None, allow_config_change: bool, worl
     if ckpt is not None:
         trainer.restore(ckpt)
         if trainer.step >= cfg.run.max_iters and not _final_eval_missing(run, trainer.step, cfg, data.has_val):
+            if world.is_main:
+                _catch_up_best(run, trainer.step)
             return {**trainer.summary(None), "train_loss": None, "already_finished": True}
     trainer.open_metrics(truncate=bool(resume))
     if trainer.step == 0:  # after the identical init: each rank's dropout stream differs (resume restores it)
@@ -158,6 +161,7 @@ class _Data:
     train: ShardSet
     val: ShardSet
     has_val: bool
+    fingerprint: str  # recorded in each checkpoint: a resume may find the same tokens in another folder
 
 
 def _open_data(cfg: TrainConfig, world) -> _Data:
@@ -179,7 +183,7 @@ def _open_data(cfg: TrainConfig, world) -> _Data:
     if not has_val and world.is_main:
         warn(f"the val split of {cfg.data.dir} has {len(val_data)} tokens, fewer than block_size + 1 = "
              f"{cfg.model.block_size + 1}: no validation loss will be computed")
-    return _Data(train_data, val_data, has_val)
+    return _Data(train_data, val_data, has_val, data_fingerprint(cfg.data.dir))
 
 
 def _checkpoint_to_resume(run: RunDir, resume: str | None, world) -> Path | None:
@@ -223,12 +227,20 @@ def _config_changes(run: RunDir, ckpt: Path | None, cfg: TrainConfig, allowed: b
     recorded = run.read_config() if ckpt is not None or run.had_checkpoints() else None
     changes = recorded.changed_keys(cfg) if recorded is not None else {}
     safe = RESUME_SAFE_KEYS | (set() if horizons_follow_max_iters(cfg) else {"run.max_iters"})
+    if "data.dir" in changes and ckpt is not None and _same_tokens(ckpt, cfg.data.dir):
+        safe |= {"data.dir"}  # the data moved (a copied run or sweep folder), its tokens did not
     breaking = sorted(k for k in changes if k not in safe)
     if breaking and not allowed:
         key = breaking[0]
         raise PrismError(f"--resume: {key} is {changes[key][1]!r} but the run was started with {changes[key][0]!r}, "
                          "which would break an exact resume (pass --allow-config-change to continue anyway)")
     return changes
+
+
+def _same_tokens(ckpt: Path, data_dir: str) -> bool:
+    """Whether ``data_dir`` holds the tokens ``ckpt`` was trained on (the fingerprint it recorded)."""
+    recorded = read_model_config(ckpt)[1].get("data_fingerprint")
+    return recorded is not None and recorded == data_fingerprint(data_dir)
 
 
 class _Trainer:
@@ -250,7 +262,7 @@ class _Trainer:
         self.tokens_per_step = cfg.run.batch_size * cfg.model.block_size * cfg.run.grad_accum
         self.flops_per_step = flops_per_token(cfg.model, cfg.model.block_size) * self.tokens_per_step
         self.peak = peak_flops(self.device)
-        self.extra = {"tokenizer": data.train.codec().to_json()}
+        self.extra = {"tokenizer": data.train.codec().to_json(), "data_fingerprint": data.fingerprint}
         self._open_window(self.step, 0.0)
 
     def _open_window(self, since: int, loss_sum: float) -> None:
@@ -385,6 +397,19 @@ def _final_eval_missing(run: RunDir, step: int, cfg: TrainConfig, has_val: bool)
     if not has_val or step % cfg.run.eval_interval or not run.metrics_path.is_file():
         return False
     return not any(r.get("type") == "eval" and r["iter"] == step for r in read_metrics(run.metrics_path))
+
+
+def _catch_up_best(run: RunDir, step: int) -> None:
+    """A run stopped after its final evaluation but before ``best`` became a copy of the final step (a
+    kill, a full disk) owes that copy; every earlier step's is redone by the evaluation a resume reruns."""
+    evals = [r for r in read_metrics(run.metrics_path) if r.get("type") == "eval" and r["iter"] > 0] \
+        if run.metrics_path.is_file() else []
+    if not evals or min(evals, key=lambda r: r["val_loss"])["iter"] != step or not run.step_dir(step).is_dir():
+        return
+    best_step = read_model_config(run.best)[1].get("step") if (run.best / "config.json").is_file() else None
+    if best_step != step:
+        warn(f"checkpoints/best was behind the final step's evaluation; copying step {step} to it")
+        run.replace_best(run.step_dir(step))
 
 
 def _set_grad_sync(module, sync: bool) -> None:

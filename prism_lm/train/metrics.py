@@ -12,6 +12,7 @@ import torch
 
 from prism_lm.config import ModelConfig
 from prism_lm.errors import PrismError, warn
+from prism_lm.files import disk_errors
 from prism_lm.model.attention import ATTENTION_KINDS
 from prism_lm.model.mlp import MLP_KINDS
 from prism_lm.run_dir import RunDir
@@ -85,13 +86,15 @@ class MetricsWriter:
         kept = [r for r in read_metrics(self.path)
                 if (r["iter"] <= step if r.get("type") == "iter" else r["iter"] < step)]
         tmp = self.path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+        with disk_errors("the metrics log", tmp, "the run's files are unchanged"):
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
         tmp.replace(self.path)
 
     def write(self, record: dict) -> None:
         if not self.enabled:
             return
-        with open(self.path, "a", encoding="utf-8") as f:
+        with disk_errors("the metrics log", self.path, "the checkpoints are intact; --resume auto continues"), \
+                open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
         scalars = {k: v for k, v in record.items() if k not in ("type", "iter") and isinstance(v, (int, float))}
         if self.tb is not None:

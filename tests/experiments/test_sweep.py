@@ -4,6 +4,7 @@ interruption and continuation, and the submitit path (slow)."""
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -142,6 +143,75 @@ def test_a_run_whose_recorded_config_changed_is_refused(sweep, tmp_path):
         run_sweep(path, copy, log=lambda _: None)
 
 
+def test_a_copied_sweep_folder_is_evaluated_again_where_its_data_now_lives(sweep, tmp_path):
+    path, out, _ = sweep
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    moved = tmp_path / "moved-away"
+    out.rename(moved)  # the original (and the data the runs recorded) is gone from where it was
+    try:
+        run = next((copy / "runs").glob("prism-s0-*"))
+        before = read_result(run)
+        (run / "result.json").unlink()
+        weights = {p: p.stat().st_mtime_ns for p in (run / "train").rglob("*.safetensors")}
+        lines = []
+        assert run_sweep(path, copy, log=lines.append) == 0, lines
+        after = read_result(run)
+        assert after["row"]["val_loss_32"] == before["row"]["val_loss_32"]  # the same tokens, read from the copy
+        assert {p: p.stat().st_mtime_ns for p in weights} == weights  # nothing retrained
+        job = SweepRun(run).read_job()
+        assert job["config"]["data"]["dir"].startswith(str(copy)) and job["config"]["run"]["out_dir"].startswith(
+            str(copy))
+    finally:
+        moved.rename(out)
+
+
+def test_each_run_keeps_the_thread_count_it_started_with(sweep, tmp_path):
+    from prism_lm.experiments.runner import LocalPool, _tasks, plan
+    from prism_lm.experiments.spec import load_experiments
+    from prism_lm.experiments.sweep_dir import SweepDir
+
+    path, out, _ = sweep
+    cpus = len(os.sched_getaffinity(0))
+    for run in (out / "runs").iterdir():  # recorded at the first start: 2 workers, cpus // 2 threads each
+        assert SweepRun(run).read_job()["threads"] == max(1, cpus // 2)
+    experiments = load_experiments(path)
+    task = _tasks(experiments, plan(experiments, SweepDir(out).read_plan()["runs"]), SweepDir(out))[0]
+    job = task.folder.read_job()
+    task.folder.write_job({**job, "threads": 7})
+    pool = LocalPool(1)  # would give cpus threads to a new run
+    pool.start(task)
+    task.handle[0].kill()
+    task.handle[0].wait()
+    task.handle[1].close()
+    assert task.folder.log_path.read_text().splitlines()[-1].endswith("with 7 thread(s)")
+    assert task.handle[0].args[-1] == "7"
+    task.folder.write_job(job)
+
+
+def test_a_run_stopped_before_its_training_began_is_interrupted_not_failed(sweep, tmp_path):
+    from prism_lm.experiments.runner import LocalPool, _tasks, plan
+    from prism_lm.experiments.spec import load_experiments
+    from prism_lm.experiments.sweep_dir import SweepDir
+
+    path, out, _ = sweep
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    experiments = load_experiments(path)
+    task = _tasks(experiments, plan(experiments, SweepDir(copy).read_plan()["runs"]), SweepDir(copy))[0]
+    pool = LocalPool(1)
+    pool.start(task)
+    task.stop_asked = True  # as the sweep's signal handler does, while the job is still importing
+    pool.stop(task)
+    deadline = time.time() + 60
+    statuses = []
+    while not statuses and time.time() < deadline:
+        statuses = list(pool.poll([task]))
+        time.sleep(0.05)
+    assert task.handle[0].returncode == -signal.SIGTERM  # killed before training set its handler
+    assert statuses == [(task, "interrupted", "")]
+
+
 def test_a_failed_run_is_reported_with_its_log_and_the_others_finish(tmp_path):
     path = write_experiment(tmp_path, steps=2)
     path.write_text(path.read_text().replace("[arms.gpt]", "[arms.broken.run]\ndevice = \"cuda:7\"\n[arms.gpt]")
@@ -190,6 +260,56 @@ def test_interrupting_a_sweep_and_running_it_again_continues_exactly(tmp_path):
     for arm in ("prism", "gpt"):
         assert resumed[arm]["val_loss_32"] == fresh[arm]["val_loss_32"]
         assert resumed[arm]["grad_norm_max"] == fresh[arm]["grad_norm_max"]
+
+
+def _job_pids(out: Path) -> list[int]:
+    """The live job processes of the sweep folder ``out``."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if b"prism_lm.experiments.job" in cmdline and any(str(out).encode() in a for a in cmdline) and state != "Z":
+            pids.append(int(proc.name))
+    return pids
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="jobs die with the sweep through PR_SET_PDEATHSIG")
+def test_killing_the_sweep_alone_stops_its_jobs_and_an_immediate_rerun_is_exact(tmp_path):
+    """kill -9 of the sweep process only (not its jobs' sessions): the jobs save and exit by themselves,
+    a rerun started at once waits for them, runs nothing twice, fails nothing, and the one run left
+    keeps its one thread: its numbers are bitwise those of an uninterrupted sweep."""
+    path = write_experiment(tmp_path, steps=160)
+    path.write_text(path.read_text().replace("seeds = [0, 1]", "seeds = [0]").replace(
+        "[arms.prism]", "[arms.prism]\nrun = { checkpoint_interval = 20, eval_interval = 40 }").replace(
+        "model = { n_layer", "run = { max_iters = 8 }\nmodel = { n_layer"))
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "prism_lm", "sweep", "run", str(path), "--out", str(out), "--workers", "2"]
+    proc = subprocess.Popen(cmd, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 180
+    while time.time() < deadline and not (list(out.glob("runs/gpt-*/result.json"))
+                                          and list(out.glob("runs/prism-*/train/checkpoints/step-*"))):
+        time.sleep(0.05)
+    assert not list(out.glob("runs/prism-*/result.json")), "the long run finished before the kill"
+    assert _job_pids(out)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    rerun = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=300)  # at once
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert "FAILED" not in rerun.stdout and "1 to run" in rerun.stdout
+    assert "keep their thread count (1)" in rerun.stdout or len(os.sched_getaffinity(0)) < 2
+    assert not _job_pids(out)  # no orphan left running
+    prism_log = next(out.glob("runs/prism-*/log.txt")).read_text()
+    assert prism_log.count("--- started") == 2 and "[job] interrupted" in prism_log  # it saved and stopped
+    assert run_sweep(path, tmp_path / "fresh", workers=2, log=lambda _: None) == 0
+    for arm in ("prism", "gpt"):
+        resumed = read_result(next(out.glob(f"runs/{arm}-*")))["row"]
+        fresh = read_result(next((tmp_path / "fresh").glob(f"runs/{arm}-*")))["row"]
+        assert resumed["steps"] == fresh["steps"] == (160 if arm == "prism" else 8)
+        assert resumed["val_loss_32"] == fresh["val_loss_32"] and resumed["grad_norm_max"] == fresh["grad_norm_max"]
 
 
 @pytest.mark.slow
