@@ -3,8 +3,9 @@
 Their code is never copied into prism-lm: each file is loaded as a module from the anchors folder
 (``--anchors`` or ``$PRISM_ANCHORS``, by default ``../shared/anchors`` beside the checkout). Both
 define nanoGPT's ``GPTConfig``/``GPT`` with ``configure_optimizers`` and ``generate``; the official
-PRISM adds ``prism_*`` config fields. ``build_reference`` gives either one the dimensions of a
-prism-lm ``ModelConfig``, so the two sides of a comparison have the same shape by construction.
+PRISM adds ``prism_*`` config fields; CRATE's LM is ``CRATEConfig``/``CRATE``. ``build_reference``
+gives each the dimensions of a prism-lm ``ModelConfig``, so the two sides of a comparison have the
+same shape by construction.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch
 
 from prism_lm.config import ModelConfig
 
-FILES = {"official-prism": "prism_official_model.py", "nanogpt": "nanogpt_model.py"}
+FILES = {"official-prism": "prism_official_model.py", "nanogpt": "nanogpt_model.py", "crate": "crate_gpt_model.py"}
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "shared" / "anchors"
 
 
@@ -47,6 +48,8 @@ def build_reference(name: str, cfg: ModelConfig, folder: Path) -> torch.nn.Modul
                       prism_freq_multiplier=cfg.multiplier,
                       prism_lambda_start=cfg.lambda_start, prism_lambda_end=cfg.lambda_end)
     with contextlib.redirect_stdout(sys.stderr):
+        if name == "crate":  # CRATE's LM: its LayerNorms have biases whatever ``bias`` says
+            return module.CRATE(module.CRATEConfig(**fields))
         return module.GPT(module.GPTConfig(**fields))
 
 

@@ -46,6 +46,13 @@ def _import_official(args) -> None:
     print(f"wrote {out}")
 
 
+def _import_crate(args) -> None:
+    from prism_lm.checkpoint.crate import import_crate
+
+    out = import_crate(args.checkpoint, _out(args, positional_ok=True))
+    print(f"wrote {out}")
+
+
 def _data_prepare(args) -> None:
     import time
 
@@ -215,12 +222,12 @@ class _Deprecated(argparse.Action):
         setattr(namespace, self.dest, values)
 
 
-def _out(args) -> str:
-    """``--out``, or the old positional output of export hf / import-official (with a warning)."""
+def _out(args, positional_ok: bool = False) -> str:
+    """``--out``, or the old positional output of export hf / import-official (with a warning;
+    ``positional_ok``: a command whose positional output is not deprecated, import-crate FILE OUT)."""
     if args.out and args.legacy_out:
-        raise PrismError(f"give the output once: --out {args.out} (the positional {args.legacy_out} is the old "
-                         "spelling)")
-    if args.legacy_out:
+        raise PrismError(f"give the output once: --out {args.out} or the positional {args.legacy_out}")
+    if args.legacy_out and not positional_ok:
         print(f"warning: the positional output folder is deprecated and goes in the next release; use --out "
               f"{args.legacy_out}", file=sys.stderr)
     if not (args.out or args.legacy_out):
@@ -450,6 +457,12 @@ def _add_export(sub) -> None:
     p.add_argument("checkpoint", help="the official ckpt.pt (read with weights_only=True)")
     p.add_argument("--out", default=None, help="new directory for model.safetensors + config.json (required)")
     p.add_argument("legacy_out", nargs="?", default=None, help=argparse.SUPPRESS)
+
+    p = _command(sub, "import-crate", "convert a CRATE language model's ckpt.pt (nanoGPT format) into a prism-lm "
+                 "checkpoint", _import_crate)
+    p.add_argument("checkpoint", help="CRATE's ckpt.pt: 'model' and 'model_args' (read with weights_only=True)")
+    p.add_argument("legacy_out", nargs="?", default=None, metavar="OUT", help="new directory (or --out)")
+    p.add_argument("--out", default=None, help="new directory for model.safetensors + config.json")
 
 
 def main(argv: list[str] | None = None) -> int:

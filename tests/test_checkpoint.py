@@ -124,7 +124,7 @@ def test_official_import_rejects_bad_input(tmp_path):
     with pytest.raises(PrismError, match="not found"):
         import_official(tmp_path / "missing.pt", tmp_path / "out")
     (tmp_path / "junk.pt").write_bytes(b"\x00garbage")
-    with pytest.raises(PrismError, match="not a loadable official checkpoint"):
+    with pytest.raises(PrismError, match="not a loadable checkpoint"):
         import_official(tmp_path / "junk.pt", tmp_path / "out")
     torch.save({"weights": {}}, tmp_path / "foreign.pt")
     with pytest.raises(PrismError, match="needs 'model' and 'model_args'"):

@@ -61,24 +61,33 @@ def convert_official_state(official: dict[str, torch.Tensor], cfg: ModelConfig) 
     return out
 
 
-def import_official(ckpt_path: str | Path, out_dir: str | Path) -> Path:
-    """Read an official PRISM ``ckpt.pt`` (weights_only) and write it as one of our checkpoints."""
-    ckpt_path, out_dir = Path(ckpt_path), Path(out_dir)
+def load_plain_checkpoint(ckpt_path: Path, what: str) -> dict[str, Any]:
+    """A nanoGPT-format ``ckpt.pt`` (``model`` state dict, ``model_args``) read with
+    ``torch.load(weights_only=True)``: tensors and plain values only, so a pickle cannot run code.
+    ``what`` names the expected kind in errors."""
     if not ckpt_path.is_file():
-        raise PrismError(f"official checkpoint not found: {ckpt_path}")
+        raise PrismError(f"{what} not found: {ckpt_path}")
     try:
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if "Unsupported global" not in str(exc):  # garbage, not a pickle of objects
-            raise PrismError(f"{ckpt_path} is not a loadable official checkpoint (not a torch file)") from None
+            raise PrismError(f"{ckpt_path} is not a loadable checkpoint (not a torch file)") from None
         # torch's own message advises weights_only=False: never the advice to give
         raise PrismError(f"{ckpt_path} is not a plain checkpoint: it holds Python objects beyond tensors and "
                          "numbers, which prism-lm does not load (loading them could run code)") from None
     except Exception as exc:  # torch raises many types for truncated/foreign files
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise PrismError(f"{ckpt_path} is not a loadable official checkpoint ({first_line})") from None
-    if not isinstance(ckpt, dict) or "model" not in ckpt or "model_args" not in ckpt:
-        raise PrismError(f"{ckpt_path} is not an official PRISM checkpoint (needs 'model' and 'model_args')")
+        raise PrismError(f"{ckpt_path} is not a loadable checkpoint ({first_line})") from None
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict) or not isinstance(
+            ckpt.get("model_args"), dict):
+        raise PrismError(f"{ckpt_path} is not {what} (needs 'model' and 'model_args')")
+    return ckpt
+
+
+def import_official(ckpt_path: str | Path, out_dir: str | Path) -> Path:
+    """Read an official PRISM ``ckpt.pt`` (weights_only) and write it as one of our checkpoints."""
+    ckpt_path, out_dir = Path(ckpt_path), Path(out_dir)
+    ckpt = load_plain_checkpoint(ckpt_path, "an official PRISM checkpoint")
     cfg = _official_config(ckpt["model_args"])
     model = PrismLM(cfg)
     state = convert_official_state(ckpt["model"], cfg)

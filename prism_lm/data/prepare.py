@@ -4,7 +4,9 @@ Design choices:
 - Train/val split by document, deterministically: the ``round(f * N)`` documents with the
   smallest sha1 of their text go to val (at least one when f > 0 and N >= 2), so a story lands
   in the same split whatever the order of the inputs.
-- Two streaming passes (hash, then tokenize in worker processes), so memory stays flat.
+- Two streaming passes (hash, then tokenize in worker processes), so memory stays flat; a long
+  document arrives in pieces (``sources.pieces``), hashed and split as one document, its pieces'
+  tokens written one after the other with one EOT at its end: the tokens of the whole.
 - The directory is built under a temporary name and renamed: complete or absent. Re-running with
   the same inputs finds an identical manifest and does nothing; a different non-empty output
   directory is never overwritten.
@@ -22,6 +24,7 @@ import multiprocessing
 import os
 import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +37,7 @@ from prism_lm.errors import PrismError, warn
 from prism_lm.files import WriterLock, atomic_directory, clean_temporaries, write_json
 
 CHUNK_DOCS = 256
+CHUNK_CHARS = 4 << 20  # a chunk of documents for a worker also closes at this many characters
 
 
 def tokenize_document(doc: Document) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
@@ -55,16 +59,17 @@ def tokenize_document(doc: Document) -> tuple[np.ndarray, list[tuple[int, int, i
 
 
 def _tokenize_chunk(docs: list[Document]):
-    return [tokenize_document(d) for d in docs]
+    return [(*tokenize_document(d), d.ends) for d in docs]
 
 
-def _chunks(docs, size):
-    chunk = []
+def _chunks(docs, size, chars: int = CHUNK_CHARS):
+    chunk, held = [], 0
     for d in docs:
         chunk.append(d)
-        if len(chunk) == size:
+        held += len(d.text)
+        if len(chunk) == size or held >= chars:
             yield chunk
-            chunk = []
+            chunk, held = [], 0
     if chunk:
         yield chunk
 
@@ -83,19 +88,23 @@ class _SplitWriter:
         write_header(self._file, GPT2_VOCAB, 0)
         self.shards.append({"file": name, "tokens": 0, "max_token_id": -1})
 
-    def add(self, tokens: np.ndarray, deps) -> None:
+    def add(self, tokens: np.ndarray, deps, ends: bool = True) -> None:
+        """A document's tokens, or a piece of one (``ends`` False: no EOT yet; the shard may change
+        within a document, as the split is one stream)."""
+        if not len(tokens) and not ends:
+            return
         with _writing(self.final, f"the {self.split} split"):
             if self._file is None or self.shards[-1]["tokens"] >= self.shard_tokens:
                 self._close_shard()
                 self._open()
-            doc = np.append(tokens, np.uint16(EOT_ID))
+            doc = np.append(tokens, np.uint16(EOT_ID)) if ends else tokens
             self._file.write(doc.tobytes())
         base = self.tokens
         self.annotations.extend((base + r, base + a, k) for r, a, k in deps)
         self.shards[-1]["tokens"] += len(doc)
         self.shards[-1]["max_token_id"] = max(self.shards[-1]["max_token_id"], int(doc.max()))
         self.tokens += len(doc)
-        self.documents += 1
+        self.documents += int(ends)
 
     def _close_shard(self) -> None:
         if self._file is None:
@@ -116,17 +125,25 @@ class _SplitWriter:
 
 
 def _limited(sources: list[Source], max_docs: int | None):
+    """The sources' Documents (pieces included) up to ``max_docs`` whole documents."""
     n = 0
     for source in sources:
         for doc in source:
             if max_docs is not None and n >= max_docs:
                 return
-            n += 1
+            n += int(doc.ends)
             yield doc
 
 
-def _doc_key(text: str) -> int:
-    return int.from_bytes(hashlib.sha1(text.encode("utf-8")).digest()[:8], "little")
+def _doc_keys(docs) -> Iterator[int]:
+    """One key per whole document: the sha1 of its text, fed piece by piece."""
+    digest = hashlib.sha1()
+    for doc in docs:
+        digest.update(doc.text.encode("utf-8"))
+        if doc.ends:
+            yield int.from_bytes(digest.digest()[:8], "little")
+            digest = hashlib.sha1()
+
 
 
 def val_mask(keys: np.ndarray, val_fraction: float) -> np.ndarray:
@@ -178,7 +195,7 @@ def _prepare(sources, inputs, out_dir: Path, val_fraction, max_docs, workers, sh
     if out_dir.exists() and any(out_dir.iterdir()):
         raise PrismError(f"refusing to overwrite non-empty {out_dir} (it holds other data); choose a new --out")
 
-    keys = np.fromiter((_doc_key(d.text) for d in _limited(sources, max_docs)), dtype=np.uint64)
+    keys = np.fromiter(_doc_keys(_limited(sources, max_docs)), dtype=np.uint64)
     if len(keys) == 0:
         raise PrismError(f"no stories found in {', '.join(s.spec for s in sources)}")
     is_val = val_mask(keys, val_fraction)
@@ -195,10 +212,12 @@ def _prepare(sources, inputs, out_dir: Path, val_fraction, max_docs, workers, sh
         with _pool(workers, len(keys)) as pool:
             results = _bounded_imap(pool, chunks, 2 * workers) if pool else map(_tokenize_chunk, chunks)
             for chunk in results:
-                for tokens, deps in chunk:
-                    writers["val" if is_val[i] else "train"].add(tokens, deps)
-                    i += 1
-                bar.update(len(chunk))
+                ended = 0
+                for tokens, deps, ends in chunk:
+                    writers["val" if is_val[i] else "train"].add(tokens, deps, ends)
+                    i += int(ends)
+                    ended += int(ends)
+                bar.update(ended)
         bar.close()
         with _writing(out_dir, "its shards"):
             splits = {s: w.finish() for s, w in writers.items()}

@@ -8,7 +8,14 @@ A source spec is one of:
 - a Hugging Face hub name such as ``roneneldan/TinyStories`` (optionally ``name:split``), loaded
   lazily through ``datasets``; offline this is a one-line error that says to pass local files.
 
-Every source yields ``Document(text, dependencies)``; only the embedded corpus has dependencies.
+Every source yields ``Document(text, dependencies, ends)``; only the embedded corpus has dependencies.
+
+Bounded memory, whatever the input: files are read as streams (``.txt`` and ``.jsonl`` by line,
+``.parquet`` by record batch within its row groups, a ``datasets`` folder batch by batch from its
+Arrow files, never as whole columns), and a document longer than ``PIECE_CHARS`` comes in pieces
+(``ends = False`` on all but its last). A piece ends where GPT-2's pre-tokenizer starts a new chunk
+in any case, before a newline that follows a non-space character, so the pieces' tokens joined
+are exactly the whole document's tokens. A single line longer than ``MAX_LINE_BYTES`` is refused.
 """
 
 from __future__ import annotations
@@ -26,34 +33,92 @@ from prism_lm.errors import PrismError
 from prism_lm.files import file_digest
 
 SEPARATOR = "<|endoftext|>"
+BATCH_ROWS = 256  # rows per record batch read from a .parquet file or a datasets folder
 TEXT_SUFFIXES = (".txt", ".jsonl", ".parquet")
 DEFAULT_EMBEDDED_STORIES = 20000
 HUB_NAME = re.compile(r"[\w.-]+/[\w.-]+(:\w+)?")
+
+
+PIECE_CHARS = 1 << 20  # a longer document is tokenized in pieces of about this size
+MAX_LINE_BYTES = 64 << 20  # one line (one .jsonl row) longer than this is refused: it must be held whole
 
 
 @dataclass(frozen=True)
 class Document:
     text: str
     dependencies: tuple[Dependency, ...] = field(default=())
+    ends: bool = True  # False: the next Document continues this one (a piece of a long document)
+
+
+def pieces(text: str, size: int | None = None) -> Iterator[tuple[str, bool]]:
+    """``(piece, ends)`` covering ``text``: pieces of at least ``size`` characters (the last shorter),
+    each cut before a newline that follows a non-space character, so that tokenizing them one by one
+    gives the tokens of the whole (no cut point: one piece)."""
+    size = size or PIECE_CHARS
+    start = 0
+    while len(text) - start > size:
+        cut = _cut_at_or_after(text, start + size)
+        if cut is None:
+            break
+        yield text[start:cut], False
+        start = cut
+    yield text[start:], True
+
+
+def _cut_at_or_after(text: str, at: int) -> int | None:
+    while True:
+        cut = text.find("\n", at)
+        if cut <= 0:
+            return None
+        if not text[cut - 1].isspace():
+            return cut
+        at = cut + 1
 
 
 def split_txt(text: str | Iterable[str]) -> Iterator[str]:
     """Stories of the TinyStories txt layout: text between lines that are exactly <|endoftext|>.
 
-    ``text`` is a whole text or an iterable of its lines (a stream: memory stays flat).
+    ``text`` is a whole text or an iterable of its lines.
     """
     story: list[str] = []
+    for piece, ends in txt_pieces(text):
+        story.append(piece)
+        if ends:
+            yield "".join(story)
+            story = []
+
+
+def txt_pieces(text: str | Iterable[str], size: int | None = None) -> Iterator[tuple[str, bool]]:
+    """``split_txt``'s stories as ``(piece, ends)`` (see ``pieces``): a story of any length is held
+    one piece at a time, so memory stays flat on a file with no separators at all."""
+    size = size or PIECE_CHARS
+    lines: list[str] = []
+    held, started = 0, False  # characters in ``lines``; whether a piece of this story went out
+
+    def flush(last: bool):
+        body = "\n".join(lines)
+        body = body.rstrip() if last else body
+        return body if started else body.lstrip()
+
     for line in text.split("\n") if isinstance(text, str) else text:
         if line.rstrip("\r") == SEPARATOR:
-            s = "\n".join(story).strip()
-            if s:
-                yield s
-            story = []
-        else:
-            story.append(line)
-    s = "\n".join(story).strip()
-    if s:
-        yield s
+            body = flush(True)
+            if body.strip() or started:
+                yield body, True
+            lines, held, started = [], 0, False
+            continue
+        if held >= size and lines and lines[-1] and not lines[-1][-1].isspace():
+            body = flush(False)  # the next piece starts with this line's newline
+            if body.strip() or started:
+                yield body, False
+                started = True
+                lines, held = [""], 0  # "\n".join([""] + next lines) puts the newline back in front
+            # else: leading blank lines only, dropped as strip() would
+        lines.append(line)
+        held += len(line) + 1
+    body = flush(True)
+    if body.strip() or started:
+        yield body, True
 
 
 def _lines(path: Path) -> Iterator[str]:
@@ -62,9 +127,13 @@ def _lines(path: Path) -> Iterator[str]:
         f = open(path, "rb")
     except OSError as exc:
         raise PrismError(f"cannot read {path}: {exc.strerror}") from None
-    offset, has_text = 0, False
+    offset, has_text, lineno = 0, False, 0
     with f:
-        for raw in f:
+        while raw := f.readline(MAX_LINE_BYTES + 1):
+            lineno += 1
+            if len(raw) > MAX_LINE_BYTES:
+                raise PrismError(f"{path}:{lineno} is a line longer than {MAX_LINE_BYTES >> 20} MiB; split it (lines "
+                                 "are read whole)")
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
@@ -96,11 +165,16 @@ def _parquet_texts(path: Path) -> Iterator[str]:
     except ModuleNotFoundError:
         raise PrismError(f"reading {path} needs pyarrow: pip install pyarrow") from None
     try:
-        table = pq.read_table(path, columns=["text"])
+        file = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20)  # read as it goes, not ahead
+        if "text" not in file.schema_arrow.names:
+            raise KeyError("text")
+        batches = file.iter_batches(batch_size=BATCH_ROWS, columns=["text"])  # row group by row group
+        for batch in batches:
+            yield from ((text or "").strip() for text in batch.column(0).to_pylist())
+    except PrismError:
+        raise
     except Exception as exc:  # pyarrow raises its own types for missing columns and corrupt files
         raise PrismError(f"{path} is not a parquet file with a 'text' column ({type(exc).__name__})") from None
-    for text in table.column("text").to_pylist():
-        yield (text or "").strip()
 
 
 def _saved_dataset_texts(path: Path) -> Iterator[str]:
@@ -113,21 +187,29 @@ def _saved_dataset_texts(path: Path) -> Iterator[str]:
         raise PrismError(f"{path} holds splits {sorted(ds)}; pass one split's folder")
     if "text" not in ds.column_names:
         raise PrismError(f"{path} has no 'text' column (columns: {ds.column_names})")
-    for text in ds["text"]:
-        yield (text or "").strip()
+    import pyarrow as pa
+
+    for arrow in ds.cache_files:  # read, not memory-mapped: what was read is not held (ds["text"] holds it all)
+        with pa.OSFile(arrow["filename"]) as f:
+            for batch in pa.ipc.open_stream(f):
+                yield from ((text or "").strip() for text in batch.column("text").to_pylist())
 
 
-def _file_texts(path: Path) -> Iterator[str]:
+def _file_pieces(path: Path) -> Iterator[tuple[str, bool]]:
     if path.is_dir():
-        yield from _saved_dataset_texts(path)
+        texts = _saved_dataset_texts(path)
     elif path.suffix == ".txt":
-        yield from split_txt(_lines(path))
+        yield from txt_pieces(_lines(path))
+        return
     elif path.suffix == ".jsonl":
-        yield from _jsonl_texts(path)
+        texts = _jsonl_texts(path)
     elif path.suffix == ".parquet":
-        yield from _parquet_texts(path)
+        texts = _parquet_texts(path)
     else:
         raise PrismError(f"unsupported file type {path} (use .txt, .jsonl, .parquet or a save_to_disk folder)")
+    for text in texts:
+        if text:
+            yield from pieces(text)
 
 
 class Source:
@@ -144,10 +226,12 @@ class Source:
                 story = generate_story(i, seed)
                 yield Document(story.text, story.dependencies)
         elif self._kind == "hub":
-            yield from (Document(t) for t in _hub_texts(*self._args) if t)
+            for text in _hub_texts(*self._args):
+                if text:
+                    yield from (Document(piece, ends=ends) for piece, ends in pieces(text))
         else:
             for path in self._paths:
-                yield from (Document(t) for t in _file_texts(path) if t)
+                yield from (Document(piece, ends=ends) for piece, ends in _file_pieces(path))
 
     def fingerprint(self) -> dict:
         """What identifies the input: file sizes and sha256, or the generator's arguments."""
@@ -200,8 +284,8 @@ def _hub_texts(name: str, split: str) -> Iterator[str]:
     except Exception as exc:  # ConnectionError, OfflineModeIsEnabled, FileNotFoundError, ...
         raise PrismError(f"cannot load {name!r} (split {split!r}) from the hub ({type(exc).__name__}); "
                          "offline, pass local .txt/.jsonl/.parquet files instead") from None
-    for text in ds["text"]:
-        yield (text or "").strip()
+    for batch in ds.iter(batch_size=BATCH_ROWS):
+        yield from ((text or "").strip() for text in batch["text"])
 
 
 def _file_fingerprint(path: Path) -> dict:

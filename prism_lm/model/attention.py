@@ -1,4 +1,4 @@
-"""The attention kinds behind one interface: PRISM, GPT-2, GPT-2 with RoPE, Differential Transformer.
+"""The attention kinds behind one interface: PRISM, GPT-2, GPT-2 with RoPE, Differential Transformer, CRATE.
 
 Every kind is an ``AttentionKind``: it maps (B, T, C) at ``positions`` (T,) (default 0..T-1) ->
 (B, T, C), takes an optional KV cache (decoding, ``generate.py``) and ``need_weights`` (analysis),
@@ -431,6 +431,40 @@ class DiffAttention(AttentionKind):
         return self.resid_dropout(self.out_proj(y)), probs
 
 
+class CrateAttention(AttentionKind):
+    """CRATE's masked MSSA (Yu et al.; ``model/crate_gpt.py`` of Ma-Lab-Berkeley/CRATE): one projection
+    (C -> C, no bias) used as Q, K and V per head, causal softmax at 1/sqrt(C/H), an untied output
+    projection with bias (always, as CRATE has it), no RoPE and no second stream."""
+
+    name = "crate"
+
+    @classmethod
+    def matmuls(cls, cfg: ModelConfig) -> list[tuple[int, int]]:
+        return [(cfg.n_embd, cfg.n_embd)] * 2  # U z, output projection
+
+    def __init__(self, cfg: ModelConfig, layer_idx: int):
+        super().__init__()
+        self.stream_names = self.streams(cfg)
+        self.n_head, self.head_dim = cfg.n_head, cfg.n_embd // cfg.n_head
+        self.c_attn = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
+        self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=True)
+        self.c_proj.is_residual_projection = True
+        self.dropout = cfg.dropout
+        self.resid_dropout = nn.Dropout(cfg.dropout)
+        self.add_hook_sites()
+
+    def forward(self, x, positions: torch.Tensor | None = None, cache=None, eager: bool = False,
+                need_weights: bool = False):
+        B, T, C = x.shape
+        u = self.c_attn(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, T, hd): Q = K = V
+        q, k, v = self.at_site(self.hook_q, u), self.at_site(self.hook_k, u), self.at_site(self.hook_v, u)
+        k, v, mask = cache.update(k, v, positions) if cache is not None else (k, v, None)
+        y, probs = attend(q, k, v, dropout_p=self.dropout if self.training else 0.0,
+                          eager=eager, need_weights=need_weights, mask=mask, hooks=self)
+        y = self.at_site(self.hook_z, self.edited(y)).transpose(1, 2).reshape(B, T, C)
+        return self.resid_dropout(self.c_proj(y)), probs
+
+
 ATTENTION_KINDS: dict[str, type[AttentionKind]] = {
-    kind.name: kind for kind in (PrismAttention, GPTAttention, GPTRoPEAttention, DiffAttention)
+    kind.name: kind for kind in (PrismAttention, GPTAttention, GPTRoPEAttention, DiffAttention, CrateAttention)
 }

@@ -66,8 +66,8 @@ def resolve_multiplier(value: float | str) -> float:
 class ModelConfig:
     """Architecture. Defaults: the paper's PRISM (8 layers, 8 heads, C=512, T=512)."""
 
-    attention: str = "prism"  # a kind of prism_lm.model.ATTENTION_KINDS: prism | gpt | gpt-rope | diff
-    mlp: str = "gelu"  # a kind of prism_lm.model.MLP_KINDS
+    attention: str = "prism"  # a kind of prism_lm.model.ATTENTION_KINDS: prism | gpt | gpt-rope | diff | crate
+    mlp: str = "gelu"  # a kind of prism_lm.model.MLP_KINDS: gelu | ista
     position_embedding: str = "learned"  # learned (wpe, as GPT-2 and the paper) | none (RoPE kinds only)
     n_layer: int = 8
     n_head: int = 8  # PRISM: heads per stream; DIFF: differential heads (each two maps)
@@ -86,6 +86,11 @@ class ModelConfig:
     lambda_start: float = 0.01
     lambda_end: float = 0.1
     tied_output: bool = True  # W_O = U^T (paper) or a separate learned projection (CRATE)
+    final_norm: bool = True  # a LayerNorm before the LM head (GPT-2, PRISM); CRATE's LM has none
+    # mlp = "ista" only (CRATE's defaults): one proximal-gradient step of sparse coding
+    ista_step_size: float = 0.1  # η
+    ista_lambda: float = 0.1  # the sparsity weight λ of the L1 term
+    ista_mode: str = "replace"  # replace: ista(ln(x)) replaces the stream (CRATE) | residual: x + ista(ln(x))
 
     def validate(self, allow_auto_vocab: bool = False) -> None:
         from prism_lm.model.attention import ATTENTION_KINDS  # the kinds own their checks

@@ -4,8 +4,11 @@ Design choices:
 - GPT-2 layout as in nanoGPT: token + learned absolute position embedding, pre-LN blocks
   (attention, residual; GELU MLP 4x, residual), final LayerNorm, LM head tied to the token
   embedding. Only the attention module changes between PRISM, GPT and DIFF, so comparisons
-  isolate attention. The MLP is a kind too (``mlp.py``: each kind says whether the block adds
-  its output to the residual stream or replaces the stream by it), and the position embedding
+  isolate attention. ``final_norm = false`` drops the final LayerNorm (CRATE's LM has none: with
+  ``attention = "crate"``, ``mlp = "ista"`` and ``bias = true`` this model is CRATE's, loadable
+  from its checkpoints, ``checkpoint/crate.py``). The MLP is a kind too (``mlp.py``: each kind
+  says whether the block adds its output to the residual stream or replaces the stream by it), and
+  the position embedding
   can be left out (``position_embedding = "none"``) for kinds whose Q/K carry RoPE.
 - Init as the paper: N(0, 0.02) everywhere, residual projections N(0, 0.02/sqrt(2L)), U orthogonal.
 - The model knows nothing of training: no optimizer, no MFU, no schedules. It holds λ's current
@@ -74,7 +77,7 @@ class PrismLM(nn.Module):
         self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd) if cfg.position_embedding == "learned" else None
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList([Block(cfg, i) for i in range(cfg.n_layer)])
-        self.ln_f = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.ln_f = nn.LayerNorm(cfg.n_embd, bias=cfg.bias) if cfg.final_norm else nn.Identity()
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
         self.lm_head.weight = self.wte.weight  # tied input/output embedding
         self.hook_embed, self.hook_pos_embed = nn.Identity(), nn.Identity()  # TransformerLens's names

@@ -205,7 +205,7 @@ def test_every_kind_declares_what_the_rest_of_prism_lm_asks():
         assert attn.stream_names == kind.streams(cfg)
         assert all(w > 0 for w in kind.map_widths(cfg))
         lam = attn.current_lambda()
-        assert (lam is None) == (name in ("gpt", "gpt-rope"))
+        assert (lam is None) == (name in ("gpt", "gpt-rope", "crate"))
     with pytest.raises(PrismError, match="must be one of .*gpt-rope"):
         tiny_config("nope").validate()
 

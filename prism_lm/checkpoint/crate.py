@@ -1,0 +1,83 @@
+"""CRATE language-model checkpoints (nanoGPT-format ``ckpt.pt``, the format CRATE's GPT trains
+with) -> prism-lm checkpoints of the same model.
+
+CRATE's LM (``model/crate_gpt.py`` of Ma-Lab-Berkeley/CRATE) is prism-lm's model with
+``attention = "crate"``, ``mlp = "ista"`` (``ista_mode = "replace"``), ``bias = true`` (its
+LayerNorms have biases) and ``final_norm = false``; the weights only change names. Read with
+``torch.load(weights_only=True)`` only (``official.load_plain_checkpoint``); a ``torch.compile``
+prefix ``_orig_mod.`` is accepted. Its ISTA step size and λ are constants in its code (0.1, 0.1),
+so they are CRATE's defaults here.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from prism_lm.checkpoint.model import TIED_KEY, load_state, write_model_files
+from prism_lm.checkpoint.official import _plain, load_plain_checkpoint
+from prism_lm.errors import PrismError
+from prism_lm.files import atomic_directory
+from prism_lm.model import PrismLM
+from prism_lm.model.config import ModelConfig
+
+CRATE_ARGS = ("n_layer", "n_head", "n_embd", "block_size", "vocab_size")
+_RENAMES = (  # CRATE's key (after transformer.h.N.) -> ours (after blocks.N.)
+    ("prenorm_1.", "ln_1."), ("prenorm_2.", "ln_2."), ("ista.weight", "mlp.weight"),
+    ("attn.c_attn.", "attn.c_attn."), ("attn.c_proj.", "attn.c_proj."),
+)
+
+
+def crate_config(args: dict[str, Any], **overrides) -> ModelConfig:
+    """Our config of CRATE's LM from its ``model_args`` (n_layer, n_head, n_embd, block_size,
+    vocab_size, bias, dropout; ``bias`` concerns nothing CRATE builds: its LayerNorms have one)."""
+    missing = [k for k in CRATE_ARGS if k not in args]
+    if missing:
+        raise PrismError(f"CRATE checkpoint: model_args lacks {missing[0]!r}")
+    cfg = ModelConfig(
+        attention="crate", mlp="ista", ista_mode="replace", final_norm=False, bias=True,
+        n_layer=int(args["n_layer"]), n_head=int(args["n_head"]), n_embd=int(args["n_embd"]),
+        block_size=int(args["block_size"]), vocab_size=int(args["vocab_size"]),
+        dropout=float(args.get("dropout", 0.0)), **overrides)
+    cfg.validate()
+    return cfg
+
+
+def convert_crate_state(crate: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename CRATE's keys to ours; drop its causal-mask buffers and the tied head's second name."""
+    out: dict[str, torch.Tensor] = {}
+    for key, tensor in crate.items():
+        key = key.removeprefix("_orig_mod.")
+        if key.endswith(".attn.bias") or key == TIED_KEY:
+            continue
+        block = re.fullmatch(r"transformer\.h\.(\d+)\.(.+)", key)
+        if block:
+            layer, rest = block.groups()
+            new = next((f"blocks.{layer}.{ours}{rest[len(theirs):]}" for theirs, ours in _RENAMES
+                        if rest.startswith(theirs)), None)
+            if new is None:
+                raise PrismError(f"CRATE checkpoint: unexpected weight {key!r}")
+        elif key in ("transformer.wte.weight", "transformer.wpe.weight"):
+            new = key.removeprefix("transformer.")
+        else:
+            raise PrismError(f"CRATE checkpoint: unexpected weight {key!r}")
+        out[new] = tensor.float().contiguous()
+    return out
+
+
+def import_crate(ckpt_path: str | Path, out_dir: str | Path) -> Path:
+    """Read a CRATE ``ckpt.pt`` (weights_only) and write it as one of our checkpoints."""
+    ckpt_path, out_dir = Path(ckpt_path), Path(out_dir)
+    ckpt = load_plain_checkpoint(ckpt_path, "a CRATE checkpoint")
+    cfg = crate_config(ckpt["model_args"])
+    model = PrismLM(cfg)
+    load_state(model, convert_crate_state(ckpt["model"]), str(ckpt_path))
+    extra = {"imported_from": {"path": str(ckpt_path), "format": "CRATE (nanoGPT ckpt.pt)",
+                               "iter_num": _plain(ckpt.get("iter_num")),
+                               "best_val_loss": _plain(ckpt.get("best_val_loss"))}}
+    with atomic_directory(out_dir) as tmp:
+        write_model_files(tmp, model, extra)
+    return out_dir
