@@ -93,7 +93,10 @@ def test_equal_parameter_counts_of_shipped_baselines():
 
     assert count("prism-50m-tinystories") == count("gpt-50m-tinystories") == 50_930_176
     assert count("diff-50m-tinystories") == 50_933_248
-    assert count("tiny-prism-cpu") == count("tiny-gpt-cpu")
+    assert count("tiny-prism-cpu") == count("tiny-gpt-cpu") == 836_736
+    # the white-box family, matched in depth (counts in their headers)
+    assert count("tiny-prism-ista-cpu") == 871_040 and count("tiny-crate-cpu") == 845_824
+    assert count("prism-ista-50m-tinystories") == 51_991_040 and count("crate-50m-tinystories") == 51_003_392
 
 
 def test_vocab_size_zero_is_resolved_by_one_rule():

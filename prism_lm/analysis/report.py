@@ -121,6 +121,12 @@ def analyze_run(path: str | Path, data_dir: str | Path | None, out: str | Path, 
             _add_heads(report, figs, model, initial, shards, max_windows, fig_dir)
         with _step("interventions (each stream silenced)"):
             report["interventions"] = intervention_effects(model, shards, max_windows=max_windows)
+        if cfg.mlp == "ista":
+            from prism_lm.analysis.sparsity import ista_sparsity
+
+            with _step("ISTA code sparsity"):
+                report["sparsity"] = {"trained": ista_sparsity(model, shards, max_windows),
+                                      "initial": ista_sparsity(initial, shards, max_windows)}
         with _step("probe maps"):
             ids, text = _add_probe(report, figs, model, codec, probe, target, layer, head, fig_dir)
         if cfg.attention == "prism":

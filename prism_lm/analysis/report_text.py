@@ -108,6 +108,14 @@ def summary(report: dict) -> list[dict]:
                      "value": sink, "baseline": base, "baseline_is": "the untrained model",
                      "reading": "a sink grew in training" if base is not None and sink > 2 * base
                      else "no sink beyond the untrained model's"})
+    sparsity = report.get("sparsity")
+    if sparsity:
+        value = sparsity["trained"]["mean"]
+        base = (sparsity.get("initial") or {}).get("mean")
+        rows.append({"what": "ISTA codes: fraction of exact zeros (mean over layers)", "value": value,
+                     "baseline": base, "baseline_is": "the untrained model, same windows",
+                     "reading": "training made the codes sparser" if base is not None and value > base
+                     else "no sparser than at initialisation"})
     return rows
 
 
@@ -300,6 +308,15 @@ def _rate_tables(report: dict) -> list:
                        [[name, r["layer"], r["delta_R_in"], r["delta_R_out"], r["rises"], r.get("grad_cosine"),
                          r.get("grad_random_abs_mean"), r.get("grad_random_abs_p95"), r["windows"]]
                         for name in ("init", "trained") for r in st[name]]))
+    if report.get("sparsity"):
+        sp = report["sparsity"]
+        trained, initial = sp["trained"], sp.get("initial") or {"per_layer": [None] * len(sp["trained"]["layers"])}
+        tables.append((f"Sparsity of the ISTA codes: {trained['what']} ({trained['tokens']:,} tokens; untrained: "
+                       "same config and seed)",
+                       "Does the ISTA block produce the sparse codes it is built for, and more so after training?",
+                       ["layer", "zeros, trained", "zeros, untrained"],
+                       [[layer, a, b] for layer, a, b in zip(trained["layers"], trained["per_layer"],
+                                                             initial["per_layer"], strict=True)]))
     return tables
 
 

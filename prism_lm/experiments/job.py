@@ -91,6 +91,10 @@ class EvaluateSpec:
         cols = set(TRAINING_COLUMNS)
         for ctx in self.contexts or [cfg.model.block_size]:
             cols |= {f"val_loss_{ctx}", f"best_val_loss_{ctx}"}
+        if cfg.model.mlp == "ista":
+            prefixes = ("", "init_") if self.initial and self.head_windows else ("",)
+            cols |= {f"{p}ista_zero_fraction{layer}" for p in prefixes
+                     for layer in ("", *(f"_l{i}" for i in range(cfg.model.n_layer)))}
         if cfg.model.position_embedding == "none":  # only these run past block_size
             for k in self.long_contexts:
                 cols |= {f"long_{k}x_{m}" for m in ("excess", "sink_first", "sink_first4")}
@@ -218,11 +222,13 @@ def _evaluation_columns(cfg: TrainConfig, spec: EvaluateSpec, sweep_run: SweepRu
         cols[f"best_val_loss_{ctx}"] = (cols[f"val_loss_{ctx}"] if best is final
                                         else evaluate_split(best, val, ctx, batch_size=16, device=device)["loss"])
     heads = {}
+    cols.update(_sparsity_columns(final, val, spec.head_windows or 16, ""))
     if spec.head_windows:
         models = {"heads": ("", final)}
         if spec.initial:
             cfg.model.vocab_size = final.config.vocab_size
             models["heads_init"] = ("init_", initial_model(cfg).to(device).eval())
+            cols.update(_sparsity_columns(models["heads_init"][1], val, spec.head_windows, "init_"))
         for name, (prefix, model) in models.items():
             stats = head_statistics(model, val, max_windows=spec.head_windows)
             cols.update(_head_columns(stats, prefix))
@@ -243,6 +249,18 @@ def _evaluation_columns(cfg: TrainConfig, spec: EvaluateSpec, sweep_run: SweepRu
             cols.update({f"long_{k}x_{m}": out[m] for m in ("excess", "sink_first", "sink_first4")})
             cols.update({f"long_{k}x_bucket{j}": v for j, v in enumerate(out["bucket_loss"])})
     return cols, heads
+
+
+def _sparsity_columns(model, shards, windows: int, prefix: str) -> dict:
+    """``{prefix}ista_zero_fraction`` (mean over ISTA layers) and per layer ``..._l{i}``; none without ISTA."""
+    from prism_lm.analysis.sparsity import ista_sparsity
+
+    out = ista_sparsity(model, shards, windows)
+    if out is None:
+        return {}
+    cols = {f"{prefix}ista_zero_fraction": out["mean"]}
+    cols.update({f"{prefix}ista_zero_fraction_l{i}": v for i, v in zip(out["layers"], out["per_layer"], strict=True)})
+    return cols
 
 
 def _sink_columns(model, shards, windows: int) -> dict:

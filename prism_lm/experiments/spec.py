@@ -73,7 +73,8 @@ SLURM_KEYS = {"partition", "timeout_min", "cpus_per_task", "gpus_per_node", "mem
 # keys added to the config after sweeps were run: they enter a run's identity only when they differ
 # from their default, so the folders of earlier sweeps keep their names
 LATE_KEYS = {"model.mlp": "gelu", "model.position_embedding": "learned", "model.rope_scaling": "base",
-             "data.holdout": 0.0}
+             "data.holdout": 0.0, "model.final_norm": True, "model.ista_step_size": 0.1, "model.ista_lambda": 0.1,
+             "model.ista_mode": "replace"}
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 
 
