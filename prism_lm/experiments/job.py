@@ -27,6 +27,7 @@ from prism_lm.errors import DivergedError, PrismError
 from prism_lm.experiments.sweep_dir import SweepRun
 
 INTERRUPTED = 3
+PARENT_ENV = "PRISM_SWEEP_PID"  # set by a local sweep: the job dies with that process
 # per head and stream: averaged over a stream's heads into ``{stream}_{metric}`` columns
 HEAD_METRICS = ("median_lag", "mean_distance", "mass_beyond_far", "entropy", "antecedent_hit_rate",
                 "antecedent_lag_null", "mass_self", "mass_lags_1_8", "mass_beyond_8", "entropy_relative",
@@ -329,7 +330,24 @@ def _head_columns(stats: dict, prefix: str) -> dict:
     return cols
 
 
+def die_with_parent() -> None:
+    """Ask the kernel for a SIGTERM when the sweep that started this job dies (Linux
+    ``PR_SET_PDEATHSIG``; the SIGTERM makes training save and stop); if the sweep died before the
+    request took effect, stop now. Elsewhere a sweep killed by SIGKILL leaves its jobs running to
+    the end of their run."""
+    parent = os.environ.get(PARENT_ENV)
+    if not parent or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if os.getppid() != int(parent):
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def main(argv: list[str] | None = None) -> int:
+    die_with_parent()
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) not in (1, 2):
         print("usage: python -m prism_lm.experiments.job RUN_DIR [THREADS]", file=sys.stderr)

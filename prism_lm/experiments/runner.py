@@ -28,8 +28,6 @@ The sweep folder's layout is ``sweep_dir.SweepDir``'s. Design choices:
 
 from __future__ import annotations
 
-import ctypes
-import functools
 import math
 import os
 import shutil
@@ -42,7 +40,7 @@ from pathlib import Path
 
 from prism_lm.config import TrainConfig, from_dict, to_dict
 from prism_lm.errors import PrismError
-from prism_lm.experiments.job import INTERRUPTED, EvaluateSpec, needs_annotations
+from prism_lm.experiments.job import INTERRUPTED, PARENT_ENV, EvaluateSpec, needs_annotations
 from prism_lm.experiments.spec import (
     Experiment,
     PlannedRun,
@@ -362,16 +360,15 @@ class LocalPool:
     def start(self, task: Task) -> None:
         threads = _threads_for(task, self.threads)
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
-               "PYTHONUNBUFFERED": "1"}
+               "PYTHONUNBUFFERED": "1", PARENT_ENV: str(os.getpid())}
         log = open(self.log_of(task), "a", encoding="utf-8")  # noqa: SIM115 (closed in poll)
         log.write(f"--- started {time.strftime('%Y-%m-%d %H:%M:%S')} with {threads} thread(s)\n")
         log.flush()
-        # its own session: a Ctrl-C reaches the sweep, which asks each run to stop exactly once;
-        # and a SIGTERM from the kernel when the sweep dies, however it dies
+        # its own session: a Ctrl-C reaches the sweep, which asks each run to stop exactly once; the
+        # job asks the kernel for a SIGTERM when the sweep dies, however it dies (job.die_with_parent)
         task.handle = (subprocess.Popen([sys.executable, "-m", "prism_lm.experiments.job", str(task.path),
                                          str(threads)], stdout=log, stderr=subprocess.STDOUT, env=env,
-                                        start_new_session=True,
-                                        preexec_fn=functools.partial(_die_with_parent, os.getpid())), log)
+                                        start_new_session=True), log)
 
     def poll(self, running: list[Task]):
         for task in list(running):
@@ -394,19 +391,6 @@ class LocalPool:
 
     def log_of(self, task: Task) -> Path:
         return task.folder.log_path
-
-
-PR_SET_PDEATHSIG = 1
-_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None  # loaded before any fork
-
-
-def _die_with_parent(parent: int) -> None:
-    """In a job process, before exec: SIGTERM when the sweep (its parent) dies; if it died already, now."""
-    if _LIBC is None:  # elsewhere a sweep killed by SIGKILL leaves its jobs running (they finish their run)
-        return
-    _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() != parent:
-        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _last_error(log: Path, code: int) -> str:
