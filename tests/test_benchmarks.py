@@ -124,3 +124,13 @@ def test_paired_rounds_alternates_in_shuffled_order_and_times_each_side():
     assert out["ratio"]["median"] == 2.0 and out["ratio"]["ci95"] == [2.0, 2.0] and out["ratio"]["seen"]
     firsts = calls[::2]
     assert 0 < firsts.count("a") < 10  # neither side always goes first
+
+
+@pytest.mark.slow
+def test_cpu_step_profile_runs(capsys):
+    from benchmarks.profile_cpu_step import main
+
+    assert main(["--steps", "1", "--seq-len", "16", "--top", "3"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert len(rows) == 4 and rows[-1]["op"] == "(total)" and sum(r["share"] for r in rows[:-1]) <= 1.0
+    assert rows[0]["self_ms_per_step"] >= rows[1]["self_ms_per_step"] > 0

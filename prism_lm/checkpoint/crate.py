@@ -17,11 +17,9 @@ from typing import Any
 
 import torch
 
-from prism_lm.checkpoint.model import TIED_KEY, load_state, write_model_files
-from prism_lm.checkpoint.official import _plain, load_plain_checkpoint
+from prism_lm.checkpoint.model import TIED_KEY
+from prism_lm.checkpoint.official import load_plain_checkpoint, save_imported
 from prism_lm.errors import PrismError
-from prism_lm.files import atomic_directory
-from prism_lm.model import PrismLM
 from prism_lm.model.config import ModelConfig
 
 CRATE_ARGS = ("n_layer", "n_head", "n_embd", "block_size", "vocab_size")
@@ -72,12 +70,5 @@ def import_crate(ckpt_path: str | Path, out_dir: str | Path) -> Path:
     """Read a CRATE ``ckpt.pt`` (weights_only) and write it as one of our checkpoints."""
     ckpt_path, out_dir = Path(ckpt_path), Path(out_dir)
     ckpt = load_plain_checkpoint(ckpt_path, "a CRATE checkpoint")
-    cfg = crate_config(ckpt["model_args"])
-    model = PrismLM(cfg)
-    load_state(model, convert_crate_state(ckpt["model"]), str(ckpt_path))
-    extra = {"imported_from": {"path": str(ckpt_path), "format": "CRATE (nanoGPT ckpt.pt)",
-                               "iter_num": _plain(ckpt.get("iter_num")),
-                               "best_val_loss": _plain(ckpt.get("best_val_loss"))}}
-    with atomic_directory(out_dir) as tmp:
-        write_model_files(tmp, model, extra)
-    return out_dir
+    return save_imported(crate_config(ckpt["model_args"]), convert_crate_state(ckpt["model"]), ckpt, ckpt_path,
+                         out_dir, format="CRATE (nanoGPT ckpt.pt)")

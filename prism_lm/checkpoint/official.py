@@ -89,10 +89,16 @@ def import_official(ckpt_path: str | Path, out_dir: str | Path) -> Path:
     ckpt_path, out_dir = Path(ckpt_path), Path(out_dir)
     ckpt = load_plain_checkpoint(ckpt_path, "an official PRISM checkpoint")
     cfg = _official_config(ckpt["model_args"])
+    return save_imported(cfg, convert_official_state(ckpt["model"], cfg), ckpt, ckpt_path, out_dir)
+
+
+def save_imported(cfg: ModelConfig, state: dict[str, torch.Tensor], ckpt: dict[str, Any], ckpt_path: Path,
+                  out_dir: Path, **origin) -> Path:
+    """Build ``cfg``'s model, load ``state`` (keys and shapes checked) and write it to the new
+    directory ``out_dir``, recording where it came from (``imported_from``: path, iter_num, best_val_loss)."""
     model = PrismLM(cfg)
-    state = convert_official_state(ckpt["model"], cfg)
     load_state(model, state, str(ckpt_path))
-    extra = {"imported_from": {"path": str(ckpt_path), "iter_num": _plain(ckpt.get("iter_num")),
+    extra = {"imported_from": {"path": str(ckpt_path), **origin, "iter_num": _plain(ckpt.get("iter_num")),
                                "best_val_loss": _plain(ckpt.get("best_val_loss"))}}
     with atomic_directory(out_dir) as tmp:
         write_model_files(tmp, model, extra)

@@ -431,10 +431,10 @@ class DiffAttention(AttentionKind):
         return self.resid_dropout(self.out_proj(y)), probs
 
 
-class CrateAttention(AttentionKind):
-    """CRATE's masked MSSA (Yu et al.; ``model/crate_gpt.py`` of Ma-Lab-Berkeley/CRATE): one projection
-    (C -> C, no bias) used as Q, K and V per head, causal softmax at 1/sqrt(C/H), an untied output
-    projection with bias (always, as CRATE has it), no RoPE and no second stream."""
+class CrateAttention(GPTAttention):
+    """CRATE's masked MSSA (Yu et al.; ``model/crate_gpt.py`` of Ma-Lab-Berkeley/CRATE): GPT's layout
+    with one projection (C -> C, no bias) used as Q, K and V per head, causal softmax at 1/sqrt(C/H),
+    an untied output projection with bias (always, as CRATE has it), no RoPE and no second stream."""
 
     name = "crate"
 
@@ -443,15 +443,10 @@ class CrateAttention(AttentionKind):
         return [(cfg.n_embd, cfg.n_embd)] * 2  # U z, output projection
 
     def __init__(self, cfg: ModelConfig, layer_idx: int):
-        super().__init__()
-        self.stream_names = self.streams(cfg)
-        self.n_head, self.head_dim = cfg.n_head, cfg.n_embd // cfg.n_head
-        self.c_attn = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
+        super().__init__(cfg, layer_idx)
+        self.c_attn = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)  # U: Q = K = V
         self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=True)
         self.c_proj.is_residual_projection = True
-        self.dropout = cfg.dropout
-        self.resid_dropout = nn.Dropout(cfg.dropout)
-        self.add_hook_sites()
 
     def forward(self, x, positions: torch.Tensor | None = None, cache=None, eager: bool = False,
                 need_weights: bool = False):
