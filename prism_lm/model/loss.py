@@ -50,19 +50,23 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
         for start in range(0, hidden.size(0), chunk_size):
             h, t = hidden[start:start + chunk_size], targets[start:start + chunk_size]
             m = valid[start:start + chunk_size]
-            logits = (h @ weight.t()).float()  # (n, V)
-            lse = torch.logsumexp(logits, dim=-1)  # (n,)
-            picked = logits.gather(1, t.clamp_min(0)[:, None]).squeeze(1)
-            loss += torch.where(m, lse - picked, 0.0).sum()
+            # one fused log-softmax pass over the (n, V) logits, then its exp in place: the softmax
+            # (a separate logsumexp and subtraction cost two more passes and a second (n, V) buffer)
+            logp = torch.log_softmax((h @ weight.t()).float(), dim=-1)  # (n, V)
+            picked = logp.gather(1, t.clamp_min(0)[:, None]).squeeze(1)
+            loss -= torch.where(m, picked, 0.0).sum()
             if need_h or need_w:
-                g = (logits - lse[:, None]).exp_()  # softmax, reusing the logits' storage
+                g = logp.exp_()  # softmax, in the log-probabilities' storage
                 g.scatter_add_(1, t.clamp_min(0)[:, None], torch.full_like(picked, -1.0)[:, None])
                 g *= (m.float() / count)[:, None]
                 g = g.to(h.dtype)
                 if need_h:
-                    grad_h[start:start + chunk_size] = g @ weight.to(g.dtype)
+                    torch.mm(g, weight.to(g.dtype), out=grad_h[start:start + chunk_size])
                 if need_w:
-                    grad_w += (g.t() @ h).float()
+                    if h.dtype == torch.float32:  # accumulate in place: no (V, C) temporary
+                        grad_w.addmm_(g.t(), h)
+                    else:
+                        grad_w += (g.t() @ h).float()
         ctx.save_for_backward(grad_h, None if grad_w is None else grad_w.to(weight.dtype))
         return loss / count
 
