@@ -134,3 +134,13 @@ def test_cpu_step_profile_runs(capsys):
     rows = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
     assert len(rows) == 4 and rows[-1]["op"] == "(total)" and sum(r["share"] for r in rows[:-1]) <= 1.0
     assert rows[0]["self_ms_per_step"] >= rows[1]["self_ms_per_step"] > 0
+
+
+@pytest.mark.slow
+def test_cpu_step_variants_run(capsys):
+    from benchmarks.cpu_step_variants import main
+
+    assert main(["--rounds", "6", "--seq-len", "16"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert [(r["baseline"], r["candidate"]) for r in rows] == [("plain loss", "chunked loss"),
+                                                               ("for-loop AdamW", "fused AdamW")]
