@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import bisect
 import collections
-import contextlib
 import hashlib
 import multiprocessing
 import os
@@ -34,7 +33,7 @@ from prism_lm.data.shards import FORMAT, HEADER_BYTES, SPLITS, ShardSet, read_ma
 from prism_lm.data.sources import Document, Source, file_sha256
 from prism_lm.data.tokenizer import EOT_ID, GPT2_VOCAB, Codec, gpt2_encoding
 from prism_lm.errors import PrismError, warn
-from prism_lm.files import WriterLock, atomic_directory, clean_temporaries, write_json
+from prism_lm.files import WriterLock, atomic_directory, clean_temporaries, disk_errors, write_json
 
 CHUNK_DOCS = 256
 CHUNK_CHARS = 4 << 20  # a chunk of documents for a worker also closes at this many characters
@@ -232,16 +231,10 @@ def _prepare(sources, inputs, out_dir: Path, val_fraction, max_docs, workers, sh
     return manifest, True
 
 
-@contextlib.contextmanager
 def _writing(out_dir: Path, what: str):
     """A failed write while preparing: one line naming the data directory; the partial one is removed
     (``atomic_directory``), so nothing is left there."""
-    try:
-        yield
-    except OSError as exc:
-        reason = exc.strerror or str(exc) or type(exc).__name__
-        raise PrismError(f"could not write data directory {out_dir} ({reason}, writing {what}); nothing was "
-                         "written there") from None
+    return disk_errors("data directory", out_dir, f"writing {what}; nothing was written there")
 
 
 def _compact(directory: Path, splits: dict) -> list[int]:
