@@ -142,5 +142,30 @@ def test_cpu_step_variants_run(capsys):
 
     assert main(["--rounds", "6", "--seq-len", "16"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
-    assert [(r["baseline"], r["candidate"]) for r in rows] == [("plain loss", "chunked loss"),
-                                                               ("for-loop AdamW", "fused AdamW")]
+    assert [(r["baseline"], r["candidate"]) for r in rows] == [
+        ("torch dropout and SDPA", "prism-lm CPU dropout and attention"),
+        ("SDPA attention", "cpu_training_attention"), ("torch residual dropout", "16-bit residual dropout"),
+        ("plain loss", "chunked loss"), ("for-loop AdamW", "fused AdamW")]
+    assert main(["--rounds", "6", "--seq-len", "16", "--only", "SDPA attention"]) == 0
+    assert [json.loads(line)["baseline"] for line in capsys.readouterr().out.strip().splitlines()] == ["SDPA attention"]
+    assert main(["--only", "nothing"]) == 2
+
+
+def test_torch_paths_swap_the_cpu_paths_for_one_step_and_restore_them():
+    """The benchmark's baseline must really run torch's paths (else its ratio would be 1 by construction)."""
+    import torch
+
+    from benchmarks.cpu_step_variants import torch_paths
+    from prism_lm.model import attention, dropout
+
+    ours = dropout.dropout, attention.cpu_training_attention
+    x = torch.ones(1000)
+    with torch_paths(residual=True, attention=True):
+        assert dropout.dropout is not ours[0] and attention.cpu_training_attention is not ours[1]
+        torch.manual_seed(0)
+        theirs = dropout.dropout(x, 0.5)
+    assert (dropout.dropout, attention.cpu_training_attention) == ours
+    torch.manual_seed(0)
+    assert torch.equal(theirs, torch.nn.functional.dropout(x, 0.5))
+    torch.manual_seed(0)
+    assert not torch.equal(theirs, dropout.dropout(x, 0.5)), "prism-lm's own mask differs from torch's"

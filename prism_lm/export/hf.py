@@ -33,7 +33,8 @@ PACKAGE = Path(prism_lm.__file__).parent
 # prism-lm module -> its file name in the export; every module the model needs, and nothing else
 MODEL_MODULES = {
     "prism_lm.errors": "prism_errors", "prism_lm.model.config": "prism_model_config",
-    "prism_lm.model.rope": "prism_rope", "prism_lm.model.attention": "prism_attention",
+    "prism_lm.model.rope": "prism_rope", "prism_lm.model.dropout": "prism_dropout",
+    "prism_lm.model.attention": "prism_attention",
     "prism_lm.model.mlp": "prism_mlp", "prism_lm.model.loss": "prism_loss",
     "prism_lm.model.transformer": "prism_transformer",
 }

@@ -7,8 +7,10 @@ current λ, init, and for PRISM the dictionary's layout and RoPE bases. ``ATTENT
 end of this file is the registry that config, CLI, metrics, bench, analysis and import read;
 adding a kind is a class here plus its tests. Shared design choices:
 - ``attend`` is the only place that computes softmax attention. Its fast path is one call of
-  ``F.scaled_dot_product_attention`` over all heads of all streams (flash kernels on GPU); its
-  eager path writes the softmax out and can return the probabilities. Both are tested equal.
+  ``F.scaled_dot_product_attention`` over all heads of all streams (flash kernels on GPU), except
+  for training with dropout on the CPU, where ``cpu_training_attention`` is faster (its docstring
+  says why); its eager path writes the softmax out and can return the probabilities. All are
+  tested equal, dropout masks included.
 - Each kind names its streams (``stream_names``) and stacks their heads along the head axis,
   stream 0 first, so probabilities come back as (B, S*H, Tq, Tk) plus a stream label per head.
 
@@ -28,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from prism_lm.errors import PrismError
+from prism_lm.model.dropout import Dropout, dropout, keep_mask
 from prism_lm.model.rope import Rotary
 
 if TYPE_CHECKING:
@@ -52,6 +55,9 @@ def attend(q, k, v, *, dropout_p: float, eager: bool, need_weights: bool, mask: 
     """
     tq, tk = q.size(-2), k.size(-2)
     if not (eager or need_weights):
+        if dropout_p > 0 and mask is None and tq == tk and q.device.type == "cpu" \
+                and not torch.compiler.is_compiling():
+            return cpu_training_attention(q, k, v, dropout_p), None
         if mask is not None:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
         elif tq == tk:
@@ -70,9 +76,58 @@ def attend(q, k, v, *, dropout_p: float, eager: bool, need_weights: bool, mask: 
     probs = F.softmax(scores, dim=-1, dtype=torch.float32)
     if hooks is not None:
         probs = hooks.hook_pattern(probs)
-    dropped = F.dropout(probs, p=dropout_p) if dropout_p > 0 else probs
+    dropped = dropout(probs, dropout_p)
     y = dropped.to(v.dtype) @ v
     return y, (probs if need_weights else None)
+
+
+_ADDITIVE_MASKS: dict[tuple[int, torch.dtype], torch.Tensor] = {}
+
+
+def additive_causal_mask(t: int, dtype: torch.dtype) -> torch.Tensor:
+    """(T, T) CPU tensor, 0 where query i may see key j (j <= i) and -inf above the diagonal; cached."""
+    key = (t, dtype)
+    if key not in _ADDITIVE_MASKS:
+        _ADDITIVE_MASKS[key] = torch.full((t, t), float("-inf"), dtype=dtype).triu_(diagonal=1)
+    return _ADDITIVE_MASKS[key]
+
+
+class _SharedKeyScores(torch.autograd.Function):
+    """scale·q qᵀ + mask for keys that are the queries (PRISM's Q = K). Its backward is one product,
+    scale·(g + gᵀ) q, where autograd through q @ q.transpose would take two (g q and gᵀ q) and a sum."""
+
+    @staticmethod
+    def forward(ctx, q, mask, scale: float):  # q (N, T, D), mask (T, T) -> (N, T, T)
+        ctx.save_for_backward(q)
+        ctx.scale = scale
+        return torch.baddbmm(mask, q, q.transpose(1, 2), alpha=scale)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (q,) = ctx.saved_tensors
+        symmetric = grad + grad.transpose(1, 2)
+        return torch.baddbmm(q, symmetric, q, beta=0.0, alpha=ctx.scale), None, None
+
+
+def cpu_training_attention(q, k, v, dropout_p: float) -> torch.Tensor:
+    """Causal attention with dropout on the CPU, where SDPA has no fused kernel with dropout and its math
+    path scales Q and K apart, builds the mask anew, guards the softmax and draws the mask with
+    ``bernoulli_``. Here the scale and the cached additive mask ride in the score product
+    (``baddbmm``), the dropout mask comes from ``dropout.keep_mask``, and ``k is q`` (PRISM's Q = K)
+    takes the one-product backward of ``_SharedKeyScores``. Work in fp32 for half-precision inputs,
+    as SDPA's math path does. q, k (B, H, T, Dk), v (B, H, T, Dv) -> (B, H, T, Dv) in q's dtype.
+    """
+    B, H, T, Dk = q.shape
+    work = torch.float32 if q.dtype in (torch.float16, torch.bfloat16) else q.dtype
+    q3 = q.reshape(B * H, T, Dk).to(work)
+    mask, scale = additive_causal_mask(T, work), 1.0 / math.sqrt(Dk)
+    if k is q:
+        scores = _SharedKeyScores.apply(q3, mask, scale)  # (B*H, T, T)
+    else:
+        scores = torch.baddbmm(mask, q3, k.reshape(B * H, T, Dk).to(work).transpose(1, 2), alpha=scale)
+    probs = torch.softmax(scores, dim=-1)
+    y = torch.bmm(probs * keep_mask(probs.shape, dropout_p, work), v.reshape(B * H, T, -1).to(work))
+    return y.view(B, H, T, -1).to(q.dtype)
 
 
 def decoding_backends():
@@ -246,7 +301,7 @@ class PrismAttention(AttentionKind):
         else:  # set from the step by the training loop; a buffer so checkpoints keep it
             self.register_buffer("lambda_", torch.tensor(float(cfg.lambda_start)))
         self.dropout = cfg.dropout
-        self.resid_dropout = nn.Dropout(cfg.dropout)
+        self.resid_dropout = Dropout(cfg.dropout)
         self.add_hook_sites()
 
     def dictionary(self) -> torch.Tensor:
@@ -274,7 +329,11 @@ class PrismAttention(AttentionKind):
         S, H, D = self.n_streams, self.n_head, self.head_dim
         u = self.u_proj(x).view(B, T, S * H, D).transpose(1, 2)  # (B, S*H, T, D): Q = K = V = U z
         qk = self.rotary(u, positions)  # RoPE on Q/K only; V stays unrotated
-        q, k, v = self.at_site(self.hook_q, qk), self.at_site(self.hook_k, qk), self.at_site(self.hook_v, u)
+        if isinstance(self.hook_q, nn.Identity) and isinstance(self.hook_k, nn.Identity):
+            q = k = qk  # one tensor: attention may use Q = K (cpu_training_attention)
+        else:
+            q, k = self.at_site(self.hook_q, qk), self.at_site(self.hook_k, qk)
+        v = self.at_site(self.hook_v, u)
         k, v, mask = cache.update(k, v, positions) if cache is not None else (k, v, None)
         y, probs = attend(q, k, v, dropout_p=self.dropout if self.training else 0.0,
                           eager=eager, need_weights=need_weights, mask=mask, hooks=self)  # (B, S*H, T, D)
@@ -302,7 +361,7 @@ class GPTAttention(AttentionKind):
         self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
         self.c_proj.is_residual_projection = True
         self.dropout = cfg.dropout
-        self.resid_dropout = nn.Dropout(cfg.dropout)
+        self.resid_dropout = Dropout(cfg.dropout)
         self.add_hook_sites()
 
     def forward(self, x, positions: torch.Tensor | None = None, cache=None, eager: bool = False,
@@ -393,7 +452,7 @@ class DiffAttention(AttentionKind):
         self.register_buffer("subln_scale", torch.tensor(1.0 - self.lambda_init), persistent=False)
         self.subln = nn.RMSNorm(2 * self.head_dim, eps=1e-5)
         self.rotary = Rotary(self.head_dim, [cfg.rope_base], cfg.block_size)
-        self.resid_dropout = nn.Dropout(cfg.dropout)
+        self.resid_dropout = Dropout(cfg.dropout)
         self.add_hook_sites()
 
     def reset_buffers(self) -> None:

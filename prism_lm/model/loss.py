@@ -46,7 +46,7 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
         count = valid.sum().clamp_min(1).float()
         loss = torch.zeros((), device=hidden.device, dtype=torch.float32)
         grad_h = torch.empty_like(hidden) if need_h else None
-        grad_w = torch.zeros_like(weight, dtype=torch.float32) if need_w else None
+        grad_w = torch.empty_like(weight, dtype=torch.float32) if need_w else None
         for start in range(0, hidden.size(0), chunk_size):
             h, t = hidden[start:start + chunk_size], targets[start:start + chunk_size]
             m = valid[start:start + chunk_size]
@@ -62,7 +62,12 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
                 g = g.to(h.dtype)
                 if need_h:
                     torch.mm(g, weight.to(g.dtype), out=grad_h[start:start + chunk_size])
-                if need_w:
+                if need_w and start == 0:  # written, not accumulated: no zero-fill of the (V, C) buffer
+                    if h.dtype == torch.float32:
+                        torch.mm(g.t(), h, out=grad_w)
+                    else:
+                        grad_w.copy_(g.t() @ h)
+                elif need_w:
                     if h.dtype == torch.float32:  # accumulate in place: no (V, C) temporary
                         grad_w.addmm_(g.t(), h)
                     else:
@@ -73,6 +78,8 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_loss: torch.Tensor):
         grad_h, grad_w = ctx.saved_tensors
+        # always a new tensor, even for a gradient of 1: autograd may keep the returned one as .grad and
+        # add to it in place, which a kept graph's next backward would then read (tests/model/test_loss.py)
         scale = [None if g is None else g * grad_loss.to(g.dtype) for g in (grad_h, grad_w)]
         return scale[0], scale[1], None, None, None
 

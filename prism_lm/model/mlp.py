@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from prism_lm.errors import PrismError
+from prism_lm.model.dropout import Dropout
 
 if TYPE_CHECKING:
     from prism_lm.model.config import ModelConfig
@@ -56,7 +57,7 @@ class GeluMLP(MLPKind):
         self.c_fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=cfg.bias)
         self.c_proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
         self.c_proj.is_residual_projection = True
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
 
     def forward(self, x):  # (B, T, C) -> (B, T, C)
         return self.dropout(self.c_proj(F.gelu(self.c_fc(x))))

@@ -88,7 +88,7 @@ class Rotary(nn.Module):
             cos, sin = cos[:, :, :T], sin[:, :, :T]  # (S, 1, T, D/2)
         else:
             cos, sin = cos[:, :, positions], sin[:, :, positions]
-        xf = x.float().view(B, S, SH // S, T, D)
-        x1, x2 = xf[..., : D // 2], xf[..., D // 2:]
+        # unbind, not two slices: the backward of a slice zero-fills a full-size gradient, twice
+        x1, x2 = x.float().view(B, S, SH // S, T, 2, D // 2).unbind(-2)
         out = torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
         return out.view(B, SH, T, D).to(x.dtype)

@@ -37,6 +37,7 @@ from torch import nn
 from prism_lm.errors import PrismError
 from prism_lm.model.attention import ATTENTION_KINDS
 from prism_lm.model.config import ModelConfig
+from prism_lm.model.dropout import Dropout
 from prism_lm.model.loss import chunked_linear_cross_entropy, lm_cross_entropy
 from prism_lm.model.mlp import MLP_KINDS
 from prism_lm.model.rope import Rotary
@@ -75,7 +76,7 @@ class PrismLM(nn.Module):
         self.config = cfg
         self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
         self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd) if cfg.position_embedding == "learned" else None
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = Dropout(cfg.dropout)
         self.blocks = nn.ModuleList([Block(cfg, i) for i in range(cfg.n_layer)])
         self.ln_f = nn.LayerNorm(cfg.n_embd, bias=cfg.bias) if cfg.final_norm else nn.Identity()
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)

@@ -22,6 +22,22 @@ def test_chunked_loss_and_gradients_equal_the_plain_head(chunk):
     torch.testing.assert_close(cw, gw)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_gradients_accumulate_over_repeated_backwards_of_a_kept_graph(dtype):
+    """.grad must be 1x, 2x, 3x over backwards of a kept graph (the weight used twice too): returning
+    the saved gradients themselves for a unit loss gradient fails this (autograd adds into them)."""
+    torch.manual_seed(0)
+    h = torch.randn(30, 8, dtype=dtype, requires_grad=True)
+    w = torch.randn(20, 8, dtype=dtype, requires_grad=True)
+    t = torch.randint(0, 20, (30,))
+    gh, gw = torch.autograd.grad(F.cross_entropy(h @ w.t(), t) + w.sum(), (h, w))
+    loss = chunked_linear_cross_entropy(h, w, t, 7) + w.sum()
+    for times in (1, 2, 3):
+        loss.backward(retain_graph=True)
+        torch.testing.assert_close(h.grad, times * gh, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(w.grad, times * gw, rtol=1e-5, atol=1e-6)
+
+
 def test_chunked_loss_without_gradients_and_bad_chunk():
     h, w, t = torch.randn(9, 4), torch.randn(5, 4, requires_grad=True), torch.randint(0, 5, (9,))
     with torch.no_grad():
