@@ -9,7 +9,8 @@ the per-round ratios and its distribution-free 95% interval. ``--loss-paths``: t
 prism-lm's two loss paths (the chunked head against the plain one) at this shape. Decoding: batch 1,
 16-token prompt, ``--new-tokens`` greedy tokens; prism-lm with its KV cache, the official
 ``generate`` (top-k 1) without one. Prints JSON lines: every round, then the ratios.
-Measured time on this machine: about 4 minutes with the defaults, 7 with ``--loss-paths``.
+Measured time: about 4 minutes with the defaults (7 with ``--loss-paths``) on the first development
+machine, 12 on the slower one of RESULTS.md's issue-25 section.
 """
 
 from __future__ import annotations

@@ -8,7 +8,8 @@ that file's chunked loss against today's.
     python benchmarks/cpu_step_variants.py [--rounds 21] [--old-loss FILE] [--only BASELINE ...]
 
 Paper widths, T 256, batch 4, fp32, dropout 0.1; one model, each variant its own step. Prints one
-JSON line per comparison. Measured time: about 2 minutes per comparison on this machine.
+JSON line per comparison. Measured time: about 2 minutes per comparison at 21 rounds on the first
+development machine, 4.5 minutes at 15 rounds on the slower one of RESULTS.md's issue-25 section.
 """
 
 from __future__ import annotations

@@ -2,10 +2,10 @@
 
 Design choices:
 - torch's CPU ``bernoulli_`` draws one uniform per element in a serial kernel: 32 ms for the 4M
-  attention probabilities of one paper-width layer at T 256, batch 4, on the 2-core CPU of
-  benchmarks/RESULTS.md, a tenth of the whole training step over 8 layers. Here one call of
-  ``random_`` fills 64 random bits per four elements and a vectorised comparison of each 16-bit
-  field with a threshold gives the mask (8 ms, ``benchmarks/cpu_step_variants.py``).
+  attention probabilities of one paper-width layer at T 256, batch 4, on a 2-core CPU, where a
+  multiply of the same tensor takes 1 ms. Here one call of ``random_`` fills 64 random bits per four
+  elements and a vectorised comparison of each 16-bit field with a threshold gives the mask (8 ms;
+  benchmarks/RESULTS.md, issue 25, has the whole-step effect).
 - The drop probability is then p' = round(p·2^16) / 2^16 (0.1 -> 0.1000061), and kept values are
   scaled by 1 / (1 - p'), so that E[dropout(x)] = x exactly. torch's own mask has its rate off by the
   float32 uniform's resolution too (2^-24) and scales by 1 / (1 - p).
