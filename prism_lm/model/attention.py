@@ -88,7 +88,8 @@ def additive_causal_mask(t: int, dtype: torch.dtype) -> torch.Tensor:
     """(T, T) CPU tensor, 0 where query i may see key j (j <= i) and -inf above the diagonal; cached."""
     key = (t, dtype)
     if key not in _ADDITIVE_MASKS:
-        _ADDITIVE_MASKS[key] = torch.full((t, t), float("-inf"), dtype=dtype).triu_(diagonal=1)
+        allowed = causal_mask(t, t, torch.device("cpu"))
+        _ADDITIVE_MASKS[key] = torch.zeros(t, t, dtype=dtype).masked_fill_(~allowed, float("-inf"))
     return _ADDITIVE_MASKS[key]
 
 

@@ -17,6 +17,8 @@ Design choices:
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -35,9 +37,7 @@ def keep_mask(shape: torch.Size | tuple[int, ...], p: float, dtype: torch.dtype 
               generator: torch.Generator | None = None) -> torch.Tensor:
     """A CPU tensor of ``shape``: 0 where an element is dropped (probability p'), 1/(1-p') elsewhere."""
     threshold = drop_threshold(p)
-    n = 1
-    for size in shape:
-        n *= size
+    n = math.prod(shape)
     words = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(1 << 63), None, generator=generator)
     fields = words.view(torch.int16)[:n].view(shape)  # uniform on [-2^15, 2^15)
     keep = torch.ge(fields, threshold - (1 << 15), out=torch.empty(shape, dtype=dtype))

@@ -62,14 +62,12 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
                 g = g.to(h.dtype)
                 if need_h:
                     torch.mm(g, weight.to(g.dtype), out=grad_h[start:start + chunk_size])
-                if need_w and start == 0:  # written, not accumulated: no zero-fill of the (V, C) buffer
-                    if h.dtype == torch.float32:
-                        torch.mm(g.t(), h, out=grad_w)
-                    else:
+                if need_w:
+                    first = start == 0  # written, not accumulated: the (V, C) buffer is never zero-filled
+                    if h.dtype == torch.float32:  # in place (beta 0 ignores the empty buffer): no temporary
+                        grad_w.addmm_(g.t(), h, beta=0.0 if first else 1.0)
+                    elif first:
                         grad_w.copy_(g.t() @ h)
-                elif need_w:
-                    if h.dtype == torch.float32:  # accumulate in place: no (V, C) temporary
-                        grad_w.addmm_(g.t(), h)
                     else:
                         grad_w += (g.t() @ h).float()
         ctx.save_for_backward(grad_h, None if grad_w is None else grad_w.to(weight.dtype))
