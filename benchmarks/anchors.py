@@ -44,9 +44,9 @@ def build_reference(name: str, cfg: ModelConfig, folder: Path) -> torch.nn.Modul
     fields = dict(n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd, block_size=cfg.block_size,
                   vocab_size=cfg.vocab_size, dropout=cfg.dropout, bias=cfg.bias)
     if name == "official-prism":
-        fields.update(prism_expansion_ratio=cfg.expansion_ratio,
-                      prism_freq_multiplier=cfg.multiplier,
-                      prism_lambda_start=cfg.lambda_start, prism_lambda_end=cfg.lambda_end)
+        fields.update(prism_expansion_ratio=cfg.prism.expansion_ratio,
+                      prism_freq_multiplier=cfg.prism.multiplier,
+                      prism_lambda_start=cfg.prism.lambda_start, prism_lambda_end=cfg.prism.lambda_end)
     with contextlib.redirect_stdout(sys.stderr):
         if name == "crate":  # CRATE's LM: its LayerNorms have biases whatever ``bias`` says
             return module.CRATE(module.CRATEConfig(**fields))

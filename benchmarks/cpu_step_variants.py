@@ -1,6 +1,6 @@
 """prism-lm's training-step variants on this CPU, in paired rounds (``paired_timing``): torch's
 dropout (``F.dropout``, and SDPA's math path for attention with dropout) against prism-lm's CPU
-paths (``model/dropout.py`` masks, ``attention.cpu_training_attention``), each part alone, the plain
+paths (``model/dropout.py`` masks, ``attention/common.py: cpu_training_attention``), each part alone, the plain
 head against the chunked one, the for-loop AdamW against the fused one, and, with ``--old-loss FILE``
 (a ``prism_lm/model/loss.py`` of an earlier commit, e.g. ``git show 85937ca:prism_lm/model/loss.py``),
 that file's chunked loss against today's.
@@ -31,8 +31,8 @@ from benchmarks.paired_timing import paired_rounds  # noqa: E402
 from prism_lm.bench import time_training  # noqa: E402
 from prism_lm.config import RunConfig, TrainConfig, load_train_config  # noqa: E402
 from prism_lm.model import PrismLM  # noqa: E402
-from prism_lm.model import attention as attention_module  # noqa: E402
 from prism_lm.model import dropout as dropout_module  # noqa: E402
+from prism_lm.model.attention import common as attention_module  # noqa: E402
 from prism_lm.train.loop import build_optimizer  # noqa: E402
 
 

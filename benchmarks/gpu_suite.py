@@ -39,6 +39,7 @@ from benchmarks.anchors import anchors_dir, build_reference, reference_optimizer
 from prism_lm.bench import bench_decode, bench_train, device_name, time_training, timed, train_record  # noqa: E402
 from prism_lm.config import load_train_config  # noqa: E402
 from prism_lm.model import PrismLM, generate  # noqa: E402
+from prism_lm.model.attention import PrismAttention  # noqa: E402
 from prism_lm.train.metrics import peak_flops  # noqa: E402
 
 TINY = ["model.n_layer=2", "model.n_head=2", "model.n_embd=64", "model.block_size=64", "model.vocab_size=512"]
@@ -188,7 +189,7 @@ def sdpa_probe(cfg, batch: int, prompt_len: int, dev):
 
     Decode shape: one query against a key length that grows by one per call, as a dynamic cache does.
     """
-    H, D = 2 * cfg.n_head, cfg.head_dim
+    H, D = 2 * cfg.n_head, PrismAttention.head_width(cfg)
     dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
     train_q = torch.randn(batch, H, cfg.block_size, D, device=dev, dtype=dtype)
     one_q = torch.randn(1, H, 1, D, device=dev, dtype=dtype)

@@ -21,11 +21,12 @@ import torch
 
 from prism_lm.config import ModelConfig, RunConfig, TrainConfig, resolve_vocab_size
 from prism_lm.data.shards import manifest_vocab_size
+from prism_lm.devices import resolve_device
 from prism_lm.errors import PrismError
 from prism_lm.model import PrismLM, generate
 from prism_lm.train.loop import autocast_for, build_optimizer
 from prism_lm.train.metrics import flops_per_token, peak_flops
-from prism_lm.train.parallel import World, resolve_device, wrap_model
+from prism_lm.train.parallel import World, wrap_model
 
 
 def _sync(device: torch.device) -> None:

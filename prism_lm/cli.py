@@ -109,11 +109,9 @@ def _eval(args) -> None:
     import json
 
     from prism_lm.evaluate import evaluate_checkpoint
-    from prism_lm.run_dir import recorded_data_dir
 
-    data = args.data or recorded_data_dir(args.checkpoint)  # the folder scored, named in the output
-    results = evaluate_checkpoint(args.checkpoint, data, args.context, args.split, args.batch_size, args.device,
-                                  args.set)
+    data, results = evaluate_checkpoint(args.checkpoint, args.data, args.context, args.split, args.batch_size,
+                                        args.device, args.set)  # data: the folder scored, named in the output
     if args.json:
         print(json.dumps({"checkpoint": str(args.checkpoint), "data": str(data), "eval_overrides": args.set,
                           "results": results}))

@@ -7,11 +7,13 @@ Design choices:
   ``PrismError`` naming it. Ints are accepted where floats are expected (TOML ``1`` for ``1.0``),
   nothing else is coerced.
 - ``--set section.key=value`` parses ``value`` as a TOML value, falling back to a bare string,
-  so ``--set model.freq_multiplier=pi`` and ``--set optim.lr=3e-4`` both work.
+  so ``--set model.prism.freq_multiplier=pi`` and ``--set optim.lr=3e-4`` both work; a nested
+  section is one more dot (``[model.prism]`` in TOML).
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import re
@@ -22,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from prism_lm.errors import PrismError
-from prism_lm.model.config import ModelConfig
+from prism_lm.model.config import ModelConfig, upgrade_legacy_keys, upgrade_legacy_path
+from prism_lm.model.kinds import validate_model
 
 __all__ = ["DataConfig", "ModelConfig", "OptimConfig", "RunConfig", "TrainConfig", "load_train_config",
            "resolve_vocab_size"]
@@ -153,18 +156,15 @@ class TrainConfig:
     wandb: WandbConfig = field(default_factory=WandbConfig)
 
     def validate(self) -> None:
-        from prism_lm.train.schedules import check_lambda_schedule  # the schedules own their names
-
-        self.model.validate(allow_auto_vocab=True)
+        validate_model(self.model, allow_auto_vocab=True)
         for section in (self.data, self.optim, self.run, self.wandb):
             section.validate()
-        check_lambda_schedule(self.model.lambda_schedule)
 
     def changed_keys(self, other: TrainConfig) -> dict[str, tuple[Any, Any]]:
-        """``section.key`` -> (value here, value in ``other``) for every key that differs."""
-        mine, theirs = to_dict(self), to_dict(other)
-        return {f"{section}.{key}": (mine[section].get(key), value) for section, values in theirs.items()
-                for key, value in values.items() if mine[section].get(key) != value}
+        """``section.key`` (``model.prism.key`` in a nested section) -> (value here, value in ``other``)
+        for every key that differs."""
+        mine, theirs = flatten(to_dict(self)), flatten(to_dict(other))
+        return {key: (mine.get(key), value) for key, value in theirs.items() if mine.get(key) != value}
 
 
 def resolve_vocab_size(configured: int, data_vocab: int | None) -> int:
@@ -200,6 +200,8 @@ def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
     """Build dataclass ``cls`` from ``data``; unknown keys and wrong types raise PrismError."""
     if not isinstance(data, dict):
         raise PrismError(f"{where or cls.__name__} must be a table, got {type(data).__name__}")
+    if cls is ModelConfig:  # flat keys of earlier releases move into their sections, with a notice
+        data = upgrade_legacy_keys(data, where or "model")
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
     kwargs: dict[str, Any] = {}
@@ -222,6 +224,17 @@ def to_dict(obj: Any) -> dict[str, Any]:
     return dataclasses.asdict(obj)
 
 
+def flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested tables as dotted keys: {"model": {"prism": {"m": 1}}} -> {"model.prism.m": 1}."""
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def _parse_value(text: str) -> Any:
     try:
         return tomllib.loads(f"v = {text}")["v"]
@@ -230,13 +243,15 @@ def _parse_value(text: str) -> Any:
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``section.key=value`` strings to a nested dict (a copy is returned)."""
-    out = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    """Apply ``section.key=value`` strings to a nested dict (a copy is returned); a nested section is one
+    more dot (``model.prism.lambda_start``), and the flat model keys of earlier releases are moved into
+    theirs (``upgrade_legacy_path``)."""
+    out = copy.deepcopy(data)
     for item in overrides:
         path, sep, raw = item.partition("=")
         if not sep or not path.strip():
             raise PrismError(f"--set expects section.key=value, got {item!r}")
-        *sections, key = path.strip().split(".")
+        *sections, key = upgrade_legacy_path(path.strip().split("."))
         node = out
         for section in sections:
             node = node.setdefault(section, {})
@@ -273,6 +288,8 @@ def load_train_config(path: str | Path | None, overrides: list[str] | None = Non
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise PrismError(f"config file {path} is not valid TOML: {exc}") from None
+        if isinstance(data.get("model"), dict):  # an old file's flat keys, before the overrides land on them
+            data["model"] = upgrade_legacy_keys(data["model"])
     data = apply_overrides(data, overrides or [])
     cfg = from_dict(TrainConfig, data)
     cfg.validate()
@@ -280,13 +297,20 @@ def load_train_config(path: str | Path | None, overrides: list[str] | None = Non
 
 
 def dump_toml(cfg: TrainConfig) -> str:
-    """Write the resolved config as TOML (flat sections of scalars, so no library is needed)."""
-    lines = []
-    for section, values in to_dict(cfg).items():
-        lines.append(f"[{section}]")
-        for key, value in values.items():
-            lines.append(f"{key} = {_toml_scalar(value)}")
+    """Write the resolved config as TOML (sections of scalars, a nested section such as
+    ``[model.prism]`` after its parent's scalars, so no library is needed)."""
+    lines: list[str] = []
+
+    def table(name: str, values: dict[str, Any]) -> None:
+        lines.append(f"[{name}]")
+        lines.extend(f"{key} = {_toml_scalar(value)}" for key, value in values.items() if not isinstance(value, dict))
         lines.append("")
+        for key, value in values.items():
+            if isinstance(value, dict):
+                table(f"{name}.{key}", value)
+
+    for section, values in to_dict(cfg).items():
+        table(section, values)
     return "\n".join(lines)
 
 

@@ -51,25 +51,19 @@ def evaluate_split(model: PrismLM, shards: ShardSet, context: int, batch_size: i
 
 def evaluate_checkpoint(checkpoint: str | Path, data_dir: str | Path | None, contexts: list[int] | None = None,
                         split: str = "val", batch_size: int = 8, device: str = "auto",
-                        overrides: list[str] = ()) -> list[dict]:
-    """``evaluate_split`` of a checkpoint (or a run's best) at each context length (None: its block size),
-    on ``data_dir`` (None: the data folder its run recorded), with ``load_model``'s evaluation-time
-    ``overrides``."""
-    from prism_lm.checkpoint import load_model
-    from prism_lm.train.parallel import resolve_device
+                        overrides: list[str] = ()) -> tuple[str, list[dict]]:
+    """The data folder scored and ``evaluate_split`` of a checkpoint (or a run's best) at each context
+    length (None: its block size), on ``data_dir`` (None: the data folder its run recorded), with
+    ``load_model``'s evaluation-time ``overrides``."""
+    from prism_lm.checkpoint.model import open_on_data
 
     if batch_size < 1:
         raise PrismError(f"--batch-size must be >= 1, got {batch_size}")
     bad = [c for c in contexts or [] if c < 1]
     if bad:
         raise PrismError(f"--context must be >= 1, got {bad[0]}")
-    from prism_lm.checkpoint.model import check_same_tokenizer
-    from prism_lm.run_dir import recorded_data_dir
-
-    dev = resolve_device(device)
-    data_dir = data_dir or recorded_data_dir(checkpoint)
-    check_same_tokenizer(checkpoint, data_dir)
-    model = load_model(checkpoint, device=dev, overrides=overrides)
+    model, _, data_dir = open_on_data(checkpoint, data_dir, device, overrides)
+    dev = next(model.parameters()).device
     shards = ShardSet(data_dir, split)
-    return [evaluate_split(model, shards, c, batch_size=batch_size, device=dev, progress=sys.stderr.isatty())
-            for c in contexts or [model.config.block_size]]
+    return data_dir, [evaluate_split(model, shards, c, batch_size=batch_size, device=dev,
+                                     progress=sys.stderr.isatty()) for c in contexts or [model.config.block_size]]

@@ -52,6 +52,10 @@ class RunDir:
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
 
+    def read_metrics(self) -> list[dict]:
+        """The run's metrics records (``read_metrics`` of its metrics.jsonl)."""
+        return read_metrics(self.metrics_path)
+
     @classmethod
     def of_checkpoint(cls, checkpoint: Path) -> RunDir | None:
         """The run a checkpoint directory belongs to (``RUN/checkpoints/NAME``), if it is in one."""
@@ -199,3 +203,18 @@ def recorded_data_dir(path: str | Path) -> str:
     if recorded is None or not recorded.data.dir:
         raise PrismError(f"{path} records no data folder (not inside a run): pass --data")
     return recorded.data.dir
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    """The records of a metrics.jsonl; a partial last line (a kill mid-write) is dropped with a warning."""
+    path = Path(path)
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    records = []
+    for number, line in enumerate(lines, 1):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number < len(lines):
+                raise PrismError(f"{path}: line {number} is not valid JSON") from None
+            warn(f"{path}: dropped its partial last line (the run was interrupted while writing it)")
+    return records

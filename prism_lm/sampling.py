@@ -14,9 +14,9 @@ from pathlib import Path
 import torch
 
 from prism_lm.checkpoint import load_model
+from prism_lm.devices import resolve_device
 from prism_lm.errors import PrismError
 from prism_lm.model import generate
-from prism_lm.train.parallel import resolve_device
 
 MAX_NEW_TOKENS = 100_000  # more is a typo, not a sample: it would run for hours
 

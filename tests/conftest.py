@@ -1,3 +1,7 @@
+"""Session-wide set-up: no network, a fixed seed per test, and the expensive things built once per
+session (the tiny prepared corpus, a tiny trained run, the bad-input world). They are read-only
+for the tests that take them: a test that changes one works on a copy."""
+
 import os
 
 import pytest
@@ -7,8 +11,7 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-from prism_lm.config import ModelConfig
-from prism_lm.model import ATTENTION_KINDS
+from tests.helpers import bad_input_world, prepare_tiny, trained_tiny_run  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -16,21 +19,19 @@ def _seed():
     torch.manual_seed(0)
 
 
-WHITE_BOX = {  # "attention+mlp": the white-box family's models, run through the per-kind tests too
-    "prism+ista": dict(attention="prism", mlp="ista", ista_mode="residual"),  # a fully white-box PRISM
-    "crate+ista": dict(attention="crate", mlp="ista", bias=True, final_norm=False),  # CRATE's LM
-}
+@pytest.fixture(scope="session")
+def data(tmp_path_factory):
+    """The tiny corpus: 150 embedded stories, compact vocabulary, 10% validation."""
+    return prepare_tiny(tmp_path_factory.mktemp("corpus") / "d")
 
 
-def tiny_config(attention: str = "prism", **overrides) -> ModelConfig:
-    """A model small enough for per-test use on CPU (a few ms a forward); ``attention`` is a kind or
-    one of ``WHITE_BOX``'s names."""
-    base = dict(attention=attention, n_layer=2, n_head=2, n_embd=32, block_size=32, vocab_size=97, dropout=0.0)
-    base.update(WHITE_BOX.get(attention, {}))
-    if attention == "diff":
-        base["n_head"] = 2  # 2 differential heads of width 8 per map
-    base.update(overrides)
-    return ModelConfig(**base)
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """A folder with d/ (60 embedded stories) and run/ (a tiny PRISM trained 8 steps, block 64)."""
+    return trained_tiny_run(tmp_path_factory.mktemp("trained"), steps=8)
 
 
-ALL_KINDS = (*ATTENTION_KINDS, *WHITE_BOX)  # every registered kind runs through every per-kind test
+@pytest.fixture(scope="session")
+def world(tmp_path_factory):
+    """What the bad-input tables run their commands against (``helpers.bad_input_world``)."""
+    return bad_input_world(tmp_path_factory.mktemp("bad"))

@@ -5,19 +5,13 @@ import pytest
 import torch
 
 from prism_lm.cli import main
+from prism_lm.run_dir import read_metrics
 from prism_lm.train.loop import train
-from prism_lm.train.metrics import read_metrics
-from tests.train.helpers import bad_input_world, prepare_tiny, tiny_config, tiny_overrides
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    return bad_input_world(tmp_path_factory.mktemp("bad"))
+from tests.helpers import prepare_tiny, tiny_train_config, train_argv
 
 
 def _train_args(world, out, **extra):
-    sets = tiny_overrides(world / "d", out, **extra)
-    return ["train", "tiny-prism-cpu", *[a for s in sets for a in ("--set", s)]]
+    return train_argv("tiny-prism-cpu", world / "d", out, **extra)
 
 
 CASES = {
@@ -26,7 +20,7 @@ CASES = {
     "unknown device": (lambda w: _train_args(w, w / "r3", **{"run.device": '"banana"'}), "run.device must be"),
     "negative weight decay": (lambda w: _train_args(w, w / "r4", **{"optim.weight_decay": -5}),
                               "optim.weight_decay must be a finite number >= 0"),
-    "nan lambda": (lambda w: _train_args(w, w / "r5", **{"model.lambda_start": "nan"}), "must be finite"),
+    "nan lambda": (lambda w: _train_args(w, w / "r5", **{"model.prism.lambda_start": "nan"}), "must be finite"),
     "out_dir is a file": (lambda w: _train_args(w, w / "a-file"), "exists and is a file"),
     "eval context 0": (lambda w: ["eval", str(w / "run"), "--data", str(w / "d"), "--context", "0"],
                        "--context must be >= 1"),
@@ -69,7 +63,7 @@ def test_bad_input_is_one_line_and_nonzero(world, capsys, name):
 
 def test_short_val_split_and_empty_val_split_are_stated(tmp_path, capsys):
     data = prepare_tiny(tmp_path / "d", stories=30)
-    train(tiny_config(data, tmp_path / "run", **{"model.block_size": 512, "run.max_iters": 1}))
+    train(tiny_train_config(data, tmp_path / "run", **{"model.block_size": 512, "run.max_iters": 1}))
     assert "no validation loss will be computed" in capsys.readouterr().err
     assert main(["data", "prepare", "--source", "embedded:1", "--val-fraction", "0.01", "--out",
                  str(tmp_path / "one")]) == 0
@@ -89,9 +83,9 @@ def test_a_failed_start_does_not_stay_recorded(tmp_path):
 
     data = prepare_tiny(tmp_path / "d", stories=30)
     with pytest.raises(PrismError, match="training loss became nan .*no verified checkpoint"):
-        train(tiny_config(data, tmp_path / "run", **{"optim.lr": 1e30, "run.eval_interval": 100}))
+        train(tiny_train_config(data, tmp_path / "run", **{"optim.lr": 1e30, "run.eval_interval": 100}))
     assert RunDir(tmp_path / "run").read_config().optim.lr == 1e30
-    train(tiny_config(data, tmp_path / "run", **{"run.max_iters": 2}), resume="auto")  # nothing to resume from
+    train(tiny_train_config(data, tmp_path / "run", **{"run.max_iters": 2}), resume="auto")  # nothing to resume from
     run = RunDir(tmp_path / "run")
     assert run.read_config().optim.lr == 3e-3
     assert [r["iter"] for r in read_metrics(run.metrics_path) if r["type"] == "iter"] == [1, 2]
@@ -102,7 +96,7 @@ def test_resume_refuses_an_exactness_breaking_change_unless_allowed(tmp_path, ca
 
     data = prepare_tiny(tmp_path / "d", stories=30)
     run = tmp_path / "run"
-    train(tiny_config(data, run, **{"run.max_iters": 4}))
+    train(tiny_train_config(data, run, **{"run.max_iters": 4}))
     args = _train_args(tmp_path, run, **{"run.max_iters": 8, "optim.lambda_anneal_iters": 0, "optim.lr": 1e-3})
     args = [a.replace(str(tmp_path / "d"), str(data)) for a in args]
     assert main([*args, "--resume", "auto"]) == 2

@@ -12,14 +12,15 @@ from prism_lm.checkpoint import save_model
 from prism_lm.cli import main
 from prism_lm.data.tokenizer import Codec
 from prism_lm.model import PrismLM
-from tests.conftest import tiny_config as model_config
-from tests.experiments.helpers import write_experiment
-from tests.train.helpers import bad_input_world, tiny_overrides
+from tests.helpers import tiny_model_config as model_config
+from tests.helpers import train_argv, write_experiment
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    base = bad_input_world(tmp_path_factory.mktemp("reliability"))
+def world(world, tmp_path_factory):
+    """A copy of the session's bad-input world with the damaged folders these cases need."""
+    base = tmp_path_factory.mktemp("reliability") / "w"
+    shutil.copytree(world, base)
     data = base / "d"
     # a data folder whose manifest lost its tokenizer entry, one whose annotations are a pickle,
     # and one whose annotations path leaves the folder
@@ -45,7 +46,7 @@ def world(tmp_path_factory):
 
 
 def _train(w, out, **extra):
-    return ["train", "tiny-prism-cpu", *[a for s in tiny_overrides(w / "d", out, **extra) for a in ("--set", s)]]
+    return train_argv("tiny-prism-cpu", w / "d", out, **extra)
 
 
 def _bench(*args):
@@ -113,6 +114,7 @@ def test_bad_input_is_one_line_and_nonzero(world, capsys, name):
     assert (world / "a-file").read_text() == "not a directory"
 
 
+@pytest.mark.slow  # a sweep of four runs, run three times (about 14 s); CI runs it
 def test_a_damaged_result_is_evaluated_again_and_a_report_never_overwrites_a_folder(world, tmp_path, capsys):
     from prism_lm.experiments.runner import run_sweep
 

@@ -156,7 +156,8 @@ def test_torch_paths_swap_the_cpu_paths_for_one_step_and_restore_them():
     import torch
 
     from benchmarks.cpu_step_variants import torch_paths
-    from prism_lm.model import attention, dropout
+    from prism_lm.model import dropout
+    from prism_lm.model.attention import common as attention
 
     ours = dropout.dropout, attention.cpu_training_attention
     x = torch.ones(1000)

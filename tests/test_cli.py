@@ -9,12 +9,12 @@ import torch
 from prism_lm.checkpoint import save_model
 from prism_lm.cli import main
 from prism_lm.model import PrismLM
-from tests.conftest import tiny_config
+from tests.helpers import tiny_model_config
 from tests.reference import make_official_checkpoint
 
 
 def test_sample_prints_text(tmp_path, capsys):
-    save_model(PrismLM(tiny_config(vocab_size=50304)), tmp_path / "ck")
+    save_model(PrismLM(tiny_model_config(vocab_size=50304)), tmp_path / "ck")
     assert main(["sample", str(tmp_path / "ck"), "--prompt", "Once upon a time", "--max-new-tokens", "5",
                  "--temperature", "0"]) == 0
     out = capsys.readouterr().out
@@ -22,7 +22,7 @@ def test_sample_prints_text(tmp_path, capsys):
 
 
 def test_sample_small_vocab_prints_ids(tmp_path, capsys):
-    save_model(PrismLM(tiny_config()), tmp_path / "ck")
+    save_model(PrismLM(tiny_model_config()), tmp_path / "ck")
     assert main(["sample", str(tmp_path / "ck"), "--prompt", "1 2 3", "--max-new-tokens", "4"]) == 0
     ids = capsys.readouterr().out.split()
     assert ids[:3] == ["1", "2", "3"] and len(ids) == 7
@@ -54,7 +54,7 @@ def _compact_checkpoint(path):
 
     token_map = sorted(set(encode("Once upon a time there was a frog. The frog was happy.")) | {EOT_ID})
     codec = Codec(token_map)
-    save_model(PrismLM(tiny_config(vocab_size=len(token_map))), path, codec=codec)
+    save_model(PrismLM(tiny_model_config(vocab_size=len(token_map))), path, codec=codec)
     return codec
 
 
@@ -103,11 +103,11 @@ def test_eval_cli_scores_every_token_of_a_split(tmp_path, capsys):
 
     from prism_lm.data.shards import ShardSet
     from prism_lm.evaluate import evaluate_split
-    from tests.train.helpers import prepare_tiny
+    from tests.helpers import prepare_tiny
 
     data = prepare_tiny(tmp_path / "d", stories=40)
     vocab = ShardSet(data, "val").vocab_size
-    model = PrismLM(tiny_config(vocab_size=vocab))
+    model = PrismLM(tiny_model_config(vocab_size=vocab))
     save_model(model, tmp_path / "ck")
     assert main(["eval", str(tmp_path / "ck"), "--data", str(data), "--context", "8", "32", "--json"]) == 0
     results = json.loads(capsys.readouterr().out)["results"]

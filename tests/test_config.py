@@ -15,17 +15,17 @@ def test_defaults_are_the_paper_recipe():
 
 def test_toml_and_overrides(tmp_path):
     path = tmp_path / "c.toml"
-    path.write_text('[model]\nn_layer = 2\nfreq_multiplier = "phi"\n[optim]\nlr = 1\n')
-    cfg = load_train_config(path, ["model.n_head=4", "optim.min_lr=0.5", "model.freq_multiplier=3/2",
-                                   "run.out_dir=runs/x", "model.noise_stream=false"])
+    path.write_text('[model]\nn_layer = 2\n[model.prism]\nfreq_multiplier = "phi"\n[optim]\nlr = 1\n')
+    cfg = load_train_config(path, ["model.n_head=4", "optim.min_lr=0.5", "model.prism.freq_multiplier=3/2",
+                                   "run.out_dir=runs/x", "model.prism.noise_stream=false"])
     assert cfg.model.n_layer == 2 and cfg.model.n_head == 4
     assert cfg.optim.lr == 1.0 and isinstance(cfg.optim.lr, float)
-    assert cfg.model.freq_multiplier == "3/2" and cfg.model.noise_stream is False
+    assert cfg.model.prism.freq_multiplier == "3/2" and cfg.model.prism.noise_stream is False
     assert cfg.run.out_dir == "runs/x"
 
 
 def test_round_trip_through_toml(tmp_path):
-    cfg = load_train_config(None, ["model.freq_multiplier=2.5", 'run.out_dir="a \\"b\\""'])
+    cfg = load_train_config(None, ["model.prism.freq_multiplier=2.5", 'run.out_dir="a \\"b\\""'])
     path = tmp_path / "c.toml"
     path.write_text(dump_toml(cfg))
     assert load_train_config(path) == cfg
@@ -38,7 +38,7 @@ def test_round_trip_through_toml(tmp_path):
     ("model.n_head=4.0", "must be int"),
     ("model.dropout=true", "must be float"),
     ("model.attention=mamba", "model.attention must be one of"),
-    ("model.freq_multiplier=tau", "freq_multiplier 'tau'"),
+    ("model.prism.freq_multiplier=tau", "freq_multiplier 'tau'"),
     ("model.n_head=3", "divisible"),
     ("optim.min_lr=1.0", "min_lr"),
     ("n_head", "section.key=value"),
@@ -110,3 +110,26 @@ def test_vocab_size_zero_is_resolved_by_one_rule():
         resolve_vocab_size(0, None)
     with pytest.raises(PrismError, match="rope_base"):
         load_train_config(None, ["model.rope_base=0"])
+
+
+def test_flat_keys_of_earlier_releases_load_into_their_sections_with_one_notice_each(tmp_path, capsys):
+    from prism_lm.model import config as model_config
+
+    model_config._NOTIFIED.clear()
+    old = tmp_path / "old.toml"
+    old.write_text('[model]\nmlp = "ista"\nfreq_multiplier = "phi"\nista_mode = "residual"\nista_lambda = 0.2\n')
+    new = tmp_path / "new.toml"
+    new.write_text('[model]\nmlp = "ista"\n[model.prism]\nfreq_multiplier = "phi"\n'
+                   '[model.ista]\nmode = "residual"\nl1_weight = 0.2\n')
+    cfg = load_train_config(old, ["model.lambda_start=0.5"])
+    assert cfg == load_train_config(new, ["model.prism.lambda_start=0.5"])
+    assert (cfg.model.prism.freq_multiplier, cfg.model.ista.mode, cfg.model.ista.l1_weight) == ("phi", "residual", 0.2)
+    notices = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    moved = [("freq_multiplier", "prism.freq_multiplier"), ("ista_mode", "ista.mode"),
+             ("ista_lambda", "ista.l1_weight"), ("lambda_start", "prism.lambda_start")]
+    assert sorted(notices) == sorted(f"warning: model.{flat} is now model.{nested} (the old name works for one more "
+                                     "release)" for flat, nested in moved)
+    load_train_config(old)  # once per key and process
+    assert "warning" not in capsys.readouterr().err
+    # the section's key wins over the flat one of an old file
+    assert load_train_config(old, ["model.prism.freq_multiplier=2.0"]).model.prism.freq_multiplier == 2.0

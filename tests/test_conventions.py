@@ -11,20 +11,11 @@ import pytest
 
 from prism_lm.cli import build_parser, main
 from prism_lm.train.loop import train
-from tests.train.helpers import cli_env, prepare_tiny, run_cli, tiny_config, tiny_overrides
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return prepare_tiny(tmp_path_factory.mktemp("conv") / "d", stories=60)
-
-
-def _sets(data, out, **extra):
-    return [a for s in tiny_overrides(data, out, **extra) for a in ("--set", s)]
+from tests.helpers import cli_env, run_cli, set_args, tiny_train_config
 
 
 def test_redirected_training_prints_plain_log_lines_with_every_eval(data, tmp_path):
-    proc = run_cli(["train", "tiny-prism-cpu", *_sets(data, tmp_path / "run", **{"run.log_interval": 3})])
+    proc = run_cli(["train", "tiny-prism-cpu", *set_args(data, tmp_path / "run", **{"run.log_interval": 3})])
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     iters = [line for line in lines if line.startswith("iter ")]
@@ -47,13 +38,13 @@ def test_tensorboard_asked_for_and_missing_is_a_warning(data, tmp_path, monkeypa
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_tensorboard)
-    train(tiny_config(data, tmp_path / "run", **{"run.tensorboard": "true", "run.max_iters": 2}))
+    train(tiny_train_config(data, tmp_path / "run", **{"run.tensorboard": "true", "run.max_iters": 2}))
     assert "run.tensorboard is true but TensorBoard is not installed" in capsys.readouterr().err
 
 
 def test_tensorboard_writes_events_when_installed(data, tmp_path):
     pytest.importorskip("tensorboard")
-    train(tiny_config(data, tmp_path / "run", **{"run.tensorboard": "true", "run.max_iters": 2}))
+    train(tiny_train_config(data, tmp_path / "run", **{"run.tensorboard": "true", "run.max_iters": 2}))
     assert list((tmp_path / "run" / "tb").glob("events.out.tfevents.*"))
 
 
@@ -62,9 +53,9 @@ def test_wandb_offline_and_resuming_the_same_wandb_run(data, tmp_path, monkeypat
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     run = tmp_path / "run"
-    train(tiny_config(data, run, **{"run.wandb": "true", "run.max_iters": 4, "optim.lambda_anneal_iters": 12}))
+    train(tiny_train_config(data, run, **{"run.wandb": "true", "run.max_iters": 4, "optim.lambda_anneal_iters": 12}))
     run_id = (run / "wandb-id").read_text()
-    train(tiny_config(data, run, **{"run.wandb": "true", "run.max_iters": 8, "optim.lambda_anneal_iters": 12}),
+    train(tiny_train_config(data, run, **{"run.wandb": "true", "run.max_iters": 8, "optim.lambda_anneal_iters": 12}),
           resume="auto")
     offline = sorted((run / "wandb").glob("offline-run-*"))
     # wandb names a folder offline-run-<time>-<id>, adding -1 when both sessions start in the same second
@@ -98,7 +89,7 @@ def test_version_module_entry_point_and_helpful_options(capsys):
 
 
 def test_eval_defaults_to_the_block_size_and_device_auto(data, tmp_path, capsys):
-    train(tiny_config(data, tmp_path / "run", **{"run.max_iters": 2}))
+    train(tiny_train_config(data, tmp_path / "run", **{"run.max_iters": 2}))
     capsys.readouterr()  # the training's own log lines
     assert main(["eval", str(tmp_path / "run"), "--data", str(data), "--json"]) == 0
     results = json.loads(capsys.readouterr().out)["results"]

@@ -4,12 +4,12 @@ from prism_lm.checkpoint import save_model
 from prism_lm.config import load_train_config
 from prism_lm.model import PrismLM
 from prism_lm.run_dir import RunDir
-from tests.conftest import tiny_config
+from tests.helpers import tiny_model_config
 
 
 def _step(run: RunDir, step: int, complete: bool = True):
     path = run.step_dir(step)
-    save_model(PrismLM(tiny_config()), path)
+    save_model(PrismLM(tiny_model_config()), path)
     if complete:
         (path / "train_state.json").write_text("{}")
     return path
@@ -80,7 +80,7 @@ def test_what_a_rename_publishes_is_fsynced_first_and_its_folder_after(tmp_path,
 
     monkeypatch.setattr(os, "fsync", fsync)
     target = tmp_path / "ckpt"
-    save_model(PrismLM(tiny_config()), target)
+    save_model(PrismLM(tiny_model_config()), target)
     files = {str(p) for p in target.iterdir()}
     tmp_names = [s for s in synced if ".ckpt.tmp-" in s]
     assert {s.replace(s.split("/")[-2], "ckpt") for s in tmp_names if s.count("/") > str(tmp_path).count("/") + 1} \

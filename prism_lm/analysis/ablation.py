@@ -156,17 +156,11 @@ def ablate(checkpoint, data=None, lambdas: list[float] | None = None, stream: st
            heads: list[str] = (), per_layer: bool = False, max_windows: int = 32, device: str = "auto") -> dict:
     """Load a checkpoint, measure each planned intervention on its data (default: the data folder its
     run recorded) and return the rows of ``prism ablate``."""
-    from prism_lm.checkpoint import load_model
-    from prism_lm.checkpoint.model import check_same_tokenizer
-    from prism_lm.run_dir import recorded_data_dir, resolve_checkpoint_dir
-    from prism_lm.train.parallel import resolve_device
+    from prism_lm.checkpoint.model import open_on_data
 
     if max_windows < 1:
         raise PrismError(f"--max-windows must be >= 1, got {max_windows}")
-    directory = resolve_checkpoint_dir(checkpoint)
-    data = data or recorded_data_dir(directory)
-    check_same_tokenizer(directory, data)
-    model = load_model(directory, device=resolve_device(device))
+    model, directory, data = open_on_data(checkpoint, data, device)
     shards = ShardSet(data, "val")
     if len(shards) <= model.config.block_size:
         shards = ShardSet(data, "train")

@@ -110,7 +110,7 @@ def explorer_data(sources: str | Path | list, text: str | None = None, device: s
                   overrides: list[str] = ()) -> dict:
     """Everything the page shows, as plain JSON-able data: the text's tokens and each model's rows
     (``overrides``: ``load_model``'s evaluation-time changes, applied to every model)."""
-    from prism_lm.train.parallel import resolve_device
+    from prism_lm.devices import resolve_device
 
     sources = [sources] if isinstance(sources, (str, Path)) else list(sources)
     if not sources:

@@ -32,7 +32,7 @@ from prism_lm.analysis.spectral import (
     resonance_table,
 )
 from prism_lm.checkpoint import load_model, read_model_config, resolve_checkpoint_dir
-from prism_lm.checkpoint.model import check_same_tokenizer
+from prism_lm.checkpoint.model import open_on_data
 from prism_lm.config import ModelConfig, TrainConfig, to_dict
 from prism_lm.data.shards import ShardSet, unigram_entropy
 from prism_lm.data.tokenizer import Codec
@@ -41,7 +41,6 @@ from prism_lm.files import atomic_directory
 from prism_lm.model import PrismLM
 from prism_lm.run_dir import RunDir
 from prism_lm.train.loop import initial_model
-from prism_lm.train.metrics import read_metrics
 
 PAPER_PROBE = ("The frog found a shiny key. ... The frog looked for a door.", "door")
 EMBEDDED_PROBE = (DEFAULT_TEXT, "key")
@@ -93,16 +92,11 @@ def analyze_run(path: str | Path, data_dir: str | Path | None, out: str | Path, 
         raise PrismError("--probe is empty; give a text, or leave it out for the default probe")
     if target is not None and probe is None:
         raise PrismError("--target names a word of --probe: give --probe too (the default probe has its own target)")
-    from prism_lm.run_dir import recorded_data_dir
-    from prism_lm.train.parallel import resolve_device
-
     run, ckpt = _run_and_checkpoint(Path(path))
-    data_dir = data_dir or recorded_data_dir(ckpt)
-    model = load_model(ckpt, device=resolve_device(device), overrides=overrides)
+    model, ckpt, data_dir = open_on_data(ckpt, data_dir, device, overrides)
     codec = model.codec
     if codec is None:
         raise PrismError(f"{ckpt} records no tokenizer and its vocabulary is not GPT-2's: no text to probe it with")
-    check_same_tokenizer(ckpt, data_dir, codec)
     shards = _analysis_split(data_dir, model)
     cfg = model.config
     layer = _check_options(cfg, layer, head, max_windows)
@@ -178,7 +172,7 @@ def _check_options(cfg: ModelConfig, layer: int | None, head: int, max_windows: 
 
 def _add_training(report: dict, figs: dict, run: RunDir | None, fig_dir: Path, references) -> None:
     """Loss curves, gradient norm and λ, and the run's last evaluation, from its metrics.jsonl."""
-    records = read_metrics(run.metrics_path) if run else []
+    records = run.read_metrics() if run else []
     if not records:
         return
     figs["loss"] = figures.loss_curves(records, fig_dir, references)
@@ -226,7 +220,7 @@ def _add_dictionary(report: dict, figs: dict, model: PrismLM, initial: PrismLM, 
     """PRISM's RoPE resonance numerics and the coherence of its two streams' dictionaries."""
     cfg = model.config
     table = resonance_table(cfg, windows=(cfg.block_size, 4 * cfg.block_size))
-    report["resonance"] = {**table, "model_multiplier": cfg.multiplier}
+    report["resonance"] = {**table, "model_multiplier": cfg.prism.multiplier}
     figs["resonance"] = figures.resonance(table, fig_dir)
     report["coherence"] = {
         "init": model_coherence(initial), "trained": model_coherence(model),

@@ -35,7 +35,6 @@ Z + attention(Z), and the fraction of windows where it rises.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import numpy as np
@@ -43,7 +42,7 @@ import torch
 
 from prism_lm.model import PrismLM
 from prism_lm.model.attention import PrismAttention
-from prism_lm.model.config import NAMED_MULTIPLIERS, ModelConfig, resolve_multiplier
+from prism_lm.model.config import NAMED_MULTIPLIERS, ModelConfig, resolve_multiplier, with_prism
 from prism_lm.model.rope import stream_frequencies
 
 # the named irrationals, their rational neighbours, and multipliers whose square is rational
@@ -55,10 +54,9 @@ NAMED_M = {**NAMED_MULTIPLIERS,
 def stream_frequencies_of(cfg: ModelConfig, m: float, scaling: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(signal, noise) fp64 angular frequencies (D/2,) a PRISM of ``cfg``'s shape would use with
     multiplier m and ``scaling`` (default: the config's), from the model's own formulas."""
-    c = dataclasses.replace(cfg, freq_multiplier=float(m), noise_stream=True,
-                            rope_scaling=scaling or cfg.rope_scaling)
-    w_s, w_n = stream_frequencies(c.head_dim, PrismAttention.rope_bases(c), PrismAttention.rope_scales(c),
-                                  torch.float64)
+    c = with_prism(cfg, freq_multiplier=float(m), noise_stream=True, rope_scaling=scaling or cfg.prism.rope_scaling)
+    w_s, w_n = stream_frequencies(PrismAttention.head_width(c), PrismAttention.rope_bases(c),
+                                  PrismAttention.rope_scales(c), torch.float64)
     return w_s.numpy(), w_n.numpy()
 
 
@@ -152,8 +150,9 @@ def resonance_table(cfg: ModelConfig, windows: tuple[int, ...] = (128, 512, 2048
     apart = {scaling: {name: distinguishing_window(cfg, math.pi, m, scaling) for name, m in NAMED_M.items()
                        if name != "pi"} for scaling in SCALINGS}
     ms = np.linspace(1.0, 4.0, sweep)
-    sweep_rows = {str(w): [row(float(m), cfg.rope_scaling, w) for m in ms] for w in windows}
-    return {"head_dim": cfg.head_dim, "rope_base": cfg.rope_base, "rope_scaling": cfg.rope_scaling,
+    sweep_rows = {str(w): [row(float(m), cfg.prism.rope_scaling, w) for m in ms] for w in windows}
+    return {"head_dim": PrismAttention.head_width(cfg), "rope_base": cfg.rope_base,
+            "rope_scaling": cfg.prism.rope_scaling,
             "max_order": max_order, "windows": list(windows), "named": named,
             "named_values": {k: float(v) for k, v in NAMED_M.items()}, "window_to_tell_from_pi": apart,
             "sweep_m": ms.tolist(), "sweep": {w: [r["matched"] for r in rs] for w, rs in sweep_rows.items()},
@@ -194,7 +193,7 @@ def coherence_floor(cfg: ModelConfig, seeds: int = 4) -> float:
     values = []
     for seed in range(seeds):
         torch.manual_seed(seed)
-        attn = PrismAttention(dataclasses.replace(cfg, noise_stream=True), 0)
+        attn = PrismAttention(with_prism(cfg, noise_stream=True), 0)
         attn.reset_parameters()
         values.append(coherence(attn))
     return float(np.mean(values))

@@ -2,7 +2,7 @@
 with) -> prism-lm checkpoints of the same model.
 
 CRATE's LM (``model/crate_gpt.py`` of Ma-Lab-Berkeley/CRATE) is prism-lm's model with
-``attention = "crate"``, ``mlp = "ista"`` (``ista_mode = "replace"``), ``bias = true`` (its
+``attention = "crate"``, ``mlp = "ista"`` (``[model.ista] mode = "replace"``), ``bias = true`` (its
 LayerNorms have biases) and ``final_norm = false``; the weights only change names. Read with
 ``torch.load(weights_only=True)`` only (``official.load_plain_checkpoint``); a ``torch.compile``
 prefix ``_orig_mod.`` is accepted. Its ISTA step size and λ are constants in its code (0.1, 0.1),
@@ -20,7 +20,8 @@ import torch
 from prism_lm.checkpoint.model import TIED_KEY
 from prism_lm.checkpoint.official import load_plain_checkpoint, save_imported
 from prism_lm.errors import PrismError
-from prism_lm.model.config import ModelConfig
+from prism_lm.model.config import IstaConfig, ModelConfig
+from prism_lm.model.kinds import validate_model
 
 CRATE_ARGS = ("n_layer", "n_head", "n_embd", "block_size", "vocab_size")
 _RENAMES = (  # CRATE's key (after transformer.h.N.) -> ours (after blocks.N.)
@@ -36,11 +37,11 @@ def crate_config(args: dict[str, Any], **overrides) -> ModelConfig:
     if missing:
         raise PrismError(f"CRATE checkpoint: model_args lacks {missing[0]!r}")
     cfg = ModelConfig(
-        attention="crate", mlp="ista", ista_mode="replace", final_norm=False, bias=True,
+        attention="crate", mlp="ista", ista=IstaConfig(mode="replace"), final_norm=False, bias=True,
         n_layer=int(args["n_layer"]), n_head=int(args["n_head"]), n_embd=int(args["n_embd"]),
         block_size=int(args["block_size"]), vocab_size=int(args["vocab_size"]),
         dropout=float(args.get("dropout", 0.0)), **overrides)
-    cfg.validate()
+    validate_model(cfg)
     return cfg
 
 

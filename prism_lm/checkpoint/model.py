@@ -18,11 +18,13 @@ from typing import Any
 
 import torch
 
-from prism_lm.config import ModelConfig, from_dict, to_dict
+from prism_lm.config import ModelConfig, apply_overrides, flatten, from_dict, to_dict
 from prism_lm.data.tokenizer import GPT2_VOCAB, Codec
 from prism_lm.errors import PrismError
 from prism_lm.files import atomic_directory, file_digest, read_tagged_json, write_json
 from prism_lm.model import PrismLM
+from prism_lm.model.config import upgrade_legacy_keys
+from prism_lm.model.kinds import validate_model
 from prism_lm.run_dir import MODEL_CONFIG as CONFIG
 from prism_lm.run_dir import MODEL_WEIGHTS as WEIGHTS
 from prism_lm.run_dir import STATE_JSON, STATE_TENSORS, resolve_checkpoint_dir
@@ -78,8 +80,8 @@ def read_model_config(directory: Path) -> tuple[ModelConfig, dict[str, Any]]:
                             missing=f"not a checkpoint: {directory / CONFIG} is missing")
     if "model" not in meta:
         raise PrismError(f"{directory / CONFIG} has no model section")
-    cfg = from_dict(ModelConfig, meta["model"], "model")
-    cfg.validate()
+    cfg = from_dict(ModelConfig, upgrade_legacy_keys(meta["model"], notify=False), "model")
+    validate_model(cfg)
     return cfg, meta
 
 
@@ -146,11 +148,12 @@ def load_state(model: PrismLM, state: dict[str, torch.Tensor], source: str) -> N
             tensor.copy_(placed_like(state[key], tensor))
 
 
-# what ``--set`` may change at evaluation: keys that keep every trained weight valid
+# what ``--set`` may change at evaluation: keys that keep every trained weight valid (the flat names
+# of earlier releases, model.freq_multiplier and so on, still work with a notice)
 EVAL_KEYS = {
-    "model.freq_multiplier": "the RoPE multiplier m (the rotation tables are recomputed; the weights stay)",
-    "model.rope_scaling": "base or frequency scaling of the two streams' RoPE",
-    "model.lambda_start": "λ held at this value in every layer that has one (learned λ too)",
+    "model.prism.freq_multiplier": "the RoPE multiplier m (the rotation tables are recomputed; the weights stay)",
+    "model.prism.rope_scaling": "base or frequency scaling of the two streams' RoPE",
+    "model.prism.lambda_start": "λ held at this value in every layer that has one (learned λ too)",
     "model.block_size": "a longer context, for models without a learned position embedding",
 }
 
@@ -167,10 +170,11 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", overrides: 
             raise PrismError(f"checkpoint {directory} fails verification: {problem}")
     cfg, meta = read_model_config(directory)
     changes = eval_overrides(cfg, overrides)
-    lam, positions = changes.pop("lambda_start", None), changes.pop("block_size", None)
-    if changes:
-        cfg = from_dict(ModelConfig, {**to_dict(cfg), **changes}, "model")
-        cfg.validate()
+    lam, positions = changes.pop("model.prism.lambda_start", None), changes.pop("model.block_size", None)
+    if changes:  # the RoPE keys: a new config, the same weights
+        cfg = from_dict(ModelConfig, apply_overrides({"model": to_dict(cfg)}, [f"{k}={v!r}" for k, v in
+                                                                               changes.items()])["model"], "model")
+        validate_model(cfg)
     state = read_weights(directory / WEIGHTS)
     broken = next((k for k, t in state.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())), None)
     if broken is not None:
@@ -187,24 +191,38 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", overrides: 
     return model.to(device).eval()
 
 
-def eval_overrides(cfg: ModelConfig, overrides: list[str]) -> dict[str, Any]:
-    """``model.KEY=VALUE`` strings -> {KEY: value}, each an ``EVAL_KEYS`` key with a valid value."""
-    from prism_lm.config import apply_overrides
+def open_on_data(path: str | Path, data_dir: str | Path | None = None, device: str = "cpu",
+                 overrides: list[str] = ()) -> tuple[PrismLM, Path, str]:
+    """A checkpoint's model (or a run's best) on ``device`` with ``load_model``'s evaluation-time
+    ``overrides``, its directory, and the data folder to score it on: ``data_dir``, or (None) the
+    folder its run recorded. A data folder of another tokenizer is refused in one line. The one way
+    eval, ablate and analyze open what they measure."""
+    from prism_lm.devices import resolve_device
+    from prism_lm.run_dir import recorded_data_dir
 
+    directory = resolve_checkpoint_dir(path)
+    data = str(data_dir or recorded_data_dir(directory))
+    check_same_tokenizer(directory, data)
+    return load_model(directory, device=resolve_device(device), overrides=overrides), directory, data
+
+
+def eval_overrides(cfg: ModelConfig, overrides: list[str]) -> dict[str, Any]:
+    """``model.KEY=VALUE`` strings -> {"model.KEY": value}, each an ``EVAL_KEYS`` key with a valid value."""
     out = {}
     for item in overrides:
         key = item.partition("=")[0].strip()
-        if key not in EVAL_KEYS:
+        flat = flatten(apply_overrides({}, [item])) if key.startswith("model.") else {}  # old names moved
+        if len(flat) != 1 or next(iter(flat)) not in EVAL_KEYS:
             raise PrismError(f"--set {key}: at evaluation only {', '.join(EVAL_KEYS)} can be set "
                              "(the others would change the trained weights)")
-        value = apply_overrides({}, [item])["model"][key.split(".", 1)[1]]
-        out[key.split(".", 1)[1]] = value
-    if "lambda_start" in out and (isinstance(out["lambda_start"], bool) or
-                                  not isinstance(out["lambda_start"], (int, float))):
-        raise PrismError(f"--set model.lambda_start must be a number, got {out['lambda_start']!r}")
-    if "block_size" in out and (not isinstance(out["block_size"], int) or out["block_size"] < 1):
-        raise PrismError(f"--set model.block_size must be an integer >= 1, got {out['block_size']!r}")
-    if "block_size" in out and out["block_size"] < cfg.block_size:
+        out.update(flat)
+    lam = out.get("model.prism.lambda_start")
+    if lam is not None and (isinstance(lam, bool) or not isinstance(lam, (int, float))):
+        raise PrismError(f"--set model.prism.lambda_start must be a number, got {lam!r}")
+    positions = out.get("model.block_size")
+    if positions is not None and (not isinstance(positions, int) or positions < 1):
+        raise PrismError(f"--set model.block_size must be an integer >= 1, got {positions!r}")
+    if positions is not None and positions < cfg.block_size:
         raise PrismError(f"--set model.block_size can only grow the context ({cfg.block_size} trained)")
     return out
 
@@ -216,7 +234,7 @@ def hold_lambda(model: PrismLM, lam: float) -> None:
 
     blocks = [b for b in model.blocks if b.attn.own_lambda() is not None]
     if not blocks:
-        raise PrismError(f"{model.config.attention} attention has no λ to set (model.lambda_start)")
+        raise PrismError(f"{model.config.attention} attention has no λ to set (model.prism.lambda_start)")
     for b in blocks:
         b.attn.edit = Edit(lam=lam)
 

@@ -15,11 +15,12 @@ from typing import Any
 import torch
 
 from prism_lm.checkpoint.model import TIED_KEY, load_state, write_model_files
-from prism_lm.config import ModelConfig
 from prism_lm.errors import PrismError
 from prism_lm.files import atomic_directory
 from prism_lm.model import PrismLM
 from prism_lm.model.attention import PrismAttention
+from prism_lm.model.config import ModelConfig, PrismConfig
+from prism_lm.model.kinds import validate_model
 from prism_lm.model.rope import interleaved_to_halves
 
 OFFICIAL_ARGS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "vocab_size",
@@ -33,11 +34,12 @@ def _official_config(args: dict[str, Any]) -> ModelConfig:
     cfg = ModelConfig(
         attention="prism", n_layer=int(args["n_layer"]), n_head=int(args["n_head"]), n_embd=int(args["n_embd"]),
         block_size=int(args["block_size"]), vocab_size=int(args["vocab_size"]), bias=bool(args["bias"]),
-        dropout=float(args.get("dropout", 0.0)), expansion_ratio=int(args["prism_expansion_ratio"]),
-        freq_multiplier=float(args["prism_freq_multiplier"]), lambda_schedule="constant",
-        lambda_start=float(args["prism_lambda_start"]), lambda_end=float(args["prism_lambda_end"]),
+        dropout=float(args.get("dropout", 0.0)),
+        prism=PrismConfig(expansion_ratio=int(args["prism_expansion_ratio"]),
+                          freq_multiplier=float(args["prism_freq_multiplier"]), lambda_schedule="constant",
+                          lambda_start=float(args["prism_lambda_start"]), lambda_end=float(args["prism_lambda_end"])),
     )
-    cfg.validate()
+    validate_model(cfg)
     return cfg
 
 

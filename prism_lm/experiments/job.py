@@ -159,10 +159,9 @@ def _run_locked(run: SweepRun) -> str:
 
 def _training_columns(cfg: TrainConfig) -> dict:
     from prism_lm.run_dir import RunDir
-    from prism_lm.train.metrics import read_metrics
 
     run = RunDir(cfg.run.out_dir)
-    records = read_metrics(run.metrics_path) if run.metrics_path.exists() else []
+    records = run.read_metrics() if run.metrics_path.exists() else []
     iters = [r for r in records if r["type"] == "iter"]
     evals = [r for r in records if r["type"] == "eval" and math.isfinite(r["val_loss"])]
     norms = np.array([r["grad_norm"] for r in iters], float)
@@ -204,10 +203,10 @@ def _evaluation_columns(cfg: TrainConfig, spec: EvaluateSpec, sweep_run: SweepRu
     from prism_lm.checkpoint import load_model, read_model_config
     from prism_lm.checkpoint.model import check_same_tokenizer
     from prism_lm.data.shards import training_splits
+    from prism_lm.devices import resolve_device
     from prism_lm.evaluate import evaluate_split
     from prism_lm.run_dir import RunDir
     from prism_lm.train.loop import initial_model
-    from prism_lm.train.parallel import resolve_device
 
     device = resolve_device(cfg.run.device)
     run = RunDir(cfg.run.out_dir)

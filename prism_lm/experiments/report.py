@@ -267,7 +267,7 @@ def _figures(plan: dict, rows: list[dict], summary: dict, sweep: SweepDir, out: 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from prism_lm.train.metrics import read_metrics
+    from prism_lm.run_dir import read_metrics
 
     out.mkdir(parents=True, exist_ok=True)
     figs = {}

@@ -9,7 +9,7 @@ An experiment file (TOML) is either one experiment or a suite that includes othe
     data = "embedded:6000"           # optional: a source the sweep prepares once into OUT/data/
     [set.run]                        # overrides for every run, by config section
     max_iters = 300
-    [arms.prism-pi.model]            # one table per arm; an arm may name its own base
+    [arms.prism-pi.model.prism]      # one table per arm; an arm may name its own base
     freq_multiplier = "pi"
     [arms.gpt]
     base = "tiny-gpt-cpu"
@@ -57,9 +57,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prism_lm.config import IDENTITY_EXCLUDED_KEYS, TrainConfig, from_dict, load_train_config, to_dict, tomllib
+from prism_lm.config import (
+    IDENTITY_EXCLUDED_KEYS,
+    TrainConfig,
+    flatten,
+    from_dict,
+    load_train_config,
+    to_dict,
+    tomllib,
+)
 from prism_lm.errors import PrismError
 from prism_lm.experiments.job import EvaluateSpec
+from prism_lm.model.config import flat_legacy_dict
 from prism_lm.train.schedules import lr_horizon
 
 EXPERIMENT_KEYS = {"name", "description", "base", "seeds", "data", "set", "arms", "grid", "evaluate", "verdicts",
@@ -343,14 +352,15 @@ def _planned(path: Path, data: dict, name: str, arm: str, group: str, labels: di
 
 
 def _sections(where: str, table: dict) -> list[str]:
-    """``{section: {key: value}}`` as ``section.key=value`` strings (TOML values re-encoded)."""
+    """``{section: {key: value}}`` as ``section.key=value`` strings (TOML values re-encoded; a nested
+    section such as ``model.prism`` one dot deeper)."""
     if not isinstance(table, dict):
         raise PrismError(f"{where} must be a table of config sections")
     out = []
     for section, values in table.items():
         if not isinstance(values, dict):
             raise PrismError(f"{where}.{section} must be a table of config keys")
-        out += [f"{section}.{key}={json.dumps(value)}" for key, value in values.items()]
+        out += [f"{key}={json.dumps(value)}" for key, value in flatten(values, f"{section}.").items()]
     return out
 
 
@@ -370,9 +380,10 @@ def _run_config(path: Path, base: str, common: dict, arm: str, arm_table: dict, 
 def identity(cfg: TrainConfig, data_source: str | None) -> str:
     """10 hex digits naming what a run computes: its resolved config (less ``IDENTITY_EXCLUDED_KEYS``,
     late keys at their defaults left out, the learning-rate horizon as it resolves) and its data."""
+    sections = {**to_dict(cfg), "model": flat_legacy_dict(cfg.model)}  # [model.prism] hashed as before it was one
     body = {s: {k: v for k, v in values.items() if f"{s}.{k}" not in IDENTITY_EXCLUDED_KEYS
                 and LATE_KEYS.get(f"{s}.{k}", object()) != v}
-            for s, values in to_dict(cfg).items()}
+            for s, values in sections.items()}
     body = {s: values for s, values in body.items() if values}  # a section of logging keys only: not there
     body["optim"]["lr_decay_iters"] = lr_horizon(cfg)
     body["data_source"] = data_source if data_source is not None else cfg.data.dir

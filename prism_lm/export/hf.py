@@ -34,15 +34,20 @@ PACKAGE = Path(prism_lm.__file__).parent
 MODEL_MODULES = {
     "prism_lm.errors": "prism_errors", "prism_lm.model.config": "prism_model_config",
     "prism_lm.model.rope": "prism_rope", "prism_lm.model.dropout": "prism_dropout",
-    "prism_lm.model.attention": "prism_attention",
-    "prism_lm.model.mlp": "prism_mlp", "prism_lm.model.loss": "prism_loss",
+    "prism_lm.model.attention.common": "prism_attention_common",
+    "prism_lm.model.attention.prism": "prism_attention_prism", "prism_lm.model.attention.gpt": "prism_attention_gpt",
+    "prism_lm.model.attention.diff": "prism_attention_diff", "prism_lm.model.attention.crate": "prism_attention_crate",
+    "prism_lm.model.attention": "prism_attention", "prism_lm.model.mlp.common": "prism_mlp_common",
+    "prism_lm.model.mlp.gelu": "prism_mlp_gelu", "prism_lm.model.mlp.ista": "prism_mlp_ista",
+    "prism_lm.model.mlp": "prism_mlp", "prism_lm.model.kinds": "prism_kinds", "prism_lm.model.loss": "prism_loss",
     "prism_lm.model.transformer": "prism_transformer",
 }
 WRAPPERS = ("configuration_prism.py", "modeling_prism.py")
 
 
 def _module_source(module: str) -> str:
-    source = (PACKAGE.parent / (module.replace(".", "/") + ".py")).read_text(encoding="utf-8")
+    path = PACKAGE.parent / module.replace(".", "/")
+    source = (path / "__init__.py" if path.is_dir() else path.with_suffix(".py")).read_text(encoding="utf-8")
     for name, flat in MODEL_MODULES.items():
         source = re.sub(rf"\bfrom {re.escape(name)} import\b", f"from .{flat} import", source)
     leftover = re.search(r"^\s*(from|import) prism_lm\b.*$", source, re.M)
@@ -99,12 +104,12 @@ def export_hf(source: str | Path, out: str | Path) -> Path:
 def model_card(ckpt: Path, model) -> str:
     """The folder's README.md: what the model is, how it was trained and made, and what loading runs."""
     from prism_lm.run_dir import RunDir
-    from prism_lm.train.metrics import read_metrics
 
     cfg, meta = model.config, read_model_config(ckpt)[1]
+    p = cfg.prism
     run = RunDir.of_checkpoint(ckpt)
     recorded = run.read_config() if run else None
-    evals = [r["val_loss"] for r in (read_metrics(run.metrics_path) if run else []) if r.get("val_loss") is not None]
+    evals = [r["val_loss"] for r in (run.read_metrics() if run else []) if r.get("val_loss") is not None]
     lines = [
         "---", "library_name: transformers", "tags: [prism-lm, white-box, mcr2]", "---", "",
         f"# PRISM ({cfg.attention} attention, {model.num_params():,} parameters)", "",
@@ -112,9 +117,9 @@ def model_card(ckpt: Path, model) -> str:
         "## Architecture", "",
         f"- attention: `{cfg.attention}`, {cfg.n_layer} layers, {cfg.n_head} heads per stream, width {cfg.n_embd}, "
         f"context {cfg.block_size}, vocabulary {cfg.vocab_size} (GPT-2 BPE)",
-        f"- position embedding: {cfg.position_embedding}; PRISM: expansion ratio {cfg.expansion_ratio}, RoPE "
-        f"multiplier {cfg.freq_multiplier} ({cfg.rope_scaling} scaling), λ {cfg.lambda_schedule} "
-        f"{cfg.lambda_start} → {cfg.lambda_end}, noise stream {'on' if cfg.noise_stream else 'off'}", "",
+        f"- position embedding: {cfg.position_embedding}; PRISM: expansion ratio {p.expansion_ratio}, RoPE "
+        f"multiplier {p.freq_multiplier} ({p.rope_scaling} scaling), λ {p.lambda_schedule} "
+        f"{p.lambda_start} → {p.lambda_end}, noise stream {'on' if p.noise_stream else 'off'}", "",
         "## Training", "",
         f"- checkpoint step: {meta.get('step', 'not recorded')}",
         f"- data: `{recorded.data.dir}`" if recorded else "- data: not recorded (a bare checkpoint)",

@@ -1,29 +1,41 @@
-"""The model's config: one dataclass, validated by the kinds it names.
+"""The model's config: the shared fields, and one nested section per kind with knobs of its own.
+
+    [model]            attention, mlp, widths, depth, context, vocabulary, dropout, bias, rope_base, ...
+    [model.prism]      PRISM's attention: R, m and its RoPE scaling, the noise stream, λ, the tied output
+    [model.ista]       CRATE's ISTA block (mlp = "ista"): step size η, L1 weight, replace or residual
 
 Design choices:
-- The defaults are the paper's PRISM. Each kind (attention in ``attention.py``, MLP in ``mlp.py``)
-  checks the shapes it needs, so this file holds only what every model shares.
+- The defaults are the paper's PRISM. A section's knobs are validated by its own dataclass
+  (``PrismConfig.validate``, ``IstaConfig.validate``); the shape checks that need the kinds
+  (``check_config`` of each kind, RoPE against the position embedding) are the registry's,
+  ``prism_lm.model.kinds.validate_model``. So this module imports no kind, and every kind may
+  import it: the model package has no import circle.
+- ``rope_base`` is shared: every kind with RoPE (PRISM, GPT-RoPE, DIFF) reads it.
 - ``freq_multiplier`` keeps what the user wrote ("pi", "22/7", 3.0): that is what config files,
   checkpoints and sweep identities record. Its value is resolved once per value, by
-  ``multiplier``, which ``validate`` fills; the layers read ``cfg.multiplier`` and never parse.
+  ``PrismConfig.multiplier``; the layers read that and never parse.
 - ``rope_scaling`` (``ROPE_SCALINGS``) exists to test the paper's conjecture where it can be
   tested: only "frequency" makes the cross-stream ratios depend on m alone, so that rational and
   irrational m differ in kind.
-- ``lambda_schedule`` names how λ moves; only ``"learned"`` (``LEARNED_LAMBDA``) concerns the
-  model, which then holds λ as parameters. The schedules themselves (names, horizon, λ(t)) belong
-  to training (``train/schedules.py``), which validates the name.
-- This module imports only the kinds' registries (for validation) and never ``prism_lm.config``,
-  so the model package stands alone (the Hugging Face export copies it as it is).
+- ``lambda_schedule`` names how λ moves (``LAMBDA_SCHEDULES``); only ``"learned"`` concerns the
+  model, which then holds λ as parameters. The values λ(t) are training's (``train/schedules.py``).
+- The flat keys of earlier releases (``model.freq_multiplier``, ``model.ista_mode``, ...) still load,
+  from TOML, ``--set``, experiment files and old checkpoints' config.json, translated by
+  ``upgrade_legacy_keys`` with a one-line notice per key (``LEGACY_KEYS``). A sweep identity hashes
+  the flat names (``flat_legacy_dict``), so runs planned before the sections existed keep their folders.
+- This module imports only ``errors`` (the Hugging Face export copies it as it is).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
 
-from prism_lm.errors import PrismError
+from prism_lm.errors import PrismError, warn
 
 LEARNED_LAMBDA = "learned"
+LAMBDA_SCHEDULES = ("cosine", "constant", LEARNED_LAMBDA)
 POSITION_EMBEDDINGS = ("learned", "none")
 # How PRISM's multiplier m reaches the two streams' RoPE frequencies (inv_freq_i = b^(-i/(D/2)), b = rope_base)
 ROPE_SCALINGS = {
@@ -38,6 +50,7 @@ NAMED_MULTIPLIERS = {
     "e": math.e,
     "sqrt2": math.sqrt(2.0),
 }
+ISTA_MODES = ("replace", "residual")
 
 
 def resolve_multiplier(value: float | str) -> float:
@@ -62,73 +75,37 @@ def resolve_multiplier(value: float | str) -> float:
     return m
 
 
-@dataclass
-class ModelConfig:
-    """Architecture. Defaults: the paper's PRISM (8 layers, 8 heads, C=512, T=512)."""
+def _finite_at_least(where: str, value: Any, low: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value >= low):
+        raise PrismError(f"{where} must be a finite number >= {low:g}, got {value!r}")
 
-    attention: str = "prism"  # a kind of prism_lm.model.ATTENTION_KINDS: prism | gpt | gpt-rope | diff | crate
-    mlp: str = "gelu"  # a kind of prism_lm.model.MLP_KINDS: gelu | ista
-    position_embedding: str = "learned"  # learned (wpe, as GPT-2 and the paper) | none (RoPE kinds only)
-    n_layer: int = 8
-    n_head: int = 8  # PRISM: heads per stream; DIFF: differential heads (each two maps)
-    n_embd: int = 512
-    block_size: int = 512
-    vocab_size: int = 50304  # 0 in a training config: the data's vocabulary (resolve_vocab_size)
-    dropout: float = 0.1
-    bias: bool = False  # biases in LayerNorm and MLP (and GPT/DIFF projections)
-    # PRISM only
-    expansion_ratio: int = 2
-    freq_multiplier: float | str = "pi"
-    rope_base: float = 10000.0
-    rope_scaling: str = "base"  # base: bases rope_base·m and rope_base/m (official) | frequency: see ROPE_SCALINGS
+
+@dataclass
+class PrismConfig:
+    """``[model.prism]``: the knobs of PRISM's attention (``model/attention/prism.py``)."""
+
+    expansion_ratio: int = 2  # R: each head's dictionary width D = (C/H)·R
+    freq_multiplier: float | str = "pi"  # m: a number, pi | phi | e | sqrt2, or "p/q"
+    rope_scaling: str = "base"  # base: bases rope_base·m and rope_base/m (official) | frequency (ROPE_SCALINGS)
     noise_stream: bool = True
-    lambda_schedule: str = "cosine"  # cosine | constant | learned (train/schedules.py)
+    lambda_schedule: str = "cosine"  # cosine | constant | learned (λ(t): train/schedules.py)
     lambda_start: float = 0.01
     lambda_end: float = 0.1
     tied_output: bool = True  # W_O = U^T (paper) or a separate learned projection (CRATE)
-    final_norm: bool = True  # a LayerNorm before the LM head (GPT-2, PRISM); CRATE's LM has none
-    # mlp = "ista" only (CRATE's defaults): one proximal-gradient step of sparse coding
-    ista_step_size: float = 0.1  # η
-    ista_lambda: float = 0.1  # the sparsity weight λ of the L1 term
-    ista_mode: str = "replace"  # replace: ista(ln(x)) replaces the stream (CRATE) | residual: x + ista(ln(x))
 
-    def validate(self, allow_auto_vocab: bool = False) -> None:
-        from prism_lm.model.attention import ATTENTION_KINDS  # the kinds own their checks
-        from prism_lm.model.mlp import MLP_KINDS
-
-        if self.attention not in ATTENTION_KINDS:
-            raise PrismError(f"model.attention must be one of {tuple(ATTENTION_KINDS)}, got {self.attention!r}")
-        if self.mlp not in MLP_KINDS:
-            raise PrismError(f"model.mlp must be one of {tuple(MLP_KINDS)}, got {self.mlp!r}")
-        if self.position_embedding not in POSITION_EMBEDDINGS:
-            raise PrismError(f"model.position_embedding must be one of {POSITION_EMBEDDINGS}, "
-                             f"got {self.position_embedding!r}")
-        if self.vocab_size < (0 if allow_auto_vocab else 1):
-            raise PrismError(f"model.vocab_size must be >= 1 (0 = from the data in training), got {self.vocab_size}")
-        for name in ("n_layer", "n_head", "n_embd", "block_size", "expansion_ratio"):
-            if getattr(self, name) < 1:
-                raise PrismError(f"model.{name} must be >= 1, got {getattr(self, name)}")
-        if self.n_embd % self.n_head:
-            raise PrismError(f"model.n_embd ({self.n_embd}) must be divisible by model.n_head ({self.n_head})")
-        if not 0.0 <= self.dropout < 1.0:
-            raise PrismError(f"model.dropout must be in [0, 1), got {self.dropout}")
+    def validate(self) -> None:
+        if self.expansion_ratio < 1:
+            raise PrismError(f"model.prism.expansion_ratio must be >= 1, got {self.expansion_ratio}")
         if not all(math.isfinite(v) for v in (self.lambda_start, self.lambda_end)):
-            raise PrismError(f"model.lambda_start and lambda_end must be finite, got {self.lambda_start}, "
+            raise PrismError(f"model.prism.lambda_start and lambda_end must be finite, got {self.lambda_start}, "
                              f"{self.lambda_end}")
-        self._multiplier = (self.freq_multiplier, resolve_multiplier(self.freq_multiplier))
-        if not (self.rope_base > 0 and math.isfinite(self.rope_base)):
-            raise PrismError(f"model.rope_base must be a finite number > 0, got {self.rope_base}")
+        if self.lambda_schedule not in LAMBDA_SCHEDULES:
+            raise PrismError(f"model.prism.lambda_schedule must be one of {LAMBDA_SCHEDULES}, "
+                             f"got {self.lambda_schedule!r}")
         if self.rope_scaling not in ROPE_SCALINGS:
-            raise PrismError(f"model.rope_scaling must be one of {tuple(ROPE_SCALINGS)}, got {self.rope_scaling!r}")
-        kind = ATTENTION_KINDS[self.attention]
-        if self.rope_scaling != "base" and not hasattr(kind, "rope_scales"):
-            raise PrismError(f"model.rope_scaling = {self.rope_scaling!r} applies to PRISM's two streams; "
-                             f"{self.attention!r} attention has one RoPE ladder (leave it at 'base')")
-        if self.position_embedding == "none" and not kind.uses_rope(self):
-            raise PrismError(f"model.position_embedding = 'none' leaves {self.attention!r} attention with no position "
-                             "information (it has no RoPE); use 'learned' or a RoPE kind (prism, gpt-rope, diff)")
-        kind.check_config(self)
-        MLP_KINDS[self.mlp].check_config(self)
+            raise PrismError(f"model.prism.rope_scaling must be one of {tuple(ROPE_SCALINGS)}, "
+                             f"got {self.rope_scaling!r}")
+        self._multiplier = (self.freq_multiplier, resolve_multiplier(self.freq_multiplier))
 
     @property
     def multiplier(self) -> float:
@@ -143,7 +120,128 @@ class ModelConfig:
         """λ is the model's parameters (``lambda_schedule = "learned"``), not a value training writes in."""
         return self.lambda_schedule == LEARNED_LAMBDA
 
-    @property
-    def head_dim(self) -> int:
-        """PRISM's per-head dictionary width D = (C/H)·R."""
-        return self.n_embd // self.n_head * self.expansion_ratio
+
+@dataclass
+class IstaConfig:
+    """``[model.ista]``: the knobs of CRATE's ISTA block (``model/mlp/ista.py``), CRATE's values."""
+
+    step_size: float = 0.1  # η
+    l1_weight: float = 0.1  # the sparsity weight λ of the L1 term (CRATE's ``lambd``)
+    mode: str = "replace"  # replace: ista(ln(x)) replaces the stream (CRATE) | residual: x + ista(ln(x))
+
+    def validate(self) -> None:
+        if self.mode not in ISTA_MODES:
+            raise PrismError(f"model.ista.mode must be one of {ISTA_MODES}, got {self.mode!r}")
+        for key in ("step_size", "l1_weight"):
+            _finite_at_least(f"model.ista.{key}", getattr(self, key), 0.0)
+
+
+SECTIONS = {"prism": PrismConfig, "ista": IstaConfig}  # the nested sections and their dataclasses
+
+
+@dataclass
+class ModelConfig:
+    """Architecture. Defaults: the paper's PRISM (8 layers, 8 heads, C=512, T=512)."""
+
+    attention: str = "prism"  # a kind of prism_lm.model.ATTENTION_KINDS: prism | gpt | gpt-rope | diff | crate
+    mlp: str = "gelu"  # a kind of prism_lm.model.MLP_KINDS: gelu | ista
+    position_embedding: str = "learned"  # learned (wpe, as GPT-2 and the paper) | none (RoPE kinds only)
+    n_layer: int = 8
+    n_head: int = 8  # PRISM: heads per stream; DIFF: differential heads (each two maps)
+    n_embd: int = 512
+    block_size: int = 512
+    vocab_size: int = 50304  # 0 in a training config: the data's vocabulary (resolve_vocab_size)
+    dropout: float = 0.1
+    bias: bool = False  # biases in LayerNorm and MLP (and GPT/DIFF projections)
+    rope_base: float = 10000.0  # b of every kind with RoPE (PRISM's streams scale it by m)
+    final_norm: bool = True  # a LayerNorm before the LM head (GPT-2, PRISM); CRATE's LM has none
+    prism: PrismConfig = field(default_factory=PrismConfig)
+    ista: IstaConfig = field(default_factory=IstaConfig)
+
+    def validate(self, allow_auto_vocab: bool = False) -> None:
+        """The shared fields and every section's own knobs; the kinds' shape checks are
+        ``prism_lm.model.kinds.validate_model``'s (which calls this first)."""
+        if self.position_embedding not in POSITION_EMBEDDINGS:
+            raise PrismError(f"model.position_embedding must be one of {POSITION_EMBEDDINGS}, "
+                             f"got {self.position_embedding!r}")
+        if self.vocab_size < (0 if allow_auto_vocab else 1):
+            raise PrismError(f"model.vocab_size must be >= 1 (0 = from the data in training), got {self.vocab_size}")
+        for name in ("n_layer", "n_head", "n_embd", "block_size"):
+            if getattr(self, name) < 1:
+                raise PrismError(f"model.{name} must be >= 1, got {getattr(self, name)}")
+        if self.n_embd % self.n_head:
+            raise PrismError(f"model.n_embd ({self.n_embd}) must be divisible by model.n_head ({self.n_head})")
+        if not 0.0 <= self.dropout < 1.0:
+            raise PrismError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        if not (self.rope_base > 0 and math.isfinite(self.rope_base)):
+            raise PrismError(f"model.rope_base must be a finite number > 0, got {self.rope_base}")
+        self.prism.validate()
+        self.ista.validate()
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ModelConfig:
+        """A config from its JSON form (a checkpoint's or an export's), flat keys of old releases too."""
+        data = upgrade_legacy_keys(data)
+        sections = {name: SECTIONS[name](**data.get(name, {})) for name in SECTIONS}
+        return cls(**{**data, **sections})
+
+
+def with_prism(cfg: ModelConfig, **changes: Any) -> ModelConfig:
+    """A copy of ``cfg`` whose ``[model.prism]`` section has ``changes`` (the analysis' what-ifs)."""
+    return replace(cfg, prism=replace(cfg.prism, **changes))
+
+
+# --------------------------------------------------------------------------- keys of earlier releases
+
+LEGACY_KEYS = {  # flat key of earlier releases -> (section, key)
+    **{key: ("prism", key) for key in ("expansion_ratio", "freq_multiplier", "rope_scaling", "noise_stream",
+                                       "lambda_schedule", "lambda_start", "lambda_end", "tied_output")},
+    "ista_step_size": ("ista", "step_size"), "ista_lambda": ("ista", "l1_weight"), "ista_mode": ("ista", "mode"),
+}
+_NOTIFIED: set[str] = set()
+
+
+def upgrade_legacy_keys(data: dict[str, Any], where: str = "model", notify: bool = True) -> dict[str, Any]:
+    """``data`` (one model table: a file's, a checkpoint's) with its flat keys of earlier releases moved
+    into their sections; a one-line notice per key and process. A key given both ways in one table is
+    a one-line error (which would win is not said). ``--set`` paths are ``upgrade_legacy_path``'s."""
+    old = [key for key in data if key in LEGACY_KEYS]
+    if not old:
+        return data
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items() if k not in LEGACY_KEYS}
+    for key in old:
+        section, new = LEGACY_KEYS[key]
+        table = out.setdefault(section, {})
+        if not isinstance(table, dict):
+            raise PrismError(f"{where}.{section} must be a table, got {table!r}")
+        if new in table:
+            raise PrismError(f"{where}.{key} and {where}.{section}.{new} are the same key: give it once")
+        table[new] = data[key]
+        if notify:
+            _notify(where, key)
+    return out
+
+
+def upgrade_legacy_path(parts: list[str]) -> list[str]:
+    """A ``--set`` path (``["model", "freq_multiplier"]``) with a flat key of earlier releases moved into its
+    section (``["model", "prism", "freq_multiplier"]``), with the same notice; other paths unchanged."""
+    if len(parts) == 2 and parts[0] == "model" and parts[1] in LEGACY_KEYS:
+        _notify("model", parts[1])
+        return ["model", *LEGACY_KEYS[parts[1]]]
+    return parts
+
+
+def _notify(where: str, key: str) -> None:
+    if key not in _NOTIFIED:
+        _NOTIFIED.add(key)
+        section, new = LEGACY_KEYS[key]
+        warn(f"{where}.{key} is now {where}.{section}.{new} (the old name works for one more release)")
+
+
+def flat_legacy_dict(cfg: ModelConfig) -> dict[str, Any]:
+    """The config as one flat table under the key names of earlier releases (what sweep identities hash)."""
+    flat = asdict(cfg)
+    sections = {name: flat.pop(name) for name in SECTIONS}
+    for old, (section, new) in LEGACY_KEYS.items():
+        flat[old] = sections[section][new]
+    return flat

@@ -35,11 +35,10 @@ import torch
 from torch import nn
 
 from prism_lm.errors import PrismError
-from prism_lm.model.attention import ATTENTION_KINDS
 from prism_lm.model.config import ModelConfig
 from prism_lm.model.dropout import Dropout
+from prism_lm.model.kinds import ATTENTION_KINDS, MLP_KINDS, validate_model
 from prism_lm.model.loss import chunked_linear_cross_entropy, lm_cross_entropy
-from prism_lm.model.mlp import MLP_KINDS
 from prism_lm.model.rope import Rotary
 
 
@@ -72,7 +71,7 @@ class Block(nn.Module):
 class PrismLM(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        cfg.validate()
+        validate_model(cfg)
         self.config = cfg
         self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
         self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd) if cfg.position_embedding == "learned" else None

@@ -33,7 +33,7 @@ from prism_lm.data.shards import ShardSet, data_fingerprint, training_splits
 from prism_lm.errors import DivergedError, PrismError, warn
 from prism_lm.model import PrismLM
 from prism_lm.run_dir import RunDir
-from prism_lm.train.metrics import MetricsWriter, flops_per_token, peak_flops, read_metrics
+from prism_lm.train.metrics import MetricsWriter, flops_per_token, peak_flops
 from prism_lm.train.parallel import all_reduce_mean, barrier, close_world, init_world, wrap_model
 from prism_lm.train.schedules import horizons_follow_max_iters, lambda_at, lr_at
 
@@ -398,13 +398,13 @@ def _final_eval_missing(run: RunDir, step: int, cfg: TrainConfig, has_val: bool)
     """A finished run killed between its final save and its final evaluation still owes that record."""
     if not has_val or step % cfg.run.eval_interval or not run.metrics_path.is_file():
         return False
-    return not any(r.get("type") == "eval" and r["iter"] == step for r in read_metrics(run.metrics_path))
+    return not any(r.get("type") == "eval" and r["iter"] == step for r in run.read_metrics())
 
 
 def _catch_up_best(run: RunDir, step: int) -> None:
     """A run stopped after its final evaluation but before ``best`` became a copy of the final step (a
     kill, a full disk) owes that copy; every earlier step's is redone by the evaluation a resume reruns."""
-    evals = [r for r in read_metrics(run.metrics_path) if r.get("type") == "eval" and r["iter"] > 0] \
+    evals = [r for r in run.read_metrics() if r.get("type") == "eval" and r["iter"] > 0] \
         if run.metrics_path.is_file() else []
     if not evals or min(evals, key=lambda r: r["val_loss"])["iter"] != step or not run.step_dir(step).is_dir():
         return

@@ -11,11 +11,11 @@ from pathlib import Path
 import torch
 
 from prism_lm.config import ModelConfig
-from prism_lm.errors import PrismError, warn
+from prism_lm.errors import warn
 from prism_lm.files import disk_errors
 from prism_lm.model.attention import ATTENTION_KINDS
 from prism_lm.model.mlp import MLP_KINDS
-from prism_lm.run_dir import RunDir
+from prism_lm.run_dir import RunDir, read_metrics
 
 # dense bf16 tensor-core peaks, FLOP/s
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
@@ -175,18 +175,3 @@ def _wandb_run(run: RunDir, config: dict):
     if settings["dir"]:
         Path(settings["dir"]).mkdir(parents=True, exist_ok=True)
     return wandb.init(name=run.path.name, id=run_id, resume="allow", config=config, **settings)
-
-
-def read_metrics(path: str | Path) -> list[dict]:
-    """The records of a metrics.jsonl; a partial last line (a kill mid-write) is dropped with a warning."""
-    path = Path(path)
-    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    records = []
-    for number, line in enumerate(lines, 1):
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            if number < len(lines):
-                raise PrismError(f"{path}: line {number} is not valid JSON") from None
-            warn(f"{path}: dropped its partial last line (the run was interrupted while writing it)")
-    return records

@@ -1,28 +1,16 @@
 """Schedules as pure functions of the step, so they are right after a resume: learning rate and λ.
 
-This module owns both schedules whole: the λ schedule's names (``LAMBDA_SCHEDULES``; "learned"
-hands λ to the model as parameters, so no value is written in), both horizons (0 means "the
-run's ``max_iters``", the same rule for ``optim.lr_decay_iters`` and ``optim.lambda_anneal_iters``)
-and the values at a step.
+This module owns both schedules' values: both horizons (0 means "the run's ``max_iters``", the
+same rule for ``optim.lr_decay_iters`` and ``optim.lambda_anneal_iters``) and the values at a step.
+The λ schedule's names are the knob's, ``model.prism.lambda_schedule`` (``model.config.LAMBDA_SCHEDULES``;
+"learned" hands λ to the model as parameters, so no value is written in).
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
-from prism_lm.errors import PrismError
-from prism_lm.model.config import LEARNED_LAMBDA
-
-if TYPE_CHECKING:
-    from prism_lm.config import TrainConfig
-
-LAMBDA_SCHEDULES = ("cosine", "constant", LEARNED_LAMBDA)
-
-
-def check_lambda_schedule(name: str) -> None:
-    if name not in LAMBDA_SCHEDULES:
-        raise PrismError(f"model.lambda_schedule must be one of {LAMBDA_SCHEDULES}, got {name!r}")
+from prism_lm.config import TrainConfig
 
 
 def lr_horizon(cfg: TrainConfig) -> int:
@@ -65,7 +53,7 @@ def lambda_value(step: int, t_max: int, lambda_start: float, lambda_end: float, 
 
 def lambda_at(step: int, cfg: TrainConfig) -> float | None:
     """The λ the loop writes into the model at ``step``; None when the model learns λ itself."""
-    m = cfg.model
-    if m.learns_lambda:
+    p = cfg.model.prism
+    if p.learns_lambda:
         return None
-    return lambda_value(step, lambda_horizon(cfg), m.lambda_start, m.lambda_end, m.lambda_schedule)
+    return lambda_value(step, lambda_horizon(cfg), p.lambda_start, p.lambda_end, p.lambda_schedule)

@@ -8,7 +8,7 @@ from prism_lm.data.prepare import prepare
 from prism_lm.data.shards import ShardSet
 from prism_lm.model import PrismLM
 from prism_lm.model.interventions import intervene
-from tests.conftest import tiny_config
+from tests.helpers import tiny_model_config
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +19,7 @@ def shards(tmp_path_factory):
 
 
 def test_each_effect_is_the_loss_change_under_its_intervention(shards):
-    model = PrismLM(tiny_config(vocab_size=shards.vocab_size, block_size=128)).eval()
+    model = PrismLM(tiny_model_config(vocab_size=shards.vocab_size, block_size=128)).eval()
     model.set_scheduled_lambda(0.5)
     out = intervention_effects(model, shards, max_windows=3, batch_size=2)
     assert set(out["effects"]) == {"signal stream off", "noise stream off"} and out["recall_tokens"] > 0
@@ -39,7 +39,7 @@ def test_each_effect_is_the_loss_change_under_its_intervention(shards):
 def test_recall_effects_by_distance_are_the_deltas_of_the_recalls_in_each_bucket(shards):
     from prism_lm.analysis.ablation import _recall_mask
 
-    model = PrismLM(tiny_config(vocab_size=shards.vocab_size, block_size=128)).eval()
+    model = PrismLM(tiny_model_config(vocab_size=shards.vocab_size, block_size=128)).eval()
     model.set_scheduled_lambda(0.5)
     out = intervention_effects(model, shards, {"noise off": {"zero_streams": ["noise"]}}, max_windows=3)
     by_distance = out["effects"]["noise off"]["by_distance"]
@@ -60,7 +60,7 @@ def test_recall_effects_by_distance_are_the_deltas_of_the_recalls_in_each_bucket
 
 
 def test_an_intervention_that_changes_nothing_has_no_effect(shards):
-    model = PrismLM(tiny_config(vocab_size=shards.vocab_size, block_size=128)).eval()
+    model = PrismLM(tiny_model_config(vocab_size=shards.vocab_size, block_size=128)).eval()
     model.set_scheduled_lambda(0.0)  # λ = 0 already: silencing the noise stream changes nothing
     out = intervention_effects(model, shards, {"noise off": {"zero_streams": ["noise"]}}, max_windows=2)
     assert out["effects"]["noise off"]["recall_delta"] == pytest.approx(0.0, abs=1e-6)
@@ -68,14 +68,15 @@ def test_an_intervention_that_changes_nothing_has_no_effect(shards):
 
 
 def test_default_interventions_name_each_kinds_streams():
-    assert set(default_interventions(PrismLM(tiny_config("diff")))) == {"positive stream off", "negative stream off"}
-    assert set(default_interventions(PrismLM(tiny_config("gpt")))) == {"layer 0 heads off", "layer 1 heads off"}
+    diff = PrismLM(tiny_model_config("diff"))
+    assert set(default_interventions(diff)) == {"positive stream off", "negative stream off"}
+    assert set(default_interventions(PrismLM(tiny_model_config("gpt")))) == {"layer 0 heads off", "layer 1 heads off"}
 
 
 def test_head_ablation_spread_is_wide_when_one_head_matters_and_zero_when_none_does(shards):
     from prism_lm.analysis.ablation import head_ablation_spread
 
-    model = PrismLM(tiny_config(vocab_size=shards.vocab_size, block_size=128)).eval()
+    model = PrismLM(tiny_model_config(vocab_size=shards.vocab_size, block_size=128)).eval()
     model.set_scheduled_lambda(0.5)
     with torch.no_grad():
         for block in model.blocks:
@@ -93,13 +94,6 @@ def test_head_ablation_spread_is_wide_when_one_head_matters_and_zero_when_none_d
     assert any(abs(d) > 1e-4 for d in deltas)
     assert out["signal"]["spread"] == pytest.approx(float(torch.tensor(deltas).std()), abs=1e-6)
     assert out["signal"]["mean"] == pytest.approx(sum(deltas) / len(deltas), abs=1e-6)
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    from tests.train.helpers import trained_tiny_run
-
-    return trained_tiny_run(tmp_path_factory.mktemp("ablate"), steps=6)
 
 
 def test_prism_ablate_prints_one_row_per_intervention_from_the_runs_own_data(trained, capsys, tmp_path):
@@ -140,8 +134,8 @@ def test_ablation_plan_refuses_lambda_for_kinds_without_one():
     from prism_lm.analysis.ablation import ablation_plan
     from prism_lm.errors import PrismError
 
-    gpt = PrismLM(tiny_config("gpt"))
+    gpt = PrismLM(tiny_model_config("gpt"))
     assert set(ablation_plan(gpt)) == {"main off"}
     with pytest.raises(PrismError, match="has no λ"):
         ablation_plan(gpt, lambdas=[0.0])
-    assert set(ablation_plan(PrismLM(tiny_config("diff")), lambdas=[0.5])) == {"λ = 0.5"}
+    assert set(ablation_plan(PrismLM(tiny_model_config("diff")), lambdas=[0.5])) == {"λ = 0.5"}

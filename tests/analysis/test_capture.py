@@ -4,11 +4,11 @@ import torch
 from prism_lm.analysis import capture_attention, hook_name
 from prism_lm.data.tokenizer import Codec
 from prism_lm.model import PrismLM
-from tests.conftest import tiny_config
+from tests.helpers import tiny_model_config
 
 
 def test_three_line_capture_from_text():
-    model = PrismLM(tiny_config(vocab_size=50304, n_layer=2))
+    model = PrismLM(tiny_model_config(vocab_size=50304, n_layer=2))
     cache = capture_attention(model, "The frog found a shiny key.")
     A = cache["blocks.1.attn.hook_pattern"]
     n = len(Codec().encode("The frog found a shiny key."))
@@ -20,7 +20,7 @@ def test_three_line_capture_from_text():
 
 
 def test_capture_matches_model_logits_and_keeps_training_mode():
-    model = PrismLM(tiny_config("diff"))
+    model = PrismLM(tiny_model_config("diff"))
     model.train()
     idx = torch.randint(0, 97, (2, 9))
     cache = capture_attention(model, idx)
@@ -36,18 +36,18 @@ def test_text_goes_through_the_checkpoints_own_codec_and_refusals_name_a_close_f
     from prism_lm.data.shards import ShardSet
     from prism_lm.errors import PrismError
     from prism_lm.model import PrismLM
-    from tests.conftest import tiny_config
+    from tests.helpers import tiny_model_config
 
     prepare(["embedded:40"], tmp_path / "d", val_fraction=0.0, compact_vocab=True, progress=False)
     codec = ShardSet(tmp_path / "d", "train").codec()
-    save_model(PrismLM(tiny_config(vocab_size=codec.vocab_size, block_size=64)), tmp_path / "ck", codec=codec)
+    save_model(PrismLM(tiny_model_config(vocab_size=codec.vocab_size, block_size=64)), tmp_path / "ck", codec=codec)
     model = load_model(tmp_path / "ck")
     shards = ShardSet(tmp_path / "d", "train")
     text = codec.decode(shards.window(1, 12))
     cache = capture_attention(model, text)  # compact ids, not GPT-2's
     assert cache.tokens.tolist()[0] == codec.encode(text)
     with pytest.raises(PrismError, match="not GPT-2's"):
-        capture_attention(PrismLM(tiny_config(vocab_size=codec.vocab_size)), "The frog")
+        capture_attention(PrismLM(tiny_model_config(vocab_size=codec.vocab_size)), "The frog")
     from prism_lm.data.tokenizer import gpt2_encoding
 
     enc = gpt2_encoding()

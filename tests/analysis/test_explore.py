@@ -16,7 +16,7 @@ from prism_lm.cli import main
 from prism_lm.data.tokenizer import Codec
 from prism_lm.errors import PrismError
 from prism_lm.model import PrismLM
-from tests.conftest import tiny_config
+from tests.helpers import tiny_model_config
 
 BROWSER = next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
 
@@ -25,7 +25,7 @@ BROWSER = next((shutil.which(b) for b in ("chromium", "chromium-browser", "googl
 def checkpoint(tmp_path_factory):
     path = tmp_path_factory.mktemp("explore") / "ck"
     torch.manual_seed(0)
-    model = PrismLM(tiny_config(vocab_size=50304, block_size=64))
+    model = PrismLM(tiny_model_config(vocab_size=50304, block_size=64))
     model.set_scheduled_lambda(0.3)
     save_model(model, path, codec=Codec())
     return path
@@ -35,7 +35,8 @@ def checkpoint(tmp_path_factory):
 def baseline(tmp_path_factory):
     path = tmp_path_factory.mktemp("explore") / "gpt"
     torch.manual_seed(1)
-    save_model(PrismLM(tiny_config(attention="gpt", vocab_size=50304, block_size=64, n_layer=3)), path, codec=Codec())
+    model = PrismLM(tiny_model_config(attention="gpt", vocab_size=50304, block_size=64, n_layer=3))
+    save_model(model, path, codec=Codec())
     return path
 
 
@@ -91,7 +92,7 @@ def test_two_models_side_by_side_share_the_tokens_and_keep_their_own_sizes(check
     from prism_lm.data.tokenizer import EOT_ID, encode
 
     token_map = sorted({*encode("The frog found a shiny key."), EOT_ID})
-    save_model(PrismLM(tiny_config(vocab_size=len(token_map), block_size=64)), other, codec=Codec(token_map))
+    save_model(PrismLM(tiny_model_config(vocab_size=len(token_map), block_size=64)), other, codec=Codec(token_map))
     with pytest.raises(PrismError, match="tokenizes the text differently"):
         explorer_data([checkpoint, other], "The frog found a shiny key.")
 

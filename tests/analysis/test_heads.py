@@ -8,7 +8,7 @@ from prism_lm.data.prepare import prepare
 from prism_lm.data.shards import ShardSet
 from prism_lm.model import PrismLM
 from prism_lm.stats import bootstrap_diff, hierarchical_bootstrap_diff
-from tests.conftest import tiny_config
+from tests.helpers import tiny_model_config
 
 
 def test_metrics_of_known_patterns():
@@ -106,7 +106,7 @@ def test_head_statistics_and_antecedent_hits_agree_with_direct_capture(tmp_path)
     prepare(["embedded:40"], tmp_path / "d", val_fraction=0.0, compact_vocab=True, progress=False)
     shards = ShardSet(tmp_path / "d", "train")
     T = 128  # long enough that the windows hold recalls together with their antecedents
-    model = PrismLM(tiny_config(vocab_size=shards.vocab_size, block_size=T)).eval()
+    model = PrismLM(tiny_model_config(vocab_size=shards.vocab_size, block_size=T)).eval()
     stats = head_statistics(model, shards, max_windows=3, batch_size=2)
     assert stats["windows"] == 3 and len(stats["heads"]) == 2 * 4
     assert {e["stream"] for e in stats["heads"]} == {"signal", "noise"}
@@ -160,7 +160,7 @@ def test_head_diversity_and_recall_by_kind_on_the_embedded_corpus(tmp_path):
 
     prepare(["embedded:200"], tmp_path, val_fraction=0.2, compact_vocab=True, progress=False)
     shards = ShardSet(tmp_path, "val")
-    model = PrismLM(tiny_config(vocab_size=shards.vocab_size, block_size=128)).eval()
+    model = PrismLM(tiny_model_config(vocab_size=shards.vocab_size, block_size=128)).eval()
     stats = head_statistics(model, shards, max_windows=8)
     div = stats["diversity"]
     assert set(div["mean"]) == {"signal", "noise"} and len(div["per_layer"]["signal"]) == 2

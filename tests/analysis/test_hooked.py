@@ -10,7 +10,7 @@ from prism_lm.analysis.capture import capture_attention, hook_name
 from prism_lm.errors import PrismError
 from prism_lm.model import PrismLM
 from prism_lm.model.interventions import intervene
-from tests.conftest import tiny_config
+from tests.helpers import tiny_model_config
 
 pytest.importorskip("transformer_lens")
 from prism_lm.analysis.hooked import hooked  # noqa: E402
@@ -19,13 +19,13 @@ from prism_lm.analysis.hooked import hooked  # noqa: E402
 def test_without_the_extra_the_hook_api_says_which_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "transformer_lens", None)
     with pytest.raises(PrismError, match=r"prism-lm\[interp\]"):
-        hooked(PrismLM(tiny_config()))
+        hooked(PrismLM(tiny_model_config()))
 
 
 @pytest.mark.parametrize("kind", ["prism", "gpt", "gpt-rope", "diff"])
 def test_the_cache_has_transformer_lens_names_and_matches_the_model(kind):
     torch.manual_seed(0)
-    model = PrismLM(tiny_config(kind)).eval()
+    model = PrismLM(tiny_model_config(kind)).eval()
     idx = torch.randint(0, 97, (2, 16))
     expected = model(idx).logits
     maps = capture_attention(model, idx)
@@ -48,7 +48,7 @@ def test_the_cache_has_transformer_lens_names_and_matches_the_model(kind):
 
 def test_a_hook_may_replace_and_zeroing_the_noise_z_equals_the_stream_intervention():
     torch.manual_seed(0)
-    model = PrismLM(tiny_config()).eval()
+    model = PrismLM(tiny_model_config()).eval()
     model.set_scheduled_lambda(0.7)
     idx = torch.randint(0, 97, (2, 16))
     with intervene(model, zero_streams=["noise"]):
@@ -65,7 +65,7 @@ def test_patching_the_noise_stream_from_one_prompt_into_another_moves_the_output
     """Patch layer 1's noise-stream z from prompt A into prompt B: its attention output must move by
     exactly −λ · scale · Δz_noise · U_noise (W_O = Uᵀ), and the logits move with it."""
     torch.manual_seed(0)
-    model = PrismLM(tiny_config()).eval()
+    model = PrismLM(tiny_model_config()).eval()
     lam = 0.5
     model.set_scheduled_lambda(lam)
     a, b = torch.randint(0, 97, (1, 16)), torch.randint(0, 97, (1, 16))
@@ -90,7 +90,7 @@ def test_patching_the_noise_stream_from_one_prompt_into_another_moves_the_output
 
 
 def test_diff_streams_have_their_own_names_and_shared_values_are_refused():
-    model = PrismLM(tiny_config("diff")).eval()
+    model = PrismLM(tiny_model_config("diff")).eval()
     idx = torch.randint(0, 97, (1, 12))
     h = hooked(model)
     names = ["blocks.0.attn.hook_pattern_negative", "blocks.0.attn.hook_pattern"]

@@ -11,7 +11,7 @@ from prism_lm.data.shards import ShardSet
 from prism_lm.errors import PrismError
 from prism_lm.evaluate import evaluate_split
 from prism_lm.model import PrismLM
-from tests.conftest import tiny_config
+from tests.helpers import tiny_model_config
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,7 @@ def shards(tmp_path_factory):
 @pytest.mark.parametrize("kind", ["prism", "gpt-rope", "diff"])
 def test_a_model_without_wpe_runs_past_its_block_size_and_agrees_where_both_run(kind):
     torch.manual_seed(0)
-    model = PrismLM(tiny_config(kind, position_embedding="none", block_size=16)).eval()
+    model = PrismLM(tiny_model_config(kind, position_embedding="none", block_size=16)).eval()
     idx = torch.randint(0, 97, (2, 64))
     with pytest.raises(ValueError, match="exceeds"):
         model(idx)
@@ -33,12 +33,12 @@ def test_a_model_without_wpe_runs_past_its_block_size_and_agrees_where_both_run(
     torch.testing.assert_close(long[:, :16], model(idx[:, :16]).logits, atol=1e-5, rtol=1e-5)  # causal
     assert model.max_positions == 64
     with pytest.raises(PrismError, match="learned position embedding"):
-        PrismLM(tiny_config(kind, block_size=16)).extend_positions(64)
+        PrismLM(tiny_model_config(kind, block_size=16)).extend_positions(64)
 
 
 def test_position_buckets_average_to_the_whole_window_loss(shards):
     torch.manual_seed(0)
-    model = PrismLM(tiny_config(vocab_size=shards.vocab_size, position_embedding="none", block_size=32)).eval()
+    model = PrismLM(tiny_model_config(vocab_size=shards.vocab_size, position_embedding="none", block_size=32)).eval()
     out = position_losses(model, shards, multiple=4, max_windows=3)
     assert out["context"] == 128 and out["windows"] == 3 and len(out["bucket_loss"]) == 4
     whole = evaluate_split(model, shards, 128, max_windows=3)["loss"]
@@ -51,7 +51,7 @@ def test_position_buckets_average_to_the_whole_window_loss(shards):
 
 def test_uniform_attention_sinks_by_its_known_amount_on_both_kinds_of_window(shards):
     T = 32
-    model = PrismLM(tiny_config(vocab_size=shards.vocab_size, block_size=T)).eval()
+    model = PrismLM(tiny_model_config(vocab_size=shards.vocab_size, block_size=T)).eval()
     with torch.no_grad():
         for block in model.blocks:
             block.attn.u_proj.weight.zero_()  # Q = K = 0: every visible key gets the same weight

@@ -1,3 +1,5 @@
+import contextlib
+import io
 import json
 
 import pytest
@@ -6,16 +8,21 @@ from prism_lm.analysis.report import analyze_run
 from prism_lm.cli import main
 from prism_lm.errors import PrismError
 from prism_lm.train.loop import train
-from tests.train.helpers import prepare_tiny, tiny_config, trained_tiny_run
+from tests.helpers import prepare_tiny, tiny_train_config
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    return trained_tiny_run(tmp_path_factory.mktemp("a"), steps=8)
+def analysed(trained, tmp_path_factory):
+    """The session's trained run analysed once (with a reference line): the written paths, the
+    folder, and what the analysis printed on stderr."""
+    out, err = tmp_path_factory.mktemp("report") / "rep", io.StringIO()
+    with contextlib.redirect_stderr(err):
+        paths = analyze_run(trained / "run", trained / "d", out, max_windows=4, references=[("paper", 1.55)])
+    return paths, out, err.getvalue()
 
 
-def test_report_files_and_numbers(run, tmp_path):
-    paths = analyze_run(run / "run", run / "d", tmp_path / "rep", max_windows=4, references=[("paper", 1.55)])
+def test_report_files_and_numbers(trained, analysed):
+    paths, folder, _ = analysed
     report = json.loads(paths["json"].read_text())
     assert report["references"] == [{"label": "paper", "value": 1.55}]
     assert report["training"]["iterations"] == 8
@@ -23,9 +30,9 @@ def test_report_files_and_numbers(run, tmp_path):
     assert len(report["coherence"]["trained"]) == 2 and set(report["coding_rate"]) >= {"init", "step-000008"}
     assert report["probe"]["target"].strip() == "key"  # compact vocabulary: the embedded probe
     for name, rel in report["figures"].items():
-        png = tmp_path / "rep" / rel
+        png = folder / rel
         assert png.is_file() and png.with_suffix(".pdf").is_file(), name
-    assert (tmp_path / "rep" / "explore.html").is_file()  # the explorer page, linked from both reports
+    assert (folder / "explore.html").is_file()  # the explorer page, linked from both reports
     assert "(explore.html)" in paths["md"].read_text() and "href='explore.html'" in paths["html"].read_text()
     assert len(report["heads_init"]["heads"]) == len(report["heads"]["heads"])  # the untrained baseline
     over = report["over_training"]
@@ -42,14 +49,14 @@ def test_report_files_and_numbers(run, tmp_path):
     assert "signal minus noise" in md and "| layer | head | stream |" in md
     assert page.count("data:image/png;base64,") == len(report["figures"]) and "<table>" in page
     with pytest.raises(PrismError, match="non-empty"):
-        analyze_run(run / "run", run / "d", tmp_path / "rep")
+        analyze_run(trained / "run", trained / "d", folder)
 
 
-def test_gpt_checkpoint_and_cli(run, tmp_path, capsys):
-    gpt = tiny_config(run / "d", run / "gpt", **{"model.attention": '"gpt"', "run.max_iters": 2,
+def test_gpt_checkpoint_and_cli(trained, tmp_path, capsys):
+    gpt = tiny_train_config(trained / "d", tmp_path / "gpt", **{"model.attention": '"gpt"', "run.max_iters": 2,
                                                   "model.block_size": 64})
     train(gpt)
-    assert main(["analyze", str(run / "gpt" / "checkpoints" / "step-000002"), "--data", str(run / "d"),
+    assert main(["analyze", str(tmp_path / "gpt" / "checkpoints" / "step-000002"), "--data", str(trained / "d"),
                  "--out", str(tmp_path / "g"), "--max-windows", "2",
                  "--probe", "Once upon a time, Lily found a shiny key", "--target", "shiny",
                  "--reference", "paper PRISM=1.55"]) == 0
@@ -59,10 +66,10 @@ def test_gpt_checkpoint_and_cli(run, tmp_path, capsys):
     assert "resonance" not in report and report["heads"]["comparison"] == {}
     assert report["references"] == [{"label": "paper PRISM", "value": 1.55}]
     with pytest.raises(SystemExit):
-        main(["analyze", str(run / "gpt"), "--data", str(run / "d"), "--out", str(tmp_path / "i"),
+        main(["analyze", str(tmp_path / "gpt"), "--data", str(trained / "d"), "--out", str(tmp_path / "i"),
               "--reference", "1.55"])
     assert "LABEL=VALUE" in capsys.readouterr().err
-    assert main(["analyze", str(run / "gpt"), "--data", str(run / "d"), "--out", str(tmp_path / "h"),
+    assert main(["analyze", str(tmp_path / "gpt"), "--data", str(trained / "d"), "--out", str(tmp_path / "h"),
                  "--probe", "She found a door"]) == 2
     assert "outside this model's compact vocabulary" in capsys.readouterr().err
 
@@ -86,7 +93,7 @@ def test_step_zero_model_is_rebuilt_from_the_runs_own_seed(tmp_path):
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(PrismLM, "__init__", spy)
-        train(tiny_config(data, tmp_path / "run", **{"run.seed": 7, "run.max_iters": 2}))
+        train(tiny_train_config(data, tmp_path / "run", **{"run.seed": 7, "run.max_iters": 2}))
     model = prism_lm.load_model(tmp_path / "run")
     rebuilt = _initial_model(RunDir(tmp_path / "run"), model.config).state_dict()
     assert all(torch.equal(rebuilt[k], seen["step0"][k]) for k in rebuilt)
@@ -103,7 +110,7 @@ def test_report_says_which_step_and_split_each_headline_number_is_from(tmp_path)
     from prism_lm.analysis import figures
 
     data = prepare_tiny(tmp_path / "d", stories=40)
-    train(tiny_config(data, tmp_path / "run", **{"run.max_iters": 2, "run.eval_interval": 100,
+    train(tiny_train_config(data, tmp_path / "run", **{"run.max_iters": 2, "run.eval_interval": 100,
                                                    "model.block_size": 64}))
     paths = analyze_run(tmp_path / "run", data, tmp_path / "rep", max_windows=2)
     md, page = paths["md"].read_text(), paths["html"].read_text()
@@ -129,18 +136,18 @@ def test_report_says_which_step_and_split_each_headline_number_is_from(tmp_path)
     assert captured["coding_rate"] and all(float(t).is_integer() for t in captured["coding_rate"])
 
 
-def test_report_reads_as_a_researcher_needs(run, tmp_path, capsys):
+def test_report_reads_as_a_researcher_needs(trained, analysed):
     """A summary of numbers beside their baselines, every figure titled and captioned, every table
     introduced by its question, nulls where they exist, and a line per analysis step."""
     from prism_lm.analysis.report_text import FIGURES
     from prism_lm.data.shards import ShardSet, unigram_entropy
 
-    paths = analyze_run(run / "run", run / "d", tmp_path / "rep", max_windows=4)
+    paths, _, err = analysed
     report = json.loads(paths["json"].read_text())
     md = paths["md"].read_text()
     summary = {row["what"].split(":")[0]: row for row in report["summary"]}
     loss_row = next(r for r in report["summary"] if r["what"].startswith("loss on the analysed windows"))
-    assert loss_row["baseline"] == pytest.approx(unigram_entropy(ShardSet(run / "d", report["split"])))
+    assert loss_row["baseline"] == pytest.approx(unigram_entropy(ShardSet(trained / "d", report["split"])))
     assert loss_row["value"] == pytest.approx(report["interventions"]["base"]["all"])
     assert len(report["summary"]) == 5 and all(r["reading"] and r["baseline_is"] for r in report["summary"])
     assert "signal − noise" in summary and md.index("## Summary") < md.index("## Figures")
@@ -152,7 +159,6 @@ def test_report_reads_as_a_researcher_needs(run, tmp_path, capsys):
     assert sections and all(part.split("\n\n")[1].startswith("*") for part in sections)  # each opens with its question
     distance = next(part for part in sections if part.startswith("Recall tokens by antecedent distance"))
     assert distance.split("\n")[0] == "Recall tokens by antecedent distance (tokens): loss"  # no hit-rate promise
-    err = capsys.readouterr().err
     assert "[analyze] head statistics" in err and err.count("[analyze]") >= 12  # start and end of each step
 
 

@@ -18,8 +18,9 @@ from prism_lm.analysis.spectral import (
 from prism_lm.errors import PrismError
 from prism_lm.model import PrismLM
 from prism_lm.model.attention import PrismAttention
+from prism_lm.model.kinds import validate_model
 from prism_lm.model.rope import inv_frequencies
-from tests.conftest import tiny_config
+from tests.helpers import tiny_model_config
 
 
 def test_cross_kernel_against_loops():
@@ -36,7 +37,7 @@ def test_cross_kernel_against_loops():
 
 
 def test_multiplier_one_resonates_most():
-    table = resonance_table(tiny_config(n_embd=64, n_head=2), windows=(128,), sweep=7)  # D = 64
+    table = resonance_table(tiny_model_config(n_embd=64, n_head=2), windows=(128,), sweep=7)  # D = 64
     matched = {k: v["128"]["matched"] for k, v in table["named"]["base"].items()}
     assert max(matched, key=matched.get) == "1"
     assert matched["pi"] < matched["1"]
@@ -44,7 +45,7 @@ def test_multiplier_one_resonates_most():
 
 
 def test_coherence_bounds():
-    attn = PrismAttention(tiny_config(), 0)
+    attn = PrismAttention(tiny_model_config(), 0)
     rows, C = attn.u_proj.weight.shape
     half, k = rows // 2, C // 2
     with torch.no_grad():
@@ -55,7 +56,7 @@ def test_coherence_bounds():
     with torch.no_grad():
         attn.u_proj.weight[half:] = attn.u_proj.weight[:half]
     assert coherence(attn) == pytest.approx(1.0, abs=1e-5)
-    assert coherence(PrismAttention(tiny_config(noise_stream=False), 0)) is None
+    assert coherence(PrismAttention(tiny_model_config(prism=dict(noise_stream=False)), 0)) is None
 
 
 def test_coding_rate_formula():
@@ -68,17 +69,17 @@ def test_coding_rate_formula():
 
 
 def test_layer_coding_rates_delta():
-    model = PrismLM(tiny_config())
+    model = PrismLM(tiny_model_config())
     model.set_scheduled_lambda(0.3)
     rows = layer_coding_rates(model, torch.randint(0, 97, (2, 16)))
     assert len(rows) == 2
     for r in rows:
         assert r["delta_R"] == pytest.approx(r["R_signal"] - 0.3 * r["R_noise"], rel=1e-6)
-    assert set(layer_coding_rates(PrismLM(tiny_config("gpt")), torch.randint(0, 97, (1, 8)))[0]) == {"layer", "R"}
+    assert set(layer_coding_rates(PrismLM(tiny_model_config("gpt")), torch.randint(0, 97, (1, 8)))[0]) == {"layer", "R"}
 
 
 def test_rope_base_reaches_the_model_and_the_resonance_analysis():
-    base, moved = tiny_config(n_embd=64, n_head=2), tiny_config(n_embd=64, n_head=2, rope_base=500.0)
+    base, moved = tiny_model_config(n_embd=64, n_head=2), tiny_model_config(n_embd=64, n_head=2, rope_base=500.0)
     assert PrismAttention.rope_bases(moved) == pytest.approx([500.0 * math.pi, 500.0 / math.pi])
     assert PrismAttention(moved, 0).rotary.bases == pytest.approx([500.0 * math.pi, 500.0 / math.pi])
     table, moved_table = (resonance_table(c, windows=(128,), sweep=3) for c in (base, moved))
@@ -93,7 +94,7 @@ def test_rope_base_reaches_the_model_and_the_resonance_analysis():
 def test_coherence_floor_and_head_pairs():
     from prism_lm.analysis.spectral import coherence_floor, head_pair_coherence
 
-    cfg = tiny_config(n_embd=32, n_head=2)
+    cfg = tiny_model_config(n_embd=32, n_head=2)
     floor = coherence_floor(cfg)
     assert 0.2 < floor < 1  # an R = 2 stream spans the whole space: far from 0 at init
     attn = PrismAttention(cfg, 0)
@@ -103,7 +104,7 @@ def test_coherence_floor_and_head_pairs():
         U = attn.dictionary()
         U[1, 0] = U[0, 0]
     assert head_pair_coherence(attn)[0] == pytest.approx(1.0, abs=1e-5)
-    assert head_pair_coherence(PrismAttention(tiny_config(noise_stream=False), 0)) is None
+    assert head_pair_coherence(PrismAttention(tiny_model_config(prism=dict(noise_stream=False)), 0)) is None
 
 
 def test_normalised_delta_r_ignores_the_scale_of_tokens_and_dictionary():
@@ -131,33 +132,33 @@ def _collapse_or_spread(model, spread: bool):
 def test_attention_step_rates_see_a_collapse_as_a_fall_and_a_spread_as_a_rise():
     from prism_lm.analysis.spectral import attention_step_rates
 
-    model = PrismLM(tiny_config()).eval()
+    model = PrismLM(tiny_model_config()).eval()
     idx = torch.randint(0, 97, (3, 24))
     natural = attention_step_rates(model, idx)
     assert len(natural) == 2 and all(0 <= r["rises"] <= 1 and r["windows"] == 3 for r in natural)
-    fall = attention_step_rates(_collapse_or_spread(PrismLM(tiny_config()).eval(), spread=False), idx)
+    fall = attention_step_rates(_collapse_or_spread(PrismLM(tiny_model_config()).eval(), spread=False), idx)
     assert all(r["rises"] == 0.0 and r["delta_R_out"] < r["delta_R_in"] for r in fall)
     same = torch.zeros(3, 24, dtype=torch.long)  # one token repeated: the first layer's input is collapsed
-    rise = attention_step_rates(_collapse_or_spread(PrismLM(tiny_config()).eval(), spread=True), same)
+    rise = attention_step_rates(_collapse_or_spread(PrismLM(tiny_model_config()).eval(), spread=True), same)
     assert rise[0]["rises"] == 1.0 and rise[0]["delta_R_out"] > rise[0]["delta_R_in"]
-    assert attention_step_rates(PrismLM(tiny_config("gpt")), idx) is None
+    assert attention_step_rates(PrismLM(tiny_model_config("gpt")), idx) is None
 
 
 def test_frequency_scaling_makes_every_matched_ratio_exactly_m_squared():
     for m in (math.pi, math.sqrt(2.0), 1.5, 355 / 113):
-        cfg = tiny_config(n_embd=64, n_head=2, freq_multiplier=m, rope_scaling="frequency")
+        cfg = tiny_model_config(n_embd=64, n_head=2, prism=dict(freq_multiplier=m, rope_scaling="frequency"))
         w_s, w_n = stream_frequencies_of(cfg, m)
         np.testing.assert_allclose(w_s / w_n, m * m, rtol=1e-13)
         attn = PrismAttention(cfg, 0)  # the model's own fp32 tables rotate at the same frequencies
         angle = torch.atan2(attn.rotary.sin[:, 0, 1], attn.rotary.cos[:, 0, 1])  # position 1: (S, D/2)
         np.testing.assert_allclose(np.abs(angle.numpy()), alias_np(np.stack([w_s, w_n])), rtol=1e-5, atol=1e-6)
-    base = stream_frequencies_of(tiny_config(n_embd=64, n_head=2), math.pi)  # the official scaling
+    base = stream_frequencies_of(tiny_model_config(n_embd=64, n_head=2), math.pi)  # the official scaling
     assert base[0][0] == base[1][0] == 1.0  # pair 0 turns at 1 rad/token in both streams whatever m is
     assert not np.allclose(base[0][1:] / base[1][1:], math.pi ** 2)
     with pytest.raises(PrismError, match="rope_scaling"):
-        tiny_config(rope_scaling="ratio").validate()
+        validate_model(tiny_model_config(prism=dict(rope_scaling="ratio")))
     with pytest.raises(PrismError, match="one RoPE ladder"):
-        tiny_config("gpt-rope", rope_scaling="frequency").validate()
+        validate_model(tiny_model_config("gpt-rope", prism=dict(rope_scaling="frequency")))
 
 
 def alias_np(x):
@@ -165,7 +166,7 @@ def alias_np(x):
 
 
 def test_closest_approach_against_loops_and_exact_rational_resonances():
-    cfg = tiny_config(n_embd=64, n_head=2, block_size=128, rope_scaling="frequency")
+    cfg = tiny_model_config(n_embd=64, n_head=2, block_size=128, prism=dict(rope_scaling="frequency"))
     w_s, w_n = stream_frequencies_of(cfg, math.pi)
     turn = 2 * math.pi / 128
     brute = min(alias_np(n * a - k * b) for n in range(1, 5) for k in range(1, 5)
@@ -184,7 +185,7 @@ def test_closest_approach_against_loops_and_exact_rational_resonances():
 
 
 def test_distinguishing_window_tells_pi_from_its_rational_neighbours_only_over_long_windows():
-    cfg = tiny_config(n_embd=64, n_head=2, block_size=128)
+    cfg = tiny_model_config(n_embd=64, n_head=2, block_size=128)
     for scaling in ("base", "frequency"):
         w22 = distinguishing_window(cfg, math.pi, 22 / 7, scaling)
         w355 = distinguishing_window(cfg, math.pi, 355 / 113, scaling)
@@ -195,7 +196,7 @@ def test_distinguishing_window_tells_pi_from_its_rational_neighbours_only_over_l
 
 
 def test_resonance_table_tells_pi_from_22_7_where_the_old_count_could_not():
-    cfg = tiny_config(n_embd=64, n_head=2, block_size=128)
+    cfg = tiny_model_config(n_embd=64, n_head=2, block_size=128)
     table = resonance_table(cfg, windows=(128,), sweep=5)
     freq = table["named"]["frequency"]
     assert freq["sqrt2"]["128"]["closest_matched"]["gap"] == 0.0  # m² = 2
@@ -220,5 +221,5 @@ def test_step_cosines_tell_a_gradient_step_from_chance():
     assert exact["cosine"] == pytest.approx(1.0) and exact["random_abs_p95"] < 0.5
     chance = step_cosines(torch.randn_like(Z), grad)
     assert abs(chance["cosine"]) < 0.5 and chance["random_abs_mean"] == pytest.approx(exact["random_abs_mean"])
-    rows = attention_step_rates(PrismLM(tiny_config()).eval(), torch.randint(0, 97, (2, 24)))
+    rows = attention_step_rates(PrismLM(tiny_model_config()).eval(), torch.randint(0, 97, (2, 24)))
     assert all(-1 <= r["grad_cosine"] <= 1 and 0 < r["grad_random_abs_mean"] < r["grad_random_abs_p95"] for r in rows)

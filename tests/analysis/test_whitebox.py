@@ -11,30 +11,18 @@ import pytest
 from prism_lm.analysis.report import analyze_run
 from prism_lm.analysis.sparsity import ista_sparsity
 from prism_lm.checkpoint import load_model
+from prism_lm.config import flatten
 from prism_lm.data.shards import ShardSet
 from prism_lm.model import PrismLM
 from prism_lm.train.loop import train
-from prism_lm.train.metrics import read_metrics
-from tests.conftest import WHITE_BOX
-from tests.conftest import tiny_config as tiny_model
-from tests.train.helpers import prepare_tiny, tiny_config
-
-TIMING = ("tokens_per_s", "mfu")
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return prepare_tiny(tmp_path_factory.mktemp("data") / "d", stories=60)
+from tests.helpers import WHITE_BOX, records_without_timing, tiny_model_config, tiny_train_config
 
 
 def _config(data, out, kind):
-    model = {f"model.{k}": (f'"{v}"' if isinstance(v, str) else str(v).lower()) for k, v in WHITE_BOX[kind].items()}
-    return tiny_config(data, out, **{"run.max_iters": 12, "run.checkpoint_interval": 6, "run.eval_interval": 6,
-                                     "model.block_size": 64, **model})
-
-
-def _records(run):
-    return [{k: v for k, v in r.items() if k not in TIMING} for r in read_metrics(run / "metrics.jsonl")]
+    model = {k: (f'"{v}"' if isinstance(v, str) else str(v).lower())
+             for k, v in flatten({"model": WHITE_BOX[kind]}).items()}  # --set model.ista.mode="residual", ...
+    return tiny_train_config(data, out, **{"run.max_iters": 12, "run.checkpoint_interval": 6, "run.eval_interval": 6,
+                                           "model.block_size": 64, **model})
 
 
 @pytest.mark.parametrize("kind", list(WHITE_BOX))
@@ -47,7 +35,7 @@ def test_trains_resumes_exactly_and_is_analysed(data, tmp_path, kind):
     shutil.rmtree(cut / "checkpoints" / "best")
     summary = train(_config(data, cut, kind), resume="auto")  # from step 6
     assert summary["step"] == 12
-    assert _records(cut) == _records(full)  # every record, bit for bit
+    assert records_without_timing(cut) == records_without_timing(full)  # every record, bit for bit
     model = load_model(cut)
     assert (model.config.attention, model.config.mlp) == (WHITE_BOX[kind]["attention"], "ista")
 
@@ -72,7 +60,7 @@ def test_sparsity_is_the_fraction_of_zeros_and_absent_without_ista(data):
     import torch
 
     shards = ShardSet(data, "val")
-    model = PrismLM(tiny_model("prism+ista", block_size=64, vocab_size=shards.vocab_size)).eval()
+    model = PrismLM(tiny_model_config("prism+ista", block_size=64, vocab_size=shards.vocab_size)).eval()
     seen = []
     handles = [b.mlp.hook_code.register_forward_hook(lambda m, a, out: seen.append(out)) for b in model.blocks]
     out = ista_sparsity(model, shards, windows=2)
@@ -80,4 +68,5 @@ def test_sparsity_is_the_fraction_of_zeros_and_absent_without_ista(data):
         h.remove()
     per_layer = [float(torch.cat([s for s in seen[i::2]]).eq(0).float().mean()) for i in range(2)]
     assert out["per_layer"] == pytest.approx(per_layer) and out["mean"] == pytest.approx(sum(per_layer) / 2)
-    assert ista_sparsity(PrismLM(tiny_model("prism", block_size=64, vocab_size=shards.vocab_size)), shards) is None
+    gelu = PrismLM(tiny_model_config("prism", block_size=64, vocab_size=shards.vocab_size))
+    assert ista_sparsity(gelu, shards) is None

@@ -16,7 +16,7 @@ from prism_lm.data.prepare import prepare
 from prism_lm.data.shards import ShardSet
 from prism_lm.errors import PrismError
 from prism_lm.files import WriterLock
-from tests.train.helpers import cli_env
+from tests.helpers import cli_env
 
 TINYSTORIES = Path(__file__).resolve().parents[3] / "shared" / "data" / "tinystories"
 
@@ -40,12 +40,12 @@ def test_leftovers_of_a_killed_preparation_are_removed(tmp_path, capsys):
 @pytest.mark.parametrize("mask, dir_mode, file_mode", [(0o022, 0o755, 0o644), (0o077, 0o700, 0o600)])
 def test_outputs_follow_the_umask(tmp_path, mask, dir_mode, file_mode):
     from prism_lm.train.loop import train
-    from tests.train.helpers import tiny_config
+    from tests.helpers import tiny_train_config
 
     old = os.umask(mask)
     try:
         prepare(["embedded:30"], tmp_path / "d", progress=False)
-        train(tiny_config(tmp_path / "d", tmp_path / "run", **{"run.max_iters": 4}))
+        train(tiny_train_config(tmp_path / "d", tmp_path / "run", **{"run.max_iters": 4}))
     finally:
         os.umask(old)
     paths = [tmp_path / "d", *(tmp_path / "d").iterdir(), *(tmp_path / "run" / "checkpoints").rglob("*")]

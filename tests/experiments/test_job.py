@@ -8,7 +8,7 @@ from prism_lm.experiments.job import EvaluateSpec, run_job
 from prism_lm.experiments.runner import _tasks, _write_job, plan
 from prism_lm.experiments.spec import load_experiments
 from prism_lm.experiments.sweep_dir import SweepDir
-from tests.experiments.helpers import write_experiment
+from tests.helpers import write_experiment
 
 
 def _one_job(tmp_path, device: str):
@@ -66,10 +66,10 @@ def test_the_job_evaluates_and_analyses_on_the_runs_device(tmp_path, monkeypatch
     monkeypatch.setattr(evaluate, "evaluate_split", evaluate_split)
     monkeypatch.setattr(heads, "head_statistics", head_statistics)
     resolved = []
-    from prism_lm.train import parallel
+    from prism_lm import devices
 
-    real = parallel.resolve_device
-    monkeypatch.setattr(parallel, "resolve_device", lambda name, *a: resolved.append(name) or real(name, *a))
+    real = devices.resolve_device
+    monkeypatch.setattr(devices, "resolve_device", lambda name, *a: resolved.append(name) or real(name, *a))
     assert run_job(task.path) == "done"
     assert "cpu" in resolved
     assert seen["load"] and all(d == torch.device("cpu") for d in seen["load"])

@@ -9,7 +9,7 @@ from prism_lm.errors import PrismError
 from prism_lm.experiments.report import _ladder, write_report
 from prism_lm.experiments.runner import run_sweep
 from prism_lm.experiments.spec import load_experiments
-from tests.experiments.helpers import write_experiment
+from tests.helpers import write_experiment
 
 LADDER = """
 [ladder]

@@ -5,7 +5,7 @@ import pytest
 from prism_lm.errors import PrismError
 from prism_lm.experiments.runner import plan
 from prism_lm.experiments.spec import identity, load_experiments
-from tests.experiments.helpers import write_experiment
+from tests.helpers import write_experiment
 
 VERDICT2 = """
 [[verdicts]]
@@ -23,10 +23,10 @@ seeds = [0, 1, 2]
 [set.run]                        # overrides for every run
 max_iters = 300
 
-[arms.prism-pi.model]            # one table per arm: its overrides, by config section
+[arms.prism-pi.model.prism]      # one table per arm: its overrides, by config section
 freq_multiplier = "pi"
 
-[arms.prism-m1.model]
+[arms.prism-m1.model.prism]
 freq_multiplier = 1.0
 """
 
@@ -40,7 +40,7 @@ def test_the_issue_shape_expands_to_arms_times_seeds(tmp_path):
     pi = [r for r in exp.runs if r.arm == "prism-pi"]
     assert [r.config.run.seed for r in pi] == [0, 1, 2]
     assert all(r.config.run.max_iters == 300 for r in exp.runs)
-    assert {r.config.model.freq_multiplier for r in exp.runs} == {"pi", 1.0}
+    assert {r.config.model.prism.freq_multiplier for r in exp.runs} == {"pi", 1.0}
     assert len({r.identity for r in exp.runs}) == 6  # seed and arm both change what a run computes
     assert all(r.name == f"{r.arm}-s{r.seed}-{r.identity}" for r in exp.runs)
 

@@ -17,7 +17,7 @@ from prism_lm.errors import PrismError
 from prism_lm.experiments.report import write_report
 from prism_lm.experiments.runner import run_sweep
 from prism_lm.experiments.sweep_dir import SweepRun
-from tests.experiments.helpers import write_experiment
+from tests.helpers import write_experiment
 
 ROOT = Path(__file__).resolve().parents[2]
 

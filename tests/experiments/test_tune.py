@@ -7,7 +7,7 @@ from prism_lm.experiments.report import write_report
 from prism_lm.experiments.runner import run_sweep
 from prism_lm.experiments.spec import TuneSpec, choose_tuned, load_experiments
 from prism_lm.experiments.sweep_dir import SweepDir
-from tests.experiments.helpers import write_experiment
+from tests.helpers import write_experiment
 
 TUNE = """
 [tune]
@@ -79,10 +79,10 @@ def test_a_tuned_sweep_runs_tuning_then_verdicts_at_each_arms_choice(tmp_path):
                                                                            for line in again)
 
 
+@pytest.mark.slow  # a two-file suite of 16 jobs (about 25 s); its rule, EvaluateSpec.covers, is tested by default
 def test_a_run_shared_with_a_tuned_files_verdict_runs_is_not_evaluated_again_on_a_rerun(tmp_path):
     """In a suite, a run that an untuned file shares with a tuned file's verdict run is evaluated
     for both; a rerun finds it finished in both phases (it used to flip between the two evaluations)."""
-    from prism_lm.experiments.job import EvaluateSpec
 
     write_experiment(tmp_path, steps=4, name="tuned.toml", extra=TUNE)
     plain = write_experiment(tmp_path, steps=4, name="plain.toml").read_text()
@@ -100,6 +100,12 @@ def test_a_run_shared_with_a_tuned_files_verdict_runs_is_not_evaluated_again_on_
     assert run_sweep(tmp_path / "suite.toml", tmp_path / "out", log=again.append) == 0
     counts = [line for line in again if "runs in 2 experiment(s)" in line]
     assert len(counts) == 2 and all(line.endswith(" 0 to run") or "0 to run" in line for line in counts), counts
+
+
+def test_an_evaluation_covers_one_that_asks_for_less():
+    """The rule that lets a shared run's one evaluation serve both files (the sweep above, in slow)."""
+    from prism_lm.experiments.job import EvaluateSpec
+
     wide, narrow = EvaluateSpec([16, 32], 4), EvaluateSpec([32], 4)
     assert wide.covers(narrow) and not narrow.covers(wide) and not EvaluateSpec([16, 32], 8).covers(wide)
     assert wide.covers(EvaluateSpec([32], 0))  # asking for no head statistics: any head windows will do

@@ -8,7 +8,7 @@ from prism_lm.cli import main
 from prism_lm.data.tokenizer import EOT_ID, Codec, encode
 from prism_lm.model import PrismLM, generate
 from prism_lm.sampling import sample
-from tests.conftest import ALL_KINDS, tiny_config
+from tests.helpers import ALL_KINDS, tiny_model_config
 from tests.reference import make_official_checkpoint
 
 transformers = pytest.importorskip("transformers")
@@ -23,7 +23,7 @@ def _hf_home(tmp_path_factory, monkeypatch):
 def _trained_ish(kind: str) -> PrismLM:
     """A GPT-2-vocabulary model with embeddings large enough that its logits depend on the context."""
     torch.manual_seed(0)
-    model = PrismLM(tiny_config(kind, vocab_size=50304, block_size=48))
+    model = PrismLM(tiny_model_config(kind, vocab_size=50304, block_size=48))
     with torch.no_grad():
         model.wte.weight.normal_(0, 1.0)
     return model.eval()
@@ -88,7 +88,7 @@ def test_exported_code_needs_no_prism_lm(tmp_path):
 
 
 def test_compact_vocabulary_and_bad_targets_are_one_line_errors(tmp_path, capsys):
-    save_model(PrismLM(tiny_config(vocab_size=4)), tmp_path / "compact", codec=Codec([11, 13, 17, EOT_ID]))
+    save_model(PrismLM(tiny_model_config(vocab_size=4)), tmp_path / "compact", codec=Codec([11, 13, 17, EOT_ID]))
     assert main(["export", "hf", str(tmp_path / "compact"), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "uses a compact vocabulary" in err and err.count("\n") == 1 and not (tmp_path / "out").exists()
@@ -106,7 +106,7 @@ def test_export_returns_real_attentions_and_hidden_states_loads_its_tokenizer_un
     from prism_lm.analysis import capture_attention, hook_name
 
     torch.manual_seed(0)
-    ckpt, folder = _export(PrismLM(tiny_config(vocab_size=50304, n_layer=2)), tmp_path)
+    ckpt, folder = _export(PrismLM(tiny_model_config(vocab_size=50304, n_layer=2)), tmp_path)
     hf = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True).eval()
     ours = load_model(ckpt)
     ids = torch.tensor([encode(PROMPT)])
@@ -140,7 +140,7 @@ def test_the_shipped_lm_eval_task_runs_on_an_export_from_any_directory(tmp_path)
     from pathlib import Path
 
     pytest.importorskip("lm_eval")
-    _, folder = _export(PrismLM(tiny_config(vocab_size=50304, n_layer=1)), tmp_path)
+    _, folder = _export(PrismLM(tiny_model_config(vocab_size=50304, n_layer=1)), tmp_path)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     tasks = Path(__file__).resolve().parents[2] / "benchmarks" / "lm_eval"

@@ -10,14 +10,15 @@ from prism_lm.errors import PrismError
 from prism_lm.model import PrismLM, attend
 from prism_lm.model.attention import PrismAttention
 from prism_lm.model.config import NAMED_MULTIPLIERS, resolve_multiplier
+from prism_lm.model.kinds import validate_model
 from prism_lm.model.rope import Rotary, interleaved_to_halves
-from tests.conftest import ALL_KINDS, tiny_config
+from tests.helpers import ALL_KINDS, tiny_model_config
 from tests.reference import prism_attention_eq7, rope_interleaved
 
 
 @pytest.mark.parametrize("kind", ALL_KINDS)
 def test_sdpa_and_eager_paths_agree(kind):
-    model = PrismLM(tiny_config(kind)).eval()
+    model = PrismLM(tiny_model_config(kind)).eval()
     model.set_scheduled_lambda(0.3)
     idx = torch.randint(0, 97, (3, 32))
     fast = model(idx).logits
@@ -27,7 +28,7 @@ def test_sdpa_and_eager_paths_agree(kind):
 
 @pytest.mark.parametrize("kind", ALL_KINDS)
 def test_attention_probabilities_per_stream(kind):
-    model = PrismLM(tiny_config(kind)).eval()
+    model = PrismLM(tiny_model_config(kind)).eval()
     idx = torch.randint(0, 97, (2, 10))
     logits, maps = model.forward_with_attention(idx)
     torch.testing.assert_close(logits, model(idx).logits, atol=1e-5, rtol=1e-5)
@@ -57,13 +58,13 @@ def _to_interleaved(u_weight: torch.Tensor, head_dim: int) -> torch.Tensor:
 @pytest.mark.parametrize("ratio", [1, 2, 4])
 @pytest.mark.parametrize("multiplier", ["pi", 2.0, "3/2", 1.0])
 def test_prism_attention_equals_naive_eq7(ratio, multiplier):
-    cfg = tiny_config(expansion_ratio=ratio, freq_multiplier=multiplier, block_size=12)
+    cfg = tiny_model_config(block_size=12, prism=dict(expansion_ratio=ratio, freq_multiplier=multiplier))
     attn = PrismAttention(cfg, 0).eval()
     attn.reset_parameters()
     attn.lambda_.fill_(0.37)
     z = torch.randn(2, 12, cfg.n_embd)
     ours, _ = attn(z)
-    u_official = _to_interleaved(attn.u_proj.weight.detach(), cfg.head_dim)
+    u_official = _to_interleaved(attn.u_proj.weight.detach(), PrismAttention.head_width(cfg))
     for b in range(2):
         ref = prism_attention_eq7(z[b], u_official, cfg.n_head, 0.37, resolve_multiplier(multiplier), ratio)
         torch.testing.assert_close(ours[b], ref, atol=1e-5, rtol=1e-4)
@@ -79,7 +80,7 @@ def test_rotary_halves_layout_equals_interleaved_pairs():
 
 
 def test_rotary_stays_fp32_in_bf16_model():
-    model = PrismLM(tiny_config(block_size=512, n_head=1, n_embd=16)).to(torch.bfloat16)
+    model = PrismLM(tiny_model_config(block_size=512, n_head=1, n_embd=16)).to(torch.bfloat16)
     rot = model.blocks[0].attn.rotary
     cos, _ = rot.tables(torch.device("cpu"))
     assert cos.dtype == torch.float32
@@ -90,7 +91,7 @@ def test_rotary_stays_fp32_in_bf16_model():
 
 def test_stream_bases_follow_multiplier():
     for name, value in NAMED_MULTIPLIERS.items():
-        attn = PrismAttention(tiny_config(freq_multiplier=name), 0)
+        attn = PrismAttention(tiny_model_config(prism=dict(freq_multiplier=name)), 0)
         assert attn.rotary.bases == pytest.approx([10000 * value, 10000 / value])
     assert resolve_multiplier("3/2") == 1.5 and resolve_multiplier(2) == 2.0
     for bad in ("tau", "0", -1.0, "1/0", True):
@@ -99,17 +100,17 @@ def test_stream_bases_follow_multiplier():
 
 
 def test_multiplier_one_makes_streams_share_frequencies():
-    attn = PrismAttention(tiny_config(freq_multiplier=1), 0)
+    attn = PrismAttention(tiny_model_config(prism=dict(freq_multiplier=1)), 0)
     cos, sin = attn.rotary.tables(torch.device("cpu"))
     assert torch.equal(cos[0], cos[1]) and torch.equal(sin[0], sin[1])
-    attn_pi = PrismAttention(tiny_config(freq_multiplier="pi"), 0)
+    attn_pi = PrismAttention(tiny_model_config(prism=dict(freq_multiplier="pi")), 0)
     cos_pi, _ = attn_pi.rotary.tables(torch.device("cpu"))
     assert not torch.equal(cos_pi[0], cos_pi[1])
 
 
 @pytest.mark.parametrize("ratio", [1, 2, 4])
 def test_expansion_ratio_sets_dictionary_width(ratio):
-    cfg = tiny_config(expansion_ratio=ratio)
+    cfg = tiny_model_config(prism=dict(expansion_ratio=ratio))
     attn = PrismAttention(cfg, 0)
     D = cfg.n_embd // cfg.n_head * ratio
     assert attn.head_dim == D and attn.u_proj.weight.shape == (2 * cfg.n_head * D, cfg.n_embd)
@@ -117,10 +118,10 @@ def test_expansion_ratio_sets_dictionary_width(ratio):
 
 
 def test_noise_off_equals_full_model_at_lambda_zero():
-    full = PrismAttention(tiny_config(), 0).eval()
+    full = PrismAttention(tiny_model_config(), 0).eval()
     full.reset_parameters()
     full.lambda_.fill_(0.0)
-    signal_only = PrismAttention(tiny_config(noise_stream=False), 0).eval()
+    signal_only = PrismAttention(tiny_model_config(prism=dict(noise_stream=False)), 0).eval()
     half = signal_only.u_proj.weight.shape[0]
     assert half * 2 == full.u_proj.weight.shape[0]
     with torch.no_grad():
@@ -131,7 +132,7 @@ def test_noise_off_equals_full_model_at_lambda_zero():
 
 
 def test_lambda_subtracts_noise_stream_linearly():
-    attn = PrismAttention(tiny_config(), 0).eval()
+    attn = PrismAttention(tiny_model_config(), 0).eval()
     z = torch.randn(1, 6, 32)
     outs = []
     for lam in (0.0, 0.1, 0.2):
@@ -142,7 +143,7 @@ def test_lambda_subtracts_noise_stream_linearly():
 
 
 def test_learned_lambda_is_trained_parameter():
-    model = PrismLM(tiny_config(lambda_schedule="learned"))
+    model = PrismLM(tiny_model_config(prism=dict(lambda_schedule="learned")))
     attn = model.blocks[1].attn
     assert "lambda_" not in dict(model.named_buffers())
     lam0 = float(attn.current_lambda().detach())
@@ -163,15 +164,15 @@ def test_constant_and_cosine_lambda_are_buffers_set_by_step():
     assert lambda_value(100, 100, 0.01, 0.1) == pytest.approx(0.1)
     assert lambda_value(500, 100, 0.01, 0.1) == pytest.approx(0.1)
     assert lambda_value(25, 100, 0.01, 0.1) == pytest.approx(0.01 + 0.09 * 0.5 * (1 - math.cos(math.pi / 4)))
-    model = PrismLM(tiny_config(lambda_schedule="constant", lambda_start=0.2))
+    model = PrismLM(tiny_model_config(prism=dict(lambda_schedule="constant", lambda_start=0.2)))
     assert model.lambdas() == pytest.approx([0.2, 0.2])
     model.set_scheduled_lambda(0.07)
     assert model.lambdas() == pytest.approx([0.07, 0.07])
 
 
 def test_untied_output_starts_equal_then_learns_separately():
-    tied = PrismLM(tiny_config())
-    untied = PrismLM(tiny_config(tied_output=False))
+    tied = PrismLM(tiny_model_config())
+    untied = PrismLM(tiny_model_config(prism=dict(tied_output=False)))
     assert untied.num_params() - tied.num_params() == 2 * tied.blocks[0].attn.u_proj.weight.numel()
     attn = untied.blocks[0].attn
     torch.testing.assert_close(attn.out_proj.weight, attn.u_proj.weight.t())
@@ -189,7 +190,7 @@ def test_u_is_orthogonal_at_init():
 
 
 def test_diff_lambda_init_depends_on_layer():
-    model = PrismLM(tiny_config("diff", n_layer=3))
+    model = PrismLM(tiny_model_config("diff", n_layer=3))
     inits = [b.attn.lambda_init for b in model.blocks]
     assert inits == pytest.approx([0.8 - 0.6 * math.exp(-0.3 * layer) for layer in range(3)])
 
@@ -199,7 +200,7 @@ def test_every_kind_declares_what_the_rest_of_prism_lm_asks():
 
     assert {"prism", "gpt", "gpt-rope", "diff"} <= set(ATTENTION_KINDS)
     for name, kind in ATTENTION_KINDS.items():
-        cfg = tiny_config(name)
+        cfg = tiny_model_config(name)
         attn = kind(cfg, 0)
         assert issubclass(kind, AttentionKind) and kind.name == name
         assert attn.stream_names == kind.streams(cfg)
@@ -207,13 +208,13 @@ def test_every_kind_declares_what_the_rest_of_prism_lm_asks():
         lam = attn.current_lambda()
         assert (lam is None) == (name in ("gpt", "gpt-rope", "crate"))
     with pytest.raises(PrismError, match="must be one of .*gpt-rope"):
-        tiny_config("nope").validate()
+        validate_model(tiny_model_config("nope"))
 
 
 def test_gpt_rope_rotates_queries_and_keys():
     """Same weights: GPT with RoPE differs from GPT exactly by the rotation (shift-invariant scores)."""
     torch.manual_seed(0)
-    rope, plain = PrismLM(tiny_config("gpt-rope")).eval(), PrismLM(tiny_config("gpt")).eval()
+    rope, plain = PrismLM(tiny_model_config("gpt-rope")).eval(), PrismLM(tiny_model_config("gpt")).eval()
     plain.load_state_dict(rope.state_dict())
     idx = torch.randint(0, 97, (2, 12))
     assert not torch.allclose(rope(idx).logits, plain(idx).logits)
@@ -224,19 +225,19 @@ def test_gpt_rope_rotates_queries_and_keys():
     shifted = attn.rotate(q, pos + 5) @ attn.rotate(q, pos + 5).transpose(-2, -1)
     torch.testing.assert_close(scores, shifted, atol=1e-4, rtol=1e-4)
     with pytest.raises(PrismError, match="even head dim"):
-        tiny_config("gpt-rope", n_embd=30, n_head=2).validate()
+        validate_model(tiny_model_config("gpt-rope", n_embd=30, n_head=2))
 
 
 def test_prism_dictionary_view_and_shape():
-    cfg = tiny_config()
+    cfg = tiny_model_config()
     attn = PrismAttention(cfg, 0)
     S, H, D, C = PrismAttention.dictionary_shape(cfg)
-    assert attn.dictionary().shape == (S, H, D, C) == (2, 2, cfg.head_dim, cfg.n_embd)
+    assert attn.dictionary().shape == (S, H, D, C) == (2, 2, PrismAttention.head_width(cfg), cfg.n_embd)
     assert torch.equal(attn.dictionary()[1, 0], attn.u_proj.weight[H * D:(H + 1) * D])  # noise head 0
 
 
 def test_rotary_tables_follow_the_device_but_never_the_dtype():
-    model = PrismLM(tiny_config()).to("meta").to(torch.bfloat16)
+    model = PrismLM(tiny_model_config()).to("meta").to(torch.bfloat16)
     rotary = model.blocks[0].attn.rotary
     assert rotary.cos.device.type == "meta" and rotary.cos.dtype == torch.float32
 
@@ -247,7 +248,7 @@ def test_diff_applies_no_attention_dropout_like_the_reference_but_gpt_does():
     x = torch.randn(2, 16, 32)
     outputs = {}
     for kind in ("diff", "gpt"):
-        attn = PrismLM(tiny_config(kind, dropout=0.5)).blocks[0].attn.train()
+        attn = PrismLM(tiny_model_config(kind, dropout=0.5)).blocks[0].attn.train()
         attn.resid_dropout = torch.nn.Identity()
         torch.manual_seed(1)
         first = attn(x)[0]

@@ -16,7 +16,7 @@ from prism_lm.cli import main
 from prism_lm.errors import PrismError
 from prism_lm.model import PrismLM, generate
 from prism_lm.train.metrics import flops_per_token
-from tests.conftest import tiny_config
+from tests.helpers import tiny_model_config
 
 ANCHORS = anchors_dir()
 needs_anchors = pytest.mark.skipif(ANCHORS is None, reason="../shared/anchors (reference models) not found")
@@ -37,7 +37,7 @@ def shake(model: torch.nn.Module, seed: int = 0) -> None:
 
 
 def test_ista_is_one_proximal_step_of_sparse_coding():
-    cfg = tiny_config(mlp="ista", ista_step_size=0.3, ista_lambda=0.2)
+    cfg = tiny_model_config(mlp="ista", ista=dict(step_size=0.3, l1_weight=0.2))
     block = PrismLM(cfg).blocks[0].mlp
     z = torch.randn(2, 5, 32)
     D = block.weight.detach()
@@ -54,7 +54,7 @@ def test_ista_is_one_proximal_step_of_sparse_coding():
 
 @pytest.mark.parametrize("mode, adds", [("replace", False), ("residual", True)])
 def test_ista_mode_replaces_or_adds_to_the_stream(mode, adds):
-    model = PrismLM(tiny_config(mlp="ista", ista_mode=mode))
+    model = PrismLM(tiny_model_config(mlp="ista", ista=dict(mode=mode)))
     block, x = model.blocks[0], torch.randn(2, 8, 32)
     a, _ = block.attn(block.ln_1(x), None)
     mid = x + a
@@ -64,15 +64,15 @@ def test_ista_mode_replaces_or_adds_to_the_stream(mode, adds):
 
 
 def test_ista_config_errors_are_one_line():
-    with pytest.raises(PrismError, match="model.ista_mode must be one of"):
-        PrismLM(tiny_config(mlp="ista", ista_mode="both"))
-    with pytest.raises(PrismError, match="model.ista_lambda must be a finite number >= 0"):
-        PrismLM(tiny_config(mlp="ista", ista_lambda=-1.0))
+    with pytest.raises(PrismError, match="model.ista.mode must be one of"):
+        PrismLM(tiny_model_config(mlp="ista", ista=dict(mode="both")))
+    with pytest.raises(PrismError, match="model.ista.l1_weight must be a finite number >= 0"):
+        PrismLM(tiny_model_config(mlp="ista", ista=dict(l1_weight=-1.0)))
 
 
 @pytest.mark.parametrize("attention, mlp", [("crate", "ista"), ("prism", "ista"), ("crate", "gelu")])
 def test_flops_are_the_matmuls_torch_counts(attention, mlp):
-    cfg = tiny_config(attention, mlp=mlp, bias=True, final_norm=False, dropout=0.0)
+    cfg = tiny_model_config(attention, mlp=mlp, bias=True, final_norm=False, dropout=0.0)
     model = PrismLM(cfg)
     T = 16
     idx = torch.randint(0, cfg.vocab_size, (1, T))
@@ -82,7 +82,7 @@ def test_flops_are_the_matmuls_torch_counts(attention, mlp):
 
 
 def test_the_crate_kind_is_masked_mssa_with_one_projection():
-    model = PrismLM(tiny_config("crate", mlp="ista", bias=True, final_norm=False)).eval()
+    model = PrismLM(tiny_model_config("crate", mlp="ista", bias=True, final_norm=False)).eval()
     attn = model.blocks[0].attn
     assert attn.c_attn.bias is None and attn.c_proj.bias is not None and not hasattr(attn, "rotary")
     assert attn.c_proj.weight.std() < 0.02  # a residual projection: N(0, 0.02/√(2L))
@@ -140,7 +140,7 @@ def test_import_crate_reads_a_compiled_nanogpt_checkpoint(tmp_path, capsys):
     with torch.no_grad():
         torch.testing.assert_close(model(idx).logits, official(idx, idx)[0], atol=1e-5, rtol=1e-5)
     cfg = model.config
-    assert (cfg.attention, cfg.mlp, cfg.ista_mode, cfg.final_norm, cfg.bias) == ("crate", "ista", "replace", False,
+    assert (cfg.attention, cfg.mlp, cfg.ista.mode, cfg.final_norm, cfg.bias) == ("crate", "ista", "replace", False,
                                                                                  True)
 
 

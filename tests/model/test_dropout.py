@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from prism_lm.model import PrismLM
-from prism_lm.model import attention as attention_module
+from prism_lm.model.attention import common as attention_module
 from prism_lm.model.attention import cpu_training_attention
 from prism_lm.model.dropout import FIELD_LEVELS, Dropout, drop_threshold, dropout, keep_mask
-from tests.conftest import ALL_KINDS, tiny_config
+from tests.helpers import ALL_KINDS, tiny_model_config
 
 N = 1 << 20
 
@@ -100,7 +100,7 @@ def test_cpu_training_attention_keeps_a_half_precision_dtype():
 def test_training_step_on_the_fast_path_equals_the_eager_path(kind):
     """With dropout on, the fast path (cpu_training_attention, or SDPA for kinds without attention
     dropout) and the eager path draw the same masks in the same order: same loss, same gradients."""
-    model = PrismLM(tiny_config(kind, dropout=0.2)).train()
+    model = PrismLM(tiny_model_config(kind, dropout=0.2)).train()
     idx = torch.randint(0, 97, (2, 16))
     results = []
     for eager in (False, True):
@@ -118,7 +118,7 @@ def test_prism_attention_takes_the_shared_key_backward_and_hooks_turn_it_off(mon
     calls = []
     original = attention_module._SharedKeyScores.apply
     monkeypatch.setattr(attention_module._SharedKeyScores, "apply", lambda *a: calls.append(1) or original(*a))
-    attn = PrismLM(tiny_config("prism", dropout=0.1)).blocks[0].attn.train()
+    attn = PrismLM(tiny_model_config("prism", dropout=0.1)).blocks[0].attn.train()
     x = torch.randn(2, 8, attn.u_proj.in_features)
     attn(x)
     assert calls == [1]

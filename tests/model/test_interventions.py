@@ -6,7 +6,7 @@ import torch
 from prism_lm.errors import PrismError
 from prism_lm.model import PrismLM
 from prism_lm.model.interventions import intervene
-from tests.conftest import ALL_KINDS, tiny_config
+from tests.helpers import ALL_KINDS, tiny_model_config
 
 
 def _logits(model, idx):
@@ -16,7 +16,7 @@ def _logits(model, idx):
 
 @pytest.mark.parametrize("schedule", ["cosine", "learned"])
 def test_zeroing_the_noise_stream_equals_lambda_zero(schedule):
-    model = PrismLM(tiny_config(lambda_schedule=schedule)).eval()
+    model = PrismLM(tiny_model_config(prism=dict(lambda_schedule=schedule))).eval()
     model.set_scheduled_lambda(0.3)
     idx = torch.randint(0, 97, (2, 20))
     before = _logits(model, idx)
@@ -31,7 +31,7 @@ def test_zeroing_the_noise_stream_equals_lambda_zero(schedule):
 
 @pytest.mark.parametrize("kind", ["prism", "diff"])
 def test_lambda_is_set_for_learned_lambdas_too(kind):
-    model = PrismLM(tiny_config(kind, lambda_schedule="learned")).eval()
+    model = PrismLM(tiny_model_config(kind, prism=dict(lambda_schedule="learned"))).eval()
     own = model.lambdas()
     with intervene(model, lam=1.0, layers=[1]):
         assert model.lambdas() == [own[0], 1.0]
@@ -40,7 +40,7 @@ def test_lambda_is_set_for_learned_lambdas_too(kind):
 
 @pytest.mark.parametrize("kind", ALL_KINDS)
 def test_silencing_every_stream_removes_attention(kind):
-    model = PrismLM(tiny_config(kind)).eval()
+    model = PrismLM(tiny_model_config(kind)).eval()
     idx = torch.randint(0, 97, (1, 12))
     streams = model.blocks[0].attn.stream_names
     block = model.blocks[0]
@@ -57,7 +57,7 @@ def test_silencing_every_stream_removes_attention(kind):
 
 
 def test_zero_and_mean_ablation_of_one_head():
-    model = PrismLM(tiny_config("gpt")).eval()
+    model = PrismLM(tiny_model_config("gpt")).eval()
     attn, x = model.blocks[1].attn, torch.randn(2, 10, 32)
     captured = {}
 
@@ -80,7 +80,7 @@ def test_zero_and_mean_ablation_of_one_head():
 
 
 def test_diff_heads_are_named_by_stream_and_head():
-    model = PrismLM(tiny_config("diff")).eval()
+    model = PrismLM(tiny_model_config("diff")).eval()
     attn = model.blocks[0].attn
     assert [attn.map_index(s, h) for h in range(2) for s in range(2)] == [0, 1, 2, 3]
     idx = torch.randint(0, 97, (1, 12))
@@ -98,22 +98,22 @@ def test_diff_heads_are_named_by_stream_and_head():
 ])
 def test_bad_names_are_one_line_errors(options, message):
     with pytest.raises(PrismError, match=message):
-        with intervene(PrismLM(tiny_config()), **options):
+        with intervene(PrismLM(tiny_model_config()), **options):
             pass
     with pytest.raises(PrismError, match="gpt attention has no λ"):
-        with intervene(PrismLM(tiny_config("gpt")), lam=0.0):
+        with intervene(PrismLM(tiny_model_config("gpt")), lam=0.0):
             pass
 
 
 def test_an_exception_inside_still_undoes_the_intervention():
-    model = PrismLM(tiny_config()).eval()
+    model = PrismLM(tiny_model_config()).eval()
     with pytest.raises(RuntimeError), intervene(model, zero_streams=["noise"]):
         raise RuntimeError("inside")
     assert all(block.attn.edit is None for block in model.blocks)
 
 
 def test_nested_interventions_compose_and_unwind_one_at_a_time():
-    model = PrismLM(tiny_config()).eval()
+    model = PrismLM(tiny_model_config()).eval()
     model.set_scheduled_lambda(0.3)
     idx = torch.randint(0, 97, (2, 16))
     with intervene(model, zero_streams=["signal", "noise"]):

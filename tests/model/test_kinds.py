@@ -10,7 +10,7 @@ from prism_lm.errors import PrismError
 from prism_lm.model import PrismLM, generate
 from prism_lm.model.mlp import MLP_KINDS, GeluMLP, MLPKind
 from prism_lm.train.metrics import flops_per_token
-from tests.conftest import tiny_config
+from tests.helpers import tiny_model_config
 
 
 class _Replacing(MLPKind):
@@ -49,11 +49,11 @@ def replacing_kind(monkeypatch):
 
 def test_unknown_mlp_kind_is_a_one_line_error():
     with pytest.raises(PrismError, match="model.mlp must be one of"):
-        PrismLM(tiny_config(mlp="swiglu"))
+        PrismLM(tiny_model_config(mlp="swiglu"))
 
 
 def test_gelu_is_the_default_kind_and_adds_to_the_stream():
-    model = PrismLM(tiny_config())
+    model = PrismLM(tiny_model_config())
     assert isinstance(model.blocks[0].mlp, GeluMLP) and GeluMLP.residual
     block, x = model.blocks[0], torch.randn(2, 8, 32)
     a, _ = block.attn(block.ln_1(x), None)
@@ -62,18 +62,18 @@ def test_gelu_is_the_default_kind_and_adds_to_the_stream():
 
 
 def test_a_kind_that_replaces_the_stream_is_wired_and_initialised_as_it_declares(replacing_kind):
-    model = PrismLM(tiny_config(mlp=replacing_kind))
+    model = PrismLM(tiny_model_config(mlp=replacing_kind))
     block, x = model.blocks[1], torch.randn(2, 8, 32)
     assert block.mlp.was_reset and torch.equal(block.mlp.dictionary.weight, torch.eye(32))  # its own init ran last
     a, _ = block.attn(block.ln_1(x), None)
     out, _ = block(x, None)
     torch.testing.assert_close(out, F.relu(block.ln_2(x + a)))  # no "x +": the stream is replaced
     with pytest.raises(PrismError, match="no bias"):
-        PrismLM(tiny_config(mlp=replacing_kind, bias=True))  # the kind's own check
+        PrismLM(tiny_model_config(mlp=replacing_kind, bias=True))  # the kind's own check
 
 
 def test_flops_count_each_mlp_kind_from_its_matmuls(replacing_kind):
-    gelu, other = tiny_config(), tiny_config(mlp=replacing_kind)
+    gelu, other = tiny_model_config(), tiny_model_config(mlp=replacing_kind)
     per_layer_gelu = 2 * (32 * 128 + 128 * 32)
     per_layer_other = 3 * 2 * 32 * 32
     assert flops_per_token(gelu, 32) - flops_per_token(other, 32) == 3 * 2 * (per_layer_gelu - per_layer_other)
@@ -82,15 +82,15 @@ def test_flops_count_each_mlp_kind_from_its_matmuls(replacing_kind):
 def test_no_position_embedding_is_refused_without_rope():
     for kind in ("gpt",):
         with pytest.raises(PrismError, match="no position information"):
-            PrismLM(tiny_config(kind, position_embedding="none"))
+            PrismLM(tiny_model_config(kind, position_embedding="none"))
     with pytest.raises(PrismError, match="position_embedding must be one of"):
-        PrismLM(tiny_config(position_embedding="sinusoidal"))
+        PrismLM(tiny_model_config(position_embedding="sinusoidal"))
 
 
 @pytest.mark.parametrize("kind", ["prism", "gpt-rope", "diff"])
 def test_no_position_embedding_drops_wpe_and_still_sees_order(kind, tmp_path):
-    model = PrismLM(tiny_config(kind, position_embedding="none")).eval()
-    learned = PrismLM(tiny_config(kind))
+    model = PrismLM(tiny_model_config(kind, position_embedding="none")).eval()
+    learned = PrismLM(tiny_model_config(kind))
     assert model.wpe is None and "wpe.weight" not in model.state_dict()
     assert model.num_params() == learned.num_params()  # wpe was never counted
     assert model.num_params(exclude_position_embedding=False) == learned.num_params()

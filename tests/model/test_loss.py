@@ -4,7 +4,7 @@ import torch.nn.functional as F
 
 from prism_lm.model import PrismLM
 from prism_lm.model.loss import chunked_linear_cross_entropy
-from tests.conftest import tiny_config
+from tests.helpers import tiny_model_config
 
 
 @pytest.mark.parametrize("chunk", [1, 7, 64, 1000])
@@ -49,7 +49,7 @@ def test_chunked_loss_without_gradients_and_bad_chunk():
 
 
 def test_model_with_chunked_loss_trains_the_same_tied_weights():
-    model = PrismLM(tiny_config(dropout=0.0))
+    model = PrismLM(tiny_model_config(dropout=0.0))
     idx, tgt = torch.randint(0, 97, (3, 20)), torch.randint(0, 97, (3, 20))
     logits, plain = model(idx, tgt)
     plain.backward()
@@ -66,8 +66,8 @@ def test_model_with_chunked_loss_trains_the_same_tied_weights():
 @pytest.mark.slow
 def test_chunked_loss_under_torch_compile():
     """The paper configs turn the chunked loss on and may compile: both together give the eager numbers."""
-    model = PrismLM(tiny_config(dropout=0.0))
-    reference = PrismLM(tiny_config(dropout=0.0))
+    model = PrismLM(tiny_model_config(dropout=0.0))
+    reference = PrismLM(tiny_model_config(dropout=0.0))
     reference.load_state_dict(model.state_dict())
     idx, tgt = torch.randint(0, 97, (3, 20)), torch.randint(0, 97, (3, 20))
     _, loss = torch.compile(model)(idx, tgt, loss_chunk=16)

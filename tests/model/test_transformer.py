@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from prism_lm.config import ModelConfig
 from prism_lm.model import PrismLM, generate, sample_next
 from prism_lm.model.generate import new_kv_caches
-from tests.conftest import ALL_KINDS, tiny_config
+from tests.helpers import ALL_KINDS, tiny_model_config
 
 
 def expected_prism_params(L, H, C, R, V):
@@ -31,7 +31,7 @@ def test_paper_config_parameter_counts():
 
 @pytest.mark.parametrize("kind", ALL_KINDS)
 def test_logits_and_loss(kind):
-    model = PrismLM(tiny_config(kind))
+    model = PrismLM(tiny_model_config(kind))
     idx = torch.randint(0, 97, (2, 16))
     logits = model(idx).logits
     assert logits.shape == (2, 16, 97)
@@ -53,7 +53,7 @@ def test_tied_embedding_and_init_scales():
 
 
 def test_too_long_sequence_is_an_error():
-    model = PrismLM(tiny_config(block_size=8))
+    model = PrismLM(tiny_model_config(block_size=8))
     with pytest.raises(ValueError, match="block_size"):
         model(torch.zeros(1, 9, dtype=torch.long))
 
@@ -61,7 +61,7 @@ def test_too_long_sequence_is_an_error():
 @pytest.mark.parametrize("kind", ALL_KINDS)
 def test_cached_greedy_equals_uncached(kind):
     """Dynamic cache, static cache and recomputation decode the same tokens."""
-    model = PrismLM(tiny_config(kind, block_size=40)).eval()
+    model = PrismLM(tiny_model_config(kind, block_size=40)).eval()
     model.set_scheduled_lambda(0.2)
     prompt = torch.randint(0, 97, (3, 5))
     cached = generate(model, prompt, 30, temperature=0)
@@ -74,7 +74,7 @@ def test_cached_greedy_equals_uncached(kind):
 @pytest.mark.parametrize("kind", ALL_KINDS)
 def test_static_cache_steps_match_full_forward_on_both_paths(kind):
     """Fixed-shape steps over the whole buffer, masked, give the full forward's logits (fast and eager)."""
-    model = PrismLM(tiny_config(kind)).eval()
+    model = PrismLM(tiny_model_config(kind)).eval()
     idx = torch.randint(0, 97, (2, 12))
     full = model(idx).logits
     for eager in (False, True):
@@ -89,14 +89,14 @@ def test_static_cache_steps_match_full_forward_on_both_paths(kind):
 
 
 def test_generation_past_block_size_matches_uncached():
-    model = PrismLM(tiny_config(block_size=12)).eval()
+    model = PrismLM(tiny_model_config(block_size=12)).eval()
     prompt = torch.randint(0, 97, (2, 4))
     assert torch.equal(generate(model, prompt, 20, temperature=0),
                        generate(model, prompt, 20, temperature=0, use_cache=False))
 
 
 def test_cache_logits_match_full_forward():
-    model = PrismLM(tiny_config("prism")).eval()
+    model = PrismLM(tiny_model_config("prism")).eval()
     idx = torch.randint(0, 97, (2, 12))
     full = model(idx).logits
     caches = new_kv_caches(model, 12)
@@ -109,7 +109,7 @@ def test_cache_logits_match_full_forward():
 
 
 def test_stop_token_ends_rows():
-    model = PrismLM(tiny_config()).eval()
+    model = PrismLM(tiny_model_config()).eval()
     prompt = torch.randint(0, 97, (2, 3))
     greedy = generate(model, prompt, 6, temperature=0)
     stop = int(greedy[0, 3])  # the first token row 0 will emit
@@ -131,7 +131,7 @@ def test_sampling_filters():
 
 
 def test_sampling_is_reproducible_with_generator():
-    model = PrismLM(tiny_config()).eval()
+    model = PrismLM(tiny_model_config()).eval()
     prompt = torch.randint(0, 97, (1, 4))
     a = generate(model, prompt, 10, temperature=1.0, generator=torch.Generator().manual_seed(3))
     b = generate(model, prompt, 10, temperature=1.0, generator=torch.Generator().manual_seed(3))
@@ -140,7 +140,7 @@ def test_sampling_is_reproducible_with_generator():
 
 @pytest.mark.slow
 def test_compiled_static_decode_step_equals_eager():
-    model = PrismLM(tiny_config(block_size=40)).eval()
+    model = PrismLM(tiny_model_config(block_size=40)).eval()
     prompt = torch.randint(0, 97, (2, 5))
     step = torch.compile(model.decode_step, fullgraph=True)
     compiled = generate(model, prompt, 20, temperature=0, static_cache=True, decode_step=step)
@@ -150,7 +150,7 @@ def test_compiled_static_decode_step_equals_eager():
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_graph_decoding_equals_dynamic_cache():
-    model = PrismLM(tiny_config(block_size=64)).cuda().eval()
+    model = PrismLM(tiny_model_config(block_size=64)).cuda().eval()
     prompt = torch.randint(0, 97, (2, 5), device="cuda")
     step = torch.compile(model.decode_step, mode="reduce-overhead", fullgraph=True)
     graphed = generate(model, prompt, 40, temperature=0, static_cache=True, decode_step=step)

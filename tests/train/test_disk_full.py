@@ -14,12 +14,10 @@ import pytest
 from prism_lm import cli, files
 from prism_lm.checkpoint.training import verify_training_checkpoint
 from prism_lm.data import prepare as prepare_module
-from prism_lm.run_dir import RunDir
+from prism_lm.run_dir import RunDir, read_metrics
 from prism_lm.train import metrics
-from prism_lm.train.metrics import read_metrics
-from tests.train.helpers import prepare_tiny, tiny_overrides
+from tests.helpers import records_without_timing, train_argv
 
-TIMING = ("tokens_per_s", "mfu")
 STEPS = 12
 
 
@@ -49,26 +47,16 @@ class FullAfter:
         self.real.close()
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return prepare_tiny(tmp_path_factory.mktemp("data") / "d")
-
-
 def _train_args(data, out, *extra):
-    sets = tiny_overrides(data, out, **{"run.max_iters": STEPS, "run.checkpoint_interval": 6, "run.eval_interval": 6,
-                                         "run.keep_checkpoints": 3})
-    return ["train", "tiny-prism-cpu", *[a for s in sets for a in ("--set", s)], *extra]
-
-
-def _records(run):
-    return [{k: v for k, v in r.items() if k not in TIMING} for r in read_metrics(run / "metrics.jsonl")]
+    return [*train_argv("tiny-prism-cpu", data, out, **{"run.max_iters": STEPS, "run.checkpoint_interval": 6,
+                                                         "run.eval_interval": 6, "run.keep_checkpoints": 3}), *extra]
 
 
 @pytest.fixture(scope="module")
 def reference(data, tmp_path_factory):
     run = tmp_path_factory.mktemp("ref") / "run"
     assert cli.main(_train_args(data, run)) == 0
-    return _records(run)
+    return records_without_timing(run)
 
 
 def _one_line_error(capsys, *parts):
@@ -108,7 +96,7 @@ def test_disk_full_while_copying_best(data, tmp_path, reference, capsys, monkeyp
     assert not (kept.checkpoints_dir / ".best.tmp").exists()
     monkeypatch.undo()
     assert cli.main(_train_args(data, run, "--resume", "auto")) == 0
-    assert _records(run) == reference
+    assert records_without_timing(run) == reference
     assert '"step": 12' in (kept.best / "config.json").read_text()
 
 
@@ -146,7 +134,7 @@ def test_disk_full_at_a_metrics_append(data, tmp_path, reference, capsys, monkey
     assert verify_training_checkpoint(RunDir(run).newest()) is None
     monkeypatch.undo()
     assert cli.main(_train_args(data, run, "--resume", "auto")) == 0
-    assert _records(run) == reference
+    assert records_without_timing(run) == reference
 
 
 def test_disk_full_while_preparing_data(tmp_path, capsys, monkeypatch):

@@ -7,21 +7,15 @@ import sys
 
 import pytest
 
-from prism_lm.train.metrics import read_metrics
-from tests.train.helpers import cli_env, prepare_tiny, run_cli, tiny_overrides
+from prism_lm.run_dir import read_metrics
+from tests.helpers import cli_env, run_cli, set_args
 
 TOLERANCE = 1e-4  # relative; fp32 gradient sums in another order, over 8 steps
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return prepare_tiny(tmp_path_factory.mktemp("data") / "d")
-
-
 def _sets(data, out, parallel):
-    sets = tiny_overrides(data, out, **{"run.max_iters": 8, "model.dropout": 0.0, "run.grad_accum": 2,
-                                         "run.parallel": f'"{parallel}"', "run.checkpoint_interval": 4})
-    return [a for s in sets for a in ("--set", s)]
+    return set_args(data, out, **{"run.max_iters": 8, "model.dropout": 0.0, "run.grad_accum": 2,
+                                  "run.parallel": f'"{parallel}"', "run.checkpoint_interval": 4})
 
 
 def _losses(run):
@@ -40,7 +34,10 @@ def _torchrun_resumed_copy(run, copy, data, parallel):
     return _torchrun(["train", "prism-50m-tinystories", *_sets(data, copy, parallel), "--resume", "auto"])
 
 
-@pytest.mark.parametrize("parallel", ["ddp", pytest.param("fsdp", marks=pytest.mark.slow)])
+# slow: two torchrun processes and a resume, about 10 s each (CI runs both; by default the suite stays
+# under 3 minutes)
+@pytest.mark.slow
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
 def test_two_processes_match_one(data, tmp_path, parallel):
     single = run_cli(["train", "prism-50m-tinystories", *_sets(data, tmp_path / "one", parallel)])
     assert single.returncode == 0, single.stderr

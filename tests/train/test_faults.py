@@ -11,49 +11,22 @@ import random
 import shutil
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
 from prism_lm.checkpoint.training import verify_training_checkpoint
 from prism_lm.run_dir import RunDir
-from prism_lm.train.metrics import read_metrics
-from tests.train.helpers import cli_env, prepare_tiny, run_cli, tiny_overrides
+from tests.helpers import records_without_timing, run_cli, start_cli, train_argv, wait_for
 
 STEPS = 40
-TIMING = ("tokens_per_s", "mfu")
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return prepare_tiny(tmp_path_factory.mktemp("data") / "d")
 
 
 def _args(data, out, sampler="random", **extra):
-    sets = tiny_overrides(data, out, **{"run.max_iters": STEPS, "run.checkpoint_interval": 5, "run.log_interval": 3,
-                                         "run.eval_interval": 10, "run.keep_checkpoints": 3, "model.n_embd": 64,
-                                         "run.batch_size": 8, "optim.lr_decay_iters": STEPS,
-                                         "data.sampler": f'"{sampler}"', **extra})
-    return ["train", "tiny-prism-cpu", *[a for s in sets for a in ("--set", s)]]
-
-
-def _records(run):
-    return [{k: v for k, v in r.items() if k not in TIMING} for r in read_metrics(run / "metrics.jsonl")]
-
-
-def _start(args):
-    return subprocess.Popen([sys.executable, "-m", "prism_lm.cli", *args], env=cli_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def _wait_for(predicate, proc, timeout=90, poll=0.002):
-    deadline = time.time() + timeout
-    while not predicate():
-        if proc.poll() is not None or time.time() > deadline:
-            return False
-        time.sleep(poll)
-    return True
+    return train_argv("tiny-prism-cpu", data, out, **{
+        "run.max_iters": STEPS, "run.checkpoint_interval": 5, "run.log_interval": 3, "run.eval_interval": 10,
+        "run.keep_checkpoints": 3, "model.n_embd": 64, "run.batch_size": 8, "optim.lr_decay_iters": STEPS,
+        "data.sampler": f'"{sampler}"', **extra})
 
 
 def _resume_until_done(data, run, sampler):
@@ -74,14 +47,14 @@ def _reference(data, tmp_path_factory, sampler):
         t0 = time.time()
         proc = run_cli(_args(data, run, sampler))
         assert proc.returncode == 0, proc.stderr
-        _REFERENCE[sampler] = (_records(run), time.time() - t0)
+        _REFERENCE[sampler] = (records_without_timing(run), time.time() - t0)
     return _REFERENCE[sampler]
 
 
 def _kill_after_checkpoint(data, run, step: int, sampler="random"):
     """Start a run and kill -9 it as soon as its checkpoint of ``step`` exists."""
-    proc = _start(_args(data, run, sampler))
-    assert _wait_for(lambda: (run / "checkpoints" / f"step-{step:06d}").exists(), proc)
+    proc = start_cli(_args(data, run, sampler))
+    assert wait_for(lambda: (run / "checkpoints" / f"step-{step:06d}").exists(), proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
 
@@ -89,12 +62,12 @@ def _kill_after_checkpoint(data, run, step: int, sampler="random"):
 def _kill_and_resume(data, tmp_path, tmp_path_factory, sampler, delay):
     expected, _ = _reference(data, tmp_path_factory, sampler)
     run = tmp_path / "run"
-    proc = _start(_args(data, run, sampler))
+    proc = start_cli(_args(data, run, sampler))
     time.sleep(delay)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     _resume_until_done(data, run, sampler)
-    assert _records(run) == expected
+    assert records_without_timing(run) == expected
     assert not list((run / "checkpoints").glob(".*tmp*"))  # no leftovers once resumed
 
 
@@ -104,7 +77,7 @@ def test_kill9_after_the_first_checkpoint_then_resume_matches(data, tmp_path, tm
     run = tmp_path / "run"
     _kill_after_checkpoint(data, run, 10)
     _resume_until_done(data, run, "random")
-    assert _records(run) == expected
+    assert records_without_timing(run) == expected
 
 
 @pytest.mark.slow
@@ -123,8 +96,8 @@ def test_kill9_mid_save(data, tmp_path, tmp_path_factory, sampler):
     expected, _ = _reference(data, tmp_path_factory, sampler)
     for attempt in range(8):
         run = tmp_path / f"run{attempt}"
-        proc = _start(_args(data, run, sampler))
-        caught = _wait_for(lambda r=run: any((r / "checkpoints").glob(".step-*.tmp-*")), proc, poll=0.0005)
+        proc = start_cli(_args(data, run, sampler))
+        caught = wait_for(lambda r=run: any((r / "checkpoints").glob(".step-*.tmp-*")), proc, poll=0.0005)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         if caught:
@@ -132,7 +105,7 @@ def test_kill9_mid_save(data, tmp_path, tmp_path_factory, sampler):
     else:
         pytest.skip("never caught a checkpoint mid-write in 8 tries")
     _resume_until_done(data, run, sampler)
-    assert _records(run) == expected
+    assert records_without_timing(run) == expected
     assert not list((run / "checkpoints").glob(".step-*.tmp-*"))
 
 
@@ -141,14 +114,14 @@ def test_kill9_mid_save(data, tmp_path, tmp_path_factory, sampler):
 def test_signal_between_log_steps_leaves_the_log_of_an_uninterrupted_run(data, tmp_path, tmp_path_factory, sig):
     expected, _ = _reference(data, tmp_path_factory, "random")
     run = tmp_path / "run"
-    proc = _start(_args(data, run))
-    assert _wait_for(lambda: (run / "checkpoints" / "step-000005").exists(), proc)
+    proc = start_cli(_args(data, run))
+    assert wait_for(lambda: (run / "checkpoints" / "step-000005").exists(), proc)
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     stopped = int(out.split(" at step ")[1].split(";")[0])
     _resume_until_done(data, run, "random")
-    assert _records(run) == expected, f"stopped at step {stopped}"
+    assert records_without_timing(run) == expected, f"stopped at step {stopped}"
 
 
 @pytest.mark.parametrize("damage", ["drop state json", pytest.param("truncate weights", marks=pytest.mark.slow),
@@ -171,13 +144,13 @@ def test_resume_falls_back_to_the_newest_good_checkpoint(data, tmp_path, tmp_pat
     assert resumed.returncode == 0, resumed.stderr
     assert f"warning: skipping checkpoint {newest}" in resumed.stderr
     assert (newest.parent / f".rejected-{newest.name}").is_dir()  # moved aside, not deleted
-    assert _records(run) == expected
+    assert records_without_timing(run) == expected
 
 
 def test_a_second_writer_is_refused_and_a_dead_ones_lock_is_taken_over(data, tmp_path):
     run = tmp_path / "run"
-    first = _start(_args(data, run))
-    assert _wait_for(lambda: (run / ".lock").exists() and (run / ".lock").read_text().startswith("pid"), first)
+    first = start_cli(_args(data, run))
+    assert wait_for(lambda: (run / ".lock").exists() and (run / ".lock").read_text().startswith("pid"), first)
     second = run_cli(_args(data, run) + ["--resume", "auto"])
     assert second.returncode == 2
     assert second.stderr.startswith(f"error: run directory {run} is in use by pid {first.pid} on ")
@@ -217,5 +190,5 @@ def test_partial_last_metrics_line_is_dropped_on_resume(data, tmp_path, tmp_path
         f.write('{"type": "iter", "iter": 9')  # a write cut short by the kill
     resumed = _resume_until_done(data, run, "random")
     assert "dropped its partial last line" in resumed.stderr
-    assert _records(run) == expected
+    assert records_without_timing(run) == expected
     json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])

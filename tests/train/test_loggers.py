@@ -11,7 +11,7 @@ from prism_lm.config import load_train_config, to_dict
 from prism_lm.errors import PrismError
 from prism_lm.run_dir import RunDir
 from prism_lm.train.metrics import wandb_settings
-from tests.train.helpers import cli_env
+from tests.helpers import cli_env
 
 
 def test_wandb_settings_come_from_the_config_unless_wandbs_own_variables_are_set(tmp_path):
@@ -80,10 +80,10 @@ def test_tensorboard_gets_the_config_as_text_and_its_hyper_parameters(tmp_path):
     from tensorboard.plugins.hparams import plugin_data_pb2
 
     from prism_lm.train.loop import train
-    from tests.train.helpers import prepare_tiny, tiny_config
+    from tests.helpers import prepare_tiny, tiny_train_config
 
     data = prepare_tiny(tmp_path / "d", stories=20)
-    train(tiny_config(data, tmp_path / "run", **{"run.max_iters": 2, "run.eval_interval": 2,
+    train(tiny_train_config(data, tmp_path / "run", **{"run.max_iters": 2, "run.eval_interval": 2,
                                                  "run.tensorboard": "true"}))
     events = EventAccumulator(str(tmp_path / "run" / "tb"), size_guidance={"tensors": 0})
     events.Reload()

@@ -7,19 +7,14 @@ import torch
 
 import prism_lm
 from prism_lm.errors import DivergedError, PrismError
+from prism_lm.run_dir import read_metrics
 from prism_lm.train import loop
 from prism_lm.train.loop import optimizer_groups, train
-from prism_lm.train.metrics import read_metrics
-from tests.train.helpers import prepare_tiny, tiny_config
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return prepare_tiny(tmp_path_factory.mktemp("data") / "d")
+from tests.helpers import tiny_train_config
 
 
 def test_run_learns_and_writes_everything(data, tmp_path):
-    cfg = tiny_config(data, tmp_path / "run", **{"run.max_iters": 24, "run.eval_interval": 12,
+    cfg = tiny_train_config(data, tmp_path / "run", **{"run.max_iters": 24, "run.eval_interval": 12,
                                                    "run.checkpoint_interval": 8})
     summary = train(cfg)
     assert summary["step"] == 24 and summary["interrupted_by"] is None
@@ -53,17 +48,17 @@ def test_weight_decay_only_on_matrices():
 
 
 def test_refuses_to_start_over_an_existing_run(data, tmp_path):
-    train(tiny_config(data, tmp_path / "run", **{"run.max_iters": 4}))
+    train(tiny_train_config(data, tmp_path / "run", **{"run.max_iters": 4}))
     before = (tmp_path / "run" / "metrics.jsonl").read_text()
     with pytest.raises(PrismError, match="already holds a run"):
-        train(tiny_config(data, tmp_path / "run", **{"run.max_iters": 4}))
+        train(tiny_train_config(data, tmp_path / "run", **{"run.max_iters": 4}))
     assert (tmp_path / "run" / "metrics.jsonl").read_text() == before
 
 
 def test_resume_with_a_different_model_is_refused(data, tmp_path):
-    train(tiny_config(data, tmp_path / "run", **{"run.max_iters": 4}))
+    train(tiny_train_config(data, tmp_path / "run", **{"run.max_iters": 4}))
     with pytest.raises(PrismError, match="model.n_embd"):
-        train(tiny_config(data, tmp_path / "run", **{"run.max_iters": 8, "model.n_embd": 64}), resume="auto")
+        train(tiny_train_config(data, tmp_path / "run", **{"run.max_iters": 8, "model.n_embd": 64}), resume="auto")
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(data, tmp_path, monkeypatch):
@@ -80,7 +75,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(data, tmp_path, monkeypat
 
     monkeypatch.setattr(loop.PrismLM, "forward", poisoned)
     with pytest.raises(DivergedError, match=r"training loss became nan at step 6.*last good checkpoint: .*step-000004"):
-        train(tiny_config(data, tmp_path / "run"))
+        train(tiny_train_config(data, tmp_path / "run"))
     ckpts = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
     assert ckpts == ["step-000004"]
     weights = prism_lm.load_model(tmp_path / "run" / "checkpoints" / "step-000004").state_dict()
@@ -89,19 +84,19 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(data, tmp_path, monkeypat
 
 def test_data_vocab_larger_than_model_is_an_error(data, tmp_path):
     with pytest.raises(PrismError, match="larger than model.vocab_size"):
-        train(tiny_config(data, tmp_path / "run", **{"model.vocab_size": 64}))
+        train(tiny_train_config(data, tmp_path / "run", **{"model.vocab_size": 64}))
 
 
 @pytest.mark.parametrize("kind", ["gpt", "diff"])
 def test_baselines_train(data, tmp_path, kind):
-    summary = train(tiny_config(data, tmp_path / kind, **{"model.attention": f'"{kind}"', "run.max_iters": 4}))
+    summary = train(tiny_train_config(data, tmp_path / kind, **{"model.attention": f'"{kind}"', "run.max_iters": 4}))
     assert summary["step"] == 4
     lambdas = [r["prism_lambda"] for r in read_metrics(tmp_path / kind / "metrics.jsonl") if r["type"] == "iter"]
     assert (lambdas[0] is None) == (kind == "gpt")
 
 
 def _final_weights(data, out, **sets):
-    train(tiny_config(data, out, **sets))
+    train(tiny_train_config(data, out, **sets))
     return prism_lm.load_model(out).state_dict()
 
 
@@ -116,8 +111,8 @@ def test_grad_clip_zero_means_no_clipping(data, tmp_path):
 def test_lambda_anneal_iters_sets_the_schedule_length(data, tmp_path):
     from prism_lm.train.schedules import lambda_value
 
-    train(tiny_config(data, tmp_path / "short", **{"optim.lambda_anneal_iters": 4}))
-    train(tiny_config(data, tmp_path / "whole", **{"optim.lambda_anneal_iters": 0}))
+    train(tiny_train_config(data, tmp_path / "short", **{"optim.lambda_anneal_iters": 4}))
+    train(tiny_train_config(data, tmp_path / "whole", **{"optim.lambda_anneal_iters": 0}))
 
     def lam(run):  # the record of step s logs λ(s - 1), the value that step trained with
         return {r["iter"]: r["prism_lambda"] for r in read_metrics(run / "metrics.jsonl") if r["type"] == "iter"}
@@ -129,7 +124,8 @@ def test_lambda_anneal_iters_sets_the_schedule_length(data, tmp_path):
 
 def test_a_constant_lambda_schedule_holds_lambda_start(data, tmp_path):
     run = tmp_path / "constant"
-    train(tiny_config(data, run, **{"model.lambda_schedule": '"constant"', "model.lambda_start": 0.0}))
+    train(tiny_train_config(data, run, **{"model.prism.lambda_schedule": '"constant"',
+                                          "model.prism.lambda_start": 0.0}))
     lambdas = {r["prism_lambda"] for r in read_metrics(run / "metrics.jsonl")}
     assert lambdas == {0.0}
     assert prism_lm.load_model(run / "checkpoints" / "step-000012").lambdas() == [0.0, 0.0]
@@ -138,9 +134,9 @@ def test_a_constant_lambda_schedule_holds_lambda_start(data, tmp_path):
 def test_sequential_sampler_trains_and_resumes_exactly(data, tmp_path):
     # λ's schedule length is pinned: by default it is run.max_iters, which the first half changes
     sets = {"data.sampler": '"sequential"', "run.checkpoint_interval": 4, "optim.lambda_anneal_iters": 12}
-    train(tiny_config(data, tmp_path / "whole", **sets))
-    train(tiny_config(data, tmp_path / "split", **{**sets, "run.max_iters": 4}))
-    train(tiny_config(data, tmp_path / "split", **sets), resume="auto")
+    train(tiny_train_config(data, tmp_path / "whole", **sets))
+    train(tiny_train_config(data, tmp_path / "split", **{**sets, "run.max_iters": 4}))
+    train(tiny_train_config(data, tmp_path / "split", **sets), resume="auto")
 
     def losses(run):
         return [(r["iter"], r["train_loss"]) for r in read_metrics(run / "metrics.jsonl") if r["type"] == "iter"]
@@ -153,8 +149,8 @@ def test_sequential_sampler_trains_and_resumes_exactly(data, tmp_path):
 def test_run_compile_trains_like_eager(data, tmp_path):
     """run.compile goes through wrap_model (the whole model under torch.compile) and changes no number."""
     sets = {"model.dropout": 0.0, "run.eval_interval": 100, "run.max_iters": 6}
-    train(tiny_config(data, tmp_path / "eager", **sets))
-    train(tiny_config(data, tmp_path / "compiled", **sets, **{"run.compile": "true"}))
+    train(tiny_train_config(data, tmp_path / "eager", **sets))
+    train(tiny_train_config(data, tmp_path / "compiled", **sets, **{"run.compile": "true"}))
 
     def losses(run):
         return [r["train_loss"] for r in read_metrics(run / "metrics.jsonl") if r["type"] == "iter"]

@@ -54,7 +54,7 @@ def test_truncation_keeps_what_an_uninterrupted_run_had_before_the_resumed_eval(
     import pytest
 
     from prism_lm.errors import PrismError
-    from prism_lm.train.metrics import read_metrics
+    from prism_lm.run_dir import read_metrics
 
     w = MetricsWriter(RunDir(tmp_path), tensorboard=False, progress=False)
     for i in range(0, 7):

@@ -4,13 +4,13 @@ import pytest
 import torch
 
 from prism_lm.model import PrismLM
-from tests.conftest import ALL_KINDS, tiny_config
+from tests.helpers import ALL_KINDS, tiny_model_config
 
 
 def training_losses(kind: str, eager: bool, loss_chunk: int, steps: int = 50, device: str = "cpu",
                     autocast_dtype: torch.dtype | None = None, **model) -> list[float]:
     torch.manual_seed(0)
-    net = PrismLM(tiny_config(kind, dropout=0.0, block_size=64, **model)).to(device)
+    net = PrismLM(tiny_model_config(kind, dropout=0.0, block_size=64, **model)).to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=0.1)
     data = torch.Generator().manual_seed(1)
     losses = []

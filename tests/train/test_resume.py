@@ -1,41 +1,17 @@
 """Exact resume after SIGKILL, graceful stop on SIGTERM, through the real CLI in subprocesses."""
 
 import signal
-import subprocess
-import sys
-import time
 
-import pytest
-
-from prism_lm.train.metrics import read_metrics
-from tests.train.helpers import cli_env, prepare_tiny, run_cli, tiny_overrides
+from prism_lm.run_dir import read_metrics
+from tests.helpers import run_cli, start_cli, train_argv, wait_for
 
 STEPS = 60
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return prepare_tiny(tmp_path_factory.mktemp("data") / "d")
-
-
 def _args(data, out):
-    sets = tiny_overrides(data, out, **{"run.max_iters": STEPS, "run.checkpoint_interval": 5,
-                                         "run.eval_interval": 20, "run.keep_checkpoints": 3,
-                                         "model.n_embd": 64, "run.batch_size": 8})
-    return ["train", "prism-50m-tinystories", *[a for s in sets for a in ("--set", s)]]
-
-
-def _start(args):
-    return subprocess.Popen([sys.executable, "-m", "prism_lm.cli", *args], env=cli_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def _wait_for(path, proc, timeout=60):
-    deadline = time.time() + timeout
-    while not path.exists():
-        assert proc.poll() is None, f"run ended before {path.name}: {proc.communicate()}"
-        assert time.time() < deadline
-        time.sleep(0.005)
+    return train_argv("prism-50m-tinystories", data, out, **{
+        "run.max_iters": STEPS, "run.checkpoint_interval": 5, "run.eval_interval": 20, "run.keep_checkpoints": 3,
+        "model.n_embd": 64, "run.batch_size": 8})
 
 
 def _losses(run):
@@ -50,8 +26,8 @@ def test_sigkill_then_resume_is_bitwise_identical(data, tmp_path):
     full = run_cli(_args(data, tmp_path / "full"))
     assert full.returncode == 0, full.stderr
 
-    proc = _start(_args(data, tmp_path / "killed"))
-    _wait_for(tmp_path / "killed" / "checkpoints" / "step-000010", proc)
+    proc = start_cli(_args(data, tmp_path / "killed"))
+    assert wait_for((tmp_path / "killed" / "checkpoints" / "step-000010").exists, proc, timeout=60), proc.communicate()
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     killed_at = max(i for i, _ in _losses(tmp_path / "killed"))
@@ -65,8 +41,8 @@ def test_sigkill_then_resume_is_bitwise_identical(data, tmp_path):
 
 
 def test_sigterm_saves_a_checkpoint_and_exits_zero(data, tmp_path):
-    proc = _start(_args(data, tmp_path / "run"))
-    _wait_for(tmp_path / "run" / "checkpoints" / "step-000005", proc)
+    proc = start_cli(_args(data, tmp_path / "run"))
+    assert wait_for((tmp_path / "run" / "checkpoints" / "step-000005").exists, proc, timeout=60), proc.communicate()
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err

@@ -8,19 +8,14 @@ from prism_lm.cli import main
 from prism_lm.errors import PrismError
 from prism_lm.run_dir import RunDir
 from prism_lm.train.loop import train
-from tests.train.helpers import prepare_tiny, tiny_config, tiny_overrides
+from tests.helpers import tiny_overrides, tiny_train_config
 
 ONE_CHECKPOINT = {"run.max_iters": 8, "run.eval_interval": 4, "run.checkpoint_interval": 8,
                   "run.keep_checkpoints": 1, "optim.lr_decay_iters": 8}
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return prepare_tiny(tmp_path_factory.mktemp("resume-damaged") / "d", stories=60)
-
-
 def _damaged_run(data, run_path, damage_best: bool) -> RunDir:
-    train(tiny_config(data, run_path, **ONE_CHECKPOINT))
+    train(tiny_train_config(data, run_path, **ONE_CHECKPOINT))
     run = RunDir(run_path)
     (only,) = run.steps()
     (only / "train_state.json").write_text('{"format": "prism-lm/train')  # fails verification
@@ -49,21 +44,21 @@ def test_only_checkpoint_damaged_and_no_good_best_is_refused_changing_nothing(da
 def test_only_checkpoint_damaged_resumes_from_a_verified_best(data, tmp_path, capsys):
     run = _damaged_run(data, tmp_path / "run", damage_best=False)
     records = run.metrics_path.read_text().count("\n")
-    summary = train(tiny_config(data, run.path, **ONE_CHECKPOINT), resume="auto")
+    summary = train(tiny_train_config(data, run.path, **ONE_CHECKPOINT), resume="auto")
     assert "resuming from checkpoints/best" in capsys.readouterr().err
     assert summary.get("already_finished") or summary["step"] == 8
     assert run.metrics_path.read_text().count("\n") >= records  # nothing cut back to step 0
     with pytest.raises(PrismError, match="optim.lr is 0.01 but the run was started with 0.003"):
-        train(tiny_config(data, run.path, **{**ONE_CHECKPOINT, "optim.lr": 0.01}), resume="auto")
+        train(tiny_train_config(data, run.path, **{**ONE_CHECKPOINT, "optim.lr": 0.01}), resume="auto")
 
 
 def test_resume_never_starts_over_and_keeps_the_old_run(data, tmp_path, capsys):
     run = _damaged_run(data, tmp_path / "run", damage_best=True)
     old_metrics, old_config = _snapshot(run)
-    summary = train(tiny_config(data, run.path, **ONE_CHECKPOINT), resume="never")
+    summary = train(tiny_train_config(data, run.path, **ONE_CHECKPOINT), resume="never")
     assert summary["step"] == 8 and "kept in" in capsys.readouterr().err
     kept = run.path / "previous-1"
     assert (kept / "metrics.jsonl").read_text() == old_metrics and (kept / "config.toml").read_text() == old_config
     assert (kept / "checkpoints").is_dir() and RunDir(run.path).steps()
     with pytest.raises(PrismError, match="--resume never to start over"):
-        train(tiny_config(data, run.path, **ONE_CHECKPOINT))
+        train(tiny_train_config(data, run.path, **ONE_CHECKPOINT))

@@ -38,7 +38,7 @@ class PrismForCausalLM(PreTrainedModel, GenerationMixin):
 
     def __init__(self, config: PrismConfig):
         super().__init__(config)
-        self.model = PrismLM(ModelConfig(**config.prism))
+        self.model = PrismLM(ModelConfig.from_json(config.prism))
         self.post_init()
 
     def _init_weights(self, module):

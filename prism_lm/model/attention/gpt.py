@@ -1,0 +1,67 @@
+"""nanoGPT's attention (``gpt``) and the same with RoPE on Q and K (``gpt-rope``): the baselines."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from prism_lm.errors import PrismError
+from prism_lm.model.attention.common import AttentionKind, attend
+from prism_lm.model.config import ModelConfig
+from prism_lm.model.dropout import Dropout
+from prism_lm.model.rope import Rotary
+
+
+class GPTAttention(AttentionKind):
+    """nanoGPT's attention: fused Q/K/V projection, output projection, no RoPE."""
+
+    name = "gpt"
+
+    def __init__(self, cfg: ModelConfig, layer_idx: int):
+        super().__init__()
+        self.stream_names = self.streams(cfg)
+        self.n_head, self.head_dim = cfg.n_head, cfg.n_embd // cfg.n_head
+        self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)
+        self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.c_proj.is_residual_projection = True
+        self.dropout = cfg.dropout
+        self.resid_dropout = Dropout(cfg.dropout)
+        self.add_hook_sites()
+
+    def forward(self, x, positions: torch.Tensor | None = None, cache=None, eager: bool = False,
+                need_weights: bool = False):
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).view(B, T, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)  # (B, H, T, hd)
+        q, k = self.rotate(q, positions), self.rotate(k, positions)
+        q, k, v = self.at_site(self.hook_q, q), self.at_site(self.hook_k, k), self.at_site(self.hook_v, v)
+        k, v, mask = cache.update(k, v, positions) if cache is not None else (k, v, None)
+        y, probs = attend(q, k, v, dropout_p=self.dropout if self.training else 0.0,
+                          eager=eager, need_weights=need_weights, mask=mask, hooks=self)
+        y = self.at_site(self.hook_z, self.edited(y)).transpose(1, 2).reshape(B, T, C)
+        return self.resid_dropout(self.c_proj(y)), probs
+
+    def rotate(self, x: torch.Tensor, positions: torch.Tensor | None) -> torch.Tensor:
+        return x  # no position information here: GPT-2 has its learned absolute embedding only
+
+
+class GPTRoPEAttention(GPTAttention):
+    """GPT-2 attention with RoPE (base ``rope_base``) on Q and K: the baseline that, like PRISM,
+    has rotary positions on top of the learned absolute embedding."""
+
+    name = "gpt-rope"
+
+    @classmethod
+    def uses_rope(cls, cfg: ModelConfig) -> bool:
+        return True
+
+    @classmethod
+    def check_config(cls, cfg: ModelConfig) -> None:
+        if (cfg.n_embd // cfg.n_head) % 2:
+            raise PrismError(f"gpt-rope needs an even head dim (n_embd/n_head = {cfg.n_embd // cfg.n_head})")
+
+    def __init__(self, cfg: ModelConfig, layer_idx: int):
+        super().__init__(cfg, layer_idx)
+        self.rotary = Rotary(self.head_dim, [cfg.rope_base], cfg.block_size)
+
+    def rotate(self, x: torch.Tensor, positions: torch.Tensor | None) -> torch.Tensor:
+        return self.rotary(x, positions)
