@@ -45,11 +45,7 @@ def default_out_dir() -> Path:
 
 def run_demo(out: Path | None = None, stories: int = DEMO_STORIES, max_iters: int | None = None,
              analyze: bool = True, log=print) -> dict:
-    from prism_lm.checkpoint import load_codec, load_model
-    from prism_lm.evaluate import evaluate_split
-    from prism_lm.model import generate
     from prism_lm.run_dir import RunDir
-    from prism_lm.train.loop import train
 
     out = Path(out) if out is not None else default_out_dir()
     if out.exists() and not out.is_dir():
@@ -64,28 +60,7 @@ def run_demo(out: Path | None = None, stories: int = DEMO_STORIES, max_iters: in
     log(f"[demo] {len(train_data):,} train / {len(val_data):,} val tokens, vocabulary {train_data.vocab_size}, "
         f"unigram entropy {entropy:.3f} nats/token")
 
-    results = []
-    for name in ("prism", "gpt"):
-        sets = [f'data.dir="{out / "data"}"', f'run.out_dir="{out / name}"', "run.progress=false"]
-        if max_iters is not None:
-            sets += [f"run.max_iters={max_iters}",
-                     f"run.eval_interval={max_iters}", f"run.checkpoint_interval={max_iters}"]
-        cfg = load_train_config(f"tiny-{name}-cpu", sets)
-        log(f"[demo] training {name.upper()} ({cfg.model.n_layer} layers, C={cfg.model.n_embd}, "
-            f"T={cfg.model.block_size}) for {cfg.run.max_iters} steps")
-        t0 = time.perf_counter()
-        summary = train(cfg)
-        seconds = time.perf_counter() - t0
-        final = RunDir(out / name).step_dir(summary["step"])
-        model, codec = load_model(final), load_codec(final)
-        val = [evaluate_split(model, val_data, c, batch_size=16) for c in (64, cfg.model.block_size)]
-        gen = torch.Generator().manual_seed(0)
-        ids = generate(model, torch.tensor([codec.encode(DEMO_PROMPT)]), 160, temperature=0.8, top_k=40,
-                       stop_token=codec.eot, generator=gen)[0].tolist()
-        story = codec.decode(ids).split("<|endoftext|>")[0]
-        log(f"[demo] {name.upper()}: {seconds:.0f}s, val loss {val[-1]['loss']:.3f} (context {val[-1]['context']})")
-        results.append(DemoResult(name.upper(), model.num_params(), summary["step"], seconds, val, story,
-                                  out / name))
+    results = [_train_one(name, out, val_data, max_iters, log) for name in ("prism", "gpt")]
 
     reports = {}
     if analyze:
@@ -104,6 +79,35 @@ def run_demo(out: Path | None = None, stories: int = DEMO_STORIES, max_iters: in
     log(f"[demo] report: {report}  ({time.perf_counter() - t_start:.0f}s in all)")
     return {"out": str(out), "unigram_entropy": entropy,
             "val_loss": {r.name: r.val[-1]["loss"] for r in results}, "report": str(report)}
+
+
+def _train_one(name: str, out: Path, val_data: ShardSet, max_iters: int | None, log) -> DemoResult:
+    """Train the tiny ``name`` config on the demo's data, score it on the whole val split at two
+    contexts and sample a story from its final checkpoint."""
+    from prism_lm.checkpoint import load_codec, load_model
+    from prism_lm.evaluate import evaluate_split
+    from prism_lm.model import generate
+    from prism_lm.run_dir import RunDir
+    from prism_lm.train.loop import train
+
+    sets = [f'data.dir="{out / "data"}"', f'run.out_dir="{out / name}"', "run.progress=false"]
+    if max_iters is not None:
+        sets += [f"run.max_iters={max_iters}", f"run.eval_interval={max_iters}", f"run.checkpoint_interval={max_iters}"]
+    cfg = load_train_config(f"tiny-{name}-cpu", sets)
+    log(f"[demo] training {name.upper()} ({cfg.model.n_layer} layers, C={cfg.model.n_embd}, "
+        f"T={cfg.model.block_size}) for {cfg.run.max_iters} steps")
+    t0 = time.perf_counter()
+    summary = train(cfg)
+    seconds = time.perf_counter() - t0
+    final = RunDir(out / name).step_dir(summary["step"])
+    model, codec = load_model(final), load_codec(final)
+    val = [evaluate_split(model, val_data, c, batch_size=16) for c in (64, cfg.model.block_size)]
+    gen = torch.Generator().manual_seed(0)
+    ids = generate(model, torch.tensor([codec.encode(DEMO_PROMPT)]), 160, temperature=0.8, top_k=40,
+                   stop_token=codec.eot, generator=gen)[0].tolist()
+    story = codec.decode(ids).split("<|endoftext|>")[0]
+    log(f"[demo] {name.upper()}: {seconds:.0f}s, val loss {val[-1]['loss']:.3f} (context {val[-1]['context']})")
+    return DemoResult(name.upper(), model.num_params(), summary["step"], seconds, val, story, out / name)
 
 
 SUMMARY_METRICS = ("median_lag", "mass_beyond_far", "antecedent_hit_rate", "antecedent_lag_null")

@@ -1,11 +1,14 @@
-"""The package's import graph has no circles (ARCHITECTURE.md's data flow runs one way).
+"""ARCHITECTURE.md, checked where a test can check it: the import graph has no circles (its data
+flow runs one way), the model package stands alone, the leaves it names are leaves, its Modules table
+names every module and nothing that is not there, and no function runs over 60 lines.
 
-Every import counts, at module level or inside a function, except those under ``if
-TYPE_CHECKING:`` (never run). Importing ``a.b.c`` runs ``a/__init__`` and ``a/b/__init__`` first,
-so a module depends on the packages above what it imports too.
+Every import counts, at module level, inside a function or under ``if TYPE_CHECKING:`` (a circle of
+type-only imports is still a circle for a reader). Importing ``a.b.c`` runs ``a/__init__`` and
+``a/b/__init__`` first, so a module depends on the packages above what it imports too.
 """
 
 import ast
+import re
 from pathlib import Path
 
 import prism_lm
@@ -18,17 +21,9 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _runtime_imports(tree: ast.AST):
-    """Import nodes outside ``if TYPE_CHECKING:`` blocks."""
-    stack = [tree]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            stack.extend(node.orelse)
-            continue
-        if isinstance(node, (ast.Import, ast.ImportFrom)):
-            yield node
-        stack.extend(ast.iter_child_nodes(node))
+def _imports(tree: ast.AST):
+    """Every import node of a module, wherever it stands."""
+    return (node for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom)))
 
 
 def import_graph() -> dict[str, set[str]]:
@@ -36,7 +31,7 @@ def import_graph() -> dict[str, set[str]]:
     graph: dict[str, set[str]] = {m: set() for m in files}
     for name, path in files.items():
         package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
-        for node in _runtime_imports(ast.parse(path.read_text(encoding="utf-8"))):
+        for node in _imports(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Import):
                 targets = [a.name for a in node.names]
             else:
@@ -100,3 +95,39 @@ def test_the_model_package_knows_nothing_of_training_or_files():
             allowed = ("prism_lm", "prism_lm.errors")
             outside = {d for d in deps if not d.startswith("prism_lm.model") and d not in allowed}
             assert not outside, (name, outside)
+
+
+ARCHITECTURE = PACKAGE.parent / "ARCHITECTURE.md"
+
+
+def test_the_leaves_architecture_names_import_nothing_of_the_package_but_errors():
+    text = ARCHITECTURE.read_text(encoding="utf-8")
+    sentence = re.search(r"The leaves are (.*?)\.\s", text, flags=re.S).group(1)
+    leaves = ["prism_lm." + path.removesuffix(".py").replace("/", ".") for path in re.findall(r"`([\w/]+\.py)`",
+                                                                                             sentence)]
+    graph = import_graph()
+    assert len(leaves) >= 5
+    for leaf in leaves:
+        assert graph[leaf] <= {"prism_lm", "prism_lm.errors"}, (leaf, graph[leaf])
+
+
+def test_the_modules_table_names_every_module_and_only_modules_that_exist():
+    text = ARCHITECTURE.read_text(encoding="utf-8")
+    table = text.split("## Modules", 1)[1].split("\n## ", 1)[0]
+    named = {p for row in table.splitlines() if row.startswith("| `")
+             for p in re.findall(r"`([\w/.]+)`", row.split("|")[1])}
+    for path in named:
+        assert (PACKAGE / path).exists() or (PACKAGE.parent / path).exists(), f"ARCHITECTURE.md names {path}"
+    modules = {str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py")
+               if p.name != "__init__.py" and "hf_code" not in p.parts and p.name != "__main__.py"}
+    covered = {m for m in modules if m in named or any(m.startswith(d) for d in named if d.endswith("/"))}
+    assert sorted(modules - covered) == []
+
+
+def test_no_function_runs_over_60_lines():
+    long = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 60:
+                long.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {node.name}")
+    assert long == []

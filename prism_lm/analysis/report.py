@@ -32,7 +32,7 @@ from prism_lm.analysis.spectral import (
     resonance_table,
 )
 from prism_lm.checkpoint import load_model, read_model_config, resolve_checkpoint_dir
-from prism_lm.checkpoint.model import open_on_data
+from prism_lm.checkpoint.model import initial_model, open_on_data
 from prism_lm.config import ModelConfig, TrainConfig, to_dict
 from prism_lm.data.shards import ShardSet, unigram_entropy
 from prism_lm.data.tokenizer import Codec
@@ -40,7 +40,6 @@ from prism_lm.errors import PrismError
 from prism_lm.files import atomic_directory
 from prism_lm.model import PrismLM
 from prism_lm.run_dir import RunDir
-from prism_lm.train.loop import initial_model
 
 PAPER_PROBE = ("The frog found a shiny key. ... The frog looked for a door.", "door")
 EMBEDDED_PROBE = (DEFAULT_TEXT, "key")
@@ -86,12 +85,7 @@ def analyze_run(path: str | Path, data_dir: str | Path | None, out: str | Path, 
     recorded), written as report.md, report.html, report.json and explore.html into the new folder
     ``out``; ``overrides`` are ``load_model``'s evaluation-time changes to the trained model."""
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise PrismError(f"refusing to write into non-empty {out}; choose a new --out")
-    if probe is not None and not probe.strip():
-        raise PrismError("--probe is empty; give a text, or leave it out for the default probe")
-    if target is not None and probe is None:
-        raise PrismError("--target names a word of --probe: give --probe too (the default probe has its own target)")
+    _check_request(out, probe, target)
     run, ckpt = _run_and_checkpoint(Path(path))
     model, ckpt, data_dir = open_on_data(ckpt, data_dir, device, overrides)
     codec = model.codec
@@ -133,11 +127,26 @@ def analyze_run(path: str | Path, data_dir: str | Path | None, out: str | Path, 
         with _step("explorer page"):
             report["explorer"] = write_explorer(ckpt, work / "explore.html", explore_text, device=str(
                 next(model.parameters()).device), overrides=overrides).name
-        report["summary"] = summary(report)
-        (work / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-        (work / "report.md").write_text(markdown(report), encoding="utf-8")
-        (work / "report.html").write_text(html_page(report, work), encoding="utf-8")
+        _write_report(report, work)
     return {"md": out / "report.md", "html": out / "report.html", "json": out / "report.json"}
+
+
+def _check_request(out: Path, probe: str | None, target: str | None) -> None:
+    """Refuse, before anything loads, an output folder with files in it and a probe or target that cannot work."""
+    if out.exists() and any(out.iterdir()):
+        raise PrismError(f"refusing to write into non-empty {out}; choose a new --out")
+    if probe is not None and not probe.strip():
+        raise PrismError("--probe is empty; give a text, or leave it out for the default probe")
+    if target is not None and probe is None:
+        raise PrismError("--target names a word of --probe: give --probe too (the default probe has its own target)")
+
+
+def _write_report(report: dict, work: Path) -> None:
+    """The summary, then report.json, report.md and report.html into ``work``."""
+    report["summary"] = summary(report)
+    (work / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    (work / "report.md").write_text(markdown(report), encoding="utf-8")
+    (work / "report.html").write_text(html_page(report, work), encoding="utf-8")
 
 
 @contextlib.contextmanager

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from prism_lm.config import ModelConfig, apply_overrides, flatten, from_dict, to_dict
+from prism_lm.config import ModelConfig, TrainConfig, apply_overrides, flatten, from_dict, to_dict
 from prism_lm.data.tokenizer import GPT2_VOCAB, Codec
 from prism_lm.errors import PrismError
 from prism_lm.files import atomic_directory, file_digest, read_tagged_json, write_json
@@ -73,6 +73,16 @@ def save_model(model: PrismLM, directory: str | Path, codec: Codec | None = None
     with atomic_directory(directory) as tmp:
         write_model_files(tmp, model, {"tokenizer": codec.to_json()} if codec is not None else None)
     return directory
+
+
+def initial_model(cfg: TrainConfig) -> PrismLM:
+    """A run's model at step 0: seeded with ``run.seed``, then built (the training loop's first act;
+    the analysis and the sweep job rebuild the untrained baseline with it).
+
+    ``cfg.model.vocab_size`` must be resolved (a run's recorded config.toml is).
+    """
+    torch.manual_seed(cfg.run.seed)
+    return PrismLM(cfg.model)
 
 
 def read_model_config(directory: Path) -> tuple[ModelConfig, dict[str, Any]]:

@@ -201,12 +201,11 @@ def _evaluation_columns(cfg: TrainConfig, spec: EvaluateSpec, sweep_run: SweepRu
     on the run's own device."""
     from prism_lm.analysis.heads import head_statistics
     from prism_lm.checkpoint import load_model, read_model_config
-    from prism_lm.checkpoint.model import check_same_tokenizer
+    from prism_lm.checkpoint.model import check_same_tokenizer, initial_model
     from prism_lm.data.shards import training_splits
     from prism_lm.devices import resolve_device
     from prism_lm.evaluate import evaluate_split
     from prism_lm.run_dir import RunDir
-    from prism_lm.train.loop import initial_model
 
     device = resolve_device(cfg.run.device)
     run = RunDir(cfg.run.out_dir)

@@ -6,7 +6,7 @@ Design choices:
   embedding. Only the attention module changes between PRISM, GPT and DIFF, so comparisons
   isolate attention. ``final_norm = false`` drops the final LayerNorm (CRATE's LM has none: with
   ``attention = "crate"``, ``mlp = "ista"`` and ``bias = true`` this model is CRATE's, loadable
-  from its checkpoints, ``checkpoint/crate.py``). The MLP is a kind too (``mlp.py``: each kind
+  from its checkpoints, ``checkpoint/crate.py``). The MLP is a kind too (``mlp/``: each kind
   says whether the block adds its output to the residual stream or replaces the stream by it), and
   the position embedding
   can be left out (``position_embedding = "none"``) for kinds whose Q/K carry RoPE.
@@ -54,7 +54,7 @@ class Block(nn.Module):
         self.attn = ATTENTION_KINDS[cfg.attention](cfg, layer_idx)
         self.ln_2 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
         self.mlp = MLP_KINDS[cfg.mlp](cfg, layer_idx)
-        for name in self.HOOK_SITES:  # identities until prism_lm.interp.hooked makes them HookPoints
+        for name in self.HOOK_SITES:  # identities until prism_lm.analysis.hooked makes them HookPoints
             self.add_module(name, nn.Identity())
 
     HOOK_SITES = ("hook_resid_pre", "hook_attn_out", "hook_resid_mid", "hook_mlp_out", "hook_resid_post")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from prism_lm.checkpoint.model import read_model_config
+from prism_lm.checkpoint.model import initial_model, read_model_config
 from prism_lm.checkpoint.training import (
     load_training_checkpoint,
     newest_verified,
@@ -101,15 +101,6 @@ class _StopFlag:
         for sig, handler in self._old.items():
             signal.signal(sig, handler)
         return False
-
-
-def initial_model(cfg: TrainConfig) -> PrismLM:
-    """The run's model at step 0: seeded with ``run.seed``, then built (the loop's first act).
-
-    ``cfg.model.vocab_size`` must be resolved (a run's recorded config.toml is).
-    """
-    torch.manual_seed(cfg.run.seed)
-    return PrismLM(cfg.model)
 
 
 def train(cfg: TrainConfig, resume: str | None = None, allow_config_change: bool = False) -> dict:

@@ -1,7 +1,7 @@
 """The white-box family through the researcher's whole path: a fully white-box PRISM (prism +
 ista) and CRATE's LM (crate + ista) train, resume exactly, and go through the analysis report
 (with the ISTA codes' sparsity) and the explorer like the other kinds. Export and KV-cache
-decoding run for them in the per-kind tests (``tests.conftest.WHITE_BOX``)."""
+decoding run for them in the per-kind tests (``tests.helpers.WHITE_BOX``)."""
 
 import json
 import shutil

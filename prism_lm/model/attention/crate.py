@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from prism_lm.model.attention.common import attend
 from prism_lm.model.attention.gpt import GPTAttention
 from prism_lm.model.config import ModelConfig
 
@@ -27,13 +26,8 @@ class CrateAttention(GPTAttention):
         self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=True)
         self.c_proj.is_residual_projection = True
 
-    def forward(self, x, positions: torch.Tensor | None = None, cache=None, eager: bool = False,
-                need_weights: bool = False):
-        B, T, C = x.shape
-        u = self.c_attn(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, T, hd): Q = K = V
-        q, k, v = self.at_site(self.hook_q, u), self.at_site(self.hook_k, u), self.at_site(self.hook_v, u)
-        k, v, mask = cache.update(k, v, positions) if cache is not None else (k, v, None)
-        y, probs = attend(q, k, v, dropout_p=self.dropout if self.training else 0.0,
-                          eager=eager, need_weights=need_weights, mask=mask, hooks=self)
-        y = self.at_site(self.hook_z, self.edited(y)).transpose(1, 2).reshape(B, T, C)
-        return self.resid_dropout(self.c_proj(y)), probs
+    def project(self, x: torch.Tensor, positions: torch.Tensor | None):
+        """x (B, T, C) -> U z (B, H, T, hd) three times: Q = K = V, no RoPE (GPT's forward does the rest)."""
+        B, T, _ = x.shape
+        u = self.c_attn(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)
+        return u, u, u

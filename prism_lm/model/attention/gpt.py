@@ -28,11 +28,16 @@ class GPTAttention(AttentionKind):
         self.resid_dropout = Dropout(cfg.dropout)
         self.add_hook_sites()
 
+    def project(self, x: torch.Tensor, positions: torch.Tensor | None):
+        """x (B, T, C) -> q, k, v (B, H, T, hd) as attention reads them (RoPE on q and k where the kind has it)."""
+        B, T, _ = x.shape
+        q, k, v = self.c_attn(x).view(B, T, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)
+        return self.rotate(q, positions), self.rotate(k, positions), v
+
     def forward(self, x, positions: torch.Tensor | None = None, cache=None, eager: bool = False,
                 need_weights: bool = False):
         B, T, C = x.shape
-        q, k, v = self.c_attn(x).view(B, T, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)  # (B, H, T, hd)
-        q, k = self.rotate(q, positions), self.rotate(k, positions)
+        q, k, v = self.project(x, positions)  # (B, H, T, hd)
         q, k, v = self.at_site(self.hook_q, q), self.at_site(self.hook_k, k), self.at_site(self.hook_v, v)
         k, v, mask = cache.update(k, v, positions) if cache is not None else (k, v, None)
         y, probs = attend(q, k, v, dropout_p=self.dropout if self.training else 0.0,
