@@ -200,8 +200,8 @@ def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
     """Build dataclass ``cls`` from ``data``; unknown keys and wrong types raise PrismError."""
     if not isinstance(data, dict):
         raise PrismError(f"{where or cls.__name__} must be a table, got {type(data).__name__}")
-    if cls is ModelConfig:  # flat keys of earlier releases move into their sections, with a notice
-        data = upgrade_legacy_keys(data, where or "model")
+    if cls is ModelConfig:  # flat keys of earlier releases (a record's: job.json, config.json) move into sections
+        data = upgrade_legacy_keys(data, where or "model", notify=False)
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
     kwargs: dict[str, Any] = {}
@@ -279,8 +279,11 @@ def shipped_configs() -> list[str]:
     return sorted(p.stem for p in PACKAGED_CONFIGS.glob("*.toml"))
 
 
-def load_train_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
-    """Read a TOML file (or start from defaults when ``path`` is None), apply overrides, validate."""
+def load_train_config(path: str | Path | None, overrides: list[str] | None = None,
+                      notify_legacy: bool = True) -> TrainConfig:
+    """Read a TOML file (or start from defaults when ``path`` is None), apply overrides, validate.
+    A file's flat model keys of earlier releases get a notice, unless ``notify_legacy`` is False (a
+    run's own recorded config: the user wrote nothing old)."""
     data: dict[str, Any] = {}
     if path is not None:
         path = resolve_config_path(path)
@@ -289,7 +292,7 @@ def load_train_config(path: str | Path | None, overrides: list[str] | None = Non
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise PrismError(f"config file {path} is not valid TOML: {exc}") from None
         if isinstance(data.get("model"), dict):  # an old file's flat keys, before the overrides land on them
-            data["model"] = upgrade_legacy_keys(data["model"])
+            data["model"] = upgrade_legacy_keys(data["model"], notify=notify_legacy)
     data = apply_overrides(data, overrides or [])
     cfg = from_dict(TrainConfig, data)
     cfg.validate()

@@ -175,7 +175,8 @@ class RunDir:
         return run_id
 
     def read_config(self) -> TrainConfig | None:
-        return load_train_config(self.config_path) if self.config_path.is_file() else None
+        """The config the run recorded (written by an earlier release too), or None before its first write."""
+        return load_train_config(self.config_path, notify_legacy=False) if self.config_path.is_file() else None
 
     def write_config(self, cfg: TrainConfig) -> None:
         self.path.mkdir(parents=True, exist_ok=True)

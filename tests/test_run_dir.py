@@ -89,3 +89,20 @@ def test_what_a_rename_publishes_is_fsynced_first_and_its_folder_after(tmp_path,
     synced.clear()
     replace_json(tmp_path / "x.json", {"a": 1}, "fmt")
     assert synced[0].endswith(f".x.json.tmp-{os.getpid()}") and synced[-1] == str(tmp_path)
+
+
+def test_a_run_config_recorded_by_an_earlier_release_reads_the_same_without_a_notice(tmp_path, capsys):
+    from prism_lm.config import _toml_scalar, dump_toml
+    from prism_lm.model.config import LEGACY_KEYS
+
+    cfg = load_train_config("tiny-prism-ista-cpu", ["model.prism.lambda_start=0.2"])
+    text = dump_toml(cfg)
+    old = text.split("[model.prism]")[0]  # the [model] table as an earlier release wrote it: flat keys
+    sections = {"prism": cfg.model.prism, "ista": cfg.model.ista}
+    flat = "".join(f"{key} = {_toml_scalar(getattr(sections[s], k))}\n" for key, (s, k) in LEGACY_KEYS.items())
+    rest = text.split("[data]")[1]
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    run.config_path.write_text(old.rstrip() + "\n" + flat + "\n[data]" + rest)
+    assert run.read_config() == cfg
+    assert "warning" not in capsys.readouterr().err

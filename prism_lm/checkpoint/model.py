@@ -23,7 +23,6 @@ from prism_lm.data.tokenizer import GPT2_VOCAB, Codec
 from prism_lm.errors import PrismError
 from prism_lm.files import atomic_directory, file_digest, read_tagged_json, write_json
 from prism_lm.model import PrismLM
-from prism_lm.model.config import upgrade_legacy_keys
 from prism_lm.model.kinds import validate_model
 from prism_lm.run_dir import MODEL_CONFIG as CONFIG
 from prism_lm.run_dir import MODEL_WEIGHTS as WEIGHTS
@@ -90,7 +89,7 @@ def read_model_config(directory: Path) -> tuple[ModelConfig, dict[str, Any]]:
                             missing=f"not a checkpoint: {directory / CONFIG} is missing")
     if "model" not in meta:
         raise PrismError(f"{directory / CONFIG} has no model section")
-    cfg = from_dict(ModelConfig, upgrade_legacy_keys(meta["model"], notify=False), "model")
+    cfg = from_dict(ModelConfig, meta["model"], "model")  # an earlier release's flat keys too
     validate_model(cfg)
     return cfg, meta
 
