@@ -26,6 +26,14 @@ def test_t_interval_matches_the_textbook_formula():
     assert s["p"] == pytest.approx(0.07418, abs=1e-4)
 
 
+def test_the_t_test_p_equals_scipys_one_sample_t_test():
+    from scipy import stats as scipy_stats
+
+    for values, null in (([0.1, 0.3, 0.2, 0.5, 0.4], 0.0), ([1.0, 1.1, 0.9], 1.05), ([-2.0, 3.0, 0.5, 0.7], 0.2)):
+        expected = scipy_stats.ttest_1samp(values, null).pvalue
+        assert mean_interval(values, null)["p"] == pytest.approx(expected, rel=1e-12)
+
+
 def test_one_value_has_no_interval_and_non_finite_values_are_left_out():
     assert mean_interval([5.0]) == {"mean": 5.0, "ci95": None, "n": 1, "p": None}
     assert mean_interval([1.0, float("nan"), 3.0, None])["n"] == 2
