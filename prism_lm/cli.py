@@ -8,8 +8,18 @@ from __future__ import annotations
 import argparse
 import sys
 
+from prism_lm.bounds import INT64, MAX_NEW_TOKENS, MAX_POSITIONS, BoundedInt, FiniteFloat
 from prism_lm.errors import PrismError
 from prism_lm.model.attention import ATTENTION_KINDS
+
+# every number option's type and bounds (prism_lm.bounds): a finite float, or an integer a machine holds
+FINITE, NON_NEGATIVE = FiniteFloat(), FiniteFloat(0.0)
+FRACTION, PROBABILITY = FiniteFloat(0.0, 1.0, high_open=True), FiniteFloat(0.0, 1.0, low_open=True)
+COUNT, SEED = BoundedInt(1), BoundedInt(0, INT64)
+WORKERS, BATCH, TOP_K = BoundedInt(1, 1024), BoundedInt(1, 2**16), BoundedInt(1, 2**31)
+POSITIONS, NEW_TOKENS = BoundedInt(1, MAX_POSITIONS, high_open=False), BoundedInt(1, MAX_NEW_TOKENS, high_open=False)
+SAMPLES, WINDOWS, INDEX = BoundedInt(1, 10_000, high_open=False), BoundedInt(1, 2**20), BoundedInt(0, 2**16)
+STEPS, WARMUP, CHUNK = BoundedInt(1, 10**6), BoundedInt(0, 10**6), BoundedInt(0, 2**24)
 
 
 def _sample(args) -> None:
@@ -34,9 +44,13 @@ def _sweep_report(args) -> None:
 
 
 def _export_hf(args) -> None:
+    from prism_lm.errors import warn
     from prism_lm.export.hf import export_hf
 
-    print(f"wrote {export_hf(args.checkpoint, _out(args))}")
+    out = export_hf(args.checkpoint, _out(args))
+    print(f"wrote {out}")
+    warn(f"loading {out} with trust_remote_code=True runs its Python files on your machine: keep the folder where "
+         "only you (and people you trust) can write")
 
 
 def _import_official(args) -> None:
@@ -148,13 +162,12 @@ def _bench(args) -> None:
 
 def _reference(text: str) -> tuple[str, float]:
     label, _, value = text.rpartition("=")
-    try:
-        number = float(value)
-    except ValueError:
-        number = None
-    if not label or number is None:
+    if not label:
         raise argparse.ArgumentTypeError(f"expected LABEL=VALUE with a number, got {text!r}")
-    return label, number
+    try:
+        return label, FINITE(value)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected LABEL=VALUE with a finite number, got {text!r}") from None
 
 
 def _explore(args) -> None:
@@ -259,10 +272,18 @@ def _command(parent, name: str, text: str, func):
     return p
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's own errors (a bad number, a missing argument) as one line, ``error: prism CMD: ...``,
+    exit status 2, like every other error of the command; ``--help`` shows the usage."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from prism_lm import __version__
 
-    parser = argparse.ArgumentParser(prog="prism", formatter_class=_Help,
+    parser = _Parser(prog="prism", formatter_class=_Help,
                                      description="PRISM white-box transformer: train, evaluate, analyse.")
     parser.add_argument("--version", action="version", version=f"prism-lm {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -287,10 +308,10 @@ def _add_data(sub) -> None:
     p.add_argument("--source", action="append", required=True,
                    help="a path, directory, glob, 'embedded[:N[:SEED]]' or hub name (repeatable)")
     p.add_argument("--out", required=True, help="output directory (new, or one prepared from the same inputs)")
-    p.add_argument("--val-fraction", type=float, default=0.01, help="fraction of documents in the val split")
-    p.add_argument("--max-docs", type=int, default=None, help="stop after this many documents (None: all)")
-    p.add_argument("--processes", type=int, default=None, help="tokenizer processes (None: all cores, at most 8)")
-    p.add_argument("--workers", dest="processes", type=int, action=_Deprecated, new="--processes",
+    p.add_argument("--val-fraction", type=FRACTION, default=0.01, help="fraction of documents in the val split")
+    p.add_argument("--max-docs", type=COUNT, default=None, help="stop after this many documents (None: all)")
+    p.add_argument("--processes", type=WORKERS, default=None, help="tokenizer processes (None: all cores, at most 8)")
+    p.add_argument("--workers", dest="processes", type=WORKERS, action=_Deprecated, new="--processes",
                    help=argparse.SUPPRESS)
     p.add_argument("--compact-vocab", action="store_true",
                    help="renumber to the GPT-2 ids the corpus uses (small models on small corpora)")
@@ -321,9 +342,9 @@ def _add_eval_and_sample(sub) -> None:
     _checkpoint_arg(p)
     _data_arg(p)
     p.add_argument("--split", default="val", help="which split to score")
-    p.add_argument("--context", type=int, nargs="+", default=None,
+    p.add_argument("--context", type=POSITIONS, nargs="+", default=None,
                    help="context lengths to score at (None: the model's block size)")
-    p.add_argument("--batch-size", type=int, default=8, help="windows per forward pass")
+    p.add_argument("--batch-size", type=BATCH, default=8, help="windows per forward pass")
     _device_arg(p)
     _eval_set_arg(p)
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
@@ -332,12 +353,12 @@ def _add_eval_and_sample(sub) -> None:
     _checkpoint_arg(p)
     p.add_argument("--prompt", default="", help="text prompt, encoded with the checkpoint's own tokenizer (token "
                    "ids for a model without one); empty starts from <|endoftext|>")
-    p.add_argument("--max-new-tokens", type=int, default=200, help="tokens to generate at most")
-    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
-    p.add_argument("--top-k", type=int, default=200, help="sample among the k most likely tokens")
-    p.add_argument("--top-p", type=float, default=None, help="nucleus sampling: the smallest set with this mass")
-    p.add_argument("--num-samples", type=int, default=1, help="independent samples, separated by ---")
-    p.add_argument("--seed", type=int, default=1337, help="sampling seed")
+    p.add_argument("--max-new-tokens", type=NEW_TOKENS, default=200, help="tokens to generate at most")
+    p.add_argument("--temperature", type=NON_NEGATIVE, default=0.8, help="0 = greedy")
+    p.add_argument("--top-k", type=TOP_K, default=200, help="sample among the k most likely tokens")
+    p.add_argument("--top-p", type=PROBABILITY, default=None, help="nucleus sampling: the smallest set with this mass")
+    p.add_argument("--num-samples", type=SAMPLES, default=1, help="independent samples, separated by ---")
+    p.add_argument("--seed", type=SEED, default=1337, help="sampling seed")
     _device_arg(p)
     _eval_set_arg(p)
 
@@ -348,11 +369,11 @@ def _add_analysis(sub) -> None:
     _checkpoint_arg(p)
     _data_arg(p, "prepared data directory (val split; train if val is empty)")
     p.add_argument("--out", required=True, help="new output directory")
-    p.add_argument("--max-windows", type=int, default=64, help="windows of block_size tokens for head statistics")
+    p.add_argument("--max-windows", type=WINDOWS, default=64, help="windows of block_size tokens for head statistics")
     p.add_argument("--reference", type=_reference, action="append", default=[], metavar="LABEL=VALUE",
                    help="a labelled horizontal line on the loss plot (repeatable)")
-    p.add_argument("--layer", type=int, default=None, help="layer for the probe figures (None: the last)")
-    p.add_argument("--head", type=int, default=0, help="head for the signal/noise map figure")
+    p.add_argument("--layer", type=INDEX, default=None, help="layer for the probe figures (None: the last)")
+    p.add_argument("--head", type=INDEX, default=0, help="head for the signal/noise map figure")
     p.add_argument("--probe", default=None, help="probe text (None: the paper's frog/key/door sentence)")
     p.add_argument("--target", default=None, help="target word of the probe (None: its last word)")
     _device_arg(p)
@@ -361,13 +382,13 @@ def _add_analysis(sub) -> None:
     p = _command(sub, "ablate", "what the model loses when λ is changed or streams and heads are silenced", _ablate)
     _checkpoint_arg(p)
     _data_arg(p)
-    p.add_argument("--lambda", dest="lambdas", type=float, nargs="+", default=None, metavar="LAMBDA",
+    p.add_argument("--lambda", dest="lambdas", type=FINITE, nargs="+", default=None, metavar="LAMBDA",
                    help="evaluation-time λ values, every layer (None: 0, 0.1 and 1 for kinds with a λ)")
     p.add_argument("--stream", default=None, help="silence this stream (None: each stream in turn)")
     p.add_argument("--heads", nargs="+", default=None, metavar="L.H",
                    help="zero these heads, each LAYER.HEAD (in --stream, default the first) or LAYER.STREAM.HEAD")
     p.add_argument("--per-layer", action="store_true", help="silence the stream one layer at a time")
-    p.add_argument("--max-windows", type=int, default=32, help="windows of block_size tokens to measure on")
+    p.add_argument("--max-windows", type=WINDOWS, default=32, help="windows of block_size tokens to measure on")
     _device_arg(p)
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.add_argument("--out", default=None, help="a new folder for ablate.md, ablate.json and the λ figure")
@@ -401,18 +422,18 @@ def _add_bench(sub) -> None:
         p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
                        help="auto: bf16 on CUDA, fp32 on CPU")
         if name == "train":
-            p.add_argument("--batch-size", type=int, default=None, help="None: the config's run.batch_size")
-            p.add_argument("--steps", type=int, default=10, help="timed steps")
-            p.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation, allocator)")
+            p.add_argument("--batch-size", type=BATCH, default=None, help="None: the config's run.batch_size")
+            p.add_argument("--steps", type=STEPS, default=10, help="timed steps")
+            p.add_argument("--warmup", type=WARMUP, default=3, help="untimed steps first (compilation, allocator)")
             p.add_argument("--path", nargs="+", choices=["fast", "eager"], default=["fast", "eager"],
                            help="attention paths: SDPA (fast) and the written-out softmax (eager)")
-            p.add_argument("--loss-chunk", type=int, nargs="+", default=None,
+            p.add_argument("--loss-chunk", type=CHUNK, nargs="+", default=None,
                            help="LM-head chunk sizes to measure (0 = full logits; None: run.loss_chunk)")
             p.add_argument("--compile", action="store_true", help="torch.compile the model")
         else:
-            p.add_argument("--batch-size", type=int, nargs="+", default=[1], help="batch sizes to measure")
-            p.add_argument("--prompt-len", type=int, default=16, help="random prompt length")
-            p.add_argument("--new-tokens", type=int, default=256, help="tokens to generate")
+            p.add_argument("--batch-size", type=BATCH, nargs="+", default=[1], help="batch sizes to measure")
+            p.add_argument("--prompt-len", type=POSITIONS, default=16, help="random prompt length")
+            p.add_argument("--new-tokens", type=POSITIONS, default=256, help="tokens to generate")
             p.add_argument("--cache", nargs="+", choices=["dynamic", "static", "compiled", "none"],
                            default=["dynamic", "none"],
                            help="KV cache: growing, fixed-shape, fixed-shape with a compiled step (CUDA graphs "
@@ -427,7 +448,7 @@ def _add_sweep(sub) -> None:
     p = _command(sweep_sub, "run", "run (or continue) every unfinished run of an experiment file", _sweep_run)
     p.add_argument("file", help="an experiment TOML (see experiments/); a suite includes several")
     p.add_argument("--out", required=True, help="the sweep folder it writes (runs, plan, prepared data)")
-    p.add_argument("--workers", type=int, default=None,
+    p.add_argument("--workers", type=WORKERS, default=None,
                    help="runs at a time (None: local, one per CPU with one thread each; Slurm, all at once)")
     p.add_argument("--executor", choices=["local", "slurm", "submitit-local"], default="local",
                    help="local processes; Slurm through submitit; or submitit's local executor (the Slurm "
@@ -465,7 +486,10 @@ def _add_export(sub) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help and --version (0), or argparse's one-line error (2): a status, like the rest
+        return exc.code if isinstance(exc.code, int) else 2
     try:
         status = args.func(args)
     except PrismError as exc:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from prism_lm.bounds import INT64, bounded_int, finite_float
 from prism_lm.errors import PrismError
 from prism_lm.model.config import ModelConfig, upgrade_legacy_keys, upgrade_legacy_path
 from prism_lm.model.kinds import validate_model
@@ -216,7 +217,11 @@ def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
         if not _type_ok(value, hint):
             type_name = getattr(hint, "__name__", str(hint))
             raise PrismError(f"config key {name!r} must be {type_name}, got {value!r}")
-        kwargs[key] = float(value) if hint is float else value
+        if hint is float:  # one finite-float rule and one 64-bit integer rule for every config value
+            value = finite_float(value, f"config key {name!r}")
+        elif hint is int:
+            value = bounded_int(value, f"config key {name!r}", -INT64)
+        kwargs[key] = value
     return cls(**kwargs)
 
 

@@ -13,12 +13,11 @@ from pathlib import Path
 
 import torch
 
+from prism_lm.bounds import MAX_NEW_TOKENS
 from prism_lm.checkpoint import load_model
 from prism_lm.devices import resolve_device
 from prism_lm.errors import PrismError
 from prism_lm.model import generate
-
-MAX_NEW_TOKENS = 100_000  # more is a typo, not a sample: it would run for hours
 
 
 def sample(checkpoint: str | Path, prompt: str = "", max_new_tokens: int = 200, temperature: float = 0.8,

@@ -20,30 +20,33 @@ CASES = {
     "unknown device": (lambda w: _train_args(w, w / "r3", **{"run.device": '"banana"'}), "run.device must be"),
     "negative weight decay": (lambda w: _train_args(w, w / "r4", **{"optim.weight_decay": -5}),
                               "optim.weight_decay must be a finite number >= 0"),
-    "nan lambda": (lambda w: _train_args(w, w / "r5", **{"model.prism.lambda_start": "nan"}), "must be finite"),
+    "nan lambda": (lambda w: _train_args(w, w / "r5", **{"model.prism.lambda_start": "nan"}),
+                   "config key 'model.prism.lambda_start' must be a finite number, got nan"),
     "out_dir is a file": (lambda w: _train_args(w, w / "a-file"), "exists and is a file"),
     "eval context 0": (lambda w: ["eval", str(w / "run"), "--data", str(w / "d"), "--context", "0"],
-                       "--context must be >= 1"),
+                       "argument --context: must be an integer in [1, 65,536], got 0"),
     "eval context -5": (lambda w: ["eval", str(w / "run"), "--data", str(w / "d"), "--context", "-5"],
-                        "--context must be >= 1"),
+                        "argument --context: must be an integer in [1, 65,536], got -5"),
     "eval batch 0": (lambda w: ["eval", str(w / "run"), "--data", str(w / "d"), "--batch-size", "0"],
-                     "--batch-size must be >= 1"),
+                     "argument --batch-size: must be an integer in [1, 65,536), got 0"),
     "analyze layer 99": (lambda w: ["analyze", str(w / "run"), "--data", str(w / "d"), "--out", str(w / "rep"),
                                     "--layer", "99"], "--layer must be in [0, 2)"),
     "sample negative tokens": (lambda w: ["sample", str(w / "run"), "--max-new-tokens", "-3"],
-                               "--max-new-tokens must be in [1, 100,000]"),
+                               "argument --max-new-tokens: must be an integer in [1, 100,000], got -3"),
     "sample on a missing GPU": (lambda w: ["sample", str(w / "run"), "--device", "cuda"], "CUDA is not available"),
     "sample unknown device": (lambda w: ["sample", str(w / "run"), "--device", "banana"], "unknown device"),
     "prepare into a file": (lambda w: ["data", "prepare", "--source", "embedded:5", "--out", str(w / "a-file")],
                             "exists and is a file"),
     "negative temperature": (lambda w: ["sample", str(w / "run"), "--temperature", "-1"],
-                             "--temperature must be a finite number >= 0"),
-    "top-k 0": (lambda w: ["sample", str(w / "run"), "--top-k", "0"], "--top-k must be >= 1"),
-    "top-p 0": (lambda w: ["sample", str(w / "run"), "--top-p", "0"], "--top-p must be in (0, 1]"),
-    "top-p 1.5": (lambda w: ["sample", str(w / "run"), "--top-p", "1.5"], "--top-p must be in (0, 1]"),
-    "zero samples": (lambda w: ["sample", str(w / "run"), "--num-samples", "0"], "--num-samples must be >= 1"),
+                             "argument --temperature: must be a finite number >= 0, got -1.0"),
+    "top-k 0": (lambda w: ["sample", str(w / "run"), "--top-k", "0"], "--top-k: must be an integer in [1, "),
+    "top-p 0": (lambda w: ["sample", str(w / "run"), "--top-p", "0"], "--top-p: must be a finite number in (0, 1]"),
+    "top-p 1.5": (lambda w: ["sample", str(w / "run"), "--top-p", "1.5"],
+                  "--top-p: must be a finite number in (0, 1], got 1.5"),
+    "zero samples": (lambda w: ["sample", str(w / "run"), "--num-samples", "0"],
+                     "--num-samples: must be an integer in [1, 10,000], got 0"),
     "negative workers": (lambda w: ["data", "prepare", "--source", "embedded:5", "--out", str(w / "p"),
-                                    "--processes", "-1"], "--processes must be >= 1"),
+                                    "--processes", "-1"], "--processes: must be an integer in [1, 1,024), got -1"),
     "train without a config": (lambda w: ["train"], "name a config"),
 }
 
@@ -85,9 +88,12 @@ def test_a_failed_start_does_not_stay_recorded(tmp_path):
     with pytest.raises(PrismError, match="training loss became nan .*no verified checkpoint"):
         train(tiny_train_config(data, tmp_path / "run", **{"optim.lr": 1e30, "run.eval_interval": 100}))
     assert RunDir(tmp_path / "run").read_config().optim.lr == 1e30
-    train(tiny_train_config(data, tmp_path / "run", **{"run.max_iters": 2}), resume="auto")  # nothing to resume from
+    good = tiny_train_config(data, tmp_path / "run", **{"run.max_iters": 2})
+    with pytest.raises(PrismError, match="optim.lr is 0.003 but the run was started with 1e"):
+        train(good, resume="auto")  # another lr over the failed start's records: said, not done silently
+    train(good, resume="auto", allow_config_change=True)  # nothing to resume from: step 0, the failed start kept
     run = RunDir(tmp_path / "run")
-    assert run.read_config().optim.lr == 3e-3
+    assert run.read_config().optim.lr == 3e-3 and RunDir(run.path / "previous-1").read_config().optim.lr == 1e30
     assert [r["iter"] for r in read_metrics(run.metrics_path) if r["type"] == "iter"] == [1, 2]
 
 

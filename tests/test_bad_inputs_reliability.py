@@ -42,7 +42,36 @@ def world(world, tmp_path_factory):
     save_model(model, base / "nan", codec=codec)
     # a sweep folder with one result that lost its keys
     write_experiment(base, steps=4)
+    _damaged_worlds(base)
     return base
+
+
+def _damaged_worlds(base):
+    """The loaders' bad inputs: a saved dataset with a broken state file, annotations with a kind id out
+    of range, a manifest without its sha256 entries, imports with a non-integer size or NaN weights."""
+    import datasets
+
+    from tests.reference import make_official_checkpoint
+
+    datasets.Dataset.from_dict({"text": ["Once upon a time."] * 4}).save_to_disk(str(base / "ds"))
+    (base / "ds" / "state.json").write_text('{"_data_files": [')  # cut mid-write
+    for name in ("bad-kind", "no-sha"):
+        shutil.copytree(base / "d", base / name)
+    notes = np.load(base / "bad-kind" / "val-annotations.npy")
+    notes[0, 2] = 99
+    np.save(base / "bad-kind" / "val-annotations.npy", notes)
+    manifest = json.loads((base / "no-sha" / "manifest.json").read_text())
+    for split in manifest["splits"].values():
+        for shard in split["shards"]:
+            del shard["sha256"]
+    (base / "no-sha" / "manifest.json").write_text(json.dumps(manifest))
+    torch.save({"model": {}, "model_args": {"n_layer": "two", "n_head": 2, "n_embd": 32, "block_size": 16,
+                                            "vocab_size": 61}}, base / "crate-two.pt")
+    args = dict(n_layer=2, n_head=2, n_embd=16, block_size=24, bias=False, vocab_size=61, dropout=0.0,
+                prism_expansion_ratio=2, prism_freq_multiplier=3.14159, prism_lambda_start=0.01, prism_lambda_end=0.1)
+    ckpt = make_official_checkpoint(args)
+    ckpt["model"]["transformer.h.0.mlp.c_fc.weight"][0, 0] = float("nan")
+    torch.save(ckpt, base / "official-nan.pt")
 
 
 def _train(w, out, **extra):
@@ -61,9 +90,10 @@ CASES = {
                                    "model.block_size = 1,000,000,000 needs windows"),
     "eval_iters beyond the val split": (lambda w: _train(w, w / "r2", **{"run.eval_iters": 10**9}),
                                         "run.eval_iters = 1,000,000,000 reads"),
-    "temperature nan": (lambda w: ["sample", str(w / "run"), "--temperature", "nan"], "--temperature must be a finite"),
+    "temperature nan": (lambda w: ["sample", str(w / "run"), "--temperature", "nan"],
+                        "--temperature: must be a finite number >= 0, got nan"),
     "max new tokens 1e9": (lambda w: ["sample", str(w / "run"), "--max-new-tokens", "1000000000"],
-                           "--max-new-tokens must be in [1, 100,000]"),
+                           "--max-new-tokens: must be an integer in [1, 100,000]"),
     "prompt longer than the model": (lambda w: ["sample", str(w / "run"), "--prompt",
                                                 "Once upon a time" + " there was a little girl." * 10],
                                      "this model reads at most 16"),
@@ -76,14 +106,18 @@ CASES = {
                                                 "elephant"], "--target names a word of --probe"),
     "explore empty text": (lambda w: ["explore", str(w / "run"), "--out", str(w / "p.html"), "--text", ""],
                            "--text is empty"),
-    "bench train steps 0": (lambda w: _bench("train", "--steps", "0"), "--steps must be >= 1"),
-    "bench train steps -3": (lambda w: _bench("train", "--steps", "-3"), "--steps must be >= 1"),
-    "bench train warmup -1": (lambda w: _bench("train", "--warmup", "-1"), "--warmup must be >= 0"),
-    "bench train batch 0": (lambda w: _bench("train", "--batch-size", "0"), "--batch-size must be >= 1"),
-    "bench train loss chunk -5": (lambda w: _bench("train", "--loss-chunk", "-5"), "--loss-chunk must be >= 0"),
-    "bench decode new tokens 0": (lambda w: _bench("decode", "--new-tokens", "0"), "--new-tokens must be >= 1"),
-    "bench decode prompt 0": (lambda w: _bench("decode", "--prompt-len", "0"), "--prompt-len must be >= 1"),
-    "bench decode batch 0": (lambda w: _bench("decode", "--batch-size", "0"), "--batch-size must be >= 1"),
+    "bench train steps 0": (lambda w: _bench("train", "--steps", "0"), "--steps: must be an integer in [1, "),
+    "bench train steps -3": (lambda w: _bench("train", "--steps", "-3"), "--steps: must be an integer in [1, "),
+    "bench train warmup -1": (lambda w: _bench("train", "--warmup", "-1"), "--warmup: must be an integer in [0, "),
+    "bench train batch 0": (lambda w: _bench("train", "--batch-size", "0"), "--batch-size: must be an integer in [1"),
+    "bench train loss chunk -5": (lambda w: _bench("train", "--loss-chunk", "-5"),
+                                  "--loss-chunk: must be an integer in [0, "),
+    "bench decode new tokens 0": (lambda w: _bench("decode", "--new-tokens", "0"),
+                                  "--new-tokens: must be an integer in [1, "),
+    "bench decode prompt 0": (lambda w: _bench("decode", "--prompt-len", "0"),
+                              "--prompt-len: must be an integer in [1, "),
+    "bench decode batch 0": (lambda w: _bench("decode", "--batch-size", "0"),
+                             "--batch-size: must be an integer in [1, "),
     "sweep into a file": (lambda w: ["sweep", "run", str(w / "two.toml"), "--out", str(w / "a-file")],
                           "exists and is a file"),
     "slurm off a cluster": (lambda w: ["sweep", "run", str(w / "two.toml"), "--out", str(w / "s1"), "--executor",
@@ -95,6 +129,41 @@ CASES = {
                             "holds NaN or infinite values"),
     "analyze NaN weights": (lambda w: ["analyze", str(w / "nan"), "--data", str(w / "d"), "--out", str(w / "rep")],
                             "holds NaN or infinite values"),
+    # every number through one finite-float and one bounded-integer type (prism_lm/bounds.py)
+    **{f"ablate lambda {v}": (lambda w, v=v: ["ablate", str(w / "run"), f"--lambda={v}"],
+                              "--lambda: must be a finite number, got") for v in ("nan", "inf", "-inf", "1e400")},
+    **{f"{cmd} eval-time lambda {v}": (lambda w, cmd=cmd, out=out, v=v: [
+        cmd, str(w / "run"), *([] if out is None else ["--out", str(w / out)]), *(["--prompt", "Once"] if cmd ==
+                                                                                  "sample" else []),
+        "--set", f"model.prism.lambda_start={v}"], "--set model.prism.lambda_start must be a finite number, got")
+       for cmd, out in (("eval", None), ("sample", None), ("analyze", "rep"), ("explore", "p.html"))
+       for v in ("nan", "inf", "-inf")},
+    "eval-time lambda by its old name": (lambda w: ["eval", str(w / "run"), "--set", "model.lambda_start=nan"],
+                                         "--set model.prism.lambda_start must be a finite number, got nan"),
+    "eval context 1e9": (lambda w: ["eval", str(w / "run"), "--context", "1000000000"],
+                         "--context: must be an integer in [1, 65,536], got 1,000,000,000"),
+    "eval-time block_size 1e9": (lambda w: ["eval", str(w / "run"), "--set", "model.block_size=1000000000"],
+                                 "--set model.block_size must be an integer in [1, 65,536]"),
+    "sample seed 1e20": (lambda w: ["sample", str(w / "run"), "--seed", str(10**20)],
+                         "--seed: must be an integer in [0, 2^63), got 100,000,000,000,000,000,000"),
+    "sample seed -1": (lambda w: ["sample", str(w / "run"), "--seed", "-1"], "--seed: must be an integer in [0, 2^63)"),
+    "train lr nan": (lambda w: _train(w, w / "r1", **{"optim.lr": "nan"}),
+                     "config key 'optim.lr' must be a finite number, got nan"),
+    "train seed 2^64": (lambda w: _train(w, w / "r1", **{"run.seed": 2**64}),
+                        "config key 'run.seed' must be an integer"),
+    # every loader's library exception as one line naming the file; integrity checks that refuse
+    "damaged saved dataset": (lambda w: ["data", "prepare", "--source", str(w / "ds"), "--out", str(w / "r1")],
+                              "is not a readable saved dataset"),
+    **{f"{cmd} annotation kind out of range": (lambda w, argv=argv: argv(w), "kind id below 4")
+       for cmd, argv in (("analyze", lambda w: ["analyze", str(w / "run"), "--data", str(w / "bad-kind"), "--out",
+                                                str(w / "rep")]),
+                         ("ablate", lambda w: ["ablate", str(w / "run"), "--data", str(w / "bad-kind")]),
+                         ("verify", lambda w: ["data", "verify", str(w / "bad-kind")]))},
+    "verify without sha256": (lambda w: ["data", "verify", str(w / "no-sha")], "has no sha256"),
+    "import-crate n_layer two": (lambda w: ["import-crate", str(w / "crate-two.pt"), "--out", str(w / "r1")],
+                                 "model_args n_layer must be an integer, got 'two'"),
+    "import-official NaN weights": (lambda w: ["import-official", str(w / "official-nan.pt"), "--out",
+                                               str(w / "r2")], "holds NaN or infinite values"),
 }
 
 

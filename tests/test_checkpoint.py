@@ -189,3 +189,26 @@ def test_a_data_folder_with_another_tokenizer_is_refused_not_scored(tmp_path, ca
     save_model(PrismLM(tiny_model_config(vocab_size=50304, block_size=16, n_layer=1)), tmp_path / "gpt2")
     assert main(["eval", str(tmp_path / "gpt2"), "--data", str(tmp_path / "a")]) == 2
     assert "GPT-2 BPE" in capsys.readouterr().err
+
+
+class _RunsCode:
+    """A pickle that would run code on load (it writes a marker file): weights_only must refuse it."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import pathlib
+
+        return (pathlib.Path.touch, (pathlib.Path(self.marker),))
+
+
+def test_a_pickle_that_would_run_code_is_refused_for_what_it_is(tmp_path, capsys):
+    from prism_lm.cli import main
+
+    torch.save({"model": {"w": _RunsCode(tmp_path / "ran")}, "model_args": {}}, tmp_path / "evil.pt")
+    for command in ("import-official", "import-crate"):
+        assert main([command, str(tmp_path / "evil.pt"), "--out", str(tmp_path / "out")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "holds Python objects beyond tensors" in err[0], err  # not "not a torch file"
+    assert not (tmp_path / "ran").exists() and not (tmp_path / "out").exists()

@@ -64,9 +64,7 @@ def test_wandb_offline_and_resuming_the_same_wandb_run(data, tmp_path, monkeypat
 
 
 def test_version_module_entry_point_and_helpful_options(capsys):
-    with pytest.raises(SystemExit) as exit_:
-        main(["--version"])
-    assert exit_.value.code == 0 and capsys.readouterr().out.startswith("prism-lm ")
+    assert main(["--version"]) == 0 and capsys.readouterr().out.startswith("prism-lm ")
     proc = subprocess.run([sys.executable, "-m", "prism_lm", "--help"], capture_output=True, text=True, env=cli_env())
     assert proc.returncode == 0 and "demo" in proc.stdout
     order = [a.dest for a in build_parser()._subparsers._group_actions[0]._choices_actions]

@@ -18,12 +18,12 @@ from typing import Any
 import torch
 
 from prism_lm.checkpoint.model import TIED_KEY
-from prism_lm.checkpoint.official import load_plain_checkpoint, save_imported
+from prism_lm.checkpoint.official import load_plain_checkpoint, save_imported, typed_model_args
 from prism_lm.errors import PrismError
 from prism_lm.model.config import IstaConfig, ModelConfig
 from prism_lm.model.kinds import validate_model
 
-CRATE_ARGS = ("n_layer", "n_head", "n_embd", "block_size", "vocab_size")
+CRATE_ARGS = {"n_layer": int, "n_head": int, "n_embd": int, "block_size": int, "vocab_size": int}
 _RENAMES = (  # CRATE's key (after transformer.h.N.) -> ours (after blocks.N.)
     ("prenorm_1.", "ln_1."), ("prenorm_2.", "ln_2."), ("ista.weight", "mlp.weight"),
     ("attn.c_attn.", "attn.c_attn."), ("attn.c_proj.", "attn.c_proj."),
@@ -33,14 +33,11 @@ _RENAMES = (  # CRATE's key (after transformer.h.N.) -> ours (after blocks.N.)
 def crate_config(args: dict[str, Any], **overrides) -> ModelConfig:
     """Our config of CRATE's LM from its ``model_args`` (n_layer, n_head, n_embd, block_size,
     vocab_size, bias, dropout; ``bias`` concerns nothing CRATE builds: its LayerNorms have one)."""
-    missing = [k for k in CRATE_ARGS if k not in args]
-    if missing:
-        raise PrismError(f"CRATE checkpoint: model_args lacks {missing[0]!r}")
+    a = typed_model_args(args, CRATE_ARGS, "CRATE checkpoint")
     cfg = ModelConfig(
         attention="crate", mlp="ista", ista=IstaConfig(mode="replace"), final_norm=False, bias=True,
-        n_layer=int(args["n_layer"]), n_head=int(args["n_head"]), n_embd=int(args["n_embd"]),
-        block_size=int(args["block_size"]), vocab_size=int(args["vocab_size"]),
-        dropout=float(args.get("dropout", 0.0)), **overrides)
+        n_layer=a["n_layer"], n_head=a["n_head"], n_embd=a["n_embd"], block_size=a["block_size"],
+        vocab_size=a["vocab_size"], dropout=a["dropout"], **overrides)
     validate_model(cfg)
     return cfg
 

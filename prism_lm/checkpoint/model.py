@@ -18,11 +18,13 @@ from typing import Any
 
 import torch
 
+from prism_lm.bounds import MAX_POSITIONS, bounded_int, finite_float
 from prism_lm.config import ModelConfig, TrainConfig, apply_overrides, flatten, from_dict, to_dict
 from prism_lm.data.tokenizer import GPT2_VOCAB, Codec
 from prism_lm.errors import PrismError
 from prism_lm.files import atomic_directory, file_digest, read_tagged_json, write_json
 from prism_lm.model import PrismLM
+from prism_lm.model.config import with_prism
 from prism_lm.model.kinds import validate_model
 from prism_lm.run_dir import MODEL_CONFIG as CONFIG
 from prism_lm.run_dir import MODEL_WEIGHTS as WEIGHTS
@@ -180,15 +182,11 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", overrides: 
     cfg, meta = read_model_config(directory)
     changes = eval_overrides(cfg, overrides)
     lam, positions = changes.pop("model.prism.lambda_start", None), changes.pop("model.block_size", None)
-    if changes:  # the RoPE keys: a new config, the same weights
-        cfg = from_dict(ModelConfig, apply_overrides({"model": to_dict(cfg)}, [f"{k}={v!r}" for k, v in
-                                                                               changes.items()])["model"], "model")
+    if changes:  # the RoPE keys of [model.prism]: a new config, the same weights
+        cfg = with_prism(cfg, **{key.rsplit(".", 1)[1]: value for key, value in changes.items()})
         validate_model(cfg)
     state = read_weights(directory / WEIGHTS)
-    broken = next((k for k, t in state.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())), None)
-    if broken is not None:
-        raise PrismError(f"checkpoint {directory}: tensor {broken!r} holds NaN or infinite values (a diverged run?); "
-                         "nothing is computed from it")
+    refuse_non_finite(state, f"checkpoint {directory}")
     model = PrismLM(cfg)
     load_state(model, state, str(directory / WEIGHTS))
     model.codec = _codec_of(cfg, meta)  # text entry points (capture_attention, ...) encode with it
@@ -215,6 +213,14 @@ def open_on_data(path: str | Path, data_dir: str | Path | None = None, device: s
     return load_model(directory, device=resolve_device(device), overrides=overrides), directory, data
 
 
+def refuse_non_finite(state: dict[str, torch.Tensor], where: str) -> None:
+    """A one-line error naming the first tensor with NaN or infinite values (every load, every import)."""
+    broken = next((k for k, t in state.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())), None)
+    if broken is not None:
+        raise PrismError(f"{where}: tensor {broken!r} holds NaN or infinite values (a diverged run?); "
+                         "nothing is computed from it")
+
+
 def eval_overrides(cfg: ModelConfig, overrides: list[str]) -> dict[str, Any]:
     """``model.KEY=VALUE`` strings -> {"model.KEY": value}, each an ``EVAL_KEYS`` key with a valid value."""
     out = {}
@@ -225,12 +231,12 @@ def eval_overrides(cfg: ModelConfig, overrides: list[str]) -> dict[str, Any]:
             raise PrismError(f"--set {key}: at evaluation only {', '.join(EVAL_KEYS)} can be set "
                              "(the others would change the trained weights)")
         out.update(flat)
-    lam = out.get("model.prism.lambda_start")
-    if lam is not None and (isinstance(lam, bool) or not isinstance(lam, (int, float))):
-        raise PrismError(f"--set model.prism.lambda_start must be a number, got {lam!r}")
+    lam = "model.prism.lambda_start"
+    if lam in out:
+        out[lam] = finite_float(out[lam], f"--set {lam}")
     positions = out.get("model.block_size")
-    if positions is not None and (not isinstance(positions, int) or positions < 1):
-        raise PrismError(f"--set model.block_size must be an integer >= 1, got {positions!r}")
+    if positions is not None:
+        bounded_int(positions, "--set model.block_size", 1, MAX_POSITIONS, high_open=False)
     if positions is not None and positions < cfg.block_size:
         raise PrismError(f"--set model.block_size can only grow the context ({cfg.block_size} trained)")
     return out

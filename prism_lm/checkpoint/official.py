@@ -14,7 +14,8 @@ from typing import Any
 
 import torch
 
-from prism_lm.checkpoint.model import TIED_KEY, load_state, write_model_files
+from prism_lm.bounds import INT64, bounded_int, finite_float
+from prism_lm.checkpoint.model import TIED_KEY, load_state, model_state, refuse_non_finite, write_model_files
 from prism_lm.errors import PrismError
 from prism_lm.files import atomic_directory
 from prism_lm.model import PrismLM
@@ -23,21 +24,39 @@ from prism_lm.model.config import ModelConfig, PrismConfig
 from prism_lm.model.kinds import validate_model
 from prism_lm.model.rope import interleaved_to_halves
 
-OFFICIAL_ARGS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "vocab_size",
-                 "prism_expansion_ratio", "prism_freq_multiplier", "prism_lambda_start", "prism_lambda_end")
+OFFICIAL_ARGS = {"n_layer": int, "n_head": int, "n_embd": int, "block_size": int, "bias": bool, "vocab_size": int,
+                 "prism_expansion_ratio": int, "prism_freq_multiplier": float, "prism_lambda_start": float,
+                 "prism_lambda_end": float}
+
+
+def typed_model_args(args: Any, kinds: dict[str, type], where: str) -> dict[str, Any]:
+    """A nanoGPT-format checkpoint's ``model_args`` as the types ``kinds`` names (``dropout`` too, 0.0
+    when absent): a missing key, a value of another type (``n_layer = "two"``), a non-finite float or
+    an integer beyond 64 bits is a one-line error naming it, whatever the checkpoint holds."""
+    if not isinstance(args, dict):
+        raise PrismError(f"{where}: model_args is not a table")
+    out = {}
+    for key, kind in {**kinds, "dropout": float}.items():
+        if key not in args and key != "dropout":
+            raise PrismError(f"{where}: model_args lacks {key!r}")
+        value, name = args.get(key, 0.0), f"{where}: model_args {key}"
+        if kind is bool:
+            if value not in (0, 1) or isinstance(value, float):
+                raise PrismError(f"{name} must be true or false, got {value!r}")
+            out[key] = bool(value)
+        else:
+            out[key] = finite_float(value, name) if kind is float else bounded_int(value, name, -INT64)
+    return out
 
 
 def _official_config(args: dict[str, Any]) -> ModelConfig:
-    missing = [k for k in OFFICIAL_ARGS if k not in args]
-    if missing:
-        raise PrismError(f"official checkpoint: model_args lacks {missing[0]!r}")
+    a = typed_model_args(args, OFFICIAL_ARGS, "official checkpoint")
     cfg = ModelConfig(
-        attention="prism", n_layer=int(args["n_layer"]), n_head=int(args["n_head"]), n_embd=int(args["n_embd"]),
-        block_size=int(args["block_size"]), vocab_size=int(args["vocab_size"]), bias=bool(args["bias"]),
-        dropout=float(args.get("dropout", 0.0)),
-        prism=PrismConfig(expansion_ratio=int(args["prism_expansion_ratio"]),
-                          freq_multiplier=float(args["prism_freq_multiplier"]), lambda_schedule="constant",
-                          lambda_start=float(args["prism_lambda_start"]), lambda_end=float(args["prism_lambda_end"])),
+        attention="prism", n_layer=a["n_layer"], n_head=a["n_head"], n_embd=a["n_embd"], block_size=a["block_size"],
+        vocab_size=a["vocab_size"], bias=a["bias"], dropout=a["dropout"],
+        prism=PrismConfig(expansion_ratio=a["prism_expansion_ratio"], freq_multiplier=a["prism_freq_multiplier"],
+                          lambda_schedule="constant", lambda_start=a["prism_lambda_start"],
+                          lambda_end=a["prism_lambda_end"]),
     )
     validate_model(cfg)
     return cfg
@@ -72,7 +91,8 @@ def load_plain_checkpoint(ckpt_path: Path, what: str) -> dict[str, Any]:
     try:
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "Unsupported global" not in str(exc):  # garbage, not a pickle of objects
+        # torch words the refusal of an object "Unsupported global" or "unsupported GLOBAL" (by version)
+        if "unsupported global" not in str(exc).lower():  # garbage, not a pickle of objects
             raise PrismError(f"{ckpt_path} is not a loadable checkpoint (not a torch file)") from None
         # torch's own message advises weights_only=False: never the advice to give
         raise PrismError(f"{ckpt_path} is not a plain checkpoint: it holds Python objects beyond tensors and "
@@ -100,6 +120,7 @@ def save_imported(cfg: ModelConfig, state: dict[str, torch.Tensor], ckpt: dict[s
     directory ``out_dir``, recording where it came from (``imported_from``: path, iter_num, best_val_loss)."""
     model = PrismLM(cfg)
     load_state(model, state, str(ckpt_path))
+    refuse_non_finite(model_state(model), str(ckpt_path))  # nothing is written that every loader would refuse
     extra = {"imported_from": {"path": str(ckpt_path), **origin, "iter_num": _plain(ckpt.get("iter_num")),
                                "best_val_loss": _plain(ckpt.get("best_val_loss"))}}
     with atomic_directory(out_dir) as tmp:

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from prism_lm.data.embedded import KINDS
 from prism_lm.data.tokenizer import Codec
 from prism_lm.errors import PrismError
 from prism_lm.files import file_digest, read_tagged_json
@@ -98,7 +99,10 @@ def _check_shard(path: Path, shard: dict, vocab_size: int, fresh: bool = False) 
     key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     if key in _VERIFIED and not fresh:
         return _VERIFIED[key]
-    if "sha256" in shard and file_digest(path)["sha256"] != shard["sha256"]:
+    if not isinstance(shard.get("sha256"), str):  # an integrity check refuses, never skips, without its key
+        raise PrismError(f"the manifest entry of shard {path} has no sha256: it cannot be checked (prepare the data "
+                         "again)")
+    if file_digest(path)["sha256"] != shard["sha256"]:
         raise PrismError(f"shard {path} does not match the sha256 in its manifest (damaged or replaced; "
                          "prepare the data again)")
     tokens = np.memmap(path, dtype=np.uint16, mode="r", offset=HEADER_BYTES)
@@ -213,6 +217,12 @@ class ShardSet:
         if notes.dtype != np.int64 or notes.ndim != 2 or notes.shape[1] != 3:
             raise PrismError(f"annotations file {path} holds {notes.dtype} {notes.shape}, not int64 (N, 3); "
                              "prepare the data again")
+        bad = np.flatnonzero((notes[:, 2] < 0) | (notes[:, 2] >= len(KINDS)) | (notes[:, :2] < 0).any(axis=1)
+                             | (notes[:, :2] >= self.info["tokens"]).any(axis=1))
+        if len(bad):
+            raise PrismError(f"annotations file {path}: row {bad[0]} {notes[bad[0]].tolist()} is not (recall, "
+                             f"antecedent, kind) with positions in the split's {self.info['tokens']:,} tokens and a "
+                             f"kind id below {len(KINDS)}; prepare the data again")
         if self.first == 0 and self.total == self.info["tokens"]:
             return notes
         inside = (notes[:, 1] >= self.first) & (notes[:, 0] < self.first + self.total)  # both ends in this view

@@ -179,6 +179,17 @@ def _parquet_texts(path: Path) -> Iterator[str]:
 
 def _saved_dataset_texts(path: Path) -> Iterator[str]:
     try:
+        yield from _saved_dataset_rows(path)
+    except PrismError:
+        raise
+    except Exception as exc:  # datasets and pyarrow raise their own types (ArrowInvalid, JSONDecodeError, ...)
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise PrismError(f"{path} is not a readable saved dataset ({type(exc).__name__}{': ' + first if first else ''})"
+                         "; save it again with datasets' save_to_disk") from None
+
+
+def _saved_dataset_rows(path: Path) -> Iterator[str]:
+    try:
         import datasets
     except ModuleNotFoundError:
         raise PrismError(f"reading the saved dataset {path} needs datasets: pip install 'prism-lm[hub]'") from None
@@ -207,9 +218,17 @@ def _file_pieces(path: Path) -> Iterator[tuple[str, bool]]:
         texts = _parquet_texts(path)
     else:
         raise PrismError(f"unsupported file type {path} (use .txt, .jsonl, .parquet or a save_to_disk folder)")
-    for text in texts:
+    for row, text in enumerate(texts, 1):
         if text:
+            _check_size(text, f"{path}, row {row}")
             yield from pieces(text)
+
+
+def _check_size(text: str, where: str) -> None:
+    """One limit for every source type: a text read whole (a parquet cell, a dataset row, a hub row) is
+    refused past ``MAX_LINE_BYTES``, as a .txt or .jsonl line is."""
+    if len(text) * 4 > MAX_LINE_BYTES and len(text.encode("utf-8")) > MAX_LINE_BYTES:
+        raise PrismError(f"{where} is a text longer than {MAX_LINE_BYTES >> 20} MiB; split it (texts are read whole)")
 
 
 class Source:
@@ -226,8 +245,9 @@ class Source:
                 story = generate_story(i, seed)
                 yield Document(story.text, story.dependencies)
         elif self._kind == "hub":
-            for text in _hub_texts(*self._args):
+            for row, text in enumerate(_hub_texts(*self._args), 1):
                 if text:
+                    _check_size(text, f"{self.spec}, row {row}")
                     yield from (Document(piece, ends=ends) for piece, ends in pieces(text))
         else:
             for path in self._paths:

@@ -114,7 +114,27 @@ def _merge_plan(sweep: SweepDir, new: dict, extend: bool) -> dict:
     if added and not extend:
         raise PrismError(f"{sweep.path} holds the runs of another experiment file ({len(added)} planned runs are not "
                          f"in it, e.g. {added[0]}); use a new --out, or pass --extend to add them")
-    return {"experiments": {**old["experiments"], **new["experiments"]}, "runs": {**old["runs"], **new["runs"]}}
+    experiments = dict(old["experiments"])
+    for name, entry in new["experiments"].items():
+        before = experiments.get(name)
+        if before is None or _same_claim(before, entry):
+            experiments[name] = entry  # a later phase of the same file (its tuned runs) completes its record
+            continue
+        if not extend:
+            raise PrismError(f"{sweep.path} records experiment {name!r} from {before['file']} with arms "
+                             f"{before['arms']}; {entry['file']} names it with arms {entry['arms']}: use a new --out, "
+                             "or pass --extend to add this file's record beside it (nothing is relabelled)")
+        n = 2
+        while f"{name}@{n}" in experiments:
+            n += 1
+        experiments[f"{name}@{n}"] = entry
+    return {"experiments": experiments, "runs": {**old["runs"], **new["runs"]}}
+
+
+def _same_claim(before: dict, entry: dict) -> bool:
+    """Whether two plan entries are one file's record of one experiment (its arms, groups and verdicts)."""
+    keys = ("file", "arms", "groups", "verdicts")
+    return all(before.get(k) == entry.get(k) for k in keys)
 
 
 def _prepare_data(experiments: list[Experiment], sweep: SweepDir, log) -> None:
@@ -156,7 +176,7 @@ def _write_job(task: Task) -> None:
     r.config.run.out_dir = str(folder.train_dir.resolve())
     r.config.run.progress = False
     body = {"config": to_dict(r.config), "identity": r.identity, "evaluate": to_dict(task.evaluate),
-            "labels": {"experiment": r.experiment, "arm": r.arm, "group": r.group, "seed": r.seed, **r.grid}}
+            "labels": _labels(r)}
     if folder.job_path.is_file():  # the folder name holds the identity; the recorded config must still have it
         recorded = folder.read_job()
         was = identity(from_dict(TrainConfig, recorded["config"]), r.data_source)
@@ -165,7 +185,15 @@ def _write_job(task: Task) -> None:
                              f"{r.identity}); refusing to mix (move it aside to start it again)")
         if "threads" in recorded:
             body["threads"] = recorded["threads"]
+        claims = recorded.get("claims", [recorded["labels"]])  # who planned the run: added to, never replaced
+        body["labels"] = recorded["labels"]
+        body["claims"] = claims + ([] if _labels(r) in claims else [_labels(r)])
     folder.write_job(body)
+
+
+def _labels(r: PlannedRun) -> dict:
+    """The labels a plan gives a run: its experiment, arm, group, seed and grid point."""
+    return {"experiment": r.experiment, "arm": r.arm, "group": r.group, "seed": r.seed, **r.grid}
 
 
 def _threads_for(task: Task, default: int) -> int:
@@ -207,6 +235,8 @@ def run_sweep(file: str | Path, out: str | Path, workers: int | None = None, exe
     experiments = load_experiments(file)
     sweep = SweepDir(out)
     sweep.path.mkdir(parents=True, exist_ok=True)
+    if executor != "local":
+        check_private_folder(sweep.path, log)
     with sweep.writer_lock():
         status = _run_phase(experiments, sweep, workers, executor, extend, log)
         tuned = [e for e in experiments if not e.planned]
@@ -397,6 +427,17 @@ def _last_error(log: Path, code: int) -> str:
     lines = [line for line in log.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("error:") or "Error" in line]
     return (errors or lines or [f"exit status {code}"])[-1].strip()
+
+
+def check_private_folder(folder: Path, log=print) -> None:
+    """submitit pickles each job into the sweep folder and unpickles it to run it: whoever can write
+    there can run code as you. A folder (or its submitit folder) that the group or others may write is
+    refused in one line; otherwise the line that says so is printed."""
+    for path in (folder, folder / "submitit"):
+        if path.exists() and path.stat().st_mode & 0o022:
+            raise PrismError(f"{path} is writable by its group or by others, and submitit runs the pickled jobs it "
+                             f"finds there: make it yours alone (chmod go-w {path}) or use --executor local")
+    log(f"[sweep] submitit keeps its jobs as pickles in {folder / 'submitit'}: keep {folder} writable by you alone")
 
 
 class SubmititPool:

@@ -252,8 +252,8 @@ def _experiment(path: Path, data: dict) -> Experiment:
     name, seeds, arms = _check_header(where, path, data)
     grid = data.get("grid", {})
     for key, values in grid.items():
-        if key.count(".") != 1 or not isinstance(values, list) or not values:
-            raise PrismError(f"{where}: grid axis {key!r} must be 'section.key' = [values]")
+        if not _config_key(key) or not isinstance(values, list) or not values:
+            raise PrismError(f"{where}: grid axis {key!r} must be 'section.key' (or 'model.prism.key') = [values]")
     data_source = data.get("data")
     if data_source is not None and not isinstance(data_source, str):
         raise PrismError(f"{where}: data must be a source string such as 'embedded:6000'")
@@ -403,6 +403,8 @@ def _verdict(where: str, table: dict, groups: list[str]) -> Verdict:
         if label is not None and label not in groups:
             raise PrismError(f"{where}: verdict {verdict.claim!r} names unknown arm {label!r} "
                              f"(arms: {', '.join(groups)})")
+    if verdict.arm == verdict.baseline:
+        raise PrismError(f"{where}: verdict {verdict.claim!r} compares {verdict.arm!r} with itself; name two arms")
     if verdict.better not in ("lower", "higher"):
         raise PrismError(f"{where}: verdict better must be 'lower' or 'higher', got {verdict.better!r}")
     if verdict.test not in ("difference", "equivalence"):
@@ -460,8 +462,8 @@ def _tune_spec(where: str, table: dict | None, grid: dict) -> TuneSpec | None:
     if not isinstance(table["grid"], dict) or not table["grid"]:
         raise PrismError(f"{where}: tune.grid must be a table of 'section.key' = [values]")
     for key, values in table["grid"].items():
-        if key.count(".") != 1:
-            raise PrismError(f"{where}: tune.grid key {key!r} must be 'section.key'")
+        if not _config_key(key):
+            raise PrismError(f"{where}: tune.grid key {key!r} must be 'section.key' (or 'model.prism.key')")
         if not isinstance(values, list) or len(values) < 2:
             raise PrismError(f"{where}: tune.grid {key!r} needs two values or more to choose from, got {values!r}")
     holdout = table.get("holdout", 0.1)
@@ -512,6 +514,11 @@ def apply_tuning(exp: Experiment, chosen: dict[str, dict[str, Any]]) -> None:
     exp.runs, _ = _expand(exp.path, exp.source, exp.name, chosen)
 
 
+def _config_key(key) -> bool:
+    """A config key as grids, tuning and ladders name it: ``section.key``, or ``model.SECTION.key``."""
+    return isinstance(key, str) and re.fullmatch(r"[a-z_]+\.[a-z_]+(\.[a-z_]+)?", key) is not None
+
+
 def _ladder_spec(where: str, table: dict | None, grid: dict, arms: dict) -> LadderSpec | None:
     if table is None:
         return None
@@ -521,10 +528,13 @@ def _ladder_spec(where: str, table: dict | None, grid: dict, arms: dict) -> Ladd
         raise PrismError(f"{where}: ladder.points must list two points or more, each a table of 'section.key' = value")
     for point in points:
         for key in point:
-            if key.count(".") != 1:
-                raise PrismError(f"{where}: ladder point key {key!r} must be 'section.key'")
+            if not _config_key(key):
+                raise PrismError(f"{where}: ladder point key {key!r} must be 'section.key' (or 'model.prism.key')")
     for label in (table["arm"], table["baseline"]):
         if label not in arms:
             raise PrismError(f"{where}: ladder names unknown arm {label!r} (arms: {', '.join(arms)})")
+    if table["arm"] == table["baseline"]:
+        raise PrismError(f"{where}: ladder arm and baseline are both {table['arm']!r}: the gap would be 0 by "
+                         "construction; name two arms")
     return LadderSpec([dict(p) for p in points], table["arm"], table["baseline"], str(table["metric"]),
                       str(table.get("claim", LadderSpec.claim)))

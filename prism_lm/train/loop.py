@@ -128,6 +128,11 @@ def _train(cfg: TrainConfig, resume: str | None, allow_config_change: bool, worl
     data = _open_data(cfg, world)
     ckpt = _checkpoint_to_resume(run, resume, world)
     changes = _config_changes(run, ckpt, cfg, allow_config_change)
+    if resume and ckpt is None and run.holds_run():  # stopped before its first checkpoint: keep its records
+        if world.is_main:
+            warn(f"--resume {resume}: {run.path} saved no checkpoint before it stopped; the run so far is kept in "
+                 f"{run.move_aside()}; starting at step 0")
+        barrier(world)
     trainer = _Trainer(cfg, world, run, data)
     if ckpt is not None:
         trainer.restore(ckpt)
@@ -214,10 +219,10 @@ def _checkpoint_to_resume(run: RunDir, resume: str | None, world) -> Path | None
 
 
 def _config_changes(run: RunDir, ckpt: Path | None, cfg: TrainConfig, allowed: bool) -> dict[str, tuple]:
-    """What differs from the run's recorded config, whenever the run has (or had) a checkpoint, verified or
-    not; a change that breaks exactness is refused unless allowed. A run that never saved one starts
-    at step 0 whatever it was started with, so its config is simply replaced."""
-    recorded = run.read_config() if ckpt is not None or run.had_checkpoints() else None
+    """What differs from the run's recorded config, whenever the run has a record (a checkpoint, verified
+    or not, metrics, or its config); a change that breaks exactness is refused unless allowed, so a run
+    killed before its first checkpoint is not continued under another config by accident either."""
+    recorded = run.read_config() if ckpt is not None or run.had_checkpoints() or run.holds_run() else None
     changes = recorded.changed_keys(cfg) if recorded is not None else {}
     safe = RESUME_SAFE_KEYS | (set() if horizons_follow_max_iters(cfg) else {"run.max_iters"})
     if "data.dir" in changes and ckpt is not None and _same_tokens(ckpt, cfg.data.dir):

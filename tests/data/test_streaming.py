@@ -120,10 +120,18 @@ def test_a_line_longer_than_the_stated_limit_is_one_line_error(tmp_path, monkeyp
     monkeypatch.setattr(sources, "MAX_LINE_BYTES", 1000)
     (tmp_path / "long.txt").write_text("short\n" + "x" * 1001 + "\n", encoding="utf-8")
     (tmp_path / "long.jsonl").write_text(json.dumps({"text": "y" * 1001}) + "\n", encoding="utf-8")
-    for name in ("long.txt", "long.jsonl"):
+    import datasets  # one limit for every source type: a parquet cell and a saved dataset's row too
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"text": ["short", "z" * 1001]}), tmp_path / "long.parquet")
+    datasets.Dataset.from_dict({"text": ["short", "w" * 1001]}).save_to_disk(str(tmp_path / "long-ds"))
+    capsys.readouterr()  # datasets' own progress bar
+    for name in ("long.txt", "long.jsonl", "long.parquet", "long-ds"):
         assert main(["data", "prepare", "--source", str(tmp_path / name), "--out", str(tmp_path / "o")]) == 2
         err = capsys.readouterr().err.strip().splitlines()
-        where = {"long.txt": "long.txt:2", "long.jsonl": "long.jsonl:1"}[name]
+        where = {"long.txt": "long.txt:2", "long.jsonl": "long.jsonl:1", "long.parquet": "long.parquet, row 2",
+                 "long-ds": "long-ds, row 2"}[name]
         assert len(err) == 1 and where in err[0], err
         assert "longer than" in err[0] and not (tmp_path / "o").exists()
 

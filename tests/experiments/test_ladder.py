@@ -75,6 +75,7 @@ def test_points_that_do_not_differ_in_tokens_give_no_slope():
                     "points = [{ \"run.max_iters\" = 4 }]"), "two points or more"),
     (LADDER.replace('metric = "val_loss_32"', 'metric = "val_loss_99"'), "ladder.metric"),
     (LADDER + "steps = 3\n", "unknown ladder key"),
+    (LADDER.replace('baseline = "gpt"', 'baseline = "prism"'), "both 'prism': the gap would be 0 by construction"),
 ])
 def test_bad_ladders_are_one_line_errors(tmp_path, ladder, message):
     with pytest.raises(PrismError, match=message) as info:

@@ -106,6 +106,8 @@ def test_a_suite_shares_runs_with_the_same_config(tmp_path):
     (lambda t: t.replace('better = "lower"', 'test = "equivalence"\nmargin = -1'), "needs a margin > 0"),
     (lambda t: t.replace('better = "lower"', 'test = "same"'), "test must be 'difference' or 'equivalence'"),
     (lambda t: "min_seeds = 1\n" + t, "min_seeds must be an integer >= 2"),
+    (lambda t: t.replace('baseline = "gpt"', 'baseline = "prism"'), "compares 'prism' with itself"),
+    (lambda t: t.replace("[evaluate]", "[grid]\n\"model.prism.nope\" = [1, 2]\n[evaluate]"), "nope"),
     (lambda t: t.replace("head_windows = 4", "head_windows = 0").replace('metric = "val_loss_32"',
                                                                           'metric = "signal_median_lag"'),
      "'signal_median_lag' is not a column"),

@@ -362,6 +362,7 @@ def test_a_diverged_run_is_a_result_not_a_failure(tmp_path, monkeypatch):
     assert "val_loss_32" not in result["row"]  # nothing evaluated from a diverged model
 
 
+@pytest.mark.slow  # a second sweep (about 6 s); its bucket losses are tested in analysis/test_long_context.py
 def test_long_context_columns_come_from_a_sweep_of_models_without_wpe(tmp_path):
     text = write_experiment(tmp_path).read_text(encoding="utf-8")
     text = text.replace("[set.model]\n", "[set.model]\nposition_embedding = \"none\"\n")
@@ -378,3 +379,47 @@ def test_long_context_columns_come_from_a_sweep_of_models_without_wpe(tmp_path):
         assert row["long_2x_excess"] == pytest.approx(row["long_2x_bucket1"] - row["long_2x_bucket0"])
         assert row["long_1x_bucket0"] == pytest.approx(row["val_loss_32"], rel=0.2)  # 1x: the training context
         assert 0 < row["long_2x_sink_first4"] <= 1
+
+
+def test_a_second_file_claiming_the_runs_adds_to_their_record_and_never_relabels_them(sweep, tmp_path):
+    """Same experiment name and configs, one arm renamed: refused without --extend (nothing written);
+    with it, the plan keeps the first file's record beside the second's, and each run's job keeps the
+    labels it was made under, the new claim added."""
+    path, out, _ = sweep
+    copy = tmp_path / "copy"
+    subprocess.run(["cp", "-r", str(out), str(copy)], check=True)
+    renamed = tmp_path / "renamed.toml"
+    renamed.write_text('name = "two"\n' + path.read_text().replace("[arms.prism]", "[arms.prism-renamed]")
+                       .replace('arm = "prism"', 'arm = "prism-renamed"'))
+    plan, job = copy / "sweep.json", next((copy / "runs").glob("prism-s0-*")) / "job.json"
+    before = plan.read_text(), job.read_text()
+    with pytest.raises(PrismError, match="records experiment 'two' from .*two.toml.*--extend"):
+        run_sweep(renamed, copy, log=lambda _: None)
+    assert (plan.read_text(), job.read_text()) == before
+    assert run_sweep(renamed, copy, extend=True, log=lambda _: None) == 0
+    experiments = json.loads(plan.read_text())["experiments"]
+    assert experiments["two"]["arms"] == ["prism", "gpt"] and experiments["two@2"]["arms"] == ["prism-renamed", "gpt"]
+    recorded = json.loads(job.read_text())
+    assert recorded["labels"]["arm"] == "prism"  # the label it was made under
+    assert [c["arm"] for c in recorded["claims"]] == ["prism", "prism-renamed"]
+
+
+def test_submitit_refuses_a_sweep_folder_others_may_write_and_says_why_it_matters(tmp_path):
+    """submitit unpickles the jobs it finds in the folder: a group- or world-writable one is refused."""
+    import os
+
+    pytest.importorskip("submitit")
+    path = write_experiment(tmp_path, steps=4)
+    shared = tmp_path / "shared-out"
+    shared.mkdir()
+    os.chmod(shared, 0o777)
+    with pytest.raises(PrismError, match=r"writable by its group or by others.*chmod go-w"):
+        run_sweep(path, shared, executor="submitit-local", log=lambda _: None)
+    assert list(shared.iterdir()) == []  # nothing written, nothing run
+    from prism_lm.experiments.runner import check_private_folder
+
+    lines = []
+    os.chmod(shared, 0o755)
+    check_private_folder(shared, lines.append)
+    assert lines == [f"[sweep] submitit keeps its jobs as pickles in {shared / 'submitit'}: keep {shared} writable "
+                     "by you alone"]

@@ -80,6 +80,13 @@ def test_export_of_an_imported_official_checkpoint(tmp_path):
     _check_parity(tmp_path / "imported", tmp_path / "hf")
 
 
+def test_the_export_says_on_the_terminal_that_loading_it_runs_its_code(tmp_path, capsys):
+    save_model(PrismLM(tiny_model_config(vocab_size=50304)), tmp_path / "ck", codec=Codec())
+    assert main(["export", "hf", str(tmp_path / "ck"), "--out", str(tmp_path / "hf")]) == 0
+    err = capsys.readouterr().err
+    assert "warning: loading" in err and "trust_remote_code=True runs its Python files" in err
+
+
 def test_exported_code_needs_no_prism_lm(tmp_path):
     _, folder = _export(_trained_ish("prism"), tmp_path)
     for path in folder.glob("*.py"):

@@ -163,3 +163,18 @@ def test_import_crate_refuses_bad_input_in_one_line(tmp_path, capsys):
         convert_crate_state({"lm_head.bias": torch.zeros(1)})
     with pytest.raises(PrismError, match="a CRATE checkpoint not found"):
         import_crate(tmp_path / "missing.pt", tmp_path / "o2")
+
+
+@needs_anchors
+def test_import_crate_writes_nothing_from_non_finite_weights_or_non_integer_sizes(tmp_path, capsys):
+    fields = dict(n_layer=1, n_head=2, n_embd=32, block_size=16, vocab_size=61)
+    state = official_crate(**fields, dropout=0.0, bias=True).state_dict()
+    state["transformer.h.0.ista.weight"][0, 0] = float("nan")
+    torch.save({"model": state, "model_args": {**fields, "bias": True, "dropout": 0.0}}, tmp_path / "nan.pt")
+    torch.save({"model": state, "model_args": {**fields, "n_layer": "two"}}, tmp_path / "two.pt")
+    for name, message in [("nan.pt", "tensor 'blocks.0.mlp.weight' holds NaN or infinite values"),
+                          ("two.pt", "model_args n_layer must be an integer, got 'two'")]:
+        assert main(["import-crate", str(tmp_path / name), "--out", str(tmp_path / "out")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
+        assert not (tmp_path / "out").exists()  # nothing written that every loader would refuse

@@ -1,6 +1,7 @@
 """A run whose only checkpoint fails verification is never silently restarted: --resume auto falls
 back to a verified best, else refuses in one line with nothing changed; --resume never starts over
-on purpose and keeps the old run."""
+on purpose and keeps the old run; a run stopped before its first checkpoint is neither continued under
+another config nor rewritten."""
 
 import pytest
 
@@ -62,3 +63,20 @@ def test_resume_never_starts_over_and_keeps_the_old_run(data, tmp_path, capsys):
     assert (kept / "checkpoints").is_dir() and RunDir(run.path).steps()
     with pytest.raises(PrismError, match="--resume never to start over"):
         train(tiny_train_config(data, run.path, **ONE_CHECKPOINT))
+
+
+def test_a_run_stopped_before_its_first_checkpoint_is_not_relabelled_or_rewritten(data, tmp_path, capsys):
+    import shutil
+
+    train(tiny_train_config(data, tmp_path / "run", **ONE_CHECKPOINT))
+    run = RunDir(tmp_path / "run")
+    shutil.rmtree(run.checkpoints_dir)  # its records as a kill -9 before the first save leaves them
+    old_metrics, old_config = _snapshot(run)
+    other = tiny_train_config(data, run.path, **ONE_CHECKPOINT, **{"optim.lr": 0.01})
+    with pytest.raises(PrismError, match="--resume: optim.lr is 0.01 but the run was started with 0.003"):
+        train(other, resume="auto")
+    assert _snapshot(run) == (old_metrics, old_config)  # nothing rewritten, nothing relabelled
+    assert train(tiny_train_config(data, run.path, **ONE_CHECKPOINT), resume="auto")["step"] == 8
+    assert "saved no checkpoint before it stopped; the run so far is kept in" in capsys.readouterr().err
+    kept = run.path / "previous-1"
+    assert (kept / "metrics.jsonl").read_text() == old_metrics and (kept / "config.toml").read_text() == old_config
