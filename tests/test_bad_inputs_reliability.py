@@ -55,7 +55,7 @@ def _damaged_worlds(base):
 
     datasets.Dataset.from_dict({"text": ["Once upon a time."] * 4}).save_to_disk(str(base / "ds"))
     (base / "ds" / "state.json").write_text('{"_data_files": [')  # cut mid-write
-    for name in ("bad-kind", "no-sha"):
+    for name in ("bad-kind", "no-sha", "no-max-id"):
         shutil.copytree(base / "d", base / name)
     notes = np.load(base / "bad-kind" / "val-annotations.npy")
     notes[0, 2] = 99
@@ -65,6 +65,9 @@ def _damaged_worlds(base):
         for shard in split["shards"]:
             del shard["sha256"]
     (base / "no-sha" / "manifest.json").write_text(json.dumps(manifest))
+    manifest = json.loads((base / "no-max-id" / "manifest.json").read_text())
+    del manifest["splits"]["train"]["shards"][0]["max_token_id"]
+    (base / "no-max-id" / "manifest.json").write_text(json.dumps(manifest))
     torch.save({"model": {}, "model_args": {"n_layer": "two", "n_head": 2, "n_embd": 32, "block_size": 16,
                                             "vocab_size": 61}}, base / "crate-two.pt")
     args = dict(n_layer=2, n_head=2, n_embd=16, block_size=24, bias=False, vocab_size=61, dropout=0.0,
@@ -160,6 +163,7 @@ CASES = {
                          ("ablate", lambda w: ["ablate", str(w / "run"), "--data", str(w / "bad-kind")]),
                          ("verify", lambda w: ["data", "verify", str(w / "bad-kind")]))},
     "verify without sha256": (lambda w: ["data", "verify", str(w / "no-sha")], "has no sha256"),
+    "verify without max_token_id": (lambda w: ["data", "verify", str(w / "no-max-id")], "manifest says None"),
     "import-crate n_layer two": (lambda w: ["import-crate", str(w / "crate-two.pt"), "--out", str(w / "r1")],
                                  "model_args n_layer must be an integer, got 'two'"),
     "import-official NaN weights": (lambda w: ["import-official", str(w / "official-nan.pt"), "--out",
