@@ -57,38 +57,43 @@ def bounded_int(value, name: str, low: int = 0, high: int = INT64, high_open: bo
     return value
 
 
-class FiniteFloat:
-    """An argparse type: a finite float within bounds (see ``finite_float``)."""
+class _BoundedType:
+    """An argparse type: text parsed (``parse``), then checked (``check``) against the bounds given;
+    argparse puts the option's name before the message."""
+
+    parse = staticmethod(float)
+    check = staticmethod(finite_float)
+    __name__ = "number"  # argparse names the type in its messages
+
+    def __init__(self, **bounds):
+        self.bounds = bounds
+
+    def __call__(self, text: str):
+        try:
+            value = self.parse(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an' if self.__name__[0] in 'aeiou' else 'a'} "
+                                             f"{self.__name__}") from None
+        try:
+            return self.check(value, "it", **self.bounds)
+        except PrismError as exc:
+            raise argparse.ArgumentTypeError(str(exc).removeprefix("it ")) from None
+
+
+class FiniteFloat(_BoundedType):
+    """A finite float within bounds (see ``finite_float``)."""
 
     def __init__(self, low: float = -math.inf, high: float = math.inf, low_open: bool = False,
                  high_open: bool = False):
-        self.bounds = dict(low=low, high=high, low_open=low_open, high_open=high_open)
-        self.__name__ = "number"  # argparse names the type in its messages
-
-    def __call__(self, text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        try:
-            return finite_float(value, "it", **self.bounds)
-        except PrismError as exc:
-            raise argparse.ArgumentTypeError(str(exc).removeprefix("it ")) from None
+        super().__init__(low=low, high=high, low_open=low_open, high_open=high_open)
 
 
-class BoundedInt:
-    """An argparse type: an integer within bounds (see ``bounded_int``)."""
+class BoundedInt(_BoundedType):
+    """An integer within bounds (see ``bounded_int``)."""
+
+    parse = staticmethod(int)
+    check = staticmethod(bounded_int)
+    __name__ = "integer"
 
     def __init__(self, low: int = 0, high: int = INT64, high_open: bool = True):
-        self.bounds = dict(low=low, high=high, high_open=high_open)
-        self.__name__ = "integer"
-
-    def __call__(self, text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        try:
-            return bounded_int(value, "it", **self.bounds)
-        except PrismError as exc:
-            raise argparse.ArgumentTypeError(str(exc).removeprefix("it ")) from None
+        super().__init__(low=low, high=high, high_open=high_open)
