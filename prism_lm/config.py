@@ -214,9 +214,12 @@ def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
         if dataclasses.is_dataclass(hint):
             kwargs[key] = from_dict(hint, value, name)
             continue
+        if typing.get_origin(hint) is list and isinstance(value, str):  # --set wandb.tags=a,b: a comma list
+            value = [part.strip() for part in value.split(",")]
         if not _type_ok(value, hint):
             type_name = getattr(hint, "__name__", str(hint))
-            raise PrismError(f"config key {name!r} must be {type_name}, got {value!r}")
+            example = ' (a list: --set \'KEY=["a", "b"]\' or KEY=a,b)' if typing.get_origin(hint) is list else ""
+            raise PrismError(f"config key {name!r} must be {type_name}, got {value!r}{example.replace('KEY', name)}")
         if hint is float:  # one finite-float rule and one 64-bit integer rule for every config value
             value = finite_float(value, f"config key {name!r}")
         elif hint is int:

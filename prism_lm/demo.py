@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -70,7 +71,7 @@ def run_demo(out: Path | None = None, stories: int = DEMO_STORIES, max_iters: in
             log(f"[demo] analysing {r.name}")
             reports[r.name] = analyze_run(r.run_dir, out / "data", RunDir(r.run_dir).report_dir, max_windows=48)
     report = out / "report.md"
-    report.write_text(_report(results, entropy, len(train_data), reports, time.perf_counter() - t_start),
+    report.write_text(_report(results, entropy, len(train_data), reports, time.perf_counter() - t_start, out),
                       encoding="utf-8")
     log(f"[demo] unigram entropy of the corpus: {entropy:.3f} nats/token")
     for r in results:
@@ -128,11 +129,13 @@ def stream_summary(report: dict) -> list[tuple[str, int, list[float | None]]]:
     return rows
 
 
-def _report(results: list[DemoResult], entropy: float, train_tokens: int, reports: dict, seconds: float) -> str:
+def _report(results: list[DemoResult], entropy: float, train_tokens: int, reports: dict, seconds: float,
+            folder: Path) -> str:
+    """report.md, its links relative to ``folder`` (where it is written), so they work in any Markdown viewer."""
     lines = ["# prism-lm demo", "",
              f"Embedded corpus: {train_tokens:,} training tokens; unigram entropy {entropy:.3f} nats/token "
              "(the loss of a model that ignores context). Whole validation split, non-overlapping windows.", "",
-             "| model | parameters | steps | train time | " + " | ".join(
+             "| model | parameters | steps | wall time here | " + " | ".join(
                  f"val loss @ {v['context']}" for v in results[0].val) + " | perplexity |",
              "|---|---:|---:|---:|" + "---:|" * len(results[0].val) + "---:|"]
     for r in results:
@@ -158,8 +161,10 @@ def _report(results: list[DemoResult], entropy: float, train_tokens: int, report
                       f"{uniform:.3f}."]
         lines.append("")
         for name, paths in reports.items():
-            lines.append(f"- {name}: [{paths['md']}]({paths['md']}), [{paths['html']}]({paths['html']}), "
-                         f"[{paths['json']}]({paths['json']})")
+            links = {kind: Path(os.path.relpath(path, folder)).as_posix() for kind, path in paths.items()}
+            lines.append(f"- {name}: [{links['md']}]({links['md']}), [{links['html']}]({links['html']}), "
+                         f"[{links['json']}]({links['json']})")
         lines.append("")
-    lines.append(f"Total time {seconds:.0f} s.")
+    lines += [f"Total wall time {seconds:.0f} s. The wall times measure this machine and whatever else it was doing: "
+              "they compare nothing (speed is measured by paired rounds, benchmarks/RESULTS.md)."]
     return "\n".join(lines) + "\n"

@@ -65,5 +65,10 @@ def evaluate_checkpoint(checkpoint: str | Path, data_dir: str | Path | None, con
     model, _, data_dir = open_on_data(checkpoint, data_dir, device, overrides)
     dev = next(model.parameters()).device
     shards = ShardSet(data_dir, split)
-    return data_dir, [evaluate_split(model, shards, c, batch_size=batch_size, device=dev,
-                                     progress=sys.stderr.isatty()) for c in contexts or [model.config.block_size]]
+    terminal, results = sys.stderr.isatty(), []
+    for context in contexts or [model.config.block_size]:
+        if not terminal:  # a progress bar on a terminal; in a log file, a line as each context starts
+            print(f"[eval] {split} split of {data_dir}, context {context}: {len(shards):,} tokens ...",
+                  file=sys.stderr, flush=True)
+        results.append(evaluate_split(model, shards, context, batch_size=batch_size, device=dev, progress=terminal))
+    return data_dir, results

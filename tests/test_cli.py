@@ -110,7 +110,11 @@ def test_eval_cli_scores_every_token_of_a_split(tmp_path, capsys):
     model = PrismLM(tiny_model_config(vocab_size=vocab))
     save_model(model, tmp_path / "ck")
     assert main(["eval", str(tmp_path / "ck"), "--data", str(data), "--context", "8", "32", "--json"]) == 0
-    results = json.loads(capsys.readouterr().out)["results"]
+    captured = capsys.readouterr()
+    results = json.loads(captured.out)["results"]
+    # not on a terminal: a line as each context starts, on stderr (stdout stays the JSON)
+    assert [line.split(": ")[0] for line in captured.err.splitlines()] == [
+        f"[eval] val split of {data}, context 8", f"[eval] val split of {data}, context 32"]
     assert [r["context"] for r in results] == [8, 32]
     expected = evaluate_split(model.eval(), ShardSet(data, "val"), 32)
     assert results[1]["loss"] == pytest.approx(expected["loss"]) and results[1]["tokens"] == expected["tokens"]

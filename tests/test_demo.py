@@ -32,5 +32,8 @@ def test_demo_end_to_end_small(tmp_path):
         assert row in report
     assert f"unigram entropy {result['unigram_entropy']:.3f}" in report
     assert any("val loss" in line for line in logs) and "spread its mass evenly" in report
+    # links relative to the report (they open from any Markdown viewer), and wall time labelled as such
+    assert "- PRISM: [prism/report/report.md](prism/report/report.md)" in report and str(tmp_path) not in report
+    assert "| wall time here |" in report and "they compare nothing" in report
     # never overwrites an earlier demo
     assert main(["demo", "--out", str(tmp_path / "demo")]) == 2

@@ -1,7 +1,7 @@
 """``prism export hf``: a prism-lm checkpoint as a folder that ``transformers`` loads offline.
 
     AutoModelForCausalLM.from_pretrained(OUT, trust_remote_code=True)
-    AutoTokenizer.from_pretrained(OUT)
+    AutoTokenizer.from_pretrained(OUT, trust_remote_code=True)  # transformers reads the folder's config first
 
 Design choices:
 - No second copy of the model in this repository: the export copies prism-lm's own model files
@@ -68,7 +68,9 @@ def export_hf(source: str | Path, out: str | Path) -> Path:
 
     from prism_lm.checkpoint import model_state
 
-    cfg = model.config
+    cfg, attn = model.config, model.blocks[0].attn
+    # output_attentions returns (batch, maps, query, key) per layer, stream by stream: name each map
+    maps = [f"{stream}.{head}" for stream in attn.stream_names for head in range(attn.n_head)]
     config = {
         "model_type": "prism_lm", "architectures": ["PrismForCausalLM"],
         "auto_map": {"AutoConfig": "configuration_prism.PrismConfig",
@@ -77,6 +79,7 @@ def export_hf(source: str | Path, out: str | Path) -> Path:
         "num_hidden_layers": cfg.n_layer, "num_attention_heads": cfg.n_head, "max_position_embeddings": cfg.block_size,
         "bos_token_id": codec.eot, "eos_token_id": codec.eot, "tie_word_embeddings": True, "use_cache": True,
         "torch_dtype": "float32", "prism_lm_version": prism_lm.__version__, "exported_from": str(ckpt),
+        "attention_maps": maps,  # e.g. signal.0 ... signal.H-1, noise.0 ...: num_attention_heads is per stream
     }
     with atomic_directory(out) as tmp:
         write_json(tmp / "config.json", config)
@@ -129,7 +132,7 @@ def model_card(ckpt: Path, model) -> str:
         "```python",
         "from transformers import AutoModelForCausalLM, AutoTokenizer",
         "model = AutoModelForCausalLM.from_pretrained(FOLDER, trust_remote_code=True)",
-        "tokenizer = AutoTokenizer.from_pretrained(FOLDER)",
+        "tokenizer = AutoTokenizer.from_pretrained(FOLDER, trust_remote_code=True)",
         "```", "",
         "`trust_remote_code=True` runs the Python files in this folder (`modeling_prism.py` and the "
         "prism_*.py model files) on your machine: load only a folder whose every writer you trust.", "",

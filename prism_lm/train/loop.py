@@ -178,6 +178,9 @@ def _open_data(cfg: TrainConfig, world) -> _Data:
     if has_val and evaluated > EVAL_COVERAGE * len(val_data):
         raise PrismError(f"run.eval_iters = {cfg.run.eval_iters:,} reads {evaluated:,} tokens per evaluation, more "
                          f"than {EVAL_COVERAGE} times the val split ({len(val_data):,} tokens): lower it")
+    if cfg.optim.warmup_iters >= cfg.run.max_iters and world.is_main:
+        warn(f"optim.warmup_iters = {cfg.optim.warmup_iters:,} >= run.max_iters = {cfg.run.max_iters:,}: the whole run "
+             "is learning-rate warm-up (the rate never reaches optim.lr); lower optim.warmup_iters for a real run")
     if not has_val and world.is_main:
         warn(f"the val split of {cfg.data.dir} has {len(val_data)} tokens, fewer than block_size + 1 = "
              f"{cfg.model.block_size + 1}: no validation loss will be computed")

@@ -126,18 +126,17 @@ class MetricsWriter:
 def write_tensorboard_config(writer, config: dict) -> None:
     """The resolved config as text (TOML) and its scalar keys as hyper-parameters (the HParams tab),
     with the losses as the metrics they are compared by."""
-    from torch.utils.tensorboard.summary import hparams
+    from tensorboard.plugins.hparams import summary_v2 as hp  # TensorBoard's own: booleans stay booleans
 
-    from prism_lm.config import TrainConfig, dump_toml, from_dict
+    from prism_lm.config import TrainConfig, dump_toml, flatten, from_dict
 
     if not config:
         return
     writer.add_text("config", "```toml\n" + dump_toml(from_dict(TrainConfig, config)) + "```", 0)
-    flat = {f"{section}.{key}": value for section, values in config.items() for key, value in values.items()
-            if isinstance(value, (bool, int, float, str))}
-    exp, session_start, session_end = hparams(flat, {"eval/val_loss": 0.0, "iter/train_loss": 0.0})
-    for summary in (exp, session_start, session_end):
-        writer.file_writer.add_summary(summary)
+    flat = {key: value for key, value in flatten(config).items() if isinstance(value, (bool, int, float, str))}
+    metrics = [hp.Metric("eval/val_loss"), hp.Metric("iter/train_loss")]
+    writer.file_writer.add_summary(hp.hparams_config_pb(hparams=[hp.HParam(key) for key in flat], metrics=metrics))
+    writer.file_writer.add_summary(hp.hparams_pb(flat))
 
 
 def console_line(record: dict, max_iters: int) -> str:

@@ -35,6 +35,39 @@ def _export(model, tmp_path, name="ck"):
     return tmp_path / name, tmp_path / f"hf-{name}"
 
 
+def _on_a_terminal(code: str, timeout: float = 60.0) -> tuple[str, int | None]:
+    """Run ``python -c code`` with a pseudo-terminal as stdin, stdout and stderr; what it printed and its
+    status (None: it was still waiting, for an answer, when stopped)."""
+    import os
+    import pty
+    import select
+    import subprocess
+    import sys
+    import time
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=slave, stdout=slave, stderr=slave,
+                            env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    os.close(slave)
+    out, deadline = b"", time.time() + timeout
+    while time.time() < deadline and b"[y/N]" not in out:
+        if select.select([master], [], [], 0.2)[0]:
+            try:
+                out += os.read(master, 4096)
+            except OSError:  # the child closed the terminal: it is done
+                break
+        elif proc.poll() is not None:
+            break
+    try:  # asked: waiting for an answer; else let it finish
+        status = None if b"[y/N]" in out else proc.wait(timeout=max(1.0, deadline - time.time()))
+    except subprocess.TimeoutExpired:
+        status = None
+    proc.kill()
+    proc.wait()
+    os.close(master)
+    return out.decode(errors="replace"), status
+
+
 def _check_parity(ckpt, folder, new_tokens=12):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -105,8 +138,6 @@ def test_compact_vocabulary_and_bad_targets_are_one_line_errors(tmp_path, capsys
 
 
 def test_export_returns_real_attentions_and_hidden_states_loads_its_tokenizer_unprompted_and_has_a_card(tmp_path):
-    import subprocess
-    import sys
 
     from transformers import AutoModelForCausalLM
 
@@ -121,17 +152,22 @@ def test_export_returns_real_attentions_and_hidden_states_loads_its_tokenizer_un
         out = hf(ids, output_attentions=True, output_hidden_states=True, use_cache=False)
     maps = capture_attention(ours, ids)
     assert len(out.attentions) == 2 and len(out.hidden_states) == 3
+    assert hf.config.attention_maps == ["signal.0", "signal.1", "noise.0", "noise.1"]  # each map named by stream
+    assert out.attentions[0].shape[1] == len(hf.config.attention_maps) == 2 * hf.config.num_attention_heads
     for layer in range(2):
         torch.testing.assert_close(out.attentions[layer].float(), maps[hook_name(layer)], atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(ours.lm_head(out.hidden_states[-1]), out.logits, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(out.hidden_states[0], ours.wte(ids) + ours.wpe.weight[: ids.size(1)])
     plain = hf(ids, use_cache=False)
     assert plain.attentions is None and plain.hidden_states is None
-    # the tokenizer loads with stdin closed and no trust_remote_code: nothing asks
-    code = f"from transformers import AutoTokenizer; print(AutoTokenizer.from_pretrained({str(folder)!r}).encode('Hi'))"
-    done = subprocess.run([sys.executable, "-c", code], stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                          timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
+    # the tokenizer as the docs load it, on a terminal (a pseudo-terminal: where transformers would ask)
+    output, status = _on_a_terminal(f"from transformers import AutoTokenizer; print('ids', AutoTokenizer."
+                                    f"from_pretrained({str(folder)!r}, trust_remote_code=True).encode('Hi'))")
+    assert status == 0 and "[y/N]" not in output and "ids [17250]" in output, output
+    # the check can see a prompt: without trust_remote_code transformers asks on a terminal, as docs/export.md says
+    output, status = _on_a_terminal(f"from transformers import AutoTokenizer; AutoTokenizer.from_pretrained("
+                                    f"{str(folder)!r})")
+    assert "[y/N]" in output and status is None, output
     import json as _json
 
     assert "max_length" not in _json.loads((folder / "generation_config.json").read_text())

@@ -36,6 +36,9 @@ def test_logging_keys_change_neither_a_runs_identity_nor_its_resume():
     assert WANDB_KEYS <= RESUME_SAFE_KEYS
     with pytest.raises(PrismError, match="wandb.tags"):
         load_train_config("tiny-prism-cpu", ['wandb.tags=["a,b"]'])
+    assert load_train_config("tiny-prism-cpu", ["wandb.tags=a, b"]).wandb.tags == ["a", "b"]  # a comma list
+    with pytest.raises(PrismError, match=r"""must be list, got 1 \(a list: --set 'wandb.tags=\["a", "b"\]' or"""):
+        load_train_config("tiny-prism-cpu", ["wandb.tags=1"])
     with pytest.raises(PrismError, match="unknown config key 'wandb.team'"):
         load_train_config("tiny-prism-cpu", ["wandb.team=x"])
 
@@ -92,6 +95,10 @@ def test_tensorboard_gets_the_config_as_text_and_its_hyper_parameters(tmp_path):
     content = events.PluginTagToContent("hparams")
     experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
     names = {h.name for h in experiment.hparam_infos}
-    assert {"model.attention", "optim.lr", "run.max_iters"} <= names
+    assert {"model.attention", "optim.lr", "run.max_iters", "model.prism.lambda_start"} <= names  # sections too
     assert {m.name.tag for m in experiment.metric_infos} == {"eval/val_loss", "iter/train_loss"}
+    session = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
+    values = session.session_start_info.hparams
+    assert values["model.prism.noise_stream"].WhichOneof("kind") == "bool_value"  # a boolean, not 0/1
+    assert values["model.prism.noise_stream"].bool_value is True and values["optim.lr"].number_value == 3e-3
     assert events.Scalars("iter/train_loss")

@@ -157,3 +157,14 @@ def test_run_compile_trains_like_eager(data, tmp_path):
 
     torch.testing.assert_close(torch.tensor(losses(tmp_path / "compiled")), torch.tensor(losses(tmp_path / "eager")),
                                rtol=1e-4, atol=1e-4)
+
+
+def test_a_run_that_is_all_warm_up_says_so_in_one_line(data, tmp_path, capsys):
+    train(tiny_train_config(data, tmp_path / "run", **{"run.max_iters": 2, "optim.warmup_iters": 2,
+                                                      "run.eval_interval": 2}))
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warm-up" in line]
+    assert warnings == ["warning: optim.warmup_iters = 2 >= run.max_iters = 2: the whole run is learning-rate warm-up "
+                        "(the rate never reaches optim.lr); lower optim.warmup_iters for a real run"]
+    train(tiny_train_config(data, tmp_path / "ok", **{"run.max_iters": 3, "optim.warmup_iters": 2,
+                                                     "run.eval_interval": 3}))
+    assert "warm-up" not in capsys.readouterr().err
