@@ -87,7 +87,7 @@ def test_tensorboard_gets_the_config_as_text_and_its_hyper_parameters(tmp_path):
 
     data = prepare_tiny(tmp_path / "d", stories=20)
     train(tiny_train_config(data, tmp_path / "run", **{"run.max_iters": 2, "run.eval_interval": 2,
-                                                 "run.tensorboard": "true"}))
+                                                       "run.tensorboard": "true"}))
     events = EventAccumulator(str(tmp_path / "run" / "tb"), size_guidance={"tensors": 0})
     events.Reload()
     config_text = events.Tensors("config/text_summary")[0].tensor_proto.string_val[0].decode()
