@@ -18,6 +18,7 @@ import numpy as np
 
 from prism_lm import render
 from prism_lm.analysis.heads import METRICS
+from prism_lm.stats import bootstrap_diff
 
 FIGURES = {
     "loss": ("Training and validation loss",
@@ -59,13 +60,10 @@ def figure_text(key: str, report: dict) -> tuple[str, str]:
     return title, caption
 
 
-def _stream_mean(heads: list[dict], stream: str, metric: str) -> float | None:
-    values = [e[metric] for e in heads if e["stream"] == stream and e.get(metric) is not None]
-    return float(np.mean(values)) if values else None
-
-
 def summary(report: dict) -> list[dict]:
-    """The five numbers that matter, each with its baseline and a reading (rows where they exist)."""
+    """The five numbers that matter, each with its baseline and a reading (rows where they exist). A
+    reading about heads is decided by a 95% interval over this model's heads (``HEAD_INTERVAL``), never
+    by the sign of a point value; a row without an interval says its reading is a point comparison."""
     rows = []
     heads, init = report["heads"], report.get("heads_init", {}).get("heads", [])
     streams = heads["streams"]
@@ -75,23 +73,12 @@ def summary(report: dict) -> list[dict]:
         rows.append({"what": f"loss on the analysed windows (nats/token, {report['split']} split)", "value": loss,
                      "baseline": h1, "baseline_is": "unigram entropy of the split: predicting from token "
                                                     "frequencies alone",
-                     "reading": "the model uses context" if loss < h1 else "no better than token frequencies"})
-    if len(streams) == 2:
-        a, b = streams
-        trained = _stream_mean(heads["heads"], a, "mass_beyond_8") - _stream_mean(heads["heads"], b, "mass_beyond_8")
-        untrained = (_stream_mean(init, a, "mass_beyond_8") - _stream_mean(init, b, "mass_beyond_8")) if init else None
-        reading = ("the separation is there before training" if untrained is not None and abs(untrained) >= abs(trained)
-                   else f"{a if trained > 0 else b} heads reach further after training")
-        rows.append({"what": f"{a} − {b}: attention mass beyond lag 8 (mean over heads)", "value": trained,
-                     "baseline": untrained, "baseline_is": "the untrained model, same seed and windows",
-                     "reading": reading})
+                     "reading": ("the model uses context" if loss < h1 else "no better than token frequencies")
+                     + " (a point comparison)"})
+    if len(streams) == 2 and "mass_beyond_8" in heads["heads"][0]:
+        rows.append(_separation_row(heads, init, *streams))
     if heads["heads"] and "selectivity" in heads["heads"][0]:
-        first = streams[0]
-        value = _stream_mean(heads["heads"], first, "selectivity")
-        rows.append({"what": f"{first} heads' selectivity (antecedent hit rate − its lag-matched null)",
-                     "value": value, "baseline": 0.0, "baseline_is": "no selectivity beyond distance",
-                     "reading": "they find antecedents beyond what distance gives" if value and value > 0
-                     else "no selectivity beyond what distance gives"})
+        rows.append(_selectivity_row(heads["heads"], streams[0]))
     effects = iv.get("effects") or {}
     if effects:
         name, e = (f"{streams[-1]} stream off", effects.get(f"{streams[-1]} stream off")) if len(streams) > 1 \
@@ -99,26 +86,79 @@ def summary(report: dict) -> list[dict]:
         if e and e["recall_delta"] is not None:
             rows.append({"what": f"{name}: loss change on recall tokens", "value": e["recall_delta"],
                          "baseline": e["other_delta"], "baseline_is": "the same intervention on all other tokens",
-                         "reading": "it matters more for recall" if e["recall_delta"] > e["other_delta"]
-                         else "it matters no more for recall than for the rest"})
-    sink = _stream_mean(heads["heads"], streams[0], "sink_first") if heads["heads"] else None
-    if sink is not None:
-        base = _stream_mean(init, streams[0], "sink_first") if init else None
-        rows.append({"what": f"{streams[0]} heads' attention on the window's first position (sink mass)",
-                     "value": sink, "baseline": base, "baseline_is": "the untrained model",
-                     "reading": "a sink grew in training" if base is not None and sink > 2 * base
-                     else "no sink beyond the untrained model's"})
+                         "reading": ("it matters more for recall" if e["recall_delta"] > e["other_delta"]
+                                     else "it matters no more for recall than for the rest")
+                         + " (a point comparison: prism ablate gives the token counts)"})
+    if heads["heads"] and init and "sink_first" in heads["heads"][0] and "sink_first" in init[0]:
+        rows.append(_sink_row(heads["heads"], init, streams[0]))
     sparsity = report.get("sparsity")
     if sparsity:
         value = sparsity["trained"]["mean"]
         base = (sparsity.get("initial") or {}).get("mean")
         rows.append({"what": "ISTA codes: fraction of exact zeros (mean over layers)", "value": value,
                      "baseline": base, "baseline_is": "the untrained model, same windows",
-                     "reading": "training made the codes sparser" if base is not None and value > base
-                     else "no sparser than at initialisation"})
+                     "reading": ("training made the codes sparser" if base is not None and value > base
+                                 else "no sparser than at initialisation") + " (a point comparison)"})
     return rows
 
 
+HEAD_INTERVAL = "95% percentile bootstrap over this model's heads, resampled within each layer"
+
+
+def _head_interval(values_a: list[dict], values_b: list[dict] | None, metric: str) -> dict:
+    """Mean of ``metric`` over heads ``values_a`` (minus over ``values_b``) with its interval over heads."""
+    a = [e for e in values_a if e.get(metric) is not None]
+    b = [e for e in values_b if e.get(metric) is not None] if values_b is not None else [{"layer": 0, metric: 0.0}]
+    return bootstrap_diff([e[metric] for e in a], [e[metric] for e in b],
+                          strata_a=[e["layer"] for e in a], strata_b=[e["layer"] for e in b])
+
+
+def _side(interval: dict) -> int:
+    """+1 when the interval lies above 0, -1 below, 0 when it holds 0."""
+    lo, hi = interval["ci95"]
+    return 1 if lo > 0 else -1 if hi < 0 else 0
+
+
+def _ci(interval: dict) -> str:
+    return f"[{interval['ci95'][0]:.3g}, {interval['ci95'][1]:.3g}]"
+
+
+def _separation_row(heads: dict, init: list[dict], a: str, b: str) -> dict:
+    pick = lambda rows, s: [e for e in rows if e["stream"] == s]  # noqa: E731
+    trained = _head_interval(pick(heads["heads"], a), pick(heads["heads"], b), "mass_beyond_8")
+    untrained = _head_interval(pick(init, a), pick(init, b), "mass_beyond_8") if init and "mass_beyond_8" in \
+        init[0] else None
+    side = _side(trained)
+    if side == 0:
+        reading = f"no difference the heads' interval can see ({_ci(trained)})"
+    elif untrained is not None and _side(untrained) == side and abs(untrained["diff"]) >= abs(trained["diff"]):
+        reading = f"the separation is there before training ({_ci(untrained)} untrained, {_ci(trained)} trained)"
+    else:
+        reading = f"{a if side > 0 else b} heads reach further after training ({_ci(trained)})"
+    return {"what": f"{a} − {b}: attention mass beyond lag 8 (mean over heads)", "value": trained["diff"],
+            "baseline": untrained["diff"] if untrained else None, "interval": trained["ci95"],
+            "baseline_is": "the untrained model, same seed and windows", "reading": reading,
+            "interval_is": HEAD_INTERVAL}
+
+
+def _selectivity_row(heads: list[dict], stream: str) -> dict:
+    mine = _head_interval([e for e in heads if e["stream"] == stream], None, "selectivity")
+    side = _side(mine)
+    reading = {1: "they find antecedents beyond what distance gives", -1: "they find them less than distance "
+               "alone would", 0: "no selectivity the heads' interval can tell from 0"}[side] + f" ({_ci(mine)})"
+    return {"what": f"{stream} heads' selectivity (antecedent hit rate − its lag-matched null)",
+            "value": mine["diff"], "baseline": 0.0, "baseline_is": "no selectivity beyond distance",
+            "interval": mine["ci95"], "reading": reading, "interval_is": HEAD_INTERVAL}
+
+
+def _sink_row(heads: list[dict], init: list[dict], stream: str) -> dict:
+    pick = lambda rows: [e for e in rows if e["stream"] == stream]  # noqa: E731
+    grew = _head_interval(pick(heads), pick(init), "sink_first")
+    reading = (f"more mass on the first position than the untrained model ({_ci(grew)} more)" if _side(grew) > 0
+               else f"no sink beyond the untrained model's ({_ci(grew)} more)")
+    return {"what": f"{stream} heads' attention on the window's first position (sink mass)",
+            "value": grew["mean_a"], "baseline": grew["mean_b"], "baseline_is": "the untrained model",
+            "interval": grew["ci95"], "reading": reading, "interval_is": HEAD_INTERVAL + " (trained − untrained)"}
 
 
 def _fmt(x) -> str:

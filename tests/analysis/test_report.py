@@ -184,3 +184,40 @@ def test_target_grid_fits_its_axis_and_hit_rates_carry_their_nulls(tmp_path, mon
     assert any(list(line.get_ydata()) == [0.0138, 0.0138] for line in ax.get_lines())  # the uniform null
     assert "uniform attention" in [t.get_text() for t in ax.get_legend().get_texts()]
     assert any("lag-matched null" in t.get_text() for t in ax.get_legend().get_texts())
+
+
+def _heads(values: dict[str, list[float]], metric: str) -> list[dict]:
+    """Synthetic per-head entries: ``values[stream]`` spread over two layers."""
+    return [{"layer": i % 2, "head": i // 2, "stream": stream, "mass_beyond_8": 0.5, "selectivity": 0.0,
+             "sink_first": v, metric: v} for stream, vs in values.items() for i, v in enumerate(vs)]
+
+
+def test_summary_readings_are_decided_by_an_interval_over_heads_never_by_a_point_sign():
+    from prism_lm.analysis.report_text import summary
+
+    def report(signal, noise, init_signal, init_noise, metric="mass_beyond_8"):
+        return {"split": "val", "heads": {"streams": ["signal", "noise"],
+                                          "heads": _heads({"signal": signal, "noise": noise}, metric)},
+                "heads_init": {"heads": _heads({"signal": init_signal, "noise": init_noise}, metric)}}
+
+    flat = [0.1] * 8
+    noisy = report([0.40, 0.41, -0.18, -0.19, 0.40, 0.42, -0.20, -0.18], flat, flat, flat)  # +0.01, spread in layers
+    (row,) = [r for r in summary(noisy) if r["what"].startswith("signal − noise")]
+    assert row["value"] > 0 and row["reading"].startswith("no difference the heads' interval can see")
+    clear = report([0.5, 0.52, 0.49, 0.51], [0.1, 0.12, 0.09, 0.11], flat, flat)
+    (row,) = [r for r in summary(clear) if r["what"].startswith("signal − noise")]
+    assert row["reading"].startswith("signal heads reach further after training") and row["interval"][0] > 0
+    before = report([0.5, 0.52, 0.49, 0.51], [0.1, 0.12, 0.09, 0.11], [0.6, 0.62, 0.59, 0.61], [0.1] * 4)
+    (row,) = [r for r in summary(before) if r["what"].startswith("signal − noise")]
+    assert row["reading"].startswith("the separation is there before training")
+    # selectivity: a tiny positive mean whose interval holds 0 is no selectivity; a clear one is
+    tiny = report([0.0003, 0.0004, -0.0002, -0.0001], [0.0] * 4, [0.0] * 4, [0.0] * 4, metric="selectivity")
+    (row,) = [r for r in summary(tiny) if "selectivity" in r["what"]]
+    assert row["value"] > 0 and row["reading"].startswith("no selectivity the heads' interval can tell from 0")
+    sharp = report([0.2, 0.25, 0.22, 0.21], [0.0] * 4, [0.0] * 4, [0.0] * 4, metric="selectivity")
+    (row,) = [r for r in summary(sharp) if "selectivity" in r["what"]]
+    assert row["reading"].startswith("they find antecedents beyond what distance gives")
+    # a sink: the trained heads' first-position mass against the untrained model's, with its interval
+    sink = report([0.5, 0.6, 0.55, 0.52], [0.1] * 4, [0.02, 0.03, 0.02, 0.025], [0.1] * 4, metric="selectivity")
+    (row,) = [r for r in summary(sink) if "sink" in r["what"]]
+    assert row["reading"].startswith("more mass on the first position than the untrained model")
