@@ -191,6 +191,8 @@ def _ablate(args) -> None:
         print(f"{result['checkpoint']} on {result['data']} ({result['split']}, {result['tokens']:,} tokens, "
               f"{result['recall_tokens']:,} recall tokens): unmodified loss {result['base']['all']:.4f}")
         print("\n".join(render.markdown_table(*table(result))))
+        if result["note"]:
+            print(f"note: {result['note']}")
     if args.out:
         for kind, path in write_ablation(result, args.out).items():
             print(f"{kind}: {path}", file=sys.stderr if args.json else sys.stdout)

@@ -82,14 +82,30 @@ def intervention_effects(model: PrismLM, shards: ShardSet, interventions: dict[s
            "base": {"all": _mean(base_nll.flatten()), "recall": _mean(base_nll[mask]),
                     "other": _mean(base_nll[~mask])},
            "effects": {}}
+    groups = {"all": torch.ones_like(mask), "recall": mask, "other": ~mask,
+              **{f"recall: {k}": kind == i for i, k in enumerate(kinds)},
+              **{f"recall at {b} tokens": m for b, m in buckets.items()}}
     for name, parts in edited.items():
         delta = torch.cat(parts) - base_nll
         out["effects"][name] = {
             "edit": interventions[name], "all_delta": _mean(delta.flatten()), "recall_delta": _mean(delta[mask]),
             "other_delta": _mean(delta[~mask]),
             "by_kind": {k: _mean(delta[kind == i]) for i, k in enumerate(kinds) if bool((kind == i).any())},
-            "by_distance": {b: _mean(delta[m]) for b, m in buckets.items() if bool(m.any())}}
+            "by_distance": {b: _mean(delta[m]) for b, m in buckets.items() if bool(m.any())},
+            "support": {group: _support(delta, m) for group, m in groups.items() if bool(m.any())}}
     return out
+
+
+def _support(delta: torch.Tensor, mask: torch.Tensor) -> dict:
+    """What a mean change rests on: its token count, the windows holding them, and a 95% Student-t
+    interval over those windows of each window's mean change (the tokens of one window are not
+    independent draws, the windows are closer to it)."""
+    from prism_lm.stats import mean_interval
+
+    counts = mask.sum(1)
+    has = counts > 0
+    per_window = ((delta * mask).sum(1)[has] / counts[has]).tolist()
+    return {"tokens": int(counts.sum()), "windows": int(has.sum()), "ci95": mean_interval(per_window)["ci95"]}
 
 
 def head_ablation_spread(model: PrismLM, shards: ShardSet, max_windows: int = 16) -> dict[str, dict[str, float]]:
@@ -171,11 +187,22 @@ def ablate(checkpoint, data=None, lambdas: list[float] | None = None, stream: st
     out = intervention_effects(model, shards, plan, max_windows=max_windows)
     rows = [{"intervention": name, "edit": e["edit"], "loss": out["base"]["all"] + e["all_delta"],
              "all_delta": e["all_delta"], "recall_delta": e["recall_delta"], "other_delta": e["other_delta"],
-             "by_kind": e["by_kind"], "by_distance": e["by_distance"]} for name, e in out["effects"].items()]
+             "by_kind": e["by_kind"], "by_distance": e["by_distance"], "support": e["support"]}
+            for name, e in out["effects"].items()]
     return {"checkpoint": str(directory), "data": str(data), "split": shards.split, "windows": out["windows"],
             "tokens": out["tokens"], "recall_tokens": out["recall_tokens"], "base": out["base"],
             "lambda": model.blocks[0].attn.current_lambda().item() if model.blocks[0].attn.own_lambda() is not None
-            else None, "rows": rows}
+            else None, "rows": rows, "note": _defaults_note(model, lambdas, stream, heads)}
+
+
+def _defaults_note(model: PrismLM, lambdas, stream, heads) -> str | None:
+    """Said when the rows asked for replace the default ones (each stream off; λ 0, 0.1 and 1)."""
+    if not (heads or lambdas) or stream:
+        return None
+    left = ["each stream off"] + (["λ = 0, 0.1 and 1"] if not lambdas and model.blocks[0].attn.own_lambda()
+                                  is not None else [])
+    return (f"the default rows ({' and '.join(left)}) are left out because --heads or --lambda chose the rows; "
+            "add --stream NAME for a stream's row")
 
 
 def write_ablation(result: dict, out_dir) -> dict[str, str]:
@@ -199,7 +226,9 @@ def write_ablation(result: dict, out_dir) -> dict[str, str]:
              f"{result['recall_tokens']:,}. "
              f"Unmodified loss {result['base']['all']:.4f}" + (f" at the model's λ = {result['lambda']:.4g}."
                                                               if result["lambda"] is not None else "."), "",
-             *render.markdown_table(*table(result))]
+             "Each change is a mean over tokens; beside it, a 95% Student-t interval over the windows (each window's "
+             "own mean change) and the number of tokens it rests on.", "",
+             *render.markdown_table(*table(result)), *(["", f"Note: {result['note']}."] if result["note"] else [])]
     if lam_rows:
         figure = figures.lambda_curve([r["edit"]["lam"] for r in lam_rows], [r["loss"] for r in lam_rows],
                                       result["lambda"], result["base"]["all"], out)
@@ -212,16 +241,25 @@ def write_ablation(result: dict, out_dir) -> dict[str, str]:
 
 
 def table(result: dict) -> tuple[list[str], list[list]]:
-    """The header and rows ``prism ablate`` prints."""
+    """The header and rows ``prism ablate`` prints: each change with its 95% interval over windows and,
+    in parentheses, the tokens it rests on."""
     kinds = sorted({k for r in result["rows"] for k in r["by_kind"]})
     spans = list(dict.fromkeys(b for r in result["rows"] for b in r.get("by_distance", {})))
-    header = ["intervention", "loss", "Δ all tokens", "Δ recall", "Δ other", *[f"Δ recall: {k}" for k in kinds],
-              *[f"Δ recall at {b} tokens" for b in spans]]
+    groups = ["all", "recall", "other", *[f"recall: {k}" for k in kinds], *[f"recall at {b} tokens" for b in spans]]
+    header = ["intervention", "loss", *[f"Δ {g} [95% CI] (tokens)" for g in groups]]
 
-    def fmt(x):
-        return "—" if x is None else f"{x:+.4f}"
+    def cell(r: dict, group: str) -> str:
+        value = {"all": r["all_delta"], "recall": r["recall_delta"], "other": r["other_delta"]}.get(group)
+        if value is None and group.startswith("recall at "):
+            value = r.get("by_distance", {}).get(group.removeprefix("recall at ").removesuffix(" tokens"))
+        elif value is None and group.startswith("recall: "):
+            value = r["by_kind"].get(group.removeprefix("recall: "))
+        support = r.get("support", {}).get(group)
+        if value is None or support is None:
+            return "—"
+        ci = support["ci95"]
+        interval = f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else " [one window]"
+        return f"{value:+.4f}{interval} ({support['tokens']:,})"
 
-    rows = [[r["intervention"], f"{r['loss']:.4f}", fmt(r["all_delta"]), fmt(r["recall_delta"]),
-             fmt(r["other_delta"]), *[fmt(r["by_kind"].get(k)) for k in kinds],
-             *[fmt(r.get("by_distance", {}).get(b)) for b in spans]] for r in result["rows"]]
+    rows = [[r["intervention"], f"{r['loss']:.4f}", *[cell(r, g) for g in groups]] for r in result["rows"]]
     return header, rows

@@ -34,6 +34,12 @@ def test_each_effect_is_the_loss_change_under_its_intervention(shards):
     assert mixed == pytest.approx(float((off - base).mean()), abs=1e-5)
     assert set(e["by_kind"]) <= {"object", "name", "pet", "cause"} and e["by_kind"]
     assert out["base"]["recall"] > 0
+    # its interval: a t interval over the 3 windows of each window's mean change (by hand)
+    per_window = (off - base).mean(dim=1).double()
+    half = 4.302653 * float(per_window.std()) / 3 ** 0.5  # t(0.975, 2)
+    lo, hi = e["support"]["all"]["ci95"]
+    assert (lo, hi) == pytest.approx((float(per_window.mean()) - half, float(per_window.mean()) + half), abs=1e-5)
+    assert e["support"]["all"] | {"ci95": None} == {"tokens": 3 * 128, "windows": 3, "ci95": None}
 
 
 def test_recall_effects_by_distance_are_the_deltas_of_the_recalls_in_each_bucket(shards):
@@ -118,6 +124,18 @@ def test_prism_ablate_prints_one_row_per_intervention_from_the_runs_own_data(tra
                  "--max-windows", "2", "--json"]) == 0
     rows = {r["intervention"] for r in json.loads(capsys.readouterr().out)["rows"]}
     assert rows == {"noise off, layer 0", "noise off, layer 1", "head 0.noise.1 off", "head 1.noise.0 off"}
+    # what each change rests on: its tokens and a 95% interval over windows, beside the mean
+    noise_support = noise["support"]
+    assert noise_support["all"]["tokens"] == result["tokens"] and noise_support["all"]["windows"] == 4
+    assert noise_support["recall"]["tokens"] == result["recall_tokens"]
+    ci = noise_support["all"]["ci95"]
+    assert ci[0] <= noise["all_delta"] <= ci[1]
+    recall = noise_support["recall"]  # no interval from one window: said as such, never a made-up one
+    assert (recall["ci95"] is None) == (recall["windows"] == 1)
+    assert f"({result['recall_tokens']:,})" in out.split("| noise off")[1].split("\n")[0]  # printed in the row
+    # rows chosen with --heads replace the defaults: said, not silent
+    assert main(["ablate", str(trained / "run"), "--heads", "0.1", "--max-windows", "2"]) == 0
+    assert "note: the default rows (each stream off and λ = 0, 0.1 and 1) are left out" in capsys.readouterr().out
 
 
 def test_prism_ablate_bad_input_is_one_line(trained, capsys):
