@@ -223,3 +223,31 @@ def test_step_cosines_tell_a_gradient_step_from_chance():
     assert abs(chance["cosine"]) < 0.5 and chance["random_abs_mean"] == pytest.approx(exact["random_abs_mean"])
     rows = attention_step_rates(PrismLM(tiny_model_config()).eval(), torch.randint(0, 97, (2, 24)))
     assert all(-1 <= r["grad_cosine"] <= 1 and 0 < r["grad_random_abs_mean"] < r["grad_random_abs_p95"] for r in rows)
+
+
+def test_the_resonance_figure_never_prints_one_multipliers_name_over_anothers(tmp_path, monkeypatch):
+    """pi, 355/113, 22/7 and sqrt10 sit within 0.03 of each other on the m axis: their labels stack."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from prism_lm.analysis import figures
+    from prism_lm.analysis.spectral import resonance_table
+
+    kept = {}
+    real = figures._save
+    monkeypatch.setattr(figures, "_save", lambda fig, out, name: kept.setdefault(name, fig) and real(fig, out, name))
+    table = resonance_table(tiny_model_config(n_embd=64, n_head=2, block_size=64), windows=(64,), sweep=11)
+    figures.resonance(table, tmp_path)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.text import Text
+
+    fig = kept["resonance"]
+    canvas = FigureCanvasAgg(fig)  # the saved figure is closed: draw it again to measure its labels
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    for axis in fig.axes:
+        boxes = [(t.get_text(), Text.get_window_extent(t, renderer)) for t in axis.texts]  # the words, not arrows
+        assert {"pi", "355/113", "22/7", "sqrt10"} <= {name for name, _ in boxes}
+        for i, (a, box_a) in enumerate(boxes):
+            for b, box_b in boxes[i + 1:]:
+                assert not box_a.overlaps(box_b), (a, b)
