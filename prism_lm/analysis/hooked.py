@@ -44,8 +44,8 @@ def hooked(model: PrismLM):
     """``model`` with TransformerLens HookPoints at every site, wrapped in a HookedRootModule
     (the model itself is changed in place: its sites become HookPoints, still identities unhooked)."""
     HookedRootModule, HookPoint, ActivationCache = _transformer_lens()
-    methods = {name: globals()[f"_{name}"] for name in ("forward", "run_with_hooks", "run_with_cache",
-                                                          "stream_names", "stream_index", "resolve")}
+    methods = {name: globals()[f"_{name.lstrip('_')}"] for name in (
+        "forward", "run_with_cache", "stream_names", "stream_index", "resolve", "add_hook", "_enable_hook")}
     # TransformerLens is an optional import, so the class is made here, from the functions below
     HookedPrism = type("HookedPrism", (HookedRootModule,), {**methods, "__init__": _init, "hook_point": HookPoint,
                                                             "activation_cache": ActivationCache})
@@ -63,6 +63,7 @@ def _init(self, inner: PrismLM) -> None:
         self.add_module(name, child)
     self.cfg = inner.config
     self.setup()
+    self.train(inner.training)  # a new module starts in training mode: keep the model's (load_model gives eval)
 
 
 def _forward(self, tokens: torch.Tensor, eager: bool | None = None) -> torch.Tensor:
@@ -72,9 +73,15 @@ def _forward(self, tokens: torch.Tensor, eager: bool | None = None) -> torch.Ten
     return self.model(tokens, eager=eager).logits
 
 
-def _run_with_hooks(self, *args, fwd_hooks=(), **kwargs):
-    return super(type(self), self).run_with_hooks(*args, fwd_hooks=[self.resolve(n, fn) for n, fn in fwd_hooks],
-                                                  **kwargs)
+def _enable_hook(self, name, hook, dir="fwd"):
+    """Where TransformerLens's ``hooks()`` and ``run_with_hooks`` add a hook: a per-stream name is
+    resolved to its site first."""
+    return super(type(self), self)._enable_hook(*self.resolve(name, hook), dir=dir)
+
+
+def _add_hook(self, name, hook, dir="fwd", **kwargs):
+    """TransformerLens's ``add_hook``, per-stream names included."""
+    return super(type(self), self).add_hook(*self.resolve(name, hook), dir=dir, **kwargs)
 
 
 def _run_with_cache(self, *args, names_filter=None, **kwargs):

@@ -30,6 +30,7 @@ def test_the_cache_has_transformer_lens_names_and_matches_the_model(kind):
     expected = model(idx).logits
     maps = capture_attention(model, idx)
     h = hooked(model)
+    assert not h.training and not model.training  # eval mode kept (TransformerLens's patching refuses training)
     logits, cache = h.run_with_cache(idx)
     torch.testing.assert_close(logits, expected, atol=1e-5, rtol=1e-5)
     for name in ("hook_embed", "blocks.0.hook_resid_pre", "blocks.0.attn.hook_q", "blocks.0.attn.hook_z",
@@ -57,6 +58,13 @@ def test_a_hook_may_replace_and_zeroing_the_noise_z_equals_the_stream_interventi
     zero = [(f"blocks.{layer}.attn.hook_z_noise", lambda z, hook: torch.zeros_like(z)) for layer in range(2)]
     torch.testing.assert_close(h.run_with_hooks(idx, fwd_hooks=zero), off, atol=1e-6, rtol=1e-6)
     torch.testing.assert_close(h(idx), model(idx).logits)  # the hooks are gone afterwards
+    with h.hooks(fwd_hooks=zero):  # TransformerLens's hooks() takes the per-stream names too
+        torch.testing.assert_close(h(idx), off, atol=1e-6, rtol=1e-6)
+    for name, fn in zero:  # and add_hook
+        h.add_hook(name, fn)
+    torch.testing.assert_close(h(idx), off, atol=1e-6, rtol=1e-6)
+    h.reset_hooks()
+    torch.testing.assert_close(h(idx), model(idx).logits)
     with pytest.raises(PrismError, match="no hook point"):
         h.run_with_hooks(idx, fwd_hooks=[("blocks.0.attn.hook_nothing", lambda z, hook: z)])
 
