@@ -19,6 +19,7 @@ import time
 
 import torch
 
+from prism_lm.bounds import bounded_int
 from prism_lm.config import ModelConfig, RunConfig, TrainConfig, resolve_vocab_size
 from prism_lm.data.shards import manifest_vocab_size
 from prism_lm.devices import resolve_device
@@ -195,8 +196,7 @@ def bench_model_config(cfg: TrainConfig) -> ModelConfig:
 
 def _at_least(low: int, **values: int) -> None:
     for name, value in values.items():
-        if value < low:
-            raise PrismError(f"--{name.replace('_', '-')} must be >= {low}, got {value}")
+        bounded_int(value, f"--{name.replace('_', '-')}", low)
 
 
 def sweep_train(cfg: TrainConfig, kinds: list[str], paths: list[str], loss_chunks: list[int] | None,

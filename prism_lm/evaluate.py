@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from prism_lm.bounds import MAX_POSITIONS, bounded_int
 from prism_lm.data.shards import ShardSet
 from prism_lm.errors import PrismError
 from prism_lm.model import PrismLM
@@ -57,11 +58,9 @@ def evaluate_checkpoint(checkpoint: str | Path, data_dir: str | Path | None, con
     ``load_model``'s evaluation-time ``overrides``."""
     from prism_lm.checkpoint.model import open_on_data
 
-    if batch_size < 1:
-        raise PrismError(f"--batch-size must be >= 1, got {batch_size}")
-    bad = [c for c in contexts or [] if c < 1]
-    if bad:
-        raise PrismError(f"--context must be >= 1, got {bad[0]}")
+    bounded_int(batch_size, "--batch-size", 1)
+    for context in contexts or []:
+        bounded_int(context, "--context", 1, MAX_POSITIONS, high_open=False)
     model, _, data_dir = open_on_data(checkpoint, data_dir, device, overrides)
     dev = next(model.parameters()).device
     shards = ShardSet(data_dir, split)

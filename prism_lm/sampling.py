@@ -8,12 +8,11 @@ its output is ids.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import torch
 
-from prism_lm.bounds import MAX_NEW_TOKENS
+from prism_lm.bounds import MAX_NEW_TOKENS, bounded_int, finite_float
 from prism_lm.checkpoint import load_model
 from prism_lm.devices import resolve_device
 from prism_lm.errors import PrismError
@@ -27,16 +26,13 @@ def sample(checkpoint: str | Path, prompt: str = "", max_new_tokens: int = 200, 
 
     A text model stops at end-of-text, which is not printed; an empty prompt starts from it.
     """
-    if not 1 <= max_new_tokens <= MAX_NEW_TOKENS:
-        raise PrismError(f"--max-new-tokens must be in [1, {MAX_NEW_TOKENS:,}], got {max_new_tokens:,}")
-    if num_samples < 1:
-        raise PrismError(f"--num-samples must be >= 1, got {num_samples}")
-    if not math.isfinite(temperature) or temperature < 0:
-        raise PrismError(f"--temperature must be a finite number >= 0 (0 = greedy), got {temperature}")
-    if top_k is not None and top_k < 1:
-        raise PrismError(f"--top-k must be >= 1, got {top_k}")
-    if top_p is not None and not 0 < top_p <= 1:  # NaN fails this too
-        raise PrismError(f"--top-p must be in (0, 1], got {top_p}")
+    bounded_int(max_new_tokens, "--max-new-tokens", 1, MAX_NEW_TOKENS, high_open=False)
+    bounded_int(num_samples, "--num-samples", 1)
+    finite_float(temperature, "--temperature (0 = greedy)", 0.0)
+    if top_k is not None:
+        bounded_int(top_k, "--top-k", 1)
+    if top_p is not None:
+        finite_float(top_p, "--top-p", 0.0, 1.0, low_open=True)
     dev = resolve_device(device)
     model = load_model(checkpoint, device=dev, overrides=overrides)
     codec = model.codec

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from prism_lm.analysis.heads import DISTANCE_BUCKETS, distance_bucket
+from prism_lm.bounds import bounded_int
 from prism_lm.data.shards import ShardSet
 from prism_lm.errors import PrismError
 from prism_lm.model import PrismLM
@@ -97,15 +98,16 @@ def intervention_effects(model: PrismLM, shards: ShardSet, interventions: dict[s
 
 
 def _support(delta: torch.Tensor, mask: torch.Tensor) -> dict:
-    """What a mean change rests on: its token count, the windows holding them, and a 95% Student-t
-    interval over those windows of each window's mean change (the tokens of one window are not
-    independent draws, the windows are closer to it)."""
+    """A group's mean change over its tokens and what it rests on: its token count, the windows holding
+    them, and a 95% Student-t interval over those windows of each window's mean change (the tokens of
+    one window are not independent draws, the windows are closer to it)."""
     from prism_lm.stats import mean_interval
 
-    counts = mask.sum(1)
+    counts, sums = mask.sum(1), (delta * mask).sum(1)
     has = counts > 0
-    per_window = ((delta * mask).sum(1)[has] / counts[has]).tolist()
-    return {"tokens": int(counts.sum()), "windows": int(has.sum()), "ci95": mean_interval(per_window)["ci95"]}
+    per_window = (sums[has] / counts[has]).tolist()
+    return {"delta": float(sums.sum() / counts.sum()), "tokens": int(counts.sum()), "windows": int(has.sum()),
+            "ci95": mean_interval(per_window)["ci95"]}
 
 
 def head_ablation_spread(model: PrismLM, shards: ShardSet, max_windows: int = 16) -> dict[str, dict[str, float]]:
@@ -174,8 +176,7 @@ def ablate(checkpoint, data=None, lambdas: list[float] | None = None, stream: st
     run recorded) and return the rows of ``prism ablate``."""
     from prism_lm.checkpoint.model import open_on_data
 
-    if max_windows < 1:
-        raise PrismError(f"--max-windows must be >= 1, got {max_windows}")
+    bounded_int(max_windows, "--max-windows", 1)
     model, directory, data = open_on_data(checkpoint, data, device)
     shards = ShardSet(data, "val")
     if len(shards) <= model.config.block_size:
@@ -249,17 +250,12 @@ def table(result: dict) -> tuple[list[str], list[list]]:
     header = ["intervention", "loss", *[f"Δ {g} [95% CI] (tokens)" for g in groups]]
 
     def cell(r: dict, group: str) -> str:
-        value = {"all": r["all_delta"], "recall": r["recall_delta"], "other": r["other_delta"]}.get(group)
-        if value is None and group.startswith("recall at "):
-            value = r.get("by_distance", {}).get(group.removeprefix("recall at ").removesuffix(" tokens"))
-        elif value is None and group.startswith("recall: "):
-            value = r["by_kind"].get(group.removeprefix("recall: "))
-        support = r.get("support", {}).get(group)
-        if value is None or support is None:
+        support = r["support"].get(group)
+        if support is None:
             return "—"
         ci = support["ci95"]
         interval = f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else " [one window]"
-        return f"{value:+.4f}{interval} ({support['tokens']:,})"
+        return f"{support['delta']:+.4f}{interval} ({support['tokens']:,})"
 
     rows = [[r["intervention"], f"{r['loss']:.4f}", *[cell(r, g) for g in groups]] for r in result["rows"]]
     return header, rows

@@ -31,6 +31,7 @@ from prism_lm.analysis.spectral import (
     model_coherence,
     resonance_table,
 )
+from prism_lm.bounds import bounded_int
 from prism_lm.checkpoint import load_model, read_model_config, resolve_checkpoint_dir
 from prism_lm.checkpoint.model import initial_model, open_on_data
 from prism_lm.config import ModelConfig, TrainConfig, to_dict
@@ -170,12 +171,9 @@ def _analysis_split(data_dir: str | Path, model: PrismLM) -> ShardSet:
 def _check_options(cfg: ModelConfig, layer: int | None, head: int, max_windows: int) -> int:
     """The probe layer (default: the last), after checking the options against the model."""
     layer = cfg.n_layer - 1 if layer is None else layer
-    if not 0 <= layer < cfg.n_layer:
-        raise PrismError(f"--layer must be in [0, {cfg.n_layer}) for this model, got {layer}")
-    if not 0 <= head < cfg.n_head:
-        raise PrismError(f"--head must be in [0, {cfg.n_head}) for this model, got {head}")
-    if max_windows < 1:
-        raise PrismError(f"--max-windows must be >= 1, got {max_windows}")
+    bounded_int(layer, "--layer (this model's layers)", 0, cfg.n_layer)
+    bounded_int(head, "--head (this model's heads)", 0, cfg.n_head)
+    bounded_int(max_windows, "--max-windows", 1)
     return layer
 
 

@@ -237,8 +237,8 @@ def eval_overrides(cfg: ModelConfig, overrides: list[str]) -> dict[str, Any]:
     positions = out.get("model.block_size")
     if positions is not None:
         bounded_int(positions, "--set model.block_size", 1, MAX_POSITIONS, high_open=False)
-    if positions is not None and positions < cfg.block_size:
-        raise PrismError(f"--set model.block_size can only grow the context ({cfg.block_size} trained)")
+        if positions < cfg.block_size:
+            raise PrismError(f"--set model.block_size can only grow the context ({cfg.block_size} trained)")
     return out
 
 

@@ -39,7 +39,11 @@ def test_each_effect_is_the_loss_change_under_its_intervention(shards):
     half = 4.302653 * float(per_window.std()) / 3 ** 0.5  # t(0.975, 2)
     lo, hi = e["support"]["all"]["ci95"]
     assert (lo, hi) == pytest.approx((float(per_window.mean()) - half, float(per_window.mean()) + half), abs=1e-5)
-    assert e["support"]["all"] | {"ci95": None} == {"tokens": 3 * 128, "windows": 3, "ci95": None}
+    assert e["support"]["all"] | {"ci95": None, "delta": None} == {"tokens": 3 * 128, "windows": 3, "ci95": None,
+                                                                    "delta": None}
+    for group, mean in (("all", e["all_delta"]), ("recall", e["recall_delta"]), ("other", e["other_delta"]),
+                        *((f"recall: {k}", v) for k, v in e["by_kind"].items())):
+        assert e["support"][group]["delta"] == pytest.approx(mean, abs=1e-6), group  # the same means, one source
 
 
 def test_recall_effects_by_distance_are_the_deltas_of_the_recalls_in_each_bucket(shards):
