@@ -458,7 +458,8 @@ def _add_sweep(sub) -> None:
     p.add_argument("--extend", action="store_true", help="add this file's runs to a folder holding other runs")
     p = _command(sweep_sub, "report",
                  "results table (CSV, Parquet) and report (md, html, json) with seed-level intervals", _sweep_report)
-    p.add_argument("dir", help="a sweep folder (what sweep run --out wrote)")
+    p.add_argument("dir", help="a sweep folder (what sweep run --out wrote), or a committed table (its sweep.json "
+                               "and results.csv) to recompute by today's rules")
     p.add_argument("--out", default=None, help="a new folder for the report (None: DIR/report, rewritten each time)")
     p.add_argument("--overwrite", action="store_true", help="write into an --out that already holds files")
 

@@ -103,6 +103,32 @@ def tost_p(values, margin: float, null: float = 0.0) -> float | None:
     return float(ttost_paired(x, np.full_like(x, null), -margin, margin)[0])
 
 
+def exceed_p(values, margin: float, null: float = 0.0) -> float | None:
+    """One-sided t-test p that the mean lies beyond ``null ± margin`` on the side where the values'
+    mean lies (H0: |mean − null| ≤ margin on that side; scipy's ``ttest_1samp``)."""
+    from scipy import stats
+
+    x = _finite_array(values)
+    if len(x) < 2:
+        return None
+    above = float(x.mean()) >= null
+    bound = null + margin if above else null - margin
+    if _constant(x):
+        return 0.0 if (float(x.mean()) > bound if above else float(x.mean()) < bound) else 1.0
+    return float(stats.ttest_1samp(x, bound, alternative="greater" if above else "less").pvalue)
+
+
+def equivalence_p(values, margin: float, null: float = 0.0) -> tuple[float | None, str | None]:
+    """The one rule that decides an equivalence both ways, as a two-sided test decides a difference:
+    p = 2 · min(TOST p, beyond-margin p), capped at 1, with the side it speaks for ("within" or
+    "beyond"). Unadjusted, p < α holds exactly when the (1 − α) t interval lies inside ± margin
+    (within) or wholly beyond it (beyond)."""
+    within, beyond = tost_p(values, margin, null), exceed_p(values, margin, null)
+    if within is None or beyond is None:
+        return None, None
+    return (min(1.0, 2 * within), "within") if within <= beyond else (min(1.0, 2 * beyond), "beyond")
+
+
 def holm(pvalues: list[float | None]) -> list[float | None]:
     """Holm–Bonferroni adjusted p (statsmodels' step-down), over the p that are not None."""
     from statsmodels.stats.multitest import multipletests
@@ -114,6 +140,74 @@ def holm(pvalues: list[float | None]) -> list[float | None]:
         for i, p in zip(tested, adjusted, strict=True):
             out[i] = float(p)
     return out
+
+
+POWER = 0.8
+POWER_METHOD = ("80% power of the two-sided one-sample t test of the per-seed differences at the verdict's α "
+                "(statsmodels' TTestPower) and the observed seed spread; an equivalence: the margin whose 95% "
+                "interval test passes with 80% power when the true difference is 0, (t_{1-α/2} + t_{0.9})·sd/√n")
+MAX_SEEDS_SEARCHED = 10_000
+
+
+def power_analysis(sd: float | None, n: int, alpha: float, smallest_effect: float | None = None,
+                   test: str = "difference") -> dict:
+    """What ``n`` seeds can see at a per-seed spread ``sd``: the minimum detectable difference (80%
+    power at ``alpha``), and, given the smallest effect of interest (an equivalence: its margin), the
+    power there and the seeds that reach 80% (None: beyond ``MAX_SEEDS_SEARCHED``)."""
+    out = {"sd": sd, "n": n, "alpha": alpha, "smallest_effect": smallest_effect, "mde": None, "power": None,
+           "seeds_needed": None, "method": POWER_METHOD}
+    if sd is None or not finite(sd) or n < 2:
+        return out
+    if sd <= 0:
+        return {**out, "mde": 0.0, "power": None if smallest_effect is None else 1.0, "seeds_needed": 2}
+    mde, power = (_equivalence_margin, _equivalence_power) if test == "equivalence" else (_difference_mde,
+                                                                                        _difference_power)
+    out["mde"] = mde(sd, n, alpha)
+    if smallest_effect is not None:
+        effect = abs(smallest_effect)
+        out["power"] = power(sd, n, alpha, effect)
+        out["seeds_needed"] = smallest_n(lambda k: mde(sd, k, alpha) <= effect)
+    return out
+
+
+def _difference_mde(sd: float, n: int, alpha: float) -> float:
+    from statsmodels.stats.power import TTestPower
+
+    return float(TTestPower().solve_power(effect_size=None, nobs=n, alpha=alpha, power=POWER,
+                                          alternative="two-sided")) * sd
+
+
+def _difference_power(sd: float, n: int, alpha: float, effect: float) -> float:
+    from statsmodels.stats.power import TTestPower
+
+    return float(TTestPower().power(effect_size=effect / sd, nobs=n, alpha=alpha, alternative="two-sided"))
+
+
+def _equivalence_margin(sd: float, n: int, alpha: float) -> float:
+    from scipy import stats
+
+    return float((stats.t.ppf(1 - alpha / 2, n - 1) + stats.t.ppf(0.5 + POWER / 2, n - 1)) * sd / math.sqrt(n))
+
+
+def _equivalence_power(sd: float, n: int, alpha: float, margin: float) -> float:
+    """P(the 1 − α interval lies inside ± margin) when the true difference is 0 (the same approximation)."""
+    from scipy import stats
+
+    slack = margin * math.sqrt(n) / sd - stats.t.ppf(1 - alpha / 2, n - 1)
+    return max(0.0, float(2 * stats.t.cdf(slack, n - 1) - 1))
+
+
+def smallest_n(enough, start: int = 2, limit: int = MAX_SEEDS_SEARCHED) -> int | None:
+    """The smallest n ≥ ``start`` with ``enough(n)`` (monotone in n), or None up to ``limit``."""
+    lo, hi = start - 1, start
+    while not enough(hi):
+        lo, hi = hi, hi * 2
+        if hi > limit:
+            return None
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if enough(mid) else (mid, hi)
+    return hi
 
 
 def binomial_interval(k: int, n: int) -> dict:
@@ -205,14 +299,16 @@ def critical_level(outcomes: dict[float, list[bool]], reps: int = 2000, seed: in
             "method": "smallest level with failure rate > 1/2; 95% percentile bootstrap over seeds within levels"}
 
 
-def slope_interval(x, y) -> dict:
-    """OLS slope of y on x with its 95% t interval (n - 2 degrees of freedom; scipy's linregress)."""
-    from scipy import stats
-
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    if len(x) < 3 or len(set(x.tolist())) < 2:
-        return {"slope": None, "ci95": None, "n": len(x), "p": None}
-    fit = stats.linregress(x, y)
-    half = t_quantile(len(x) - 2) * fit.stderr
-    return {"slope": float(fit.slope), "ci95": [float(fit.slope - half), float(fit.slope + half)], "n": len(x),
-            "p": float(fit.pvalue), "intercept": float(fit.intercept)}
+def per_seed_slope(points_by_seed: dict[int, list[tuple[float, float]]]) -> dict:
+    """The slope of y on x fitted within each seed (OLS over that seed's points), then the 95% t
+    interval of the per-seed slopes (each seed one sample, n − 1 df): the scale verdict's rule, which
+    does not count a seed's points as independent draws."""
+    slopes = {}
+    for seed, pts in points_by_seed.items():
+        x = np.array([p[0] for p in pts], float)
+        y = np.array([p[1] for p in pts], float)
+        if len(x) >= 2 and float(np.ptp(x)) > 0:
+            slopes[seed] = float(np.polyfit(x, y, 1)[0])
+    summary = mean_interval(list(slopes.values()))
+    return {**summary, "slope": summary["mean"], "slopes": slopes,
+            "method": "OLS slope within each seed, then the 95% t interval over seeds"}

@@ -7,8 +7,9 @@ Statistics (stated in every report):
   exact binomial interval.
 - Arms that share seeds are compared **paired**: the per-seed difference, always arm − baseline
   (the sign convention of every table, printed in its header), with the t interval of its mean.
-- Verdicts follow ``verdicts.py``: one pre-registered primary per claim, Holm within the claim,
-  equivalence by TOST against a declared margin, no decision below ``min_seeds`` seeds.
+- Verdicts follow ``verdicts.py``: one pre-registered primary per claim tested alone, exploratory
+  verdicts Holm-adjusted among themselves, one interval rule for equivalence both ways, the minimum
+  detectable difference beside each, no decision below ``min_seeds`` seeds.
 - Head-stream differences (first stream − second) are decided from the t interval of per-seed
   differences; the hierarchical bootstrap (seeds, then heads within layers,
   ``stats.hierarchical_bootstrap_diff``) sits beside it, labelled optimistic at few seeds.
@@ -36,7 +37,7 @@ from prism_lm.stats import (
     hierarchical_bootstrap_diff,
     mean_interval,
     paired_difference,
-    slope_interval,
+    per_seed_slope,
 )
 
 INTERVAL_METHOD = T_METHOD
@@ -97,32 +98,63 @@ def summarise(plan: dict, rows: list[dict], results: dict[str, dict]) -> dict:
 
 def _ladder(exp: dict, by_group: dict) -> dict | None:
     """Per ladder point the paired difference arm − baseline (t interval over seeds) with the point's
-    tokens and parameters; the slope of the per-seed differences against log10 tokens over the points
-    of the first point's size (widths at equal tokens would only add scatter), and its verdict."""
+    tokens and parameters; over the points of the first point's size (widths at equal tokens would only
+    add scatter): the slope of the difference against log10 tokens fitted within each seed, its t
+    interval over seeds and verdict, the gap at the last of those points, and the tokens the arm needs
+    to reach the baseline's level there."""
     ladder = exp.get("ladder")
     if not ladder:
         return None
-    points, xs, ys, width = [], [], [], None
+    points, per_seed, curve, width, last = [], {}, [], None, None
     for point in ladder["points"]:
         suffix = "".join(f"/{k.split('.')[1]}={v}" for k, v in point.items())
         arm, base = by_group.get(ladder["arm"] + suffix, {}), by_group.get(ladder["baseline"] + suffix, {})
-        diff = paired_difference(arm.get(ladder["metric"], {}), base.get(ladder["metric"], {}))
+        a, b = arm.get(ladder["metric"], {}), base.get(ladder["metric"], {})
+        diff = paired_difference(a, b)
         tokens = mean_interval(list(arm.get("tokens_seen", {}).values()))["mean"]
         params = mean_interval(list(arm.get("parameters", {}).values()))["mean"]
         points.append({"point": point, "difference": diff, "tokens": tokens, "parameters": params})
         width = params if width is None else width
-        if tokens and params == width:  # the slope is over the points at the first point's size
-            a, b = arm.get(ladder["metric"], {}), base.get(ladder["metric"], {})
-            xs += [math.log10(tokens)] * len(diff["seeds"])
-            ys += [a[s] - b[s] for s in diff["seeds"]]
-    fit = slope_interval(xs, ys)
-    return {**ladder, "points": points, "slope_vs_log10_tokens": fit, "verdict": _gap_verdict(fit, ys)}
+        if tokens and params == width and diff["seeds"]:  # the slope is over the points at the first point's size
+            last = diff
+            for seed in diff["seeds"]:
+                per_seed.setdefault(seed, []).append((math.log10(tokens), a[seed] - b[seed]))
+            curve.append((tokens, mean_interval([a[s] for s in diff["seeds"]])["mean"],
+                          mean_interval([b[s] for s in diff["seeds"]])["mean"]))
+    fit = per_seed_slope(per_seed)
+    return {**ladder, "points": points, "slope_vs_log10_tokens": fit, "last_point_difference": last,
+            "tokens_to_match": _tokens_to_match(curve),
+            "verdict": _gap_verdict(fit, [d for pts in per_seed.values() for _, d in pts])}
+
+
+def _tokens_to_match(curve: list[tuple[float, float, float]]) -> dict | None:
+    """The tokens at which the arm's mean curve (against log10 tokens) reaches the baseline's level at
+    the last point: interpolated between two points, or extrapolated along the last two points' line
+    (labelled so), or None where the curve moves away from it."""
+    if len(curve) < 2 or curve[-1][0] == curve[-2][0]:
+        return None
+    target = curve[-1][2]
+    xs = [math.log10(t) for t, _, _ in curve]
+    ys = [y for _, y, _ in curve]
+    for i in range(len(xs) - 1):
+        (x0, y0), (x1, y1) = (xs[i], ys[i]), (xs[i + 1], ys[i + 1])
+        if (y0 - target) * (y1 - target) <= 0 and y0 != y1:
+            return _match(x0 + (target - y0) * (x1 - x0) / (y1 - y0), curve, "interpolated between ladder points")
+    slope = (ys[-1] - ys[-2]) / (xs[-1] - xs[-2])
+    if slope == 0 or (target - ys[-1]) / slope < 0:
+        return {"tokens": None, "baseline_level": target, "how": "not reached: the arm's curve moves away from it"}
+    return _match(xs[-1] + (target - ys[-1]) / slope, curve, "extrapolated along the last two points")
+
+
+def _match(log_tokens: float, curve: list, how: str) -> dict:
+    tokens = 10 ** log_tokens
+    return {"tokens": tokens, "baseline_level": curve[-1][2], "times_last_point": tokens / curve[-1][0], "how": how}
 
 
 def _gap_verdict(fit: dict, diffs: list[float]) -> str:
-    """Closes: the slope's interval lies on the side that moves the mean difference toward 0."""
+    """Closes: the per-seed slopes' interval lies on the side that moves the mean difference toward 0."""
     if fit["ci95"] is None:
-        return "no verdict: the points do not differ in tokens (or fewer than 3 paired values)"
+        return "no verdict: fewer than two seeds with two points that differ in tokens"
     lo, hi = fit["ci95"]
     sign = 1.0 if sum(diffs) >= 0 else -1.0  # the gap's side
     if (hi < 0 if sign > 0 else lo > 0):
@@ -219,7 +251,10 @@ def read_results_csv(path: str | Path) -> list[dict]:
 
 def write_report(sweep: str | Path, out: str | Path | None = None, overwrite: bool = False) -> dict[str, Path]:
     """The sweep's tables, report and figures in ``out`` (None: the sweep's own report/ folder, rewritten
-    each time). A given ``out`` that already holds files is refused unless ``overwrite``."""
+    each time). A given ``out`` that already holds files is refused unless ``overwrite``. A folder that
+    holds a plan (sweep.json) and a results.csv but no runs (a committed table) is reported from its
+    table: every verdict recomputed by today's rules, the parts that need the runs (stream bootstraps,
+    tuning curves) kept from its committed report.json, the figures of training curves left out."""
     sweep = SweepDir(sweep)
     if out is not None and Path(out).is_dir() and any(Path(out).iterdir()) and not overwrite:
         raise PrismError(f"--out {out} already holds files; choose a new folder or pass --overwrite")
@@ -227,6 +262,9 @@ def write_report(sweep: str | Path, out: str | Path | None = None, overwrite: bo
         raise PrismError(f"--out {out} exists and is a file; choose a new folder")
     out = Path(out) if out is not None else sweep.report_dir
     plan, rows, results = collect(sweep)
+    from_table = not results and (sweep.path / "results.csv").is_file()
+    if from_table:  # a committed table: its plan and rows, no runs
+        rows = read_results_csv(sweep.path / "results.csv")
     if not rows:
         raise PrismError(f"{sweep.path} holds no finished runs yet (run prism sweep run first)")
     out.mkdir(parents=True, exist_ok=True)
@@ -239,12 +277,28 @@ def write_report(sweep: str | Path, out: str | Path | None = None, overwrite: bo
         writer.writerows(rows)
     _write_parquet(rows, columns, paths["parquet"])
     summary = summarise(plan, rows, results)
+    if from_table:
+        _keep_run_parts(summary, sweep.path / "report.json")
     figures = _figures(plan, rows, summary, sweep, out / "figures")
     summary["figures"] = {k: str(v.relative_to(out)) for k, v in figures.items()}
     paths["json"].write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     paths["md"].write_text(_markdown(summary, rows), encoding="utf-8")
     paths["html"].write_text(_html(summary, rows, out), encoding="utf-8")
     return paths
+
+
+RUN_PARTS = ("streams", "tuning")  # computed from the run folders' results, which a table does not hold
+
+
+def _keep_run_parts(summary: dict, committed: Path) -> None:
+    """A table's recomputed summary keeps the parts its committed report computed from the runs."""
+    if not committed.is_file():
+        return
+    old = json.loads(committed.read_text(encoding="utf-8"))["experiments"]
+    for name, e in summary["experiments"].items():
+        for part in RUN_PARTS:
+            if not e.get(part) and old.get(name, {}).get(part):
+                e[part] = old[name][part]
 
 
 def _write_parquet(rows: list[dict], columns: list[str], path: Path) -> None:
@@ -282,10 +336,13 @@ def _figures(plan: dict, rows: list[dict], summary: dict, sweep: SweepDir, out: 
             if iters:
                 ax.plot([r["iter"] for r in iters], [r["train_loss"] for r in iters], color=colours[entry["group"]],
                         alpha=0.6, lw=1, label=entry["group"] if entry["seed"] == exp["seeds"][0] else None)
-        ax.set(xlabel="step", ylabel="train loss (nats/token)", title=f"{name}: every run, coloured by arm")
-        ax.set_yscale("log")
-        ax.legend(fontsize=7)
-        figs[f"{name}_loss"] = _save(fig, out / f"{name}_loss.png")
+        if ax.lines:  # a committed table has no runs' metrics to draw
+            ax.set(xlabel="step", ylabel="train loss (nats/token)", title=f"{name}: every run, coloured by arm")
+            ax.set_yscale("log")
+            ax.legend(fontsize=7)
+            figs[f"{name}_loss"] = _save(fig, out / f"{name}_loss.png")
+        else:
+            plt.close(fig)
         arms = summary["experiments"][name]["arms"]
         shown = [m for m in _headline_metrics(arms, summary["experiments"][name]["verdicts"])
                  if any(a["metrics"][m]["n"] for a in arms.values())]
@@ -395,17 +452,27 @@ def _p(x) -> str:
 
 
 def _verdict_table(e: dict) -> tuple[str, list[str], list[list[str]]]:
+    explored = next((v["family_size"] for v in e["verdicts"] if not v["primary"]), 0)
     title = (f"Verdicts (sign: arm − baseline, or the arm's mean − the null; interval: 95% Student-t of the mean "
-             f"per-seed difference; p adjusted by Holm over the "
-             f"{e['verdicts'][0]['family_size'] if e['verdicts'] else 0} tested verdicts of this claim; "
-             f"at least {e['min_seeds']} paired seeds decide)")
-    header = ["", "claim", "metric", "test", "arm − baseline", "difference [95% CI]", "p", "p (Holm)", "decision",
-              "diverged runs (not in the interval)"]
+             f"per-seed difference; the primary's p is its own (tested alone at 0.05); the exploratory p are "
+             f"Holm-adjusted over the {explored} tested exploratory verdicts; at least {e['min_seeds']} paired "
+             f"seeds decide; MDE: the smallest difference these seeds detect with 80% power at the observed spread)")
+    header = ["", "claim", "metric", "test", "arm − baseline", "difference [95% CI]", "p", "decision p", "decision",
+              "MDE (80%)", "seeds for the smallest effect", "diverged runs (not in the interval)"]
     body = [["primary" if v["primary"] else "exploratory", v["claim"], v["metric"],
              v["test"] + (f" ±{v['margin']:g}" if v["test"] == "equivalence" else f", {v['better']} supports"),
              f"{v['arm']} − {v['baseline'] or 'null ' + format(v['null'], 'g')}", _cell(v["interval"]), _p(v["p"]),
-             _p(v["p_holm"]), v["verdict"], ", ".join(v["diverged_runs"]) or "none"] for v in e["verdicts"]]
+             _p(v["p_adjusted"]), v["verdict"], _p(v["power"]["mde"]), _seeds_needed(v["power"]),
+             ", ".join(v["diverged_runs"]) or "none"] for v in e["verdicts"]]
     return title, header, body
+
+
+def _seeds_needed(power: dict) -> str:
+    if power["smallest_effect"] is None:
+        return "– (no smallest effect declared)"
+    if power["seeds_needed"] is None:
+        return f"{power['smallest_effect']:g}: unreachable" if power["mde"] is not None else "–"
+    return f"{power['smallest_effect']:g}: {power['seeds_needed']} (power now {power['power']:.0%})"
 
 
 def _tables(summary: dict, rows: list[dict]) -> list[tuple[str, str, list[str], list[list[str]]]]:
@@ -431,15 +498,7 @@ def _tables(summary: dict, rows: list[dict]) -> list[tuple[str, str, list[str], 
                           f"[{s['ci95'][0]:.3g}, {s['ci95'][1]:.3g}]", str(s["runs"])]
                          for k, s in e["streams"].items()]))
         if e.get("ladder"):
-            lad = e["ladder"]
-            fit = lad["slope_vs_log10_tokens"]
-            slope = "–" if fit["slope"] is None else f"{fit['slope']:.3g} [{fit['ci95'][0]:.3g}, {fit['ci95'][1]:.3g}]"
-            out.append((name, f"Across scale: {lad['metric']}, {lad['arm']} − {lad['baseline']} per seed at each point "
-                              f"(95% t interval over seeds); slope against log10 tokens {slope} per decade "
-                              f"(OLS over every seed-level difference, 95% t interval): {lad['verdict']}",
-                        ["point", "tokens", "parameters", f"{lad['arm']} − {lad['baseline']}"],
-                        [[", ".join(f"{k} = {v}" for k, v in p["point"].items()), _fmt(p["tokens"]),
-                          _fmt(p["parameters"]), _cell(p["difference"])] for p in lad["points"]]))
+            out.append((name, *_ladder_table(e["ladder"])))
         if e.get("stability"):
             out.append((name, "Stability: failure rate per learning rate (diverged, or a final val loss no better than "
                               "the unigram entropy of the training tokens; exact binomial 95% interval) and the "
@@ -462,6 +521,23 @@ def _tables(summary: dict, rows: list[dict]) -> list[tuple[str, str, list[str], 
         cols = ["arm", "seed", "diverged", *[m for m in metrics if m != "diverged"]]
         out.append((name, "Runs", cols, [[_fmt(r.get(c)) for c in cols] for r in rows if r["experiment"] == name]))
     return out
+
+
+def _ladder_table(lad: dict) -> tuple[str, list[str], list[list[str]]]:
+    fit = lad["slope_vs_log10_tokens"]
+    slope = "–" if fit["slope"] is None else f"{fit['slope']:.3g} [{fit['ci95'][0]:.3g}, {fit['ci95'][1]:.3g}]"
+    match = lad.get("tokens_to_match")
+    reach = ""
+    if match:
+        where = (f"at {match['tokens']:.3g} tokens, {match['times_last_point']:.2g}× the last point's ({match['how']})"
+                 if match["tokens"] else f"nowhere ({match['how']})")
+        reach = f"; {lad['arm']} reaches {lad['baseline']}'s last level ({match['baseline_level']:.4g}) {where}"
+    title = (f"Across scale: {lad['metric']}, {lad['arm']} − {lad['baseline']} per seed at each point (95% t interval "
+             f"over seeds); slope against log10 tokens {slope} per decade (fitted within each seed, 95% t interval "
+             f"over the {fit['n']} seeds' slopes): {lad['verdict']}{reach}")
+    rows = [[", ".join(f"{k} = {v}" for k, v in p["point"].items()), _fmt(p["tokens"]), _fmt(p["parameters"]),
+             _cell(p["difference"])] for p in lad["points"]]
+    return title, ["point", "tokens", "parameters", f"{lad['arm']} − {lad['baseline']}"], rows
 
 
 def _lr(x) -> str:

@@ -51,6 +51,7 @@ from prism_lm.experiments.spec import (
     tune_evaluate,
 )
 from prism_lm.experiments.sweep_dir import SweepDir, SweepRun
+from prism_lm.experiments.verdicts import planned_power, verdict_defaults
 
 EXECUTORS = ("local", "slurm", "submitit-local")
 
@@ -133,8 +134,10 @@ def _merge_plan(sweep: SweepDir, new: dict, extend: bool) -> dict:
 
 def _same_claim(before: dict, entry: dict) -> bool:
     """Whether two plan entries are one file's record of one experiment (its arms, groups and verdicts)."""
-    keys = ("file", "arms", "groups", "verdicts")
-    return all(before.get(k) == entry.get(k) for k in keys)
+    keys = ("file", "arms", "groups")
+    same_verdicts = ([verdict_defaults(v) for v in before.get("verdicts", [])]
+                     == [verdict_defaults(v) for v in entry.get("verdicts", [])])
+    return same_verdicts and all(before.get(k) == entry.get(k) for k in keys)
 
 
 def _prepare_data(experiments: list[Experiment], sweep: SweepDir, log) -> None:
@@ -233,6 +236,9 @@ def run_sweep(file: str | Path, out: str | Path, workers: int | None = None, exe
         raise PrismError("--executor slurm: no Slurm here (sbatch is not on PATH); run on the cluster's login "
                          "node, or use --executor local")
     experiments = load_experiments(file)
+    for e in experiments:  # before anything trains: can the seeds see what each primary must see?
+        for line in planned_power(e.name, e.verdicts, len(e.seeds)):
+            log(line)
     sweep = SweepDir(out)
     sweep.path.mkdir(parents=True, exist_ok=True)
     if executor != "local":

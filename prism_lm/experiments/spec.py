@@ -69,6 +69,7 @@ from prism_lm.config import (
 from prism_lm.errors import PrismError
 from prism_lm.experiments.job import EvaluateSpec
 from prism_lm.model.config import flat_legacy_dict
+from prism_lm.stats import finite
 from prism_lm.train.schedules import lr_horizon
 
 EXPERIMENT_KEYS = {"name", "description", "base", "seeds", "data", "set", "arms", "grid", "evaluate", "verdicts",
@@ -76,7 +77,8 @@ EXPERIMENT_KEYS = {"name", "description", "base", "seeds", "data", "set", "arms"
 NOT_INHERITED = ("name", "expected_minutes")  # a file that extends another names its own scale
 TUNE_KEYS = {"grid", "seeds", "metric", "holdout"}
 LADDER_KEYS = {"points", "arm", "baseline", "metric", "claim"}
-VERDICT_KEYS = {"claim", "metric", "arm", "baseline", "null", "better", "primary", "test", "margin"}
+VERDICT_KEYS = {"claim", "metric", "arm", "baseline", "null", "better", "primary", "test", "margin",
+                "smallest_effect", "expected_sd"}
 DEFAULT_MIN_SEEDS = 5
 SLURM_KEYS = {"partition", "timeout_min", "cpus_per_task", "gpus_per_node", "mem_gb", "account", "qos"}
 # keys added to the config after sweeps were run: they enter a run's identity only when they differ
@@ -95,8 +97,10 @@ class Verdict:
     ``test = "difference"``: a two-sided t test; ``better`` (lower or higher) names the side that
     supports the claim. ``test = "equivalence"``: the claim is "no difference larger than
     ``margin``", decided by two one-sided tests (TOST). ``primary``: the one pre-registered verdict of
-    its claim (an experiment file); the others are exploratory. Every p is Holm-adjusted within the
-    file (``experiments/report.py``)."""
+    its claim (an experiment file), tested alone at α; the others are exploratory, Holm-adjusted
+    among themselves (``experiments/verdicts.py``). ``smallest_effect``: the smallest difference the
+    claim must see (an equivalence's is its margin); with ``expected_sd`` (the per-seed spread an
+    earlier table measured) the sweep says before training whether its seeds reach 80% power."""
 
     claim: str
     metric: str
@@ -107,6 +111,8 @@ class Verdict:
     primary: bool = False
     test: str = "difference"
     margin: float | None = None
+    smallest_effect: float | None = None
+    expected_sd: float | None = None
 
 
 @dataclass
@@ -412,6 +418,10 @@ def _verdict(where: str, table: dict, groups: list[str]) -> Verdict:
     if verdict.test == "equivalence" and not (isinstance(verdict.margin, (int, float)) and verdict.margin > 0):
         raise PrismError(f"{where}: equivalence verdict {verdict.claim!r} needs a margin > 0 (the largest "
                          f"difference that counts as none), got {verdict.margin!r}")
+    for key in ("smallest_effect", "expected_sd"):
+        value = getattr(verdict, key)
+        if value is not None and not (finite(value) and value > 0):
+            raise PrismError(f"{where}: verdict {verdict.claim!r}: {key} must be a number > 0, got {value!r}")
     if not isinstance(verdict.primary, bool):
         raise PrismError(f"{where}: verdict primary must be true or false, got {verdict.primary!r}")
     return verdict

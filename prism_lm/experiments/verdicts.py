@@ -1,57 +1,94 @@
-"""Verdicts: each claim's pre-registered test, decided from seed-level numbers, corrected for the
-other tests of its claim.
+"""Verdicts: each claim's pre-registered primary tested alone at α; its exploratory verdicts
+corrected among themselves; every decision read from seed-level numbers.
 
-Rules (stated in every report, tested in ``tests/experiments/test_verdicts.py``):
-- **One family per claim** (an experiment file). Every verdict of the family gets a p: a two-sided
-  one-sample t test of the per-seed differences (arm − baseline, paired by seed; or the arm's
-  values against ``null``) for ``test = "difference"``, the two one-sided tests (TOST) against
-  ± ``margin`` for ``test = "equivalence"``. The p are Holm-adjusted within the family (statsmodels).
-  The verdict marked ``primary`` is the claim's pre-registered one; the others are exploratory.
-- **Decisions**: a difference is *supported* (adjusted p < 0.05, on the claimed side) or
-  *contradicted* (adjusted p < 0.05, on the other side); an equivalence is *supported* (adjusted TOST
-  p < 0.05) or *contradicted* (the whole 95% interval beyond the margin). Anything else is
-  *inconclusive*, written with the range its interval allows, never as "equal".
+Rules (stated in every report, tested against hand values in ``tests/experiments/test_verdicts.py``):
+- **The primary stands alone.** The verdict marked ``primary`` is the claim's pre-registered test: its
+  p is compared with α = 0.05 unadjusted, whatever else the file asks. Adding or removing exploratory
+  verdicts can never move it.
+- **Exploratory verdicts form their own family**: their p are Holm-adjusted among themselves
+  (statsmodels), never together with the primary.
+- **Tests**: a difference is a two-sided one-sample t test of the per-seed differences (arm −
+  baseline, paired by seed; or the arm's values against ``null``). An equivalence is decided by one
+  rule both ways: p = 2 · min(TOST p, beyond-margin p) (``stats.equivalence_p``), so that, before any
+  adjustment, it is *supported* exactly when the 95% t interval lies inside ± ``margin`` and
+  *contradicted* exactly when it lies wholly beyond the margin; adjusted, the same p decides both.
+- **Decisions**: a difference is *supported* (adjusted p < α, on the claimed side) or *contradicted*
+  (adjusted p < α, on the other side). Anything else is *inconclusive*, written with the range its
+  interval allows, never as "equal".
+- **Power**: a verdict may declare ``smallest_effect`` (for an equivalence, its margin); every verdict
+  reports the minimum detectable difference at the observed seed spread (80% power, at α for the
+  primary, at α / k for one of k exploratory verdicts, Holm's first step) and the seeds its smallest
+  effect needs (``power_analysis``).
 - **Too few seeds**: below the file's ``min_seeds`` paired seeds (default 5) a verdict says so and
-  decides nothing; it takes no part in the Holm family.
+  decides nothing; it takes no part in any family.
 - **Divergence is data**: a run that diverged has no evaluation; every verdict names the diverged
-  runs of its arm and baseline instead of dropping them silently, and the arms table gives each
-  arm's divergence rate with an exact binomial interval.
+  runs of its arm and baseline instead of dropping them silently.
 """
 
 from __future__ import annotations
 
-from prism_lm.stats import ALPHA, holm, mean_interval, paired_difference, tost_p
+from prism_lm.stats import ALPHA, equivalence_p, holm, mean_interval, paired_difference, power_analysis
 
-VERDICT_RULES = ("Holm–Bonferroni within each claim (experiment file); difference: two-sided t test of the "
-                 "per-seed differences (arm − baseline); equivalence: two one-sided t tests (TOST) against "
-                 "± margin; below min_seeds paired seeds: no decision; inconclusive is not 'equal'")
-
+VERDICT_RULES = ("the primary tested alone at α = 0.05; exploratory verdicts Holm-adjusted among themselves; "
+                 "difference: two-sided t test of the per-seed differences (arm − baseline); equivalence: "
+                 "p = 2·min(TOST p, beyond-margin p), i.e. the 95% interval inside ± margin supports, wholly "
+                 "beyond it contradicts; below min_seeds paired seeds: no decision; inconclusive is not 'equal'")
 
 DECISION_WORDS = {
-    "supported": "the Holm-adjusted p is below 0.05 and the difference lies on the claimed side (an "
-                 "equivalence: the adjusted TOST p is below 0.05, the difference within ± margin)",
-    "contradicted": "the Holm-adjusted p is below 0.05 on the other side (an equivalence: the whole 95% "
-                    "interval lies beyond the margin)",
+    "supported": "the decision p (the primary's own, an exploratory's Holm-adjusted) is below 0.05 and the "
+                 "difference lies on the claimed side (an equivalence: the interval lies inside ± margin)",
+    "contradicted": "the decision p is below 0.05 on the other side (an equivalence: the interval lies wholly "
+                    "beyond the margin)",
     "inconclusive": "neither: the data allow both readings, and the range the interval allows is printed; "
                     "it does not mean 'equal'",
-    "too few seeds": "fewer paired seeds than the file's min_seeds: no test, no part in the Holm family",
+    "too few seeds": "fewer paired seeds than the file's min_seeds: no test, no part in any family",
     "not measured": "no run produced the metric (not run yet, or every run diverged)",
+    "untestable in this regime": "the claim's positive control (its gate) failed in this sweep: the phenomenon "
+                                 "could not show, so no verdict of the claim is decided",
 }
 
 
 def verdict_defaults(v: dict) -> dict:
     """A plan's verdict with the keys that older plans did not record."""
-    return {"primary": False, "test": "difference", "margin": None, "null": 0.0, "better": "lower", **v}
+    return {"primary": False, "test": "difference", "margin": None, "null": 0.0, "better": "lower",
+            "smallest_effect": None, "expected_sd": None, **v}
+
+
+def planned_power(name: str, verdicts: list, seeds: int) -> list[str]:
+    """Before training: for each primary that states ``smallest_effect`` and ``expected_sd``, whether
+    ``seeds`` seeds reach 80% power at α, and if not, the seeds it needs and the effect it can see."""
+    lines = []
+    for v in (verdict_defaults(vars(v) if not isinstance(v, dict) else v) for v in verdicts):
+        if not v["primary"] or v["smallest_effect"] is None or v["expected_sd"] is None:
+            continue
+        effect = v["margin"] if v["test"] == "equivalence" else v["smallest_effect"]
+        pw = power_analysis(v["expected_sd"], seeds, ALPHA, effect, v["test"])
+        if pw["power"] is not None and pw["power"] >= 0.8:
+            lines.append(f"[power] {name}: the primary reaches {pw['power']:.0%} power at {seeds} seeds for "
+                         f"{effect:g} (minimum detectable {pw['mde']:.3g} at sd {v['expected_sd']:g})")
+        else:
+            needed = "more than 10000" if pw["seeds_needed"] is None else str(pw["seeds_needed"])
+            lines.append(f"[power] {name}: the primary cannot reach 80% power at {seeds} seeds: {effect:g} needs "
+                         f"{needed} seeds at sd {v['expected_sd']:g}; these seeds can see {pw['mde']:.3g} or more")
+    return lines
 
 
 def family(verdicts: list[dict], by_group: dict, diverged: dict[str, list[int]], min_seeds: int) -> list[dict]:
-    """Every verdict of one claim with its interval, raw and Holm-adjusted p and decision."""
+    """Every verdict of one claim with its interval, raw and decision p, power and decision."""
     entries = [_measure(verdict_defaults(v), by_group, diverged) for v in verdicts]
     testable = [e["p"] if e["interval"]["n"] >= min_seeds else None for e in entries]
-    for e, p_holm in zip(entries, holm(testable), strict=True):
-        e["p_holm"] = p_holm
-        e["family_size"] = sum(p is not None for p in testable)
-        e["verdict"] = decide(e, p_holm, min_seeds)
+    exploratory = [None if e["primary"] else p for e, p in zip(entries, testable, strict=True)]
+    k = sum(p is not None for p in exploratory)
+    for e, p, p_holm in zip(entries, testable, holm(exploratory), strict=True):
+        if e["primary"]:
+            e["p_adjusted"], e["adjustment"], e["family_size"] = p, "none: the primary, tested alone at α", 1
+        else:
+            e["p_adjusted"], e["family_size"] = p_holm, k
+            e["adjustment"] = f"Holm over the {k} tested exploratory verdicts"
+        alpha = ALPHA if e["primary"] else ALPHA / max(k, 1)
+        e["power"] = power_analysis(e["sd"], e["interval"]["n"], alpha, e["smallest_effect"] or e["margin"],
+                                    e["test"])
+        e["verdict"] = decide(e, e["p_adjusted"], min_seeds)
     return entries
 
 
@@ -63,12 +100,20 @@ def _measure(v: dict, by_group: dict, diverged: dict[str, list[int]]) -> dict:
     else:
         interval = mean_interval(list(a.values()), v["null"])
         values = list(a.values())
-    p = tost_p(values, v["margin"], v["null"]) if v["test"] == "equivalence" else interval["p"]
+    p, side = (equivalence_p(values, v["margin"], v["null"]) if v["test"] == "equivalence"
+               else (interval["p"], None))
     runs = [f"{g} s{s}" for g in filter(None, (v["arm"], v["baseline"])) for s in diverged.get(g, [])]
-    return {**v, "interval": interval, "p": p, "diverged_runs": runs}
+    sd = _spread(values)
+    return {**v, "interval": interval, "p": p, "equivalence_side": side, "sd": sd, "diverged_runs": runs}
 
 
-def decide(entry: dict, p_holm: float | None, min_seeds: int = 2) -> str:
+def _spread(values: list[float]) -> float | None:
+    import numpy as np
+
+    return float(np.std(values, ddof=1)) if len(values) >= 2 else None
+
+
+def decide(entry: dict, p_adjusted: float | None, min_seeds: int = 2) -> str:
     """The decision for one measured verdict (see the module's rules)."""
     interval, n = entry["interval"], entry["interval"]["n"]
     if n == 0:
@@ -76,16 +121,13 @@ def decide(entry: dict, p_holm: float | None, min_seeds: int = 2) -> str:
     if n < min_seeds or interval["ci95"] is None:
         return f"too few seeds (n = {n}; at least {min_seeds} decide)"
     lo, hi = interval["ci95"]
-    null = entry.get("null", 0.0)
     allows = f"inconclusive: the interval allows {lo:.3g} to {hi:.3g}"
+    if p_adjusted is None or p_adjusted >= ALPHA:
+        return allows
     if entry.get("test", "difference") == "equivalence":
         margin = entry["margin"]
-        if p_holm is not None and p_holm < ALPHA:
+        if entry.get("equivalence_side") == "within":
             return f"supported: equivalent within ±{margin:g}"
-        if lo > null + margin or hi < null - margin:
-            return f"contradicted: the difference exceeds the margin ±{margin:g}"
-        return allows
-    if p_holm is not None and p_holm < ALPHA:
-        on_lower_side = interval["mean"] < null
-        return "supported" if on_lower_side == (entry.get("better", "lower") == "lower") else "contradicted"
-    return allows
+        return f"contradicted: the difference exceeds the margin ±{margin:g}"
+    on_lower_side = interval["mean"] < entry.get("null", 0.0)
+    return "supported" if on_lower_side == (entry.get("better", "lower") == "lower") else "contradicted"

@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from prism_lm.errors import PrismError
 from prism_lm.experiments.report import _ladder, write_report
@@ -59,6 +60,41 @@ def test_a_gap_that_shrinks_with_tokens_closes_and_one_that_widens_grows():
     assert closing["points"][0]["difference"]["mean"] == pytest.approx(0.3, abs=0.02)
 
 
+def test_the_scale_slope_is_fitted_within_each_seed_and_judged_over_seeds():
+    """Hand values: each seed's OLS slope against log10 tokens, then the t interval over the seeds
+    (df = seeds − 1), not one OLS over every seed-level point (which counts a seed's points as
+    independent draws)."""
+    rng = np.random.default_rng(3)
+    by_group = _by_group({200: 0.3, 800: 0.2, 3200: 0.1}, noise=0.05, rng=rng)
+    fit = _ladder(_exp([200, 800, 3200]), by_group)["slope_vs_log10_tokens"]
+    x = np.log10([200_000, 800_000, 3_200_000])
+    hand = []
+    for seed in range(5):
+        y = [by_group[f"prism/max_iters={k}"]["m"][seed] - by_group[f"gpt/max_iters={k}"]["m"][seed]
+             for k in (200, 800, 3200)]
+        hand.append(np.polyfit(x, y, 1)[0])
+    half = stats.t.ppf(0.975, 4) * np.std(hand, ddof=1) / np.sqrt(5)
+    assert fit["n"] == 5 and fit["slope"] == pytest.approx(np.mean(hand))
+    assert fit["ci95"] == pytest.approx([np.mean(hand) - half, np.mean(hand) + half])
+
+
+def test_the_ladder_reports_the_last_gap_and_the_tokens_the_arm_needs_to_match():
+    """The arm's mean loss falls 0.1 per factor 4 of tokens; the baseline ends 0.1 lower, so the arm
+    needs one more factor 4 (extrapolated), or sits between two points (interpolated)."""
+    closing = _ladder(_exp([200, 800, 3200]), _by_group({200: 0.3, 800: 0.2, 3200: 0.1}))
+    match = closing["tokens_to_match"]
+    # the arm's mean: 1.02 + gap per point (the baseline's mean is 1.02 at every point)
+    assert match["how"] == "extrapolated along the last two points" and match["times_last_point"] == pytest.approx(4.0)
+    assert match["tokens"] == pytest.approx(12_800_000) and match["baseline_level"] == pytest.approx(1.02)
+    assert closing["last_point_difference"]["mean"] == pytest.approx(0.1)
+    by_group = _by_group({200: 0.3, 800: -0.1, 3200: -0.3})  # crosses the baseline between 200 and 800
+    crossing = _ladder(_exp([200, 800, 3200]), by_group)["tokens_to_match"]
+    assert crossing["how"] == "interpolated between ladder points"
+    assert crossing["tokens"] == pytest.approx(10 ** (np.log10(200_000) + 0.75 * np.log10(4)))
+    away = _ladder(_exp([200, 800, 3200]), _by_group({200: 0.1, 800: 0.2, 3200: 0.3}))["tokens_to_match"]
+    assert away["tokens"] is None and away["how"].startswith("not reached")
+
+
 def test_points_that_do_not_differ_in_tokens_give_no_slope():
     by_group = _by_group({200: 0.3})
     by_group["prism/n_embd=64"] = by_group["prism/max_iters=200"]
@@ -93,5 +129,5 @@ def test_a_ladder_sweep_reports_the_gap_at_each_point_and_its_slope(tmp_path):
     paths = write_report(tmp_path / "out")
     ladder = json.loads(paths["json"].read_text())["experiments"]["two"]["ladder"]
     assert [p["tokens"] for p in ladder["points"]] == [4 * 4 * 32, 8 * 4 * 32]
-    assert all(p["difference"]["n"] == 2 for p in ladder["points"]) and ladder["slope_vs_log10_tokens"]["n"] == 4
+    assert all(p["difference"]["n"] == 2 for p in ladder["points"]) and ladder["slope_vs_log10_tokens"]["n"] == 2
     assert "Across scale" in paths["md"].read_text() and (tmp_path / "out/report/figures/two_ladder.png").is_file()

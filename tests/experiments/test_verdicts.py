@@ -1,11 +1,16 @@
-"""Verdict rules on synthetic seed-level numbers: Holm within a claim, TOST, the minimum-seed
-refusal, divergence accounting, one sign convention."""
+"""Verdict rules on synthetic seed-level numbers, against hand values: the primary alone, Holm among
+the exploratory verdicts, one equivalence rule both ways, power, the minimum-seed refusal,
+divergence accounting, one sign convention."""
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import stats
 
 from prism_lm.experiments.report import summarise
-from prism_lm.experiments.verdicts import decide, family
+from prism_lm.experiments.verdicts import decide, family, planned_power
+from prism_lm.stats import power_analysis
 
 
 def _verdict(**kw):
@@ -16,7 +21,13 @@ def _groups(a, b):
     return {"a": {"m": dict(enumerate(a))}, "b": {"m": dict(enumerate(b))}}
 
 
-def test_a_difference_is_decided_by_its_holm_adjusted_p_and_its_side():
+def _hand_t(x, null=0.0):
+    """Mean, standard error and df of x, written out (the hand values the rules are checked against)."""
+    x = np.asarray(x, float)
+    return x.mean(), x.std(ddof=1) / np.sqrt(len(x)), len(x) - 1
+
+
+def test_a_difference_is_decided_by_its_p_and_its_side():
     rng = np.random.default_rng(1)
     b = rng.normal(1.0, 0.01, 6)
     lower = family([_verdict()], _groups(b - 0.1, b), {}, 5)[0]
@@ -27,25 +38,64 @@ def test_a_difference_is_decided_by_its_holm_adjusted_p_and_its_side():
     assert noisy["verdict"].startswith("inconclusive: the interval allows ") and "equal" not in noisy["verdict"]
 
 
-def test_holm_across_the_verdicts_of_a_claim_can_undo_a_raw_decision():
-    """Two verdicts with raw p just under 0.05: alone each is decided, together Holm keeps neither."""
+DIFFS = np.array([-0.20, -0.10, -0.15, 0.0, -0.25])  # t = 3.25 on 4 df
+
+
+def test_the_primary_is_tested_alone_and_the_exploratory_verdicts_among_themselves():
+    """Raw p 0.0312 (hand: t = 3.25, 4 df) for every verdict. The primary keeps it whatever else the
+    file asks; two exploratory verdicts are Holm-adjusted between themselves to 2p = 0.063."""
+    m, se, df = _hand_t(DIFFS)
+    raw = 2 * stats.t.sf(abs(m / se), df)
+    assert raw == pytest.approx(0.0312, abs=1e-4)
     b = np.ones(5)
-    a = b + np.array([-0.20, -0.10, -0.15, 0.0, -0.25])  # t = 3.25 on 4 df: raw p 0.031, twice that 0.063
-    single = family([_verdict()], _groups(a, b), {}, 5)[0]
-    assert single["p"] < 0.05 and single["p_holm"] == pytest.approx(single["p"]) and single["verdict"] == "supported"
-    both = family([_verdict(), _verdict(claim="d")], _groups(a, b), {}, 5)
-    assert [e["p_holm"] for e in both] == pytest.approx([min(1.0, 2 * single["p"])] * 2)
-    assert all(e["verdict"].startswith("inconclusive") for e in both) and both[0]["family_size"] == 2
+    verdicts = [_verdict(primary=True), _verdict(claim="d"), _verdict(claim="e")]
+    primary, d, e = family(verdicts, _groups(b + DIFFS, b), {}, 5)
+    assert primary["p"] == pytest.approx(raw) and primary["p_adjusted"] == pytest.approx(raw)
+    assert primary["verdict"] == "supported" and primary["family_size"] == 1
+    assert [d["p_adjusted"], e["p_adjusted"]] == pytest.approx([2 * raw, 2 * raw])
+    assert d["verdict"].startswith("inconclusive") and d["family_size"] == 2
+    alone = family([_verdict(primary=True)], _groups(b + DIFFS, b), {}, 5)[0]
+    assert alone["p_adjusted"] == primary["p_adjusted"] and alone["verdict"] == primary["verdict"]
+    (single,) = family([_verdict(claim="d")], _groups(b + DIFFS, b), {}, 5)
+    assert single["p_adjusted"] == pytest.approx(raw) and single["verdict"] == "supported"
 
 
-def test_equivalence_is_a_claim_of_its_own():
-    rng = np.random.default_rng(2)
-    b = rng.normal(1.0, 0.05, 8)
-    eq = _verdict(test="equivalence", margin=0.02)
-    assert family([eq], _groups(b + rng.normal(0, 0.002, 8), b), {}, 5)[0]["verdict"].startswith(
-        "supported: equivalent within ±0.02")
-    assert family([eq], _groups(b + 0.1 + rng.normal(0, 0.002, 8), b), {}, 5)[0]["verdict"].startswith("contradicted")
-    assert family([eq], _groups(b + rng.normal(0, 0.05, 8), b), {}, 5)[0]["verdict"].startswith("inconclusive")
+@given(st.lists(st.floats(-1, 1), min_size=5, max_size=8), st.integers(0, 6))
+@settings(max_examples=25, deadline=None)
+def test_no_number_of_exploratory_verdicts_moves_the_primary(diffs, extra):
+    b = np.ones(len(diffs))
+    groups = _groups(b + np.array(diffs), b)
+    alone = family([_verdict(primary=True)], groups, {}, 5)[0]
+    crowded = family([_verdict(claim=f"x{i}") for i in range(extra)] + [_verdict(primary=True)], groups, {}, 5)[-1]
+    assert (crowded["p_adjusted"], crowded["verdict"]) == (alone["p_adjusted"], alone["verdict"])
+
+
+def _equivalence(diffs, margin, **kw):
+    b = np.ones(len(diffs))
+    return family([_verdict(test="equivalence", margin=margin, primary=True, **kw)],
+                  _groups(b + np.asarray(diffs), b), {}, 5)[0]
+
+
+@pytest.mark.parametrize("shift, margin, expected", [
+    (0.0, 0.05, "supported"),       # interval [-0.038, 0.038] (hand: sd 0.0358, se 0.0146, t 2.571): inside ± 0.05
+    (0.0, 0.02, "inconclusive"),    # straddles ± 0.02
+    (0.5, 0.2, "contradicted"),     # [0.462, 0.538]: wholly beyond + 0.2
+    (-0.5, 0.2, "contradicted"),    # wholly beyond - 0.2
+    (0.18, 0.2, "inconclusive"),    # [0.142, 0.218]: reaches past + 0.2
+])
+def test_one_interval_rule_decides_an_equivalence_both_ways(shift, margin, expected):
+    """Against hand values: p = 2·min(TOST p, beyond-margin p), and, with no adjustment, supported
+    exactly when the 95% t interval lies inside ± margin, contradicted exactly when wholly beyond."""
+    diffs = shift + np.array([0.05, -0.05, 0.02, -0.03, 0.01, 0.0])
+    m, se, df = _hand_t(diffs)
+    half = stats.t.ppf(0.975, df) * se
+    p_tost = max(stats.t.sf((m + margin) / se, df), stats.t.cdf((m - margin) / se, df))
+    p_beyond = stats.t.sf((m - margin) / se, df) if m >= 0 else stats.t.cdf((m + margin) / se, df)
+    e = _equivalence(diffs, margin)
+    assert e["p"] == pytest.approx(min(1.0, 2 * min(p_tost, p_beyond)), rel=1e-6)
+    inside, beyond = (-margin < m - half and m + half < margin), (m - half > margin or m + half < -margin)
+    assert e["verdict"].startswith(expected)
+    assert (expected == "supported") == inside and (expected == "contradicted") == beyond
 
 
 def test_too_few_seeds_decide_nothing_and_leave_the_family():
@@ -53,9 +103,54 @@ def test_too_few_seeds_decide_nothing_and_leave_the_family():
     entries = family([_verdict(), _verdict(claim="d", arm="b", baseline=None)],
                      {"a": {"m": dict(enumerate(b - 1))}, "b": {"m": {0: 1.0, 1: 1.0, 2: 1.1, 3: 1.0, 4: 1.05}}},
                      {}, 5)
-    assert entries[0]["verdict"] == "too few seeds (n = 3; at least 5 decide)" and entries[0]["p_holm"] is None
-    assert entries[1]["family_size"] == 1 and entries[1]["p_holm"] == pytest.approx(entries[1]["p"])
+    assert entries[0]["verdict"] == "too few seeds (n = 3; at least 5 decide)" and entries[0]["p_adjusted"] is None
+    assert entries[1]["family_size"] == 1 and entries[1]["p_adjusted"] == pytest.approx(entries[1]["p"])
     assert decide({"interval": {"n": 0}, "metric": "m"}, None).startswith("not measured")
+
+
+def test_every_verdict_reports_what_its_seeds_can_see():
+    """The MDE at 80% power against a noncentral-t hand computation; the exploratory one at α / k."""
+    b = np.ones(5)
+    verdicts = [_verdict(primary=True, smallest_effect=0.05), _verdict(claim="d"), _verdict(claim="e")]
+    primary, d, _ = family(verdicts, _groups(b + DIFFS, b), {}, 5)
+    sd = DIFFS.std(ddof=1)
+
+    def power(effect, alpha):
+        crit = stats.t.ppf(1 - alpha / 2, 4)
+        nc = effect / sd * np.sqrt(5)
+        return stats.nct.sf(crit, 4, nc) + stats.nct.cdf(-crit, 4, nc)
+
+    assert power(primary["power"]["mde"], 0.05) == pytest.approx(0.8, abs=1e-3)
+    assert power(d["power"]["mde"], 0.025) == pytest.approx(0.8, abs=1e-3)
+    assert d["power"]["mde"] > primary["power"]["mde"]
+    assert primary["power"]["power"] == pytest.approx(power(0.05, 0.05), abs=1e-3)
+    need = primary["power"]["seeds_needed"]
+    assert need > 5 and _power_at(sd, need, 0.05) >= 0.8 > _power_at(sd, need - 1, 0.05)
+
+
+def _power_at(sd, n, effect):
+    crit = stats.t.ppf(0.975, n - 1)
+    nc = effect / sd * np.sqrt(n)
+    return stats.nct.sf(crit, n - 1, nc) + stats.nct.cdf(-crit, n - 1, nc)
+
+
+def test_an_equivalence_reports_the_margin_its_seeds_can_prove():
+    sd, n = 0.05, 6
+    pw = power_analysis(sd, n, 0.05, 0.02, "equivalence")
+    hand = (stats.t.ppf(0.975, n - 1) + stats.t.ppf(0.9, n - 1)) * sd / np.sqrt(n)
+    assert pw["mde"] == pytest.approx(hand) and pw["power"] < 0.8
+    assert power_analysis(sd, pw["seeds_needed"], 0.05, 0.02, "equivalence")["power"] >= 0.8
+    assert power_analysis(sd, pw["seeds_needed"] - 1, 0.05, 0.02, "equivalence")["power"] < 0.8
+
+
+def test_a_primary_that_cannot_reach_80_percent_power_says_so_before_training():
+    ok = planned_power("c", [_verdict(primary=True, smallest_effect=0.1, expected_sd=0.02)], 5)
+    short = planned_power("c", [_verdict(primary=True, smallest_effect=0.02, expected_sd=0.05)], 5)
+    assert len(ok) == 1 and "reaches" in ok[0]
+    need = power_analysis(0.05, 5, 0.05, 0.02)["seeds_needed"]
+    assert short == [f"[power] c: the primary cannot reach 80% power at 5 seeds: 0.02 needs {need} seeds at sd 0.05; "
+                     f"these seeds can see {power_analysis(0.05, 5, 0.05)['mde']:.3g} or more"]
+    assert planned_power("c", [_verdict(smallest_effect=0.02, expected_sd=0.05)], 5) == []  # exploratory: silent
 
 
 def _sweep(diverged_seeds):
