@@ -308,7 +308,8 @@ def _add_data(sub) -> None:
     data_sub = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
     p = _command(data_sub, "prepare", "tokenize sources into uint16 shards + manifest.json", _data_prepare)
     p.add_argument("--source", action="append", required=True,
-                   help="a path, directory, glob, 'embedded[:N[:SEED]]' or hub name (repeatable)")
+                   help="a path, directory, glob, 'embedded[:N[:SEED]]', 'synthetic:TASK:N[:key=value,...]' "
+                        "or hub name (repeatable)")
     p.add_argument("--out", required=True, help="output directory (new, or one prepared from the same inputs)")
     p.add_argument("--val-fraction", type=FRACTION, default=0.01, help="fraction of documents in the val split")
     p.add_argument("--max-docs", type=COUNT, default=None, help="stop after this many documents (None: all)")

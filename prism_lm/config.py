@@ -49,17 +49,22 @@ RESUME_SAFE_KEYS = frozenset({"run.out_dir", "run.progress", "run.device", "run.
                               "run.keep_checkpoints", "run.parallel"}) | WANDB_KEYS
 
 
+SAMPLERS = ("random", "sequential", "bos")
+
+
 @dataclass
 class DataConfig:
     dir: str = "data/embedded"  # a prepared shard directory (see `prism data prepare`)
-    sampler: str = "random"  # random (nanoGPT windows) | sequential (epochs, exact resume)
+    # random (nanoGPT windows) | sequential (epochs, exact resume) | bos (random windows that start at a
+    # document's <|endoftext|>: every sequence has the same first token, where trained LMs form sinks)
+    sampler: str = "random"
     # > 0: train on the first 1 - holdout of the train split and score on its last part, never on val
     # (how a sweep's [tune] runs choose hyper-parameters on data the verdicts never score)
     holdout: float = 0.0
 
     def validate(self) -> None:
-        if self.sampler not in ("random", "sequential"):
-            raise PrismError(f"data.sampler must be 'random' or 'sequential', got {self.sampler!r}")
+        if self.sampler not in SAMPLERS:
+            raise PrismError(f"data.sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
         if not 0.0 <= self.holdout < 1.0:
             raise PrismError(f"data.holdout must be in [0, 1), got {self.holdout}")
 

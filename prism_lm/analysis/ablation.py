@@ -10,6 +10,8 @@ changes nothing is not needed for it.
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import torch
 
@@ -32,13 +34,13 @@ def default_interventions(model: PrismLM) -> dict[str, dict]:
 
 
 @torch.no_grad()
-def _token_losses(model: PrismLM, rows: torch.Tensor, edit: dict | None) -> torch.Tensor:
+def _token_losses(model: PrismLM, rows: torch.Tensor, edit: dict | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, T) per-token losses and (B, T) whether each target is the top prediction, under ``edit``."""
     device = next(model.parameters()).device
     x, y = rows[:, :-1].to(device), rows[:, 1:].to(device)
-    if edit is None:
-        return model(x, y, reduction="none").loss.cpu()
-    with intervene(model, **edit):
-        return model(x, y, reduction="none").loss.cpu()
+    with contextlib.nullcontext() if edit is None else intervene(model, **edit):
+        out = model(x, y, reduction="none")
+    return out.loss.cpu(), (out.logits.argmax(-1) == y).cpu()
 
 
 def _recall_mask(shards: ShardSet, ids: list[int], T: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -67,21 +69,25 @@ def intervention_effects(model: PrismLM, shards: ShardSet, interventions: dict[s
     n = min(max_windows, (len(shards) - 1) // T)
     kinds = shards.manifest.get("annotation_kinds", [])
     base, edited, masks, kind_ids, distances = [], {name: [] for name in interventions}, [], [], []
+    base_hits, edited_hits = [], {name: [] for name in interventions}
     for first in range(0, n, batch_size):
         ids = list(range(first, min(first + batch_size, n)))
         rows = torch.from_numpy(shards.windows([w * T for w in ids], T + 1))
-        base.append(_token_losses(model, rows, None))
-        for name, edit in interventions.items():
-            edited[name].append(_token_losses(model, rows, edit))
+        for losses, hits, (nll, correct) in ((base, base_hits, _token_losses(model, rows, None)),
+                                             *((edited[k], edited_hits[k], _token_losses(model, rows, e))
+                                               for k, e in interventions.items())):
+            losses.append(nll)
+            hits.append(correct)
         mask, kind, distance = _recall_mask(shards, ids, T)
         masks.append(mask)
         kind_ids.append(kind)
         distances.append(distance)
     base_nll, mask, kind, distance = torch.cat(base), torch.cat(masks), torch.cat(kind_ids), torch.cat(distances)
+    base_correct = torch.cat(base_hits)
     buckets = {distance_bucket(lo): mask & (distance >= lo) & (distance <= (hi or T)) for lo, hi in DISTANCE_BUCKETS}
     out = {"windows": n, "tokens": int(mask.numel()), "recall_tokens": int(mask.sum()),
            "base": {"all": _mean(base_nll.flatten()), "recall": _mean(base_nll[mask]),
-                    "other": _mean(base_nll[~mask])},
+                    "other": _mean(base_nll[~mask]), "recall_accuracy": _mean(base_correct[mask].float())},
            "effects": {}}
     groups = {"all": torch.ones_like(mask), "recall": mask, "other": ~mask,
               **{f"recall: {k}": kind == i for i, k in enumerate(kinds)},
@@ -91,6 +97,7 @@ def intervention_effects(model: PrismLM, shards: ShardSet, interventions: dict[s
         out["effects"][name] = {
             "edit": interventions[name], "all_delta": _mean(delta.flatten()), "recall_delta": _mean(delta[mask]),
             "other_delta": _mean(delta[~mask]),
+            "recall_accuracy": _mean(torch.cat(edited_hits[name])[mask].float()),
             "by_kind": {k: _mean(delta[kind == i]) for i, k in enumerate(kinds) if bool((kind == i).any())},
             "by_distance": {b: _mean(delta[m]) for b, m in buckets.items() if bool(m.any())},
             "support": {group: _support(delta, m) for group, m in groups.items() if bool(m.any())}}

@@ -31,7 +31,8 @@ attention mass that query r - 1 (the position that predicts token r) puts on key
 **antecedent hit rate** of a head is its mean over recall tokens. Two nulls sit beside it: the
 uniform head's rate (1 / the number of visible keys) and the **lag-matched null**, the head's own
 mean attention at that recall's lag, so a head that simply attends at that distance does not look
-as if it found the antecedent. The per-token loss is split into recall tokens and all other tokens,
+as if it found the antecedent. The **answer accuracy** is the fraction of recall tokens that are the
+model's top prediction (Zoology's MQAR accuracy). The per-token loss is split into recall tokens and all other tokens,
 and recall tokens again by dependency kind (object, name, pet, cause) and by distance bucket, with
 each stream's hit rate and lag-matched null per kind: only some kinds are predictable from context,
 and the mean over all of them hides which.
@@ -55,6 +56,7 @@ import torch
 import torch.nn.functional as F
 
 from prism_lm.analysis.capture import capture_attention, hook_name
+from prism_lm.analysis.measures import PATTERN_MEASURES, STREAM_DIFF_COLUMNS
 from prism_lm.data.embedded import WORD_CLASSES, word_class
 from prism_lm.data.shards import ShardSet
 from prism_lm.model import PrismLM
@@ -63,17 +65,25 @@ from prism_lm.stats import bootstrap_diff
 
 CLASSES = (*WORD_CLASSES, "other")
 DISTANCE_BUCKETS = ((1, 16), (17, 64), (65, None))  # recall-to-antecedent distance in tokens, inclusive
-METRICS = ("mean_distance", "median_lag", "entropy", "mass_within_8", "mass_beyond_64", "profile_sharpness",
-           "mass_self", "mass_lags_1_8", "mass_beyond_8", "entropy_relative", "sink_first", "sink_first4")
+METRICS = PATTERN_MEASURES  # every per-head measure of the attention pattern alone (analysis/measures.py)
 
 
 def sink_masses(A: torch.Tensor) -> dict[str, torch.Tensor]:
     """A (B, heads, T, T) -> per head (heads,): the mean attention on the window's first position
-    (queries after it) and on its first four (queries after them)."""
+    (queries after it) and on its first four (queries after them); the latter relative to a uniform
+    head's at this window (``sink_first4_rel``: 1 is no sink) and as a share of the mass off the own
+    token (``sink_first4_nonself``)."""
     ones = torch.ones(A.shape[1], dtype=A.dtype)
     T = A.shape[-1]
-    return {"sink_first": A[..., 1:, 0].mean(dim=(0, 2)) if T > 1 else ones,
-            "sink_first4": A[..., 4:, :4].sum(-1).mean(dim=(0, 2)) if T > 4 else ones}
+    if T <= 4:
+        return {"sink_first": A[..., 1:, 0].mean(dim=(0, 2)) if T > 1 else ones, "sink_first4": ones,
+                "sink_first4_rel": ones, "sink_first4_nonself": ones}
+    first4 = A[..., 4:, :4].sum(-1)  # (B, heads, T - 4)
+    uniform = float((4.0 / torch.arange(5, T + 1, dtype=torch.float64)).mean())
+    off_self = (1.0 - torch.diagonal(A, dim1=-2, dim2=-1)[..., 4:]).clamp_min(1e-12)
+    return {"sink_first": A[..., 1:, 0].mean(dim=(0, 2)), "sink_first4": first4.mean(dim=(0, 2)),
+            "sink_first4_rel": first4.mean(dim=(0, 2)) / uniform,
+            "sink_first4_nonself": (first4 / off_self).clamp(max=1.0).mean(dim=(0, 2))}
 
 
 def pattern_metrics(A: torch.Tensor, far: int | None = None) -> dict[str, torch.Tensor]:
@@ -106,10 +116,17 @@ def pattern_metrics(A: torch.Tensor, far: int | None = None) -> dict[str, torch.
     # entropy over each query's visible keys relative to the uniform's log(i + 1) (query 0 has one key)
     keys = torch.arange(1, T + 1, dtype=A.dtype)
     per_query = -(A * torch.log(A.clamp_min(1e-12))).sum(-1)[..., 1:] / torch.log(keys[1:])
+    # far and focused: mass beyond lag 8 off the first four keys (a sink is not a far dependency) times the
+    # query's focus (1 - relative entropy); 0 for a uniform head, a sink, or any head near its queries
+    off_sink = torch.ones(T, T)
+    off_sink[:, :4] = 0.0
+    far_mass = (A * ((lag > 8) * off_sink)).sum(-1)[..., 1:]  # (B, heads, T - 1)
     out = {"mean_distance": mean_distance, "median_lag": median_lag, "entropy": entropy, "mass_within_8": within,
            "mass_beyond_64": beyond, "profile": profile, "logit_profile": logit_profile,
            "mass_self": self_mass, "mass_lags_1_8": local, "mass_beyond_8": 1.0 - self_mass - local,
-           "entropy_relative": per_query.mean(dim=(0, 2)) if T > 1 else torch.ones(NH), **sink_masses(A)}
+           "entropy_relative": per_query.mean(dim=(0, 2)) if T > 1 else torch.ones(NH),
+           "far_focus": (far_mass * (1.0 - per_query)).mean(dim=(0, 2)) if T > 1 else torch.zeros(NH),
+           **sink_masses(A)}
     if far is not None:
         out["mass_beyond_far"] = (A * (lag > far)).sum(-1).mean(dim=(0, 2))
     return out
@@ -182,6 +199,7 @@ def head_statistics(model: PrismLM, shards: ShardSet, max_windows: int | None = 
     if acc.recall_loss:
         result["recall_loss"] = {
             "recall_tokens": len(acc.recall_loss), "recall_mean": float(np.mean(acc.recall_loss)),
+            "recall_accuracy": float(np.mean(acc.recall_correct)),
             "other_tokens": len(acc.other_loss), "other_mean": float(np.mean(acc.other_loss)),
             "by_kind": _recall_groups(acc.recall_loss, [acc.kinds[k] for k in acc.recall_kind], flat, names),
             "by_distance": _recall_groups(acc.recall_loss, [distance_bucket(d) for d in acc.recall_dist])}
@@ -205,6 +223,7 @@ class _HeadSums:
         self.class_mass: list[torch.Tensor | None] = [None] * n_layers  # per layer: (heads, classes)
         self.hits = [[] for _ in range(n_layers)]  # per layer: (heads,) masses, lag and kind id, per recall token
         self.recall_loss, self.recall_kind, self.recall_dist, self.other_loss, self.uniform = [], [], [], [], []
+        self.recall_correct: list[bool] = []
         self.streams = self.heads = None
 
     def add(self, model: PrismLM, ids: list[int]) -> None:
@@ -213,7 +232,8 @@ class _HeadSums:
         cache = capture_attention(model, rows[:, :-1])
         self.streams, self.heads = cache.streams, cache.heads_per_stream
         nll = lm_cross_entropy(cache.logits, rows[:, 1:], reduction="none")  # (B, T)
-        pairs = self._recall_pairs(ids, nll)
+        correct = cache.logits.argmax(-1) == rows[:, 1:]  # (B, T): the answer is the top prediction
+        pairs = self._recall_pairs(ids, nll, correct)
         onehot = F.one_hot(self.classes[rows[:, :-1]], len(CLASSES)).float()  # (B, T, classes) of each key
         for layer in range(self.L):
             A = cache[hook_name(layer)]
@@ -224,9 +244,11 @@ class _HeadSums:
             for row, q, key, kind in pairs:
                 self.hits[layer].append((A[row, :, q, key].numpy(), q - key, kind))
 
-    def _recall_pairs(self, ids: list[int], nll: torch.Tensor) -> list[tuple[int, int, int, int]]:
+    def _recall_pairs(self, ids: list[int], nll: torch.Tensor,
+                      correct: torch.Tensor) -> list[tuple[int, int, int, int]]:
         """(row, query, key, kind) for recall tokens whose antecedent is inside the window; records
-        their losses, kinds, distances and the uniform head's rate, and the other tokens' losses."""
+        their losses, whether each was the top prediction, kinds, distances and the uniform head's
+        rate, and the other tokens' losses."""
         T, notes = self.T, self.notes
         recall_mask = torch.zeros(len(ids), T, dtype=torch.bool)
         pairs = []
@@ -237,6 +259,7 @@ class _HeadSums:
                 recall_mask[row, r - start - 1] = True  # target position r - start - 1 predicts token r
                 pairs.append((row, r - start - 1, a - start, int(kind)))
                 self.recall_loss.append(float(nll[row, r - start - 1]))
+                self.recall_correct.append(bool(correct[row, r - start - 1]))
                 self.recall_kind.append(int(kind))
                 self.recall_dist.append(int(r - a))
                 self.uniform.append(1.0 / (r - start))
@@ -320,7 +343,7 @@ def _compare(flat: list[dict], streams: list[str]) -> dict:
     if len(streams) < 2:
         return {}
     a_name, b_name = streams[0], streams[1]
-    keys = [k for k in (*METRICS, "mass_beyond_far", "antecedent_hit_rate", "selectivity") if k in flat[0]]
+    keys = [k for k in STREAM_DIFF_COLUMNS if k in flat[0]]
     out = {"a": a_name, "b": b_name, "interval": "95% percentile bootstrap over the heads of this one model, "
                                                  "resampled within each layer"}
     a_heads = [e for e in flat if e["stream"] == a_name]
@@ -351,10 +374,12 @@ def cache_sinks(cache) -> dict[str, dict[str, float]]:
 
 @torch.no_grad()
 def sink_by_window_start(model: PrismLM, shards: ShardSet, max_windows: int = 16, batch_size: int = 8) -> dict:
-    """Sink mass per stream on windows that start at a document's first token and on windows that
-    start in the middle of one (half a window in), over up to ``max_windows`` of each. A head that
-    sinks only where the first position is a document start reads the start token; one that sinks on
-    both uses the first position as such (what a position code alone can produce)."""
+    """Sink mass per stream on windows that start at a document's first token, on windows that start
+    in the middle of one (half a window in), and on windows that start at the ``<|endoftext|>``
+    before a document (``bos``: the layout of ``data.sampler = "bos"``, every sequence opening on the
+    same token), over up to ``max_windows`` of each. A head that sinks only where the first position is
+    a document start reads the start token; one that sinks on both uses the first position as such
+    (what a position code alone can produce)."""
     T = model.config.block_size
     span = min(len(shards), 64 * T * max(1, max_windows))
     tokens = shards.window(0, span)
@@ -362,8 +387,9 @@ def sink_by_window_start(model: PrismLM, shards: ShardSet, max_windows: int = 16
     doc = [int(s) for s in starts if s + T + 1 <= span][:max_windows]
     nxt = {int(a): int(b) for a, b in zip(starts[:-1], starts[1:], strict=True)}
     mid = [s + T // 2 for s in doc if nxt.get(s, span) > s + T // 2 + 1 and s + T // 2 + T + 1 <= span]
-    out: dict = {"windows": {"doc_start": len(doc), "mid_doc": len(mid)}}
-    for where, chosen in (("doc_start", doc), ("mid_doc", mid)):
+    bos = [s - 1 for s in doc]
+    out: dict = {"windows": {"doc_start": len(doc), "mid_doc": len(mid), "bos": len(bos)}}
+    for where, chosen in (("doc_start", doc), ("mid_doc", mid), ("bos", bos)):
         parts = [(len(chosen[i:i + batch_size]), stream_sinks(model, torch.from_numpy(
             shards.windows(chosen[i:i + batch_size], T)))) for i in range(0, len(chosen), batch_size)]
         out[where] = {s: {k: sum(n * p[s][k] for n, p in parts) / len(chosen) for k in parts[0][1][s]}

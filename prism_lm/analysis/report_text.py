@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from prism_lm import render
-from prism_lm.analysis.heads import METRICS
+from prism_lm.analysis.measures import MEASURES, glossary
 from prism_lm.stats import bootstrap_diff
 
 FIGURES = {
@@ -192,8 +192,7 @@ def _intervention_tables(report: dict) -> list:
 def _head_tables(report: dict) -> list:
     tables = []
     heads = report["heads"]
-    cols = [k for k in (*METRICS, "mass_beyond_far", "antecedent_hit_rate", "antecedent_lag_null")
-            if k in heads["heads"][0]]
+    cols = [k for k in MEASURES if k in heads["heads"][0]]
     where = f"{report['split']} split" + (f", checkpoint step {report['checkpoint_step']}"
                                          if report.get("checkpoint_step") is not None else "")
     tables.append((f"Head statistics ({where}; {heads['windows']} windows, {heads['tokens']:,} tokens)",
@@ -201,6 +200,10 @@ def _head_tables(report: dict) -> list:
                    "its hit rate on the word a recall refers back to beside what its distance profile alone gives.",
                    ["layer", "head", "stream", *cols],
                    [[e["layer"], e["head"], e["stream"], *[e[c] for c in cols]] for e in heads["heads"]]))
+    tables.append(("What each measure means (the registry, analysis/measures.py)",
+                   "Each measure's definition, its value for a head that spreads its mass evenly over the visible keys "
+                   "(at a 128-token window; a value near it is no finding), and the look-alikes it tells apart.",
+                   ["measure", "definition", "uniform head (T = 128)", "tells apart"], glossary()))
     comp = heads.get("comparison")
     if comp:
         tables.append((f"{comp['a']} minus {comp['b']} (mean over heads; {comp['interval']})",

@@ -1,6 +1,9 @@
 """Batches of (x, y) windows for training, with a state that can be saved for exact resume.
 
-- ``RandomWindows``: nanoGPT's sampler, B random offsets per batch (with replacement).
+- ``RandomWindows``: nanoGPT's sampler, B random offsets per batch (with replacement); with
+  ``bos``, the offsets are drawn among the split's ``<|endoftext|>`` tokens, so every window
+  starts with the same token, a BOS (``data.sampler = "bos"``: trained LMs form attention sinks on
+  a shared first token, and the sink claims need one to exist).
 - ``SequentialWindows``: non-overlapping windows of T+1 tokens, shuffled once per epoch with
   seed + epoch, without replacement.
 
@@ -30,13 +33,14 @@ def _to_device(x: np.ndarray, y: np.ndarray, device: torch.device):
 
 class RandomWindows:
     def __init__(self, shards: ShardSet, batch_size: int, block_size: int, seed: int, rank: int = 0,
-                 world_size: int = 1, device: torch.device | str = "cpu"):
+                 world_size: int = 1, device: torch.device | str = "cpu", bos: bool = False):
         if len(shards) <= block_size + 1:
             raise PrismError(f"{shards.split} split has {len(shards)} tokens, "
                              f"need more than block size {block_size} + 1")
         self.shards, self.batch_size, self.block_size = shards, batch_size, block_size
         self.seed, self.rank, self.world_size, self.device = seed, rank, world_size, torch.device(device)
         self.batches = 0
+        self.starts = bos_starts(shards, block_size) if bos else None
 
     def state_dict(self) -> dict:
         return {"kind": "random", "batches": self.batches}
@@ -48,10 +52,27 @@ class RandomWindows:
 
     def next_batch(self):
         rng = np.random.default_rng([self.seed, self.batches * self.world_size + self.rank])
-        starts = rng.integers(0, len(self.shards) - self.block_size - 1, size=self.batch_size)
+        if self.starts is None:
+            starts = rng.integers(0, len(self.shards) - self.block_size - 1, size=self.batch_size)
+        else:
+            starts = self.starts[rng.integers(0, len(self.starts), size=self.batch_size)]
         rows = self.shards.windows(starts, self.block_size + 1)
         self.batches += 1
         return _to_device(rows[:, :-1], rows[:, 1:], self.device)
+
+
+def bos_starts(shards: ShardSet, block_size: int, chunk: int = 1 << 24) -> np.ndarray:
+    """The offsets of the split's ``<|endoftext|>`` tokens that a window of block_size + 1 fits after
+    (read in chunks: the split is never held whole)."""
+    eot, n, found = shards.codec().eot, len(shards), []
+    for first in range(0, n, chunk):
+        found.append(np.flatnonzero(shards.window(first, min(chunk, n - first)) == eot) + first)
+    starts = np.concatenate(found) if found else np.zeros(0, np.int64)
+    starts = starts[starts + block_size + 1 <= n]
+    if not len(starts):
+        raise PrismError(f"data.sampler = 'bos': the {shards.split} split has no <|endoftext|> with "
+                         f"{block_size + 1} tokens after it (documents are separated by it)")
+    return starts
 
 
 class SequentialWindows:
@@ -104,6 +125,6 @@ class SequentialWindows:
 
 def make_loader(kind: str, shards: ShardSet, batch_size: int, block_size: int, seed: int, rank: int = 0,
                 world_size: int = 1, device: torch.device | str = "cpu"):
-    if kind == "random":
-        return RandomWindows(shards, batch_size, block_size, seed, rank, world_size, device)
+    if kind in ("random", "bos"):
+        return RandomWindows(shards, batch_size, block_size, seed, rank, world_size, device, bos=kind == "bos")
     return SequentialWindows(shards, batch_size, block_size, seed, rank, world_size, device)

@@ -28,9 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from prism_lm.data.embedded import KINDS
 from prism_lm.data.shards import FORMAT, HEADER_BYTES, SPLITS, ShardSet, read_manifest, write_header
 from prism_lm.data.sources import Document, Source, file_sha256
+from prism_lm.data.synthetic import ANNOTATION_KINDS
 from prism_lm.data.tokenizer import EOT_ID, GPT2_VOCAB, Codec, gpt2_encoding
 from prism_lm.errors import PrismError, warn
 from prism_lm.files import WriterLock, atomic_directory, clean_temporaries, disk_errors, write_json
@@ -53,7 +53,8 @@ def tokenize_document(doc: Document) -> tuple[np.ndarray, list[tuple[int, int, i
         def token_at(char: int) -> int:
             return bisect.bisect_right(starts, len(doc.text[:char].encode("utf-8"))) - 1
 
-        deps = [(token_at(d.recall_start), token_at(d.ante_start), KINDS.index(d.kind)) for d in doc.dependencies]
+        deps = [(token_at(d.recall_start), token_at(d.ante_start), ANNOTATION_KINDS.index(d.kind))
+                for d in doc.dependencies]
     return np.asarray(tokens, dtype=np.uint16), deps
 
 
@@ -226,7 +227,7 @@ def _prepare(sources, inputs, out_dir: Path, val_fraction, max_docs, workers, sh
                     shard["sha256"] = file_sha256(tmp / shard["file"])
             manifest = {"format": FORMAT, "inputs": inputs, "tokenizer": codec.to_json(),
                         "dtype": "uint16", "header_bytes": HEADER_BYTES,
-                        "annotation_kinds": list(KINDS), "splits": splits}
+                        "annotation_kinds": list(ANNOTATION_KINDS), "splits": splits}
             write_json(tmp / "manifest.json", manifest)
     return manifest, True
 

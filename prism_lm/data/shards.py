@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from prism_lm.data.embedded import KINDS
+from prism_lm.data.synthetic import ANNOTATION_KINDS
 from prism_lm.data.tokenizer import Codec
 from prism_lm.errors import PrismError
 from prism_lm.files import file_digest, read_tagged_json
@@ -217,12 +217,13 @@ class ShardSet:
         if notes.dtype != np.int64 or notes.ndim != 2 or notes.shape[1] != 3:
             raise PrismError(f"annotations file {path} holds {notes.dtype} {notes.shape}, not int64 (N, 3); "
                              "prepare the data again")
-        bad = np.flatnonzero((notes[:, 2] < 0) | (notes[:, 2] >= len(KINDS)) | (notes[:, :2] < 0).any(axis=1)
+        kinds = len(ANNOTATION_KINDS)
+        bad = np.flatnonzero((notes[:, 2] < 0) | (notes[:, 2] >= kinds) | (notes[:, :2] < 0).any(axis=1)
                              | (notes[:, :2] >= self.info["tokens"]).any(axis=1))
         if len(bad):
             raise PrismError(f"annotations file {path}: row {bad[0]} {notes[bad[0]].tolist()} is not (recall, "
                              f"antecedent, kind) with positions in the split's {self.info['tokens']:,} tokens and a "
-                             f"kind id below {len(KINDS)}; prepare the data again")
+                             f"kind id below {kinds}; prepare the data again")
         if self.first == 0 and self.total == self.info["tokens"]:
             return notes
         inside = (notes[:, 1] >= self.first) & (notes[:, 0] < self.first + self.total)  # both ends in this view

@@ -2,13 +2,16 @@
 
 A source spec is one of:
 - ``embedded`` or ``embedded:N`` (N stories, default 20000) or ``embedded:N:SEED``;
+- ``synthetic:TASK:N[:key=value,...]``: N documents of a recall task with its answers annotated
+  (``mqar`` or ``induction``, ``data/synthetic.py``), e.g. ``synthetic:mqar:20000:pairs=8,vocab=64``;
 - a path to a ``.txt`` file in the ``<|endoftext|>`` layout, a ``.jsonl`` or ``.parquet`` file with a
   ``text`` column, or a ``datasets`` ``save_to_disk`` folder (it has ``dataset_info.json``);
 - a directory (every supported file below it, sorted) or a glob;
 - a Hugging Face hub name such as ``roneneldan/TinyStories`` (optionally ``name:split``), loaded
   lazily through ``datasets``; offline this is a one-line error that says to pass local files.
 
-Every source yields ``Document(text, dependencies, ends)``; only the embedded corpus has dependencies.
+Every source yields ``Document(text, dependencies, ends)``; only the embedded corpus and the
+synthetic tasks have dependencies.
 
 Bounded memory, whatever the input: files are read as streams (``.txt`` and ``.jsonl`` by line,
 ``.parquet`` by record batch within its row groups, a ``datasets`` folder batch by batch from its
@@ -29,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from prism_lm.data.embedded import Dependency, generate_story
+from prism_lm.data.synthetic import parse_task
 from prism_lm.errors import PrismError
 from prism_lm.files import file_digest
 
@@ -244,6 +248,11 @@ class Source:
             for i in range(count):
                 story = generate_story(i, seed)
                 yield Document(story.text, story.dependencies)
+        elif self._kind == "synthetic":
+            task = self._args
+            for i in range(task.count):
+                doc = task.document(i)
+                yield Document(doc.text, doc.dependencies)
         elif self._kind == "hub":
             for row, text in enumerate(_hub_texts(*self._args), 1):
                 if text:
@@ -257,6 +266,9 @@ class Source:
         """What identifies the input: file sizes and sha256, or the generator's arguments."""
         if self._kind == "embedded":
             return {"spec": self.spec, "embedded": {"stories": self._args[0], "seed": self._args[1]}}
+        if self._kind == "synthetic":
+            task = self._args
+            return {"spec": self.spec, "synthetic": {"task": task.name, "documents": task.count, **task.params}}
         if self._kind == "hub":
             return {"spec": self.spec, "hub": list(self._args)}
         return {"spec": self.spec, "files": [_file_fingerprint(p) for p in self._paths]}
@@ -273,6 +285,8 @@ def _parse(spec: str):
         if count < 1 or len(parts) > 2:
             raise PrismError(f"embedded source must be embedded[:N[:SEED]] with N >= 1, got {spec!r}")
         return "embedded", [], (count, seed)
+    if spec.startswith("synthetic:"):
+        return "synthetic", [], parse_task(spec)
     path = Path(spec)
     if path.is_dir() and not (path / "dataset_info.json").is_file():
         files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in TEXT_SUFFIXES)
@@ -289,7 +303,8 @@ def _parse(spec: str):
     if HUB_NAME.fullmatch(spec) and not spec.endswith(TEXT_SUFFIXES):
         name, _, split = spec.partition(":")
         return "hub", [], (name, split or "train")
-    raise PrismError(f"source not found: {spec} (a path, a glob, 'embedded', or a hub name like owner/name)")
+    raise PrismError(f"source not found: {spec} (a path, a glob, 'embedded', 'synthetic:TASK:N', or a hub name like "
+                     "owner/name)")
 
 
 def _hub_texts(name: str, split: str) -> Iterator[str]:

@@ -22,20 +22,19 @@ from pathlib import Path
 
 import numpy as np
 
+from prism_lm.analysis.measures import HEAD_COLUMNS, STREAM_DIFF_COLUMNS
 from prism_lm.config import TrainConfig, from_dict, to_dict
 from prism_lm.errors import DivergedError, PrismError
 from prism_lm.experiments.sweep_dir import SweepRun
 
 INTERRUPTED = 3
 PARENT_ENV = "PRISM_SWEEP_PID"  # set by a local sweep: the job dies with that process
-# per head and stream: averaged over a stream's heads into ``{stream}_{metric}`` columns
-HEAD_METRICS = ("median_lag", "mean_distance", "mass_beyond_far", "entropy", "antecedent_hit_rate",
-                "antecedent_lag_null", "mass_self", "mass_lags_1_8", "mass_beyond_8", "entropy_relative",
-                "sink_first", "sink_first4", "selectivity")
-# first-minus-second stream differences: ``stream_diff_{metric}`` columns (analysis.heads' comparison)
-STREAM_DIFF_METRICS = ("mean_distance", "median_lag", "entropy", "mass_within_8", "mass_beyond_64",
-                       "profile_sharpness", "mass_self", "mass_lags_1_8", "mass_beyond_8", "entropy_relative",
-                       "sink_first", "sink_first4", "mass_beyond_far", "antecedent_hit_rate", "selectivity")
+# per head and stream: averaged over a stream's heads into ``{stream}_{metric}`` columns, and first-minus-second
+# stream differences into ``stream_diff_{metric}``: the measures of the one registry (analysis/measures.py)
+HEAD_METRICS = HEAD_COLUMNS
+STREAM_DIFF_METRICS = STREAM_DIFF_COLUMNS
+SINK_MEASURES = ("sink_first", "sink_first4", "sink_first4_rel", "sink_first4_nonself")  # heads.sink_masses
+SINK_WINDOWS = ("doc_start", "mid_doc", "bos")  # where the sink columns' windows start (heads.sink_by_window_start)
 TRAINING_COLUMNS = ("steps", "tokens_seen", "train_seconds", "train_loss_final", "val_estimate_best",
                     "val_estimate_final", "grad_norm_max", "grad_norm_mean", "clipped_fraction", "logged_steps",
                     "diverged", "failed", "unigram_entropy", "parameters")
@@ -43,7 +42,8 @@ TRAINING_COLUMNS = ("steps", "tokens_seen", "train_seconds", "train_loss_final",
 
 def needs_annotations(column: str) -> bool:
     """Columns only a corpus with dependency annotations can fill (recall, antecedents, silenced streams)."""
-    return any(part in column for part in ("recall_loss", "other_loss", "antecedent", "selectivity", "_off_"))
+    return any(part in column for part in ("recall_loss", "other_loss", "recall_accuracy", "antecedent", "selectivity",
+                                           "_off_"))
 
 
 @dataclass
@@ -103,16 +103,18 @@ class EvaluateSpec:
         if not self.head_windows:
             return cols
         streams = ATTENTION_KINDS[cfg.model.attention].streams(cfg.model)
-        cols |= {f"{s}_{m}_{where}" for s in (*streams, "all") for m in ("sink_first", "sink_first4")
-                 for where in ("doc_start", "mid_doc")}
+        cols |= {f"{s}_{m}_{where}" for s in (*streams, "all") for m in SINK_MEASURES
+                 for where in SINK_WINDOWS}
         for prefix in ("", "init_") if self.initial else ("",):
             cols |= {f"{prefix}{s}_{m}" for s in streams for m in (*HEAD_METRICS, "diversity")}
             cols |= {f"{prefix}all_{m}" for m in HEAD_METRICS}
             if len(streams) > 1:
                 cols |= {f"{prefix}stream_diff_{m}" for m in STREAM_DIFF_METRICS}
-            cols |= {f"{prefix}recall_loss", f"{prefix}other_loss", *(f"{prefix}recall_loss_{k}" for k in KINDS)}
+            cols |= {f"{prefix}recall_loss", f"{prefix}other_loss", f"{prefix}recall_accuracy",
+                     *(f"{prefix}recall_loss_{k}" for k in KINDS)}
         if len(streams) > 1:  # the trained model with each stream silenced (annotated corpora)
             cols |= {f"{s}_off_{which}_delta" for s in streams for which in ("recall", "other")}
+            cols |= {f"{s}_off_recall_accuracy" for s in streams}
             cols |= {f"{s}_off_recall_delta_{_span_tag(lo, hi)}" for s in streams for lo, hi in DISTANCE_BUCKETS}
         if self.head_ablations:
             cols |= {f"{s}_head_ablation_{which}" for s in streams for which in ("mean", "spread")}
@@ -184,15 +186,25 @@ def _training_columns(cfg: TrainConfig) -> dict:
     }
 
 
+FAILURE_MARGIN = 0.1  # nats: a run ending within this of the unigram entropy learned nothing from context
+FAILURE_RULE = (f"failed: diverged, or a final whole-split val loss above the unigram entropy of the training "
+                f"tokens minus {FAILURE_MARGIN:g} nat (within {FAILURE_MARGIN:g} of what a model that ignores "
+                "context scores)")
+
+
+def is_failure(diverged: bool, loss: float | None, entropy: float | None) -> bool:
+    """The one failure rule (``FAILURE_RULE``): at the tiny scale a too-large learning rate ends at
+    the unigram entropy rather than in a non-finite loss, a hair below it as often as above."""
+    return bool(diverged or loss is None or entropy is None or loss > entropy - FAILURE_MARGIN)
+
+
 def _failure_columns(cfg: TrainConfig, spec: EvaluateSpec, row: dict) -> dict:
-    """``failed``: the run diverged, or its final whole-split loss is no better than the unigram entropy
-    of its training tokens (what a model that ignores context scores): at the tiny scale a too-large
-    learning rate ends there rather than in a non-finite loss."""
+    """``failed`` by ``is_failure``, with the unigram entropy it compares against."""
     from prism_lm.data.shards import training_splits, unigram_entropy
 
     entropy = unigram_entropy(training_splits(cfg.data.dir, cfg.data.holdout)[0])
     loss = row.get(f"val_loss_{(spec.contexts or [cfg.model.block_size])[-1]}")
-    return {"unigram_entropy": entropy, "failed": bool(row["diverged"] or loss is None or loss >= entropy)}
+    return {"unigram_entropy": entropy, "failed": is_failure(row["diverged"], loss, entropy)}
 
 
 def _evaluation_columns(cfg: TrainConfig, spec: EvaluateSpec, sweep_run: SweepRun) -> tuple[dict, dict]:
@@ -263,16 +275,17 @@ def _sparsity_columns(model, shards, windows: int, prefix: str) -> dict:
 
 
 def _sink_columns(model, shards, windows: int) -> dict:
-    """Sink mass on windows starting at a document start and mid-document, per stream and over all heads."""
+    """Sink mass on windows starting at a document start, mid-document and at the <|endoftext|> before a
+    document (a BOS), per stream and over all heads."""
     from prism_lm.analysis.heads import sink_by_window_start
 
     out = sink_by_window_start(model, shards, windows)
     cols = {}
-    for where in ("doc_start", "mid_doc"):
+    for where in SINK_WINDOWS:
         per_stream = out[where]
         for stream, values in per_stream.items():
             cols.update({f"{stream}_{k}_{where}": v for k, v in values.items()})
-        for k in ("sink_first", "sink_first4"):
+        for k in SINK_MEASURES:
             if per_stream:
                 cols[f"all_{k}_{where}"] = float(np.mean([v[k] for v in per_stream.values()]))
     return cols
@@ -289,6 +302,7 @@ def _intervention_columns(model, shards, windows: int) -> dict:
     out = intervention_effects(model, shards, {s: {"zero_streams": [s]} for s in streams}, max_windows=windows)
     cols = {f"{s}_off_{which}_delta": out["effects"][s][f"{which}_delta"]
             for s in streams for which in ("recall", "other")}
+    cols.update({f"{s}_off_recall_accuracy": out["effects"][s]["recall_accuracy"] for s in streams})
     for s in streams:
         for lo, hi in DISTANCE_BUCKETS:
             by_distance = out["effects"][s]["by_distance"]
@@ -323,6 +337,7 @@ def _head_columns(stats: dict, prefix: str) -> dict:
     if recall:
         cols[f"{prefix}recall_loss"] = recall["recall_mean"]
         cols[f"{prefix}other_loss"] = recall["other_mean"]
+        cols[f"{prefix}recall_accuracy"] = recall["recall_accuracy"]
         for kind, entry in recall["by_kind"].items():
             cols[f"{prefix}recall_loss_{kind}"] = entry["loss"]
     return cols

@@ -24,9 +24,11 @@ import math
 from pathlib import Path
 
 from prism_lm import render
+from prism_lm.analysis.measures import FRACTIONS
 from prism_lm.errors import PrismError
+from prism_lm.experiments.job import FAILURE_RULE, is_failure
 from prism_lm.experiments.sweep_dir import SweepDir
-from prism_lm.experiments.verdicts import DECISION_WORDS, VERDICT_RULES, family
+from prism_lm.experiments.verdicts import DECISION_WORDS, VERDICT_RULES, family, gate_results, interval_words
 from prism_lm.stats import (
     BOUNDED_METHOD,
     T_METHOD,
@@ -42,9 +44,9 @@ from prism_lm.stats import (
 
 INTERVAL_METHOD = T_METHOD
 PAIRED_METHOD = "arm − baseline per seed, over the seeds both arms ran; 95% Student-t interval of their mean"
-# metrics that are fractions in [0, 1]: their interval is computed on the logit scale
-BOUNDED_SUFFIXES = ("clipped_fraction", "diverged", "hit_rate", "lag_null", "diversity", "mass_within_8",
-                    "mass_beyond_64", "mass_beyond_far")
+# metrics that are fractions in [0, 1]: their interval is computed on the logit scale (the head measures'
+# from the registry, analysis/measures.py)
+BOUNDED_SUFFIXES = ("clipped_fraction", "diverged", "hit_rate", "lag_null", "diversity", "accuracy", *FRACTIONS)
 # the columns every experiment's tables show, besides the metrics its verdicts name (the rest: CSV/JSON)
 HEADLINE = ("val_loss_", "grad_norm_max", "grad_norm_mean", "clipped_fraction", "train_seconds")
 
@@ -87,9 +89,11 @@ def summarise(plan: dict, rows: list[dict], results: dict[str, dict]) -> dict:
         paired = {g: {m: paired_difference(by_group[g][m], by_group[reference][m]) for m in metrics}
                   for g in exp["groups"][1:]}
         min_seeds = exp.get("min_seeds", 5)
+        gates = gate_results(exp.get("gates", []), by_group)
         out["experiments"][name] = {"description": exp["description"], "file": exp["file"], "min_seeds": min_seeds,
                                     "reference_arm": reference, "arms": arms, "paired_vs_reference": paired,
-                                    "verdicts": family(exp["verdicts"], by_group, diverged, min_seeds),
+                                    "gates": gates, "verdicts": family(exp["verdicts"], by_group, diverged, min_seeds,
+                                                                       gates),
                                     "streams": _stream_bootstraps(exp, results, by_group),
                                     "tuning": _tuning(exp, results), "stability": _stability(exp, mine),
                                     "ladder": _ladder(exp, by_group)}
@@ -165,20 +169,29 @@ def _gap_verdict(fit: dict, diffs: list[float]) -> str:
 
 
 def _stability(exp: dict, rows: list[dict]) -> dict | None:
-    """With a learning-rate grid: each arm's failure rate (diverged, or no better than the unigram
-    entropy) per lr with its exact binomial interval, and its critical lr with a bootstrap interval."""
+    """With a learning-rate grid: each arm's failure rate (``job.FAILURE_RULE``, applied to each row
+    by ``is_failure`` where the row holds its loss and unigram entropy, so older rows are judged by
+    today's rule) per lr with its exact binomial interval, and its critical lr with a bootstrap interval."""
     if not any("optim.lr" in e["grid"] for e in exp["runs"]):
         return None
+    context = (exp.get("evaluate", {}).get("contexts") or [None])[-1]
     out = {}
     for arm in dict.fromkeys(e["arm"] for e in exp["runs"]):
         outcomes: dict[float, list[bool]] = {}
         for r in rows:
             if r["arm"] == arm and "optim.lr" in r and "failed" in r:
-                outcomes.setdefault(float(r["optim.lr"]), []).append(bool(r["failed"]))
+                outcomes.setdefault(float(r["optim.lr"]), []).append(_failed(r, context))
         if outcomes:
             out[arm] = {"failure_by_lr": {lr: binomial_interval(sum(v), len(v)) for lr, v in sorted(outcomes.items())},
                         **critical_level(outcomes)}
     return out or None
+
+
+def _failed(row: dict, context: int | None) -> bool:
+    loss = row.get(f"val_loss_{context}") if context else None
+    if loss is None or row.get("unigram_entropy") is None:
+        return bool(row["failed"])  # a row without its numbers keeps the rule it was written with
+    return is_failure(bool(row.get("diverged")), loss, row["unigram_entropy"])
 
 
 def _tuning(exp: dict, results: dict[str, dict]) -> dict | None:
@@ -451,6 +464,15 @@ def _p(x) -> str:
     return "–" if x is None else f"{x:.3g}"
 
 
+GATES_TITLE = ("Gates: the positive controls of this claim (95% t interval over seeds; a failed gate makes every "
+               "verdict 'untestable in this regime')")
+
+
+def _gate_row(g: dict) -> list[str]:
+    arms = "; ".join(f"{a} {interval_words(iv)}" for a, iv in g["values"].items())
+    return [g["name"], g["condition"], arms, "yes" if g["passed"] else "no"]
+
+
 def _verdict_table(e: dict) -> tuple[str, list[str], list[list[str]]]:
     explored = next((v["family_size"] for v in e["verdicts"] if not v["primary"]), 0)
     title = (f"Verdicts (sign: arm − baseline, or the arm's mean − the null; interval: 95% Student-t of the mean "
@@ -480,6 +502,8 @@ def _tables(summary: dict, rows: list[dict]) -> list[tuple[str, str, list[str], 
     out = []
     for name, e in summary["experiments"].items():
         metrics = _headline_metrics(e["arms"], e["verdicts"])
+        if e.get("gates"):
+            out.append((name, GATES_TITLE, ["gate", "condition", "arms", "passed"], [_gate_row(g) for g in e["gates"]]))
         out.append((name, *_verdict_table(e)))
         out.append((name, f"Arms (mean [{INTERVAL_METHOD}; fractions: {BOUNDED_METHOD}]; divergence: "
                           f"{e['arms'][next(iter(e['arms']))]['divergence']['method']}; every column is in "
@@ -500,10 +524,9 @@ def _tables(summary: dict, rows: list[dict]) -> list[tuple[str, str, list[str], 
         if e.get("ladder"):
             out.append((name, *_ladder_table(e["ladder"])))
         if e.get("stability"):
-            out.append((name, "Stability: failure rate per learning rate (diverged, or a final val loss no better than "
-                              "the unigram entropy of the training tokens; exact binomial 95% interval) and the "
-                              "critical lr (the smallest with most seeds failing; 95% bootstrap over seeds; "
-                              "'beyond' = past the largest lr tried)",
+            out.append((name, f"Stability: failure rate per learning rate ({FAILURE_RULE}; exact binomial 95% "
+                              "interval) and the critical lr (the smallest with most seeds failing; 95% bootstrap "
+                              "over seeds; 'beyond' = past the largest lr tried)",
                         ["arm", *[f"lr {lr:g}" for lr in next(iter(e["stability"].values()))["levels"]],
                          "critical lr [95% CI]"],
                         [[arm, *[_rate(d) for d in st["failure_by_lr"].values()],

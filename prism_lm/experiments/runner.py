@@ -93,7 +93,7 @@ def plan(experiments: list[Experiment], known: dict[str, str] | None = None) -> 
         body[e.name] = {"file": str(e.path), "description": e.description, "seeds": e.seeds, "arms": e.arms,
                         "groups": e.groups, "runs": entries(e.runs) if e.planned else [],
                         "verdicts": [vars(v) for v in e.verdicts], "evaluate": to_dict(e.evaluate),
-                        "min_seeds": e.min_seeds}
+                        "min_seeds": e.min_seeds, "gates": [vars(g) for g in e.gates]}
         if e.ladder:
             body[e.name]["ladder"] = vars(e.ladder)
         if e.tune:
@@ -135,6 +135,8 @@ def _merge_plan(sweep: SweepDir, new: dict, extend: bool) -> dict:
 def _same_claim(before: dict, entry: dict) -> bool:
     """Whether two plan entries are one file's record of one experiment (its arms, groups and verdicts)."""
     keys = ("file", "arms", "groups")
+    if before.get("gates", []) != entry.get("gates", []):
+        return False
     same_verdicts = ([verdict_defaults(v) for v in before.get("verdicts", [])]
                      == [verdict_defaults(v) for v in entry.get("verdicts", [])])
     return same_verdicts and all(before.get(k) == entry.get(k) for k in keys)
@@ -170,7 +172,8 @@ def _tasks(experiments: list[Experiment], new_plan: dict, sweep: SweepDir) -> li
                 tasks[folder].evaluate = tasks[folder].evaluate.union(evaluate)
             else:
                 tasks[folder] = Task(r, sweep.run(folder), evaluate)
-            tasks[folder].needs |= {v.metric for v in e.verdicts} | ({e.ladder.metric} if e.ladder else set())
+            tasks[folder].needs |= ({v.metric for v in e.verdicts} | ({e.ladder.metric} if e.ladder else set())
+                                    | {g.metric for g in e.gates})
     return list(tasks.values())
 
 

@@ -17,6 +17,11 @@ An experiment file (TOML) is either one experiment or a suite that includes othe
     "optim.lr" = [3e-3, 1e-2]
     [evaluate]                       # what runs after training (see EvaluateSpec)
     contexts = [128]
+    [[gates]]                        # positive controls: no verdict unless each passes (see Gate)
+    name = "GPT-RoPE learns the recalls"
+    metric = "recall_accuracy"
+    arm = "gpt-rope"
+    above = 0.9
     [[verdicts]]                     # claims the report decides from the numbers (see Verdict)
     claim = "PRISM beats GPT-RoPE"
     metric = "val_loss_128"
@@ -73,10 +78,11 @@ from prism_lm.stats import finite
 from prism_lm.train.schedules import lr_horizon
 
 EXPERIMENT_KEYS = {"name", "description", "base", "seeds", "data", "set", "arms", "grid", "evaluate", "verdicts",
-                   "slurm", "expected_minutes", "min_seeds", "tune", "ladder", "extends"}
+                   "gates", "slurm", "expected_minutes", "min_seeds", "tune", "ladder", "extends"}
 NOT_INHERITED = ("name", "expected_minutes")  # a file that extends another names its own scale
 TUNE_KEYS = {"grid", "seeds", "metric", "holdout"}
 LADDER_KEYS = {"points", "arm", "baseline", "metric", "claim"}
+GATE_KEYS = {"name", "metric", "arm", "above", "below"}
 VERDICT_KEYS = {"claim", "metric", "arm", "baseline", "null", "better", "primary", "test", "margin",
                 "smallest_effect", "expected_sd"}
 DEFAULT_MIN_SEEDS = 5
@@ -113,6 +119,26 @@ class Verdict:
     margin: float | None = None
     smallest_effect: float | None = None
     expected_sd: float | None = None
+
+
+@dataclass
+class Gate:
+    """A positive control (``[[gates]]``): a condition on this sweep's own runs showing that the
+    claim's phenomenon exists and is measurable in this regime (the baseline learns the recalls, a
+    sink exists to be measured, the baseline degrades at 4×). ``arm`` (a group, or a list of groups:
+    any one suffices) must have the 95% t interval over seeds of ``metric`` wholly above ``above``
+    (or wholly below ``below``). If any gate of a file fails, every verdict of the file reads
+    "untestable in this regime: <gate> (<numbers>)", a decision of its own, never inconclusive."""
+
+    name: str
+    metric: str
+    arm: str | list[str]
+    above: float | None = None
+    below: float | None = None
+
+    @property
+    def arms(self) -> list[str]:
+        return [self.arm] if isinstance(self.arm, str) else list(self.arm)
 
 
 @dataclass
@@ -184,6 +210,7 @@ class Experiment:
     source: dict = field(default_factory=dict, repr=False)  # the file's table, to plan the tuned runs again
     tune_runs: list[PlannedRun] = field(default_factory=list)
     ladder: LadderSpec | None = None
+    gates: list[Gate] = field(default_factory=list)
 
     @property
     def planned(self) -> bool:
@@ -276,6 +303,8 @@ def _experiment(path: Path, data: dict) -> Experiment:
     _check_contexts(where, evaluate, runs)
     verdicts = [_verdict(where, v, groups) for v in data.get("verdicts", [])]
     _check_verdict_metrics(where, verdicts, runs, evaluate)
+    gates = [_gate(where, g, groups) for g in data.get("gates", [])]
+    _check_gate_metrics(where, gates, runs, evaluate)
     primaries = [v.claim for v in verdicts if v.primary]
     if len(primaries) > 1:
         raise PrismError(f"{where}: {len(primaries)} verdicts are marked primary ({primaries[0]!r}, {primaries[1]!r}); "
@@ -284,7 +313,8 @@ def _experiment(path: Path, data: dict) -> Experiment:
     if isinstance(min_seeds, bool) or not isinstance(min_seeds, int) or min_seeds < 2:
         raise PrismError(f"{where}: min_seeds must be an integer >= 2 (no interval from fewer), got {min_seeds!r}")
     exp = Experiment(name, path, data.get("description", ""), seeds, list(arms), groups, data_source, evaluate,
-                     verdicts, slurm, data.get("expected_minutes"), runs, min_seeds, tune, data, ladder=ladder)
+                     verdicts, slurm, data.get("expected_minutes"), runs, min_seeds, tune, data, ladder=ladder,
+                     gates=gates)
     if ladder:
         for label in (ladder.arm, ladder.baseline):
             runs_of = [r for r in runs if r.arm == label]
@@ -437,6 +467,30 @@ def _check_contexts(where: str, evaluate: EvaluateSpec, runs: list[PlannedRun]) 
             raise PrismError(f"{where}: evaluate.contexts {too_long[0]:,} exceeds what arm {r.arm!r} can read "
                              f"({limit:,} tokens: " + ("its block_size)" if model.position_embedding == "learned"
                                                        else "64 x its block_size, no learned positions)"))
+
+
+def _gate(where: str, table, groups: list[str]) -> Gate:
+    if not isinstance(table, dict) or set(table) - GATE_KEYS:
+        bad = sorted(set(table) - GATE_KEYS)[0] if isinstance(table, dict) else table
+        raise PrismError(f"{where}: unknown gate key {bad!r} (known: {', '.join(sorted(GATE_KEYS))})")
+    try:
+        gate = Gate(**table)
+    except TypeError:
+        raise PrismError(f"{where}: a gate needs name, metric, arm and one of above or below") from None
+    bounds = [b for b in (gate.above, gate.below) if b is not None]
+    if len(bounds) != 1 or not finite(bounds[0]):
+        raise PrismError(f"{where}: gate {gate.name!r} needs exactly one finite bound, above or below")
+    if not gate.arms or not all(isinstance(a, str) and a in groups for a in gate.arms):
+        raise PrismError(f"{where}: gate {gate.name!r} names unknown arm {gate.arm!r} (arms: {', '.join(groups)})")
+    return gate
+
+
+def _check_gate_metrics(where: str, gates: list[Gate], runs: list[PlannedRun], evaluate: EvaluateSpec) -> None:
+    for gate in gates:
+        for label in gate.arms:
+            if not any(gate.metric in evaluate.columns(r.config) for r in runs if r.group == label):
+                raise PrismError(f"{where}: gate {gate.name!r}: metric {gate.metric!r} is not a column that arm "
+                                 f"{label!r} produces with this [evaluate]")
 
 
 def _check_verdict_metrics(where: str, verdicts: list[Verdict], runs: list[PlannedRun], evaluate: EvaluateSpec) -> None:

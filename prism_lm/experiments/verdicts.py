@@ -19,6 +19,10 @@ Rules (stated in every report, tested against hand values in ``tests/experiments
   reports the minimum detectable difference at the observed seed spread (80% power, at α for the
   primary, at α / k for one of k exploratory verdicts, Holm's first step) and the seeds its smallest
   effect needs (``power_analysis``).
+- **A verdict only where the mechanism can show**: a file's ``[[gates]]`` are positive controls on its
+  own sweep (an arm's metric, its 95% t interval over seeds wholly above or below a bound; a list of
+  arms passes if any one does). If a gate fails or is not measured, every verdict of the file reads
+  "untestable in this regime: <gate> (<numbers>)", never inconclusive, and none is tested.
 - **Too few seeds**: below the file's ``min_seeds`` paired seeds (default 5) a verdict says so and
   decides nothing; it takes no part in any family.
 - **Divergence is data**: a run that diverged has no evaluation; every verdict names the diverged
@@ -73,8 +77,43 @@ def planned_power(name: str, verdicts: list, seeds: int) -> list[str]:
     return lines
 
 
-def family(verdicts: list[dict], by_group: dict, diverged: dict[str, list[int]], min_seeds: int) -> list[dict]:
-    """Every verdict of one claim with its interval, raw and decision p, power and decision."""
+def gate_results(gates: list[dict], by_group: dict) -> list[dict]:
+    """Each gate with each of its arms' interval, whether it passed, and the reason in words."""
+    out = []
+    for g in gates:
+        arms = [g["arm"]] if isinstance(g["arm"], str) else list(g["arm"])
+        side, bound = ("above", g["above"]) if g.get("above") is not None else ("below", g["below"])
+        values = {a: mean_interval(list(by_group.get(a, {}).get(g["metric"], {}).values())) for a in arms}
+        passed = any(_holds(iv, side, bound) for iv in values.values())
+        numbers = "; ".join(f"{a} {interval_words(iv)}" for a, iv in values.items())
+        out.append({**g, "values": values, "passed": passed,
+                    "condition": f"{' or '.join(arms)}: {g['metric']} wholly {side} {bound:g}",
+                    "reason": f"{g['name']}: {g['metric']} not wholly {side} {bound:g} ({numbers})"})
+    return out
+
+
+def _holds(iv: dict, side: str, bound: float) -> bool:
+    """The whole 95% interval lies on ``side`` of ``bound`` (no interval: it does not)."""
+    return iv["ci95"] is not None and (iv["ci95"][0] > bound if side == "above" else iv["ci95"][1] < bound)
+
+
+def interval_words(iv: dict) -> str:
+    if iv["n"] == 0:
+        return "not measured"
+    if iv["ci95"] is None:
+        return f"{iv['mean']:.4g} (n = 1, no interval)"
+    return f"{iv['mean']:.4g} [{iv['ci95'][0]:.4g}, {iv['ci95'][1]:.4g}], n = {iv['n']}"
+
+
+def family(verdicts: list[dict], by_group: dict, diverged: dict[str, list[int]], min_seeds: int,
+           gates: list[dict] = ()) -> list[dict]:
+    """Every verdict of one claim with its interval, raw and decision p, power and decision; all
+    "untestable in this regime" when a gate failed (``gates``: ``gate_results``' entries)."""
+    failed = [g["reason"] for g in gates if not g["passed"]]
+    if failed:
+        return [{**_measure(verdict_defaults(v), by_group, diverged), "p_adjusted": None, "family_size": 0,
+                 "adjustment": "none: untestable", "power": power_analysis(None, 0, ALPHA),
+                 "verdict": "untestable in this regime: " + "; ".join(failed)} for v in verdicts]
     entries = [_measure(verdict_defaults(v), by_group, diverged) for v in verdicts]
     testable = [e["p"] if e["interval"]["n"] >= min_seeds else None for e in entries]
     exploratory = [None if e["primary"] else p for e, p in zip(entries, testable, strict=True)]

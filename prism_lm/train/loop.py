@@ -68,9 +68,10 @@ def autocast_for(cfg: TrainConfig, device: torch.device):
 @torch.no_grad()
 def estimate_loss(model: PrismLM, shards: ShardSet, cfg: TrainConfig, device, ctx, rank: int = 0,
                   world_size: int = 1) -> torch.Tensor:
-    """Mean loss over ``eval_iters`` fixed random batches (the same windows at every evaluation)."""
+    """Mean loss over ``eval_iters`` fixed random batches (the same windows at every evaluation; with
+    ``data.sampler = "bos"``, windows that start at a BOS as the training windows do)."""
     loader = RandomWindows(shards, cfg.run.batch_size, cfg.model.block_size, seed=cfg.run.seed + 7919,
-                           rank=rank, world_size=world_size, device=device)
+                           rank=rank, world_size=world_size, device=device, bos=cfg.data.sampler == "bos")
     was_training = model.training
     model.eval()
     total = torch.zeros((), device=device)

@@ -113,17 +113,21 @@ def test_head_statistics_and_antecedent_hits_agree_with_direct_capture(tmp_path)
     assert set(stats["comparison"]) >= {"a", "b", "mean_distance", "antecedent_hit_rate"}
     # recompute layer 1 hit rates by hand from the captured maps
     notes = shards.annotations()
-    masses = []
+    masses, hits = [], []
     for w in range(3):
         start = w * T
-        A = capture_attention(model, torch.from_numpy(shards.window(start, T))[None])["blocks.1.attn.hook_pattern"]
+        window = torch.from_numpy(shards.window(start, T + 1))[None]
+        A = capture_attention(model, window[:, :-1])["blocks.1.attn.hook_pattern"]
+        top = model(window[:, :-1]).logits.argmax(-1)[0]
         for r, a, _ in notes:
             if start < r <= start + T and a >= start:
                 masses.append(A[0, :, r - start - 1, a - start].numpy())
+                hits.append(bool(top[r - start - 1] == window[0, r - start]))
     assert masses, "the windows must hold annotated recalls"
     got = [e["antecedent_hit_rate"] for e in stats["heads"] if e["layer"] == 1]
     np.testing.assert_allclose(got, np.mean(masses, axis=0), rtol=1e-5)
     assert stats["recall_loss"]["recall_tokens"] == len(masses)
+    assert stats["recall_loss"]["recall_accuracy"] == pytest.approx(np.mean(hits))  # answer accuracy (Zoology)
     nulls = [e["antecedent_lag_null"] for e in stats["heads"]]
     assert all(0 <= x <= 1 for x in nulls) and 0 < stats["far_lag"] < T  # a lag a window can hold
     for e in stats["heads"]:  # selectivity: what a head finds beyond attending at that distance

@@ -1,6 +1,7 @@
 """Past the training length: extended RoPE tables, loss per position bucket, and the sink mass on
 document-start and mid-document windows."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -58,8 +59,13 @@ def test_uniform_attention_sinks_by_its_known_amount_on_both_kinds_of_window(sha
     out = sink_by_window_start(model, shards, max_windows=4)
     first = sum(1 / (i + 1) for i in range(1, T)) / (T - 1)
     first4 = sum(4 / (i + 1) for i in range(4, T)) / (T - 4)
-    assert out["windows"] == {"doc_start": 4, "mid_doc": 4}
-    for where in ("doc_start", "mid_doc"):
+    assert out["windows"] == {"doc_start": 4, "mid_doc": 4, "bos": 4}
+    for where in ("doc_start", "mid_doc", "bos"):
         for stream in ("signal", "noise"):
             assert out[where][stream]["sink_first"] == pytest.approx(first, rel=1e-5)
             assert out[where][stream]["sink_first4"] == pytest.approx(first4, rel=1e-5)
+            assert out[where][stream]["sink_first4_rel"] == pytest.approx(1.0, rel=1e-5)  # uniform: no sink
+    tokens = shards.window(0, len(shards))
+    eot = shards.codec().eot
+    bos_starts = [s - 1 for s in np.flatnonzero(tokens[:-1] == eot) + 1][:4]
+    assert all(tokens[s] == eot for s in bos_starts)  # the bos windows open on the separator

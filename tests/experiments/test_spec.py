@@ -83,8 +83,25 @@ def test_a_suite_shares_runs_with_the_same_config(tmp_path):
     assert len(folders_a & folders_b) == 4
 
 
+GATE = '\n[[gates]]\nname = "g"\nmetric = "val_loss_32"\narm = "gpt"\nabove = 0.5\n'
+
+
+def test_a_gate_loads_and_travels_in_the_plan(tmp_path):
+    path = write_experiment(tmp_path, extra=GATE.replace('arm = "gpt"', 'arm = ["gpt", "prism"]'))
+    (exp,) = load_experiments(path)
+    assert exp.gates[0].arms == ["gpt", "prism"] and exp.gates[0].above == 0.5
+    assert plan([exp])["experiments"]["two"]["gates"] == [
+        {"name": "g", "metric": "val_loss_32", "arm": ["gpt", "prism"], "above": 0.5, "below": None}]
+
+
 @pytest.mark.parametrize("edit, message", [
     (lambda t: "bogus = 1\n" + t, "unknown key 'bogus'"),
+    (lambda t: t + GATE.replace('above = 0.5', 'above = 0.5\nside = 1'), "unknown gate key 'side'"),
+    (lambda t: t + GATE.replace('above = 0.5', 'above = 0.5\nbelow = 0.9'), "exactly one finite bound"),
+    (lambda t: t + GATE.replace('above = 0.5', ''), "exactly one finite bound"),
+    (lambda t: t + GATE.replace('arm = "gpt"', 'arm = ["gpt", "gtp"]'), "gate 'g' names unknown arm"),
+    (lambda t: t + GATE.replace('metric = "val_loss_32"', 'metric = "val_loss_99"'),
+     "gate 'g': metric 'val_loss_99' is not a column"),
     (lambda t: t + "\nbogus = 1\n", "unknown verdict key 'bogus'"),
     (lambda t: t.replace("[arms.prism]", "[arms.prism.model]\nno_such_key = 1\n"), "no_such_key"),
     (lambda t: t.replace('baseline = "gpt"', 'baseline = "gtp"'), "unknown arm 'gtp'"),

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from prism_lm.experiments.report import summarise
-from prism_lm.experiments.verdicts import decide, family, planned_power
+from prism_lm.experiments.verdicts import decide, family, gate_results, planned_power
 from prism_lm.stats import power_analysis
 
 
@@ -201,3 +201,62 @@ def test_a_learning_rate_ladder_reports_failure_rates_and_the_critical_lr():
     assert st["p"]["critical"] == 1.0 and st["g"]["critical"] == 0.1
     assert st["g"]["failure_by_lr"][0.1]["k"] == 4 and st["g"]["failure_by_lr"][0.1]["ci95"][0] > 0.2
     assert _stability({"runs": [{"arm": "p", "grid": {}}]}, rows) is None  # no lr grid, no stability table
+
+
+def _gate(**kw):
+    return {"name": "the baseline learns the recalls", "metric": "acc", "arm": "b", "above": 0.9, "below": None, **kw}
+
+
+def _gated(acc_b, acc_a=None, **gate):
+    rng = np.random.default_rng(4)
+    base = rng.normal(1.0, 0.01, 6)
+    groups = _groups(base - 0.1, base)
+    groups["b"]["acc"] = dict(enumerate(acc_b))
+    if acc_a is not None:
+        groups["a"]["acc"] = dict(enumerate(acc_a))
+    gates = gate_results([_gate(**gate)], groups)
+    return gates[0], family([_verdict(primary=True), _verdict(claim="d")], groups, {}, 5, gates)
+
+
+def test_a_passing_gate_lets_the_verdicts_be_decided():
+    gate, (primary, _) = _gated([0.97, 0.98, 0.99, 0.96, 0.98, 0.97])
+    assert gate["passed"] and primary["verdict"] == "supported" and primary["p_adjusted"] is not None
+
+
+@pytest.mark.parametrize("acc, why", [
+    ([0.2, 0.25, 0.3, 0.22, 0.27, 0.2], "wholly above 0.9"),    # the baseline never learns the recalls
+    ([0.85, 0.99, 0.95, 0.99, 0.8, 0.99], "wholly above 0.9"),  # its mean is above, its interval is not
+    ([], "not measured"),
+])
+def test_a_failed_gate_makes_every_verdict_untestable_never_inconclusive(acc, why):
+    gate, entries = _gated(acc)
+    assert not gate["passed"] and why in gate["reason"]
+    for e in entries:
+        assert e["verdict"] == "untestable in this regime: " + gate["reason"]
+        assert e["p_adjusted"] is None and "inconclusive" not in e["verdict"]
+    assert gate["reason"].startswith("the baseline learns the recalls: acc not wholly above 0.9 (b ")
+
+
+def test_a_gate_over_several_arms_passes_when_any_one_does_and_below_bounds_work():
+    low, high = [0.1, 0.12, 0.11, 0.1, 0.13, 0.12], [0.95, 0.96, 0.97, 0.95, 0.96, 0.97]
+    assert _gated(low, high, arm=["b", "a"])[0]["passed"]
+    assert not _gated(low, low, arm=["b", "a"])[0]["passed"]
+    assert _gated(low, above=None, below=0.2)[0]["passed"]
+    assert not _gated(high, above=None, below=0.2)[0]["passed"]
+
+
+def test_a_run_ending_within_the_margin_of_the_unigram_entropy_failed():
+    """PRISM at lr 3.0 ended at 4.54-4.57 against an entropy of 4.58: it learned nothing, and the
+    rule (within FAILURE_MARGIN = 0.1 nat) now counts it; older rows are judged by today's rule."""
+    from prism_lm.experiments.job import FAILURE_MARGIN, is_failure
+    from prism_lm.experiments.report import _stability
+
+    assert FAILURE_MARGIN == 0.1
+    assert is_failure(False, 4.55, 4.58) and is_failure(True, 1.0, 4.58) and is_failure(False, None, 4.58)
+    assert not is_failure(False, 4.40, 4.58)
+    exp = {"runs": [{"arm": "p", "grid": {"optim.lr": lr}} for lr in (0.01, 3.0)], "evaluate": {"contexts": [128]}}
+    rows = [{"arm": "p", "optim.lr": lr, "seed": s, "failed": False, "diverged": False, "unigram_entropy": 4.58,
+             "val_loss_128": loss} for lr, loss in ((0.01, 1.2), (3.0, 4.55)) for s in range(3)]
+    rows.append({"arm": "p", "optim.lr": 0.01, "seed": 9, "failed": True})  # no numbers: keeps its own flag
+    st = _stability(exp, rows)["p"]
+    assert st["failure_by_lr"][3.0]["k"] == 3 and st["failure_by_lr"][0.01]["k"] == 1 and st["critical"] == 3.0

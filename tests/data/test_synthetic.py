@@ -1,0 +1,115 @@
+"""The synthetic recall tasks: every answer annotated where an induction head would find it, one
+token per word, reproducible, prepared like any source; and the BOS sampler."""
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from prism_lm.data.loader import RandomWindows, make_loader
+from prism_lm.data.prepare import prepare, tokenize_document
+from prism_lm.data.shards import ShardSet, read_manifest
+from prism_lm.data.sources import Document, Source
+from prism_lm.data.synthetic import ANNOTATION_KINDS, parse_task
+from prism_lm.errors import PrismError
+
+
+def _tokens_and_notes(spec: str, i: int):
+    doc = parse_task(spec).document(i)
+    tokens, deps = tokenize_document(Document(doc.text, doc.dependencies))
+    return tokens, deps
+
+
+@given(pairs=st.integers(1, 12), extra=st.integers(0, 12), vocab_extra=st.integers(0, 20), i=st.integers(0, 10**6))
+@settings(max_examples=25, deadline=None)
+def test_every_mqar_answer_is_its_keys_value_one_token_each(pairs, extra, vocab_extra, i):
+    queries = max(1, pairs - extra % (pairs + 1)) if pairs > 1 else 1
+    spec = f"synthetic:mqar:5:pairs={pairs},queries={queries},vocab={pairs + vocab_extra}"
+    tokens, deps = _tokens_and_notes(spec, i)
+    assert len(tokens) == 2 * (pairs + queries)  # one GPT-2 token per key and per value
+    assert len(deps) == queries
+    keys, values = tokens[:2 * pairs:2], tokens[1:2 * pairs:2]
+    assert len(set(keys.tolist())) == pairs and not set(keys.tolist()) & set(values.tolist())
+    for recall, antecedent, kind in deps:
+        assert ANNOTATION_KINDS[kind] == "mqar" and recall >= 2 * pairs  # answers sit in the query part
+        assert tokens[recall] == tokens[antecedent]  # the answer is the value seen before ...
+        assert tokens[recall - 1] == tokens[antecedent - 1]  # ... after the same key: an induction step
+
+
+@given(length=st.integers(2, 30), i=st.integers(0, 10**6))
+@settings(max_examples=25, deadline=None)
+def test_the_copy_task_annotates_every_copied_word_after_the_first(length, i):
+    tokens, deps = _tokens_and_notes(f"synthetic:induction:5:length={length},min_length={length},vocab=64", i)
+    assert len(tokens) == 2 * length and (tokens[:length] == tokens[length:]).all()
+    assert len(set(tokens[:length].tolist())) == length
+    assert [(r, a) for r, a, _ in deps] == [(length + j, j) for j in range(1, length)]
+    assert {ANNOTATION_KINDS[k] for _, _, k in deps} == {"copy"}
+
+
+def test_the_copy_length_varies_per_document_so_no_fixed_lag_answers():
+    task = parse_task("synthetic:induction:50:length=16")
+    lengths = {len(task.document(i).text.split()) // 2 for i in range(50)}
+    assert min(lengths) == 8 and max(lengths) == 16 and len(lengths) > 5
+
+
+def test_a_task_is_reproducible_from_its_spec_and_its_seed_changes_it():
+    a, b = parse_task("synthetic:mqar:3"), parse_task("synthetic:mqar:3:seed=1")
+    assert a.document(2) == parse_task("synthetic:mqar:3").document(2)
+    assert a.document(2).text != b.document(2).text
+    fp = Source("synthetic:mqar:3:pairs=4,queries=2").fingerprint()
+    assert fp["synthetic"] == {"task": "mqar", "documents": 3, "pairs": 4, "queries": 2, "vocab": 64, "seed": 0}
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("synthetic:recall:5", "TASK one of mqar, induction"),
+    ("synthetic:mqar", "synthetic:TASK:N"),
+    ("synthetic:mqar:x", "synthetic:TASK:N"),
+    ("synthetic:mqar:0", r"N \(documents\) must be >= 1"),
+    ("synthetic:mqar:5:pairs=4,keys=2", "unknown mqar key 'keys'"),
+    ("synthetic:mqar:5:pairs=four", "pairs must be an integer"),
+    ("synthetic:mqar:5:pairs=0", r"pairs must be in \[1, 1024\]"),
+    ("synthetic:mqar:5:pairs=4,queries=5", "queries \\(5\\) cannot exceed pairs \\(4\\)"),
+    ("synthetic:mqar:5:pairs=20,queries=2,vocab=10", "vocab >= pairs"),
+    ("synthetic:induction:5:length=20,vocab=10", "vocab >= length"),
+    ("synthetic:induction:5:length=8,min_length=9", "min_length must be 0"),
+    ("synthetic:mqar:5:pairs=1000,queries=1,vocab=8000", "needs 16000 one-token words"),
+])
+def test_bad_task_specs_are_one_line_errors(spec, message):
+    with pytest.raises(PrismError, match=message) as info:
+        Source(spec)
+    assert "\n" not in str(info.value)
+
+
+def test_a_prepared_task_carries_its_annotations_and_kinds(tmp_path):
+    prepare(["synthetic:mqar:200:pairs=6,queries=3,vocab=32"], tmp_path / "d", val_fraction=0.1,
+            compact_vocab=True, progress=False)
+    train = ShardSet(tmp_path / "d", "train")
+    notes = train.annotations()
+    assert read_manifest(tmp_path / "d")["annotation_kinds"] == list(ANNOTATION_KINDS)
+    assert len(notes) == 3 * 180 and set(notes[:, 2].tolist()) == {ANNOTATION_KINDS.index("mqar")}
+    tokens = train.window(0, len(train))
+    assert (tokens[notes[:, 0]] == tokens[notes[:, 1]]).all()
+
+
+def test_the_bos_sampler_starts_every_window_on_the_document_separator(tmp_path):
+    prepare(["synthetic:induction:300:length=8"], tmp_path / "d", val_fraction=0.1, compact_vocab=True,
+            progress=False)
+    train = ShardSet(tmp_path / "d", "train")
+    eot = train.codec().eot
+    loader = make_loader("bos", train, batch_size=16, block_size=24, seed=3)
+    for _ in range(5):
+        x, y = loader.next_batch()
+        assert (x[:, 0] == eot).all() and torch.equal(x[:, 1:], y[:, :-1])
+    plain = RandomWindows(train, 16, 24, seed=3)
+    assert not (plain.next_batch()[0][:, 0] == eot).all()  # the default sampler starts anywhere
+    twin = make_loader("bos", train, batch_size=16, block_size=24, seed=3)
+    first = twin.next_batch()[0]
+    twin.load_state_dict({"kind": "random", "batches": 0})
+    assert torch.equal(twin.next_batch()[0], first)  # resumable like the random sampler
+
+
+def test_the_bos_sampler_refuses_a_split_without_separators(tmp_path):
+    (tmp_path / "one.txt").write_text("word " * 400)
+    prepare([str(tmp_path / "one.txt")], tmp_path / "d", val_fraction=0.0, compact_vocab=True, progress=False)
+    with pytest.raises(PrismError, match="no <\\|endoftext\\|> with 25 tokens after it"):
+        make_loader("bos", ShardSet(tmp_path / "d", "train"), batch_size=2, block_size=24, seed=0)
