@@ -40,10 +40,13 @@ TRAINING_COLUMNS = ("steps", "tokens_seen", "train_seconds", "train_loss_final",
                     "diverged", "failed", "unigram_entropy", "parameters")
 
 
+ANNOTATED_PARTS = ("recall_loss", "other_loss", "recall_accuracy", "recall_excess", "antecedent", "selectivity",
+                   "_off_")
+
+
 def needs_annotations(column: str) -> bool:
     """Columns only a corpus with dependency annotations can fill (recall, antecedents, silenced streams)."""
-    return any(part in column for part in ("recall_loss", "other_loss", "recall_accuracy", "antecedent", "selectivity",
-                                           "_off_"))
+    return any(part in column for part in ANNOTATED_PARTS)
 
 
 @dataclass
@@ -110,8 +113,8 @@ class EvaluateSpec:
             cols |= {f"{prefix}all_{m}" for m in HEAD_METRICS}
             if len(streams) > 1:
                 cols |= {f"{prefix}stream_diff_{m}" for m in STREAM_DIFF_METRICS}
-            cols |= {f"{prefix}recall_loss", f"{prefix}other_loss", f"{prefix}recall_accuracy",
-                     *(f"{prefix}recall_loss_{k}" for k in KINDS)}
+            cols |= {f"{prefix}{c}" for c in ("recall_loss", "other_loss", "recall_accuracy", "recall_excess")}
+            cols |= {f"{prefix}recall_loss_{k}" for k in KINDS}
         if len(streams) > 1:  # the trained model with each stream silenced (annotated corpora)
             cols |= {f"{s}_off_{which}_delta" for s in streams for which in ("recall", "other")}
             cols |= {f"{s}_off_recall_accuracy" for s in streams}
@@ -338,6 +341,7 @@ def _head_columns(stats: dict, prefix: str) -> dict:
         cols[f"{prefix}recall_loss"] = recall["recall_mean"]
         cols[f"{prefix}other_loss"] = recall["other_mean"]
         cols[f"{prefix}recall_accuracy"] = recall["recall_accuracy"]
+        cols[f"{prefix}recall_excess"] = recall["recall_mean"] - recall["other_mean"]  # recalls' cost beyond the rest
         for kind, entry in recall["by_kind"].items():
             cols[f"{prefix}recall_loss_{kind}"] = entry["loss"]
     return cols
