@@ -27,6 +27,7 @@ from prism_lm import render
 from prism_lm.analysis.measures import FRACTIONS
 from prism_lm.errors import PrismError
 from prism_lm.experiments.job import FAILURE_RULE, is_failure
+from prism_lm.experiments.spec import tuned_group
 from prism_lm.experiments.sweep_dir import SweepDir
 from prism_lm.experiments.verdicts import DECISION_WORDS, VERDICT_RULES, family, gate_results, interval_words
 from prism_lm.stats import (
@@ -195,15 +196,17 @@ def _failed(row: dict, context: int | None) -> bool:
 
 
 def _tuning(exp: dict, results: dict[str, dict]) -> dict | None:
-    """Each arm's tuning curve (the metric's mean and t interval over the tuning seeds at each point,
-    on the held-out part of train) and its chosen point."""
+    """Each verdict group's tuning curve (the metric's mean and t interval over the tuning seeds at each
+    tuning point, on the held-out part of train) and its chosen point: one curve per arm, or per arm
+    and ladder point when the file tunes at each."""
     tune = exp.get("tune")
     if not tune:
         return None
     curves: dict[str, dict[str, dict]] = {}
     for entry in tune["runs"]:
         row = results.get(entry["folder"], {}).get("row", {})
-        point = curves.setdefault(entry["arm"], {}).setdefault(entry["group"], {"point": entry["grid"], "values": []})
+        point = curves.setdefault(tuned_group(entry["group"]), {}).setdefault(
+            entry["group"], {"point": entry["grid"], "values": []})
         if finite(row.get(tune["metric"])):
             point["values"].append(row[tune["metric"]])
     for arm_curve in curves.values():

@@ -48,7 +48,9 @@ from prism_lm.experiments.spec import (
     choose_tuned,
     identity,
     load_experiments,
+    point_key,
     tune_evaluate,
+    tuned_group,
 )
 from prism_lm.experiments.sweep_dir import SweepDir, SweepRun
 from prism_lm.experiments.verdicts import planned_power, verdict_defaults
@@ -252,21 +254,21 @@ def run_sweep(file: str | Path, out: str | Path, workers: int | None = None, exe
         if status or not tuned:
             return status
         for e in tuned:
-            chosen = choose_tuned(e.tune, _tuning_scores(e, sweep), e.arms)
+            chosen = choose_tuned(e.tune, _tuning_scores(e, sweep), e.groups)
             apply_tuning(e, chosen)
             log(f"[sweep] {e.name}: tuned on the held-out part of train ({e.tune.metric}): "
-                + "; ".join(f"{arm} {point}" for arm, point in chosen.items()))
+                + "; ".join(f"{group} {point}" for group, point in chosen.items()))
         return _run_phase(experiments, sweep, workers, executor, True, log)  # this file's own second phase
 
 
-def _tuning_scores(e: Experiment, sweep: SweepDir) -> dict[tuple[str, tuple], list[float]]:
-    """(arm, point values) -> the tuning metric of each finished tuning run."""
+def _tuning_scores(e: Experiment, sweep: SweepDir) -> dict[tuple[str, str], list[float]]:
+    """(verdict group, tuning point) -> the tuning metric of each finished tuning run."""
     folders = {identity: folder for folder, identity in sweep.read_plan()["runs"].items()}
-    scores: dict[tuple[str, tuple], list[float]] = {}
+    scores: dict[tuple[str, str], list[float]] = {}
     for r in e.tune_runs:
         result = sweep.run(folders[r.identity]).read_result()
         value = (result or {}).get("row", {}).get(e.tune.metric)
-        key = (r.arm, tuple(r.grid[k] for k in e.tune.grid))
+        key = (tuned_group(r.group), point_key(r.grid))
         scores.setdefault(key, [])
         if isinstance(value, (int, float)) and math.isfinite(value):
             scores[key].append(float(value))

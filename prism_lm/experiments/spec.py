@@ -80,7 +80,7 @@ from prism_lm.train.schedules import lr_horizon
 EXPERIMENT_KEYS = {"name", "description", "base", "seeds", "data", "set", "arms", "grid", "evaluate", "verdicts",
                    "gates", "slurm", "expected_minutes", "min_seeds", "tune", "ladder", "extends"}
 NOT_INHERITED = ("name", "expected_minutes")  # a file that extends another names its own scale
-TUNE_KEYS = {"grid", "seeds", "metric", "holdout"}
+TUNE_KEYS = {"grid", "seeds", "metric", "holdout", "arms"}
 LADDER_KEYS = {"points", "arm", "baseline", "metric", "claim"}
 GATE_KEYS = {"name", "metric", "arm", "above", "below"}
 VERDICT_KEYS = {"claim", "metric", "arm", "baseline", "null", "better", "primary", "test", "margin",
@@ -143,20 +143,36 @@ class Gate:
 
 @dataclass
 class TuneSpec:
-    """``[tune]``: each arm's hyper-parameters chosen on a held-out part of the training split.
+    """``[tune]``: each arm's hyper-parameters chosen on a held-out part of the training split, at
+    every point of the file (each ladder point, or the one point of a file without a ladder).
 
-    Every arm trains at every point of ``grid`` (config keys, two values or more each) for each of
-    ``seeds`` (the tuning seeds, apart from the verdict seeds) with ``data.holdout = holdout``: it
-    trains on the first 1 - holdout of the train split and is scored on the rest, never on val.
-    The point with the lowest mean ``metric`` over the tuning seeds is the arm's; the verdict runs
-    then train at it on the whole train split and are scored on val as usual.
+    Every arm trains at every tuning point for each of ``seeds`` (the tuning seeds, apart from the
+    verdict seeds) with ``data.holdout = holdout``: it trains on the first 1 - holdout of the train
+    split and is scored on the rest, never on val. An arm's tuning points are the product of
+    ``grid`` (config keys, two values or more each) and its own ``[tune.arms.ARM] points`` (a list of
+    overrides: an arm's own knobs, e.g. PRISM's λ as the paper's schedule, held at 1, or learned;
+    default one empty point). At each point of the file, the tuning point with the lowest mean
+    ``metric`` over the tuning seeds is the arm's there; its verdict runs then train at it on the
+    whole train split and are scored on val as usual.
     """
 
     grid: dict[str, list]
     seeds: list[int]
     metric: str
     holdout: float = 0.1
-    chosen: dict[str, dict[str, Any]] | None = None  # arm -> {key: value}, once the tuning runs are in
+    chosen: dict[str, dict[str, Any]] | None = None  # group -> {key: value}, once the tuning runs are in
+    arms: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # arm -> its own tuning points
+
+    def points(self, arm: str) -> list[dict[str, Any]]:
+        """The arm's tuning points: the grid's product, each merged with each of the arm's own points."""
+        keys = list(self.grid)
+        grid = [dict(zip(keys, values, strict=True)) for values in itertools.product(*(self.grid[k] for k in keys))]
+        return [{**g, **own} for g in grid for own in self.arms.get(arm, [{}])]
+
+
+def point_key(point: dict[str, Any]) -> str:
+    """A tuning point as one comparable value (its keys sorted)."""
+    return json.dumps(point, sort_keys=True)
 
 
 @dataclass
@@ -296,10 +312,11 @@ def _experiment(path: Path, data: dict) -> Experiment:
     if set(slurm) - SLURM_KEYS:
         raise PrismError(f"{where}: unknown slurm key {sorted(set(slurm) - SLURM_KEYS)[0]!r} "
                          f"(known: {', '.join(sorted(SLURM_KEYS))})")
-    tune = _tune_spec(where, data.get("tune"), grid)
+    tune = _tune_spec(where, data.get("tune"), grid, data["arms"])
     ladder = _ladder_spec(where, data.get("ladder"), grid, data["arms"])
-    first_point = {k: v[0] for k, v in tune.grid.items()} if tune else {}
-    runs, groups = _expand(path, data, name, {arm: first_point for arm in arms})  # tuned values: provisional
+    runs, groups = _expand(path, data, name, {})
+    if tune:  # tuned values: provisional, each group at its arm's first tuning point
+        runs, groups = _expand(path, data, name, {g: tune.points(_arm_of(g))[0] for g in groups})
     _check_contexts(where, evaluate, runs)
     verdicts = [_verdict(where, v, groups) for v in data.get("verdicts", [])]
     _check_verdict_metrics(where, verdicts, runs, evaluate)
@@ -359,13 +376,14 @@ def _seed_list(where: str, key: str, seeds) -> list[int]:
 
 
 def _expand(path: Path, data: dict, name: str, extra: dict[str, dict[str, Any]]) -> tuple[list[PlannedRun], list]:
-    """Every (arm, grid point, seed) run, each arm with its ``extra`` overrides (tuned values)."""
+    """Every (arm, grid point, seed) run, each group (arm and point) with its ``extra`` overrides
+    (tuned values)."""
     runs, groups = [], []
     for arm in data["arms"]:
         for point_map in _points(data):
             group = arm + "".join(f"/{k.split('.')[1]}={v}" for k, v in point_map.items())
             groups.append(group)
-            sets = {**extra.get(arm, {}), **point_map}
+            sets = {**extra.get(group, {}), **point_map}
             runs += [_planned(path, data, name, arm, group, point_map, sets, seed) for seed in data["seeds"]]
     return runs, groups
 
@@ -519,39 +537,72 @@ def _check_table(where: str, name: str, table, known: set[str], required: tuple[
         raise PrismError(f"{where}: [{name}] needs {missing[0]!r}")
 
 
-def _tune_spec(where: str, table: dict | None, grid: dict) -> TuneSpec | None:
+def _tune_spec(where: str, table: dict | None, grid: dict, arms: dict) -> TuneSpec | None:
     if table is None:
         return None
-    _check_table(where, "tune", table, TUNE_KEYS, ("grid", "seeds", "metric"), grid)
-    if not isinstance(table["grid"], dict) or not table["grid"]:
+    _check_table(where, "tune", table, TUNE_KEYS, ("seeds", "metric"), grid)
+    tune_grid = table.get("grid", {})
+    if not isinstance(tune_grid, dict):
         raise PrismError(f"{where}: tune.grid must be a table of 'section.key' = [values]")
-    for key, values in table["grid"].items():
+    for key, values in tune_grid.items():
         if not _config_key(key):
             raise PrismError(f"{where}: tune.grid key {key!r} must be 'section.key' (or 'model.prism.key')")
         if not isinstance(values, list) or len(values) < 2:
             raise PrismError(f"{where}: tune.grid {key!r} needs two values or more to choose from, got {values!r}")
+    own = _tune_arm_points(where, table.get("arms", {}), arms)
+    if not tune_grid and not own:
+        raise PrismError(f"{where}: [tune] needs a grid or some arm's own points (tune.arms.ARM.points)")
     holdout = table.get("holdout", 0.1)
     if isinstance(holdout, bool) or not isinstance(holdout, (int, float)) or not 0.0 < holdout < 0.5:
         raise PrismError(f"{where}: tune.holdout must be a fraction in (0, 0.5), got {holdout!r}")
-    return TuneSpec(dict(table["grid"]), _seed_list(where, "tune.seeds", table["seeds"]), str(table["metric"]),
-                    float(holdout))
+    return TuneSpec(dict(tune_grid), _seed_list(where, "tune.seeds", table["seeds"]), str(table["metric"]),
+                    float(holdout), arms=own)
+
+
+def _tune_arm_points(where: str, table, arms: dict) -> dict[str, list[dict[str, Any]]]:
+    """``[tune.arms.ARM] points = [{...}, ...]``: each arm's own tuning points, checked."""
+    if not isinstance(table, dict):
+        raise PrismError(f"{where}: tune.arms must be a table of arms, each with points = [...]")
+    out = {}
+    for arm, spec in table.items():
+        if arm not in arms:
+            raise PrismError(f"{where}: tune.arms names unknown arm {arm!r} (arms: {', '.join(arms)})")
+        points = spec.get("points") if isinstance(spec, dict) and set(spec) == {"points"} else None
+        if not isinstance(points, list) or len(points) < 2 or not all(isinstance(p, dict) for p in points):
+            raise PrismError(f"{where}: tune.arms.{arm} needs points = [two tables or more] to choose from")
+        for key in (k for p in points for k in p):
+            if not _config_key(key):
+                raise PrismError(f"{where}: tune.arms.{arm} point key {key!r} must be 'section.key' (or "
+                                 "'model.prism.key')")
+        out[arm] = [dict(p) for p in points]
+    return out
+
+
+def _arm_of(group: str) -> str:
+    return group.split("/", 1)[0]
 
 
 def _tune_runs(exp: Experiment) -> list[PlannedRun]:
-    """Every arm at every tuning point and tuning seed, trained and scored on the split train."""
+    """Every arm at every point of the file, at each of its tuning points and tuning seeds, trained and
+    scored on the split train. A run's group is its verdict group, ``/tune:`` and the tuning point."""
     tune, runs = exp.tune, []
-    keys = list(tune.grid)
     for arm in exp.arms:
-        for values in itertools.product(*(tune.grid[k] for k in keys)):
-            point = dict(zip(keys, values, strict=True))
-            group = f"{arm}/tune:" + ",".join(f"{k.split('.')[1]}={v}" for k, v in point.items())
-            for seed in tune.seeds:
-                try:
-                    runs.append(_planned(exp.path, exp.source, exp.name, arm, group, point,
-                                         {**point, "data.holdout": tune.holdout}, seed))
-                except PrismError as error:
-                    raise PrismError(f"{exp.path}: [tune]: {error}") from None
+        for point_map in _points(exp.source):
+            base = arm + "".join(f"/{k.split('.')[1]}={v}" for k, v in point_map.items())
+            for point in tune.points(arm):
+                group = f"{base}/tune:" + ",".join(f"{k.split('.')[-1]}={v}" for k, v in point.items())
+                for seed in tune.seeds:
+                    try:
+                        runs.append(_planned(exp.path, exp.source, exp.name, arm, group, point,
+                                             {**point, **point_map, "data.holdout": tune.holdout}, seed))
+                    except PrismError as error:
+                        raise PrismError(f"{exp.path}: [tune]: {error}") from None
     return runs
+
+
+def tuned_group(tune_group: str) -> str:
+    """The verdict group a tuning run's group chooses for."""
+    return tune_group.split("/tune:", 1)[0]
 
 
 def tune_evaluate(evaluate: EvaluateSpec) -> EvaluateSpec:
@@ -559,21 +610,23 @@ def tune_evaluate(evaluate: EvaluateSpec) -> EvaluateSpec:
     return EvaluateSpec(list(evaluate.contexts), 0, False)
 
 
-def choose_tuned(tune: TuneSpec, scores: dict[tuple[str, tuple], list[float]], arms: list[str]) -> dict[str, dict]:
-    """Each arm's point with the lowest mean tuning metric (``scores``: (arm, point values) -> the
-    metric of each tuning seed); an arm with no finished tuning run is an error."""
-    keys, chosen = list(tune.grid), {}
-    for arm in arms:
-        means = {values: sum(v) / len(v) for (a, values), v in scores.items() if a == arm and v}
+def choose_tuned(tune: TuneSpec, scores: dict[tuple[str, str], list[float]], groups: list[str]) -> dict[str, dict]:
+    """Each group's tuning point with the lowest mean tuning metric (``scores``: (verdict group,
+    ``point_key``) -> the metric of each tuning seed; ties go to the earlier point); a group with no
+    finished tuning run is an error."""
+    chosen = {}
+    for group in groups:
+        order = [point_key(p) for p in tune.points(_arm_of(group))]
+        means = {k: sum(v) / len(v) for (g, k), v in scores.items() if g == group and v}
         if not means:
-            raise PrismError(f"no tuning run of arm {arm!r} has {tune.metric!r}: cannot choose its hyper-parameters")
-        best = min(means, key=lambda values: (means[values], list(means).index(values)))
-        chosen[arm] = dict(zip(keys, best, strict=True))
+            raise PrismError(f"no tuning run of {group!r} has {tune.metric!r}: cannot choose its hyper-parameters")
+        best = min(means, key=lambda k: (means[k], order.index(k) if k in order else len(order)))
+        chosen[group] = json.loads(best)
     return chosen
 
 
 def apply_tuning(exp: Experiment, chosen: dict[str, dict[str, Any]]) -> None:
-    """Plan the verdict runs again, each arm at its chosen point."""
+    """Plan the verdict runs again, each group (arm and point) at its chosen tuning point."""
     exp.tune.chosen = chosen
     exp.runs, _ = _expand(exp.path, exp.source, exp.name, chosen)
 

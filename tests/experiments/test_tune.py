@@ -5,7 +5,14 @@ import pytest
 from prism_lm.errors import PrismError
 from prism_lm.experiments.report import write_report
 from prism_lm.experiments.runner import run_sweep
-from prism_lm.experiments.spec import TuneSpec, choose_tuned, load_experiments
+from prism_lm.experiments.spec import (
+    TuneSpec,
+    apply_tuning,
+    choose_tuned,
+    load_experiments,
+    point_key,
+    tuned_group,
+)
 from prism_lm.experiments.sweep_dir import SweepDir
 from tests.helpers import write_experiment
 
@@ -18,15 +25,58 @@ holdout = 0.2
 """
 
 
-def test_each_arm_gets_the_point_with_its_lowest_mean_metric():
+def _lr(lr):
+    return point_key({"optim.lr": lr})
+
+
+def test_each_group_gets_the_point_with_its_lowest_mean_metric():
     tune = TuneSpec({"optim.lr": [1e-3, 3e-3, 1e-2]}, [7, 8], "val_loss_32")
-    scores = {("prism", (1e-3,)): [2.0, 2.2], ("prism", (3e-3,)): [1.5, 1.7], ("prism", (1e-2,)): [1.9, 1.2],
-              ("gpt", (1e-3,)): [3.0, 3.0], ("gpt", (3e-3,)): [2.5, 2.9], ("gpt", (1e-2,)): [2.6, 2.0]}
+    scores = {("prism", _lr(1e-3)): [2.0, 2.2], ("prism", _lr(3e-3)): [1.5, 1.7], ("prism", _lr(1e-2)): [1.9, 1.2],
+              ("gpt", _lr(1e-3)): [3.0, 3.0], ("gpt", _lr(3e-3)): [2.5, 2.9], ("gpt", _lr(1e-2)): [2.6, 2.0]}
     assert choose_tuned(tune, scores, ["prism", "gpt"]) == {"prism": {"optim.lr": 1e-2}, "gpt": {"optim.lr": 1e-2}}
-    scores[("prism", (1e-2,))] = [1.9, 1.9]  # now 3e-3 is prism's best (1.6), 1e-2 stays gpt's (2.3)
+    scores[("prism", _lr(1e-2))] = [1.9, 1.9]  # now 3e-3 is prism's best (1.6), 1e-2 stays gpt's (2.3)
     assert choose_tuned(tune, scores, ["prism", "gpt"])["prism"] == {"optim.lr": 3e-3}
-    with pytest.raises(PrismError, match="no tuning run of arm 'diff'"):
+    with pytest.raises(PrismError, match="no tuning run of 'diff'"):
         choose_tuned(tune, scores, ["prism", "diff"])
+    # a ladder: each point's group chooses on its own
+    scores = {("prism/max_iters=200", _lr(1e-3)): [2.0], ("prism/max_iters=200", _lr(1e-2)): [1.0],
+              ("prism/max_iters=800", _lr(1e-3)): [0.5], ("prism/max_iters=800", _lr(1e-2)): [0.9]}
+    assert choose_tuned(tune, scores, ["prism/max_iters=200", "prism/max_iters=800"]) == {
+        "prism/max_iters=200": {"optim.lr": 1e-2}, "prism/max_iters=800": {"optim.lr": 1e-3}}
+
+
+LAMBDA_TUNE = TUNE + """
+[tune.arms.prism]
+points = [{}, { "model.prism.lambda_schedule" = "constant", "model.prism.lambda_start" = 1.0 },
+          { "model.prism.lambda_schedule" = "learned" }]
+"""
+
+
+def test_an_arm_tunes_its_own_knobs_beside_the_shared_grid(tmp_path):
+    """PRISM's λ (the paper's schedule, held at 1, learned) is among its tuned axes; GPT has no λ."""
+    (exp,) = load_experiments(write_experiment(tmp_path, extra=LAMBDA_TUNE))
+    prism = [r for r in exp.tune_runs if r.arm == "prism"]
+    gpt = [r for r in exp.tune_runs if r.arm == "gpt"]
+    assert len(prism) == 2 * 3 and len(gpt) == 2
+    held = [r for r in prism if r.config.model.prism.lambda_schedule == "constant"]
+    assert len(held) == 2 and all(r.config.model.prism.lambda_start == 1.0 for r in held)
+    assert "prism/tune:lr=0.01,lambda_schedule=learned" in {r.group for r in prism}
+    chosen = {"prism": {"optim.lr": 1e-2, "model.prism.lambda_schedule": "learned"}, "gpt": {"optim.lr": 1e-3}}
+    apply_tuning(exp, chosen)
+    assert {r.config.model.prism.lambda_schedule for r in exp.runs if r.arm == "prism"} == {"learned"}
+
+
+def test_a_ladder_tunes_at_every_point(tmp_path):
+    ladder = ('\n[ladder]\npoints = [{ "run.max_iters" = 4 }, { "run.max_iters" = 8 }]\narm = "prism"\n'
+              'baseline = "gpt"\nmetric = "val_loss_32"\n')
+    path = write_experiment(tmp_path, extra=TUNE)
+    text = path.read_text()
+    path.write_text(text[:text.index("[[verdicts]]")] + TUNE + ladder)
+    (exp,) = load_experiments(path)
+    assert len(exp.tune_runs) == 2 * 2 * 2  # arms x ladder points x lrs (one tuning seed)
+    at8 = [r for r in exp.tune_runs if r.group.startswith("prism/max_iters=8/tune:")]
+    assert len(at8) == 2 and all(r.config.run.max_iters == 8 and r.config.data.holdout == 0.2 for r in at8)
+    assert {tuned_group(r.group) for r in exp.tune_runs} == set(exp.groups)
 
 
 def test_tuning_runs_train_on_part_of_train_and_verdict_runs_wait_for_the_choice(tmp_path):
@@ -46,6 +96,10 @@ def test_tuning_runs_train_on_part_of_train_and_verdict_runs_wait_for_the_choice
      "unknown tune key"),
     ('[tune]\ngrid = { "optim.lr" = [1e-3, 1e-2] }\nseeds = [9]\nmetric = "val_loss_32"\nholdout = 0.9', "holdout"),
     ('[tune]\ngrid = { "optim.lr" = [1e-3, 1e-2] }\nmetric = "val_loss_32"', "needs 'seeds'"),
+    ('[tune]\nseeds = [9]\nmetric = "val_loss_32"', "needs a grid or some arm's own points"),
+    (TUNE + '[tune.arms.prsm]\npoints = [{}, {}]', "tune.arms names unknown arm 'prsm'"),
+    (TUNE + '[tune.arms.prism]\npoints = [{}]', "needs points = \\[two tables or more\\]"),
+    (TUNE + '[tune.arms.prism]\npoints = [{}, { "lr" = 1 }]', "point key 'lr' must be"),
 ])
 def test_bad_tune_tables_are_one_line_errors(tmp_path, tune, message):
     with pytest.raises(PrismError, match=message) as info:
