@@ -68,7 +68,8 @@ def main() -> None:
                 arms = "; ".join(f"{a} {iv['mean']:.3g} [{iv['ci95'][0]:.3g}, {iv['ci95'][1]:.3g}]"
                                  if iv["ci95"] else f"{a} not measured" for a, iv in result["values"].items())
                 note = f" ({', '.join(sources)})" if sources else ""
-                print(f"| {folder.name} | {name} | {gate.name} | {arms}{note} | {'yes' if result['passed'] else 'no'} |")
+                passes = "yes" if result["passed"] else "no"
+                print(f"| {folder.name} | {name} | {gate.name} | {arms}{note} | {passes} |")
 
 
 if __name__ == "__main__":
