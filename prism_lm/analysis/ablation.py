@@ -15,7 +15,7 @@ import contextlib
 import numpy as np
 import torch
 
-from prism_lm.analysis.heads import DISTANCE_BUCKETS, distance_bucket
+from prism_lm.analysis.heads import DISTANCE_BUCKETS, distance_bucket, window_starts
 from prism_lm.bounds import bounded_int
 from prism_lm.data.shards import ShardSet
 from prism_lm.errors import PrismError
@@ -43,15 +43,14 @@ def _token_losses(model: PrismLM, rows: torch.Tensor, edit: dict | None) -> tupl
     return out.loss.cpu(), (out.logits.argmax(-1) == y).cpu()
 
 
-def _recall_mask(shards: ShardSet, ids: list[int], T: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _recall_mask(shards: ShardSet, starts: list[int], T: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(B, T) bool: the target positions that predict a recall token whose antecedent is in the
     window; (B, T) int: its kind id, and (B, T) int: its recall-to-antecedent distance (-1 elsewhere)."""
     notes = shards.annotations()
-    mask = torch.zeros(len(ids), T, dtype=torch.bool)
-    kind = torch.full((len(ids), T), -1, dtype=torch.long)
-    distance = torch.full((len(ids), T), -1, dtype=torch.long)
-    for row, w in enumerate(ids):
-        start = w * T
+    mask = torch.zeros(len(starts), T, dtype=torch.bool)
+    kind = torch.full((len(starts), T), -1, dtype=torch.long)
+    distance = torch.full((len(starts), T), -1, dtype=torch.long)
+    for row, start in enumerate(starts):
         for r, antecedent, k in notes[(notes[:, 0] > start) & (notes[:, 0] <= start + T) & (notes[:, 1] >= start)]:
             mask[row, r - start - 1] = True
             kind[row, r - start - 1] = int(k)
@@ -60,19 +59,21 @@ def _recall_mask(shards: ShardSet, ids: list[int], T: int) -> tuple[torch.Tensor
 
 
 def intervention_effects(model: PrismLM, shards: ShardSet, interventions: dict[str, dict] | None = None,
-                         max_windows: int = 32, batch_size: int = 8) -> dict:
+                         max_windows: int = 32, batch_size: int = 8, bos: bool = False) -> dict:
     """Per intervention: the mean loss change (intervened − unmodified) on recall tokens, by kind, and
-    on the other tokens, over the same ``max_windows`` windows of the model's block size."""
+    on the other tokens, over the same ``max_windows`` windows of the model's block size
+    (``heads.window_starts``: ``bos`` for models trained on windows that open on a BOS)."""
     model.eval()
     T = model.config.block_size
     interventions = default_interventions(model) if interventions is None else interventions
-    n = min(max_windows, (len(shards) - 1) // T)
+    starts = window_starts(shards, T, max_windows, bos)
+    n = len(starts)
     kinds = shards.manifest.get("annotation_kinds", [])
     base, edited, masks, kind_ids, distances = [], {name: [] for name in interventions}, [], [], []
     base_hits, edited_hits = [], {name: [] for name in interventions}
     for first in range(0, n, batch_size):
-        ids = list(range(first, min(first + batch_size, n)))
-        rows = torch.from_numpy(shards.windows([w * T for w in ids], T + 1))
+        ids = starts[first:first + batch_size]
+        rows = torch.from_numpy(shards.windows(ids, T + 1))
         for losses, hits, (nll, correct) in ((base, base_hits, _token_losses(model, rows, None)),
                                              *((edited[k], edited_hits[k], _token_losses(model, rows, e))
                                                for k, e in interventions.items())):

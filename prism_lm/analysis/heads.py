@@ -139,9 +139,17 @@ def profile_sharpness(profile: np.ndarray) -> np.ndarray:
     return (mag * freqs).sum(-1) / np.maximum(mag.sum(-1), 1e-12)
 
 
-def _windows(shards: ShardSet, T: int, max_windows: int | None) -> list[int]:
-    n = (len(shards) - 1) // T
-    return list(range(n if max_windows is None else min(n, max_windows)))
+def window_starts(shards: ShardSet, T: int, max_windows: int | None, bos: bool = False) -> list[int]:
+    """The token offsets of the analysis windows (T + 1 tokens each): the split's non-overlapping
+    windows in order, or (``bos``, for models trained with ``data.sampler = "bos"``) windows that start
+    at the split's ``<|endoftext|>`` tokens, as those models' training windows did."""
+    if bos:
+        from prism_lm.data.loader import bos_starts
+
+        starts = [int(s) for s in bos_starts(shards, T)]
+    else:
+        starts = [w * T for w in range((len(shards) - 1) // T)]
+    return starts if max_windows is None else starts[:max_windows]
 
 
 def js_distance(p: np.ndarray, q: np.ndarray) -> float:
@@ -177,11 +185,12 @@ def distance_bucket(distance: int) -> str:
 
 
 @torch.no_grad()
-def head_statistics(model: PrismLM, shards: ShardSet, max_windows: int | None = 64, batch_size: int = 8) -> dict:
+def head_statistics(model: PrismLM, shards: ShardSet, max_windows: int | None = 64, batch_size: int = 8,
+                    bos: bool = False) -> dict:
     """Per layer/head/stream metrics, stream comparisons, head diversity, and (with annotations)
-    antecedent hit rates and recall losses by kind and distance."""
+    antecedent hit rates and recall losses by kind and distance, over ``window_starts``' windows."""
     T = model.config.block_size
-    windows = _windows(shards, T, max_windows)
+    windows = window_starts(shards, T, max_windows, bos)
     acc = _HeadSums(shards, T, len(model.blocks))
     for first in range(0, len(windows), batch_size):
         acc.add(model, windows[first:first + batch_size])
@@ -226,34 +235,33 @@ class _HeadSums:
         self.recall_correct: list[bool] = []
         self.streams = self.heads = None
 
-    def add(self, model: PrismLM, ids: list[int]) -> None:
+    def add(self, model: PrismLM, starts: list[int]) -> None:
         T = self.T
-        rows = torch.from_numpy(self.shards.windows([w * T for w in ids], T + 1))
+        rows = torch.from_numpy(self.shards.windows(starts, T + 1))
         cache = capture_attention(model, rows[:, :-1])
         self.streams, self.heads = cache.streams, cache.heads_per_stream
         nll = lm_cross_entropy(cache.logits, rows[:, 1:], reduction="none")  # (B, T)
         correct = cache.logits.argmax(-1) == rows[:, 1:]  # (B, T): the answer is the top prediction
-        pairs = self._recall_pairs(ids, nll, correct)
+        pairs = self._recall_pairs(starts, nll, correct)
         onehot = F.one_hot(self.classes[rows[:, :-1]], len(CLASSES)).float()  # (B, T, classes) of each key
         for layer in range(self.L):
             A = cache[hook_name(layer)]
             for k, v in pattern_metrics(A, self.far).items():
-                self.sums[layer][k] = self.sums[layer].get(k, 0) + v * len(ids)
+                self.sums[layer][k] = self.sums[layer].get(k, 0) + v * len(starts)
             mass = torch.einsum("bhj,bjc->hc", A.sum(2), onehot)  # attention received, by key class
             self.class_mass[layer] = mass if self.class_mass[layer] is None else self.class_mass[layer] + mass
             for row, q, key, kind in pairs:
                 self.hits[layer].append((A[row, :, q, key].numpy(), q - key, kind))
 
-    def _recall_pairs(self, ids: list[int], nll: torch.Tensor,
+    def _recall_pairs(self, starts: list[int], nll: torch.Tensor,
                       correct: torch.Tensor) -> list[tuple[int, int, int, int]]:
         """(row, query, key, kind) for recall tokens whose antecedent is inside the window; records
         their losses, whether each was the top prediction, kinds, distances and the uniform head's
         rate, and the other tokens' losses."""
         T, notes = self.T, self.notes
-        recall_mask = torch.zeros(len(ids), T, dtype=torch.bool)
+        recall_mask = torch.zeros(len(starts), T, dtype=torch.bool)
         pairs = []
-        for row, w in enumerate(ids):
-            start = w * T
+        for row, start in enumerate(starts):
             inside = notes[(notes[:, 0] > start) & (notes[:, 0] <= start + T) & (notes[:, 1] >= start)]
             for r, a, kind in inside:
                 recall_mask[row, r - start - 1] = True  # target position r - start - 1 predicts token r

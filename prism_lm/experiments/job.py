@@ -244,11 +244,11 @@ def _evaluation_columns(cfg: TrainConfig, spec: EvaluateSpec, sweep_run: SweepRu
             models["heads_init"] = ("init_", initial_model(cfg).to(device).eval())
             cols.update(_sparsity_columns(models["heads_init"][1], val, spec.head_windows, "init_"))
         for name, (prefix, model) in models.items():
-            stats = head_statistics(model, val, max_windows=spec.head_windows)
+            stats = head_statistics(model, val, max_windows=spec.head_windows, bos=cfg.data.sampler == "bos")
             cols.update(_head_columns(stats, prefix))
             sweep_run.write_heads(name, stats)
             heads[name] = [{k: e[k] for k in ("layer", "stream", *HEAD_METRICS) if k in e} for e in stats["heads"]]
-        cols.update(_intervention_columns(final, val, spec.head_windows))
+        cols.update(_intervention_columns(final, val, spec.head_windows, bos=cfg.data.sampler == "bos"))
         cols.update(_sink_columns(final, val, min(16, spec.head_windows)))
         if spec.head_ablations:
             from prism_lm.analysis.ablation import head_ablation_spread
@@ -294,7 +294,7 @@ def _sink_columns(model, shards, windows: int) -> dict:
     return cols
 
 
-def _intervention_columns(model, shards, windows: int) -> dict:
+def _intervention_columns(model, shards, windows: int, bos: bool = False) -> dict:
     """Per stream of a two-stream kind: the loss change on recall and on other tokens with it silenced."""
     from prism_lm.analysis.ablation import intervention_effects
     from prism_lm.analysis.heads import DISTANCE_BUCKETS, distance_bucket
@@ -302,7 +302,8 @@ def _intervention_columns(model, shards, windows: int) -> dict:
     streams = model.blocks[0].attn.stream_names
     if len(streams) < 2 or not len(shards.annotations()):
         return {}
-    out = intervention_effects(model, shards, {s: {"zero_streams": [s]} for s in streams}, max_windows=windows)
+    out = intervention_effects(model, shards, {s: {"zero_streams": [s]} for s in streams}, max_windows=windows,
+                               bos=bos)
     cols = {f"{s}_off_{which}_delta": out["effects"][s][f"{which}_delta"]
             for s in streams for which in ("recall", "other")}
     cols.update({f"{s}_off_recall_accuracy": out["effects"][s]["recall_accuracy"] for s in streams})

@@ -113,3 +113,16 @@ def test_the_bos_sampler_refuses_a_split_without_separators(tmp_path):
     prepare([str(tmp_path / "one.txt")], tmp_path / "d", val_fraction=0.0, compact_vocab=True, progress=False)
     with pytest.raises(PrismError, match="no <\\|endoftext\\|> with 25 tokens after it"):
         make_loader("bos", ShardSet(tmp_path / "d", "train"), batch_size=2, block_size=24, seed=0)
+
+
+def test_models_trained_on_bos_windows_are_analysed_on_bos_windows(tmp_path):
+    from prism_lm.analysis.heads import window_starts
+
+    prepare(["synthetic:mqar:100:pairs=4,queries=4,vocab=16"], tmp_path / "d", val_fraction=0.1,
+            compact_vocab=True, progress=False)
+    train = ShardSet(tmp_path / "d", "train")
+    tokens, eot = train.window(0, len(train)), train.codec().eot
+    aligned = window_starts(train, 16, 5, bos=True)
+    assert len(aligned) == 5 and all(tokens[s] == eot for s in aligned)
+    assert all(tokens[s + 1:s + 17].tolist().count(eot) == 0 for s in aligned)  # one whole example each
+    assert window_starts(train, 16, 3) == [0, 16, 32]
