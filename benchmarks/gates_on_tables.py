@@ -4,7 +4,7 @@ Reads each committed table under benchmarks/results/ (results.csv and sweep.json
 shipped experiment files now declare, and decides every gate from the table's rows with the
 report's own rule (``verdicts.gate_results``). Two gate columns are newer than the tables and are
 derived from the columns they hold: ``all_sink_first4_rel`` = all_sink_first4 over a uniform head's
-value at the window (``measures.uniform_values``), ``recall_excess`` = recall_loss − other_loss. A
+value at the window (``heads.uniform_values``), ``recall_excess`` = recall_loss − other_loss. A
 gate's arm missing from its own experiment is looked up in the table's other experiments (shared
 runs carry the same arm name; the source is printed).
 
@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from prism_lm.analysis.measures import uniform_values  # noqa: E402
+from prism_lm.analysis.heads import uniform_values  # noqa: E402
 from prism_lm.experiments.report import read_results_csv  # noqa: E402
 from prism_lm.experiments.spec import load_experiments  # noqa: E402
 from prism_lm.experiments.verdicts import gate_results  # noqa: E402

@@ -51,12 +51,14 @@ the diversity of a stream in a layer is the mean pairwise Jensen–Shannon dista
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from prism_lm.analysis.capture import capture_attention, hook_name
-from prism_lm.analysis.measures import PATTERN_MEASURES, STREAM_DIFF_COLUMNS
+from prism_lm.analysis.measures import PATTERN_MEASURES, STREAM_DIFF_COLUMNS, synthetic_head
 from prism_lm.data.embedded import WORD_CLASSES, word_class
 from prism_lm.data.shards import ShardSet
 from prism_lm.model import PrismLM
@@ -130,6 +132,14 @@ def pattern_metrics(A: torch.Tensor, far: int | None = None) -> dict[str, torch.
     if far is not None:
         out["mass_beyond_far"] = (A * (lag > far)).sum(-1).mean(dim=(0, 2))
     return out
+
+
+@functools.lru_cache(maxsize=64)
+def uniform_values(T: int) -> dict[str, float]:
+    """Every pattern measure of the uniform causal head over a T-token window (the registry's
+    uniform value of each measure)."""
+    m = pattern_metrics(synthetic_head("diffuse", T)[None, None])
+    return {k: float(m[k][0]) for k in PATTERN_MEASURES if k in m}
 
 
 def profile_sharpness(profile: np.ndarray) -> np.ndarray:

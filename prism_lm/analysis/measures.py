@@ -8,7 +8,8 @@ Design choices:
   ``prism analyze``, the sweep's columns (``{stream}_{name}``, ``all_{name}``, ``stream_diff_{name}``),
   the report's interval choice (fractions get the logit-scale interval) and the verdicts' metrics.
 - The uniform value is never hand-written: it is ``pattern_metrics`` of the uniform causal head at
-  the window length asked, so a reader can tell "no better than spreading mass evenly" from a finding.
+  the window length asked (``heads.uniform_values``; this module imports nothing of the analysis),
+  so a reader can tell "no better than spreading mass evenly" from a finding.
 - Each measure lists ``ranks``: pairs (higher, lower) of the synthetic heads below on which it must
   order the two, the look-alikes it exists to separate. ``tests/analysis/test_measures.py`` builds the
   heads and checks every pair of every measure, so a measure that cannot tell its look-alikes apart
@@ -17,7 +18,6 @@ Design choices:
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import torch
@@ -119,17 +119,8 @@ def synthetic_head(name: str, T: int) -> torch.Tensor:
 SYNTHETIC_HEADS = ("diffuse", "self", "previous", "far_spike", "far_half", "sink", "sink_half", "self_half")
 
 
-@functools.lru_cache(maxsize=64)
-def uniform_values(T: int) -> dict[str, float]:
-    """Every pattern measure of the uniform causal head over a T-token window."""
-    from prism_lm.analysis.heads import pattern_metrics
-
-    m = pattern_metrics(synthetic_head("diffuse", T)[None, None])
-    return {k: float(m[k][0]) for k in PATTERN_MEASURES if k in m}
-
-
-def glossary() -> list[list[str]]:
-    """(name, definition, uniform value at T = 128, what it tells apart): the table reports print."""
-    uniform = uniform_values(128)
+def glossary(uniform: dict[str, float]) -> list[list[str]]:
+    """(name, definition, uniform value, what it tells apart): the table reports print, with ``uniform``
+    the uniform head's values at the report's window (``heads.uniform_values``)."""
     return [[name, m.definition, "–" if name not in uniform else f"{uniform[name]:.3g}", m.tells_apart]
             for name, m in MEASURES.items()]

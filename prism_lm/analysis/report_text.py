@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from prism_lm import render
+from prism_lm.analysis.heads import uniform_values
 from prism_lm.analysis.measures import MEASURES, glossary
 from prism_lm.stats import bootstrap_diff
 
@@ -203,7 +204,7 @@ def _head_tables(report: dict) -> list:
     tables.append(("What each measure means (the registry, analysis/measures.py)",
                    "Each measure's definition, its value for a head that spreads its mass evenly over the visible keys "
                    "(at a 128-token window; a value near it is no finding), and the look-alikes it tells apart.",
-                   ["measure", "definition", "uniform head (T = 128)", "tells apart"], glossary()))
+                   ["measure", "definition", "uniform head (T = 128)", "tells apart"], glossary(uniform_values(128))))
     comp = heads.get("comparison")
     if comp:
         tables.append((f"{comp['a']} minus {comp['b']} (mean over heads; {comp['interval']})",

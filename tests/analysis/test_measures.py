@@ -4,7 +4,7 @@ apart, its uniform value is what a uniform head scores, and every consumer reads
 import pytest
 import torch
 
-from prism_lm.analysis.heads import METRICS, pattern_metrics
+from prism_lm.analysis.heads import METRICS, pattern_metrics, uniform_values
 from prism_lm.analysis.measures import (
     FRACTIONS,
     MEASURES,
@@ -12,7 +12,6 @@ from prism_lm.analysis.measures import (
     SYNTHETIC_HEADS,
     glossary,
     synthetic_head,
-    uniform_values,
 )
 
 T = 128
@@ -58,7 +57,7 @@ def test_uniform_values_are_the_uniform_heads_and_printed_in_the_glossary():
     u = uniform_values(T)
     assert u["entropy_relative"] == pytest.approx(1.0) and u["far_focus"] == pytest.approx(0.0, abs=1e-6)
     assert u["mass_beyond_8"] == pytest.approx(sum((i - 8) / (i + 1) for i in range(9, T)) / T, rel=1e-5)
-    rows = {r[0]: r for r in glossary()}
+    rows = {r[0]: r for r in glossary(uniform_values(128))}
     assert set(rows) == set(MEASURES) and rows["sink_first4_rel"][2] == "1"
 
 
