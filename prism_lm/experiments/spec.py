@@ -72,9 +72,9 @@ from prism_lm.config import (
     tomllib,
 )
 from prism_lm.errors import PrismError
+from prism_lm.experiments.claim_spec import Gate, Verdict, check_claim_metrics, load_gate, load_verdict
 from prism_lm.experiments.job import EvaluateSpec
 from prism_lm.model.config import flat_legacy_dict
-from prism_lm.stats import finite
 from prism_lm.train.schedules import lr_horizon
 
 EXPERIMENT_KEYS = {"name", "description", "base", "seeds", "data", "set", "arms", "grid", "evaluate", "verdicts",
@@ -82,9 +82,6 @@ EXPERIMENT_KEYS = {"name", "description", "base", "seeds", "data", "set", "arms"
 NOT_INHERITED = ("name", "expected_minutes")  # a file that extends another names its own scale
 TUNE_KEYS = {"grid", "seeds", "metric", "holdout", "arms"}
 LADDER_KEYS = {"points", "arm", "baseline", "metric", "claim"}
-GATE_KEYS = {"name", "metric", "arm", "above", "below"}
-VERDICT_KEYS = {"claim", "metric", "arm", "baseline", "null", "better", "primary", "test", "margin",
-                "smallest_effect", "expected_sd"}
 DEFAULT_MIN_SEEDS = 5
 SLURM_KEYS = {"partition", "timeout_min", "cpus_per_task", "gpus_per_node", "mem_gb", "account", "qos"}
 # keys added to the config after sweeps were run: they enter a run's identity only when they differ
@@ -93,52 +90,6 @@ LATE_KEYS = {"model.mlp": "gelu", "model.position_embedding": "learned", "model.
              "data.holdout": 0.0, "model.final_norm": True, "model.ista_step_size": 0.1, "model.ista_lambda": 0.1,
              "model.ista_mode": "replace"}
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
-
-
-@dataclass
-class Verdict:
-    """A claim decided from seed-level numbers: ``arm`` minus ``baseline`` (paired by seed) or, without
-    a baseline, ``arm``'s values against ``null``.
-
-    ``test = "difference"``: a two-sided t test; ``better`` (lower or higher) names the side that
-    supports the claim. ``test = "equivalence"``: the claim is "no difference larger than
-    ``margin``", decided by two one-sided tests (TOST). ``primary``: the one pre-registered verdict of
-    its claim (an experiment file), tested alone at α; the others are exploratory, Holm-adjusted
-    among themselves (``experiments/verdicts.py``). ``smallest_effect``: the smallest difference the
-    claim must see (an equivalence's is its margin); with ``expected_sd`` (the per-seed spread an
-    earlier table measured) the sweep says before training whether its seeds reach 80% power."""
-
-    claim: str
-    metric: str
-    arm: str
-    baseline: str | None = None
-    null: float = 0.0
-    better: str = "lower"
-    primary: bool = False
-    test: str = "difference"
-    margin: float | None = None
-    smallest_effect: float | None = None
-    expected_sd: float | None = None
-
-
-@dataclass
-class Gate:
-    """A positive control (``[[gates]]``): a condition on this sweep's own runs showing that the
-    claim's phenomenon exists and is measurable in this regime (the baseline learns the recalls, a
-    sink exists to be measured, the baseline degrades at 4×). ``arm`` (a group, or a list of groups:
-    any one suffices) must have the 95% t interval over seeds of ``metric`` wholly above ``above``
-    (or wholly below ``below``). If any gate of a file fails, every verdict of the file reads
-    "untestable in this regime: <gate> (<numbers>)", a decision of its own, never inconclusive."""
-
-    name: str
-    metric: str
-    arm: str | list[str]
-    above: float | None = None
-    below: float | None = None
-
-    @property
-    def arms(self) -> list[str]:
-        return [self.arm] if isinstance(self.arm, str) else list(self.arm)
 
 
 @dataclass
@@ -318,10 +269,12 @@ def _experiment(path: Path, data: dict) -> Experiment:
     if tune:  # tuned values: provisional, each group at its arm's first tuning point
         runs, groups = _expand(path, data, name, {g: tune.points(_arm_of(g))[0] for g in groups})
     _check_contexts(where, evaluate, runs)
-    verdicts = [_verdict(where, v, groups) for v in data.get("verdicts", [])]
-    _check_verdict_metrics(where, verdicts, runs, evaluate)
-    gates = [_gate(where, g, groups) for g in data.get("gates", [])]
-    _check_gate_metrics(where, gates, runs, evaluate)
+    verdicts = [load_verdict(where, v, groups) for v in data.get("verdicts", [])]
+    gates = [load_gate(where, g, groups) for g in data.get("gates", [])]
+    columns: dict[str, set[str]] = {}
+    for r in runs:
+        columns.setdefault(r.group, set()).update(evaluate.columns(r.config))
+    check_claim_metrics(where, verdicts, gates, columns)
     primaries = [v.claim for v in verdicts if v.primary]
     if len(primaries) > 1:
         raise PrismError(f"{where}: {len(primaries)} verdicts are marked primary ({primaries[0]!r}, {primaries[1]!r}); "
@@ -444,37 +397,6 @@ def identity(cfg: TrainConfig, data_source: str | None) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:10]
 
 
-def _verdict(where: str, table: dict, groups: list[str]) -> Verdict:
-    unknown = set(table) - VERDICT_KEYS
-    if unknown:
-        raise PrismError(f"{where}: unknown verdict key {sorted(unknown)[0]!r} "
-                         f"(known: {', '.join(sorted(VERDICT_KEYS))})")
-    try:
-        verdict = Verdict(**table)
-    except TypeError:
-        raise PrismError(f"{where}: a verdict needs claim, metric and arm") from None
-    for label in (verdict.arm, verdict.baseline):
-        if label is not None and label not in groups:
-            raise PrismError(f"{where}: verdict {verdict.claim!r} names unknown arm {label!r} "
-                             f"(arms: {', '.join(groups)})")
-    if verdict.arm == verdict.baseline:
-        raise PrismError(f"{where}: verdict {verdict.claim!r} compares {verdict.arm!r} with itself; name two arms")
-    if verdict.better not in ("lower", "higher"):
-        raise PrismError(f"{where}: verdict better must be 'lower' or 'higher', got {verdict.better!r}")
-    if verdict.test not in ("difference", "equivalence"):
-        raise PrismError(f"{where}: verdict test must be 'difference' or 'equivalence', got {verdict.test!r}")
-    if verdict.test == "equivalence" and not (isinstance(verdict.margin, (int, float)) and verdict.margin > 0):
-        raise PrismError(f"{where}: equivalence verdict {verdict.claim!r} needs a margin > 0 (the largest "
-                         f"difference that counts as none), got {verdict.margin!r}")
-    for key in ("smallest_effect", "expected_sd"):
-        value = getattr(verdict, key)
-        if value is not None and not (finite(value) and value > 0):
-            raise PrismError(f"{where}: verdict {verdict.claim!r}: {key} must be a number > 0, got {value!r}")
-    if not isinstance(verdict.primary, bool):
-        raise PrismError(f"{where}: verdict primary must be true or false, got {verdict.primary!r}")
-    return verdict
-
-
 def _check_contexts(where: str, evaluate: EvaluateSpec, runs: list[PlannedRun]) -> None:
     """Every evaluation context fits every run's model (checked before anything trains, not after)."""
     for r in runs:
@@ -485,44 +407,6 @@ def _check_contexts(where: str, evaluate: EvaluateSpec, runs: list[PlannedRun]) 
             raise PrismError(f"{where}: evaluate.contexts {too_long[0]:,} exceeds what arm {r.arm!r} can read "
                              f"({limit:,} tokens: " + ("its block_size)" if model.position_embedding == "learned"
                                                        else "64 x its block_size, no learned positions)"))
-
-
-def _gate(where: str, table, groups: list[str]) -> Gate:
-    if not isinstance(table, dict) or set(table) - GATE_KEYS:
-        bad = sorted(set(table) - GATE_KEYS)[0] if isinstance(table, dict) else table
-        raise PrismError(f"{where}: unknown gate key {bad!r} (known: {', '.join(sorted(GATE_KEYS))})")
-    try:
-        gate = Gate(**table)
-    except TypeError:
-        raise PrismError(f"{where}: a gate needs name, metric, arm and one of above or below") from None
-    bounds = [b for b in (gate.above, gate.below) if b is not None]
-    if len(bounds) != 1 or not finite(bounds[0]):
-        raise PrismError(f"{where}: gate {gate.name!r} needs exactly one finite bound, above or below")
-    if not gate.arms or not all(isinstance(a, str) and a in groups for a in gate.arms):
-        raise PrismError(f"{where}: gate {gate.name!r} names unknown arm {gate.arm!r} (arms: {', '.join(groups)})")
-    return gate
-
-
-def _check_gate_metrics(where: str, gates: list[Gate], runs: list[PlannedRun], evaluate: EvaluateSpec) -> None:
-    for gate in gates:
-        for label in gate.arms:
-            if not any(gate.metric in evaluate.columns(r.config) for r in runs if r.group == label):
-                raise PrismError(f"{where}: gate {gate.name!r}: metric {gate.metric!r} is not a column that arm "
-                                 f"{label!r} produces with this [evaluate]")
-
-
-def _check_verdict_metrics(where: str, verdicts: list[Verdict], runs: list[PlannedRun], evaluate: EvaluateSpec) -> None:
-    """Each verdict's metric must be a column that its arm's (and baseline's) runs will produce."""
-    columns: dict[str, set[str]] = {}
-    for r in runs:
-        columns.setdefault(r.group, set()).update(evaluate.columns(r.config))
-    for v in verdicts:
-        for label in filter(None, (v.arm, v.baseline)):
-            if v.metric not in columns[label]:
-                close = sorted(c for c in columns[label] if v.metric.split("_")[0] in c)[:6]
-                hint = f"; similar: {', '.join(close)}" if close else ""
-                raise PrismError(f"{where}: verdict {v.claim!r}: metric {v.metric!r} is not a column that arm "
-                                 f"{label!r} produces with this [evaluate]{hint}")
 
 
 def _check_table(where: str, name: str, table, known: set[str], required: tuple[str, ...], grid: dict) -> None:

@@ -7,7 +7,8 @@ import pytest
 from scipy import stats
 
 from prism_lm.errors import PrismError
-from prism_lm.experiments.report import _ladder, write_report
+from prism_lm.experiments.ladder import summarise_ladder
+from prism_lm.experiments.report import write_report
 from prism_lm.experiments.runner import run_sweep
 from prism_lm.experiments.spec import load_experiments
 from tests.helpers import write_experiment
@@ -48,13 +49,14 @@ def _exp(steps):
 
 def test_a_gap_that_shrinks_with_tokens_closes_and_one_that_widens_grows():
     rng = np.random.default_rng(0)
-    closing = _ladder(_exp([200, 800, 3200]), _by_group({200: 0.3, 800: 0.2, 3200: 0.1}, noise=0.01, rng=rng))
+    closing = summarise_ladder(_exp([200, 800, 3200]), _by_group({200: 0.3, 800: 0.2, 3200: 0.1}, noise=0.01, rng=rng))
     assert closing["verdict"] == "the gap closes with tokens"
     # 0.1 nats less per factor 4 = per 0.602 decades: slope -0.166 per decade
     assert closing["slope_vs_log10_tokens"]["slope"] == pytest.approx(-0.1 / np.log10(4), abs=0.02)
-    growing = _ladder(_exp([200, 800, 3200]), _by_group({200: -0.1, 800: -0.2, 3200: -0.3}, noise=0.01, rng=rng))
+    growing = summarise_ladder(_exp([200, 800, 3200]),
+                               _by_group({200: -0.1, 800: -0.2, 3200: -0.3}, noise=0.01, rng=rng))
     assert growing["verdict"] == "the gap grows with tokens"  # a negative gap moving away from 0
-    flat = _ladder(_exp([200, 800, 3200]), _by_group({200: 0.2, 800: 0.2, 3200: 0.2}, noise=0.05, rng=rng))
+    flat = summarise_ladder(_exp([200, 800, 3200]), _by_group({200: 0.2, 800: 0.2, 3200: 0.2}, noise=0.05, rng=rng))
     assert flat["verdict"].startswith("inconclusive: the slope per decade of tokens allows")
     assert [p["tokens"] for p in closing["points"]] == [200_000, 800_000, 3_200_000]
     assert closing["points"][0]["difference"]["mean"] == pytest.approx(0.3, abs=0.02)
@@ -66,7 +68,7 @@ def test_the_scale_slope_is_fitted_within_each_seed_and_judged_over_seeds():
     independent draws)."""
     rng = np.random.default_rng(3)
     by_group = _by_group({200: 0.3, 800: 0.2, 3200: 0.1}, noise=0.05, rng=rng)
-    fit = _ladder(_exp([200, 800, 3200]), by_group)["slope_vs_log10_tokens"]
+    fit = summarise_ladder(_exp([200, 800, 3200]), by_group)["slope_vs_log10_tokens"]
     x = np.log10([200_000, 800_000, 3_200_000])
     hand = []
     for seed in range(5):
@@ -81,17 +83,17 @@ def test_the_scale_slope_is_fitted_within_each_seed_and_judged_over_seeds():
 def test_the_ladder_reports_the_last_gap_and_the_tokens_the_arm_needs_to_match():
     """The arm's mean loss falls 0.1 per factor 4 of tokens; the baseline ends 0.1 lower, so the arm
     needs one more factor 4 (extrapolated), or sits between two points (interpolated)."""
-    closing = _ladder(_exp([200, 800, 3200]), _by_group({200: 0.3, 800: 0.2, 3200: 0.1}))
+    closing = summarise_ladder(_exp([200, 800, 3200]), _by_group({200: 0.3, 800: 0.2, 3200: 0.1}))
     match = closing["tokens_to_match"]
     # the arm's mean: 1.02 + gap per point (the baseline's mean is 1.02 at every point)
     assert match["how"] == "extrapolated along the last two points" and match["times_last_point"] == pytest.approx(4.0)
     assert match["tokens"] == pytest.approx(12_800_000) and match["baseline_level"] == pytest.approx(1.02)
     assert closing["last_point_difference"]["mean"] == pytest.approx(0.1)
     by_group = _by_group({200: 0.3, 800: -0.1, 3200: -0.3})  # crosses the baseline between 200 and 800
-    crossing = _ladder(_exp([200, 800, 3200]), by_group)["tokens_to_match"]
+    crossing = summarise_ladder(_exp([200, 800, 3200]), by_group)["tokens_to_match"]
     assert crossing["how"] == "interpolated between ladder points"
     assert crossing["tokens"] == pytest.approx(10 ** (np.log10(200_000) + 0.75 * np.log10(4)))
-    away = _ladder(_exp([200, 800, 3200]), _by_group({200: 0.1, 800: 0.2, 3200: 0.3}))["tokens_to_match"]
+    away = summarise_ladder(_exp([200, 800, 3200]), _by_group({200: 0.1, 800: 0.2, 3200: 0.3}))["tokens_to_match"]
     assert away["tokens"] is None and away["how"].startswith("not reached")
 
 
@@ -101,7 +103,7 @@ def test_points_that_do_not_differ_in_tokens_give_no_slope():
     by_group["gpt/n_embd=64"] = by_group["gpt/max_iters=200"]
     exp = {"ladder": {"points": [{"run.max_iters": 200}, {"model.n_embd": 64}], "arm": "prism", "baseline": "gpt",
                       "metric": "m", "claim": "c"}}
-    assert _ladder(exp, by_group)["verdict"].startswith("no verdict")
+    assert summarise_ladder(exp, by_group)["verdict"].startswith("no verdict")
 
 
 @pytest.mark.parametrize("ladder, message", [
