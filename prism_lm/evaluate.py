@@ -23,7 +23,11 @@ from prism_lm.model import PrismLM
 
 @torch.no_grad()
 def evaluate_split(model: PrismLM, shards: ShardSet, context: int, batch_size: int = 8,
-                   device: torch.device | str = "cpu", max_windows: int | None = None, progress: bool = False) -> dict:
+                   device: torch.device | str = "cpu", max_windows: int | None = None, progress: bool = False,
+                   bos: bool = False) -> dict:
+    """The mean loss over the split's non-overlapping windows of ``context`` tokens, or (``bos``, for a
+    model trained with ``data.sampler = "bos"``) over windows that open on each ``<|endoftext|>``, as
+    its training windows did."""
     if context > model.config.block_size:
         if model.wpe is not None:
             raise PrismError(f"context {context} exceeds the model's block size {model.config.block_size} (longer "
@@ -32,22 +36,26 @@ def evaluate_split(model: PrismLM, shards: ShardSet, context: int, batch_size: i
     if shards.vocab_size > model.config.vocab_size:
         raise PrismError(f"data vocabulary ({shards.vocab_size}) is larger than the model's "
                          f"({model.config.vocab_size})")
-    n_windows = (len(shards) - 1) // context
-    if max_windows is not None:
-        n_windows = min(n_windows, max_windows)
+    if bos:
+        from prism_lm.data.loader import bos_starts
+
+        starts = bos_starts(shards, context).tolist()
+    else:
+        starts = [w * context for w in range((len(shards) - 1) // context)]
+    starts = starts if max_windows is None else starts[:max_windows]
+    n_windows = len(starts)
     if n_windows == 0:
         raise PrismError(f"{shards.split} split has {len(shards)} tokens, too few for one window of {context}")
     model.eval()
     total, count = 0.0, 0
     for first in tqdm(range(0, n_windows, batch_size), desc=f"context {context}", unit="batch", leave=False,
                       disable=not progress):
-        ids = range(first, min(first + batch_size, n_windows))
-        rows = torch.from_numpy(shards.windows([w * context for w in ids], context + 1)).to(device)
+        rows = torch.from_numpy(shards.windows(starts[first:first + batch_size], context + 1)).to(device)
         total += float(model(rows[:, :-1], rows[:, 1:], reduction="sum").loss)
         count += rows[:, 1:].numel()
     loss = total / count
     return {"context": context, "split": shards.split, "tokens": count, "windows": n_windows,
-            "dropped_tokens": len(shards) - 1 - count, "loss": loss, "perplexity": math.exp(loss)}
+            "dropped_tokens": max(0, len(shards) - 1 - count), "loss": loss, "perplexity": math.exp(loss)}
 
 
 def evaluate_checkpoint(checkpoint: str | Path, data_dir: str | Path | None, contexts: list[int] | None = None,

@@ -231,10 +231,12 @@ def _evaluation_columns(cfg: TrainConfig, spec: EvaluateSpec, sweep_run: SweepRu
     same = best_dir is None or read_model_config(best_dir)[1].get("step") == read_model_config(final_dir)[1].get("step")
     best = final if same else load_model(best_dir, device=device)
     cols: dict = {"parameters": final.num_params()}
+    bos = cfg.data.sampler == "bos"  # scored on the windows it trained on: each opening on a document's separator
     for ctx in spec.contexts or [cfg.model.block_size]:
-        cols[f"val_loss_{ctx}"] = evaluate_split(final, val, ctx, batch_size=16, device=device)["loss"]
+        cols[f"val_loss_{ctx}"] = evaluate_split(final, val, ctx, batch_size=16, device=device, bos=bos)["loss"]
         cols[f"best_val_loss_{ctx}"] = (cols[f"val_loss_{ctx}"] if best is final
-                                        else evaluate_split(best, val, ctx, batch_size=16, device=device)["loss"])
+                                        else evaluate_split(best, val, ctx, batch_size=16, device=device,
+                                                            bos=bos)["loss"])
     heads = {}
     cols.update(_sparsity_columns(final, val, spec.head_windows or 16, ""))
     if spec.head_windows:
@@ -244,11 +246,11 @@ def _evaluation_columns(cfg: TrainConfig, spec: EvaluateSpec, sweep_run: SweepRu
             models["heads_init"] = ("init_", initial_model(cfg).to(device).eval())
             cols.update(_sparsity_columns(models["heads_init"][1], val, spec.head_windows, "init_"))
         for name, (prefix, model) in models.items():
-            stats = head_statistics(model, val, max_windows=spec.head_windows, bos=cfg.data.sampler == "bos")
+            stats = head_statistics(model, val, max_windows=spec.head_windows, bos=bos)
             cols.update(_head_columns(stats, prefix))
             sweep_run.write_heads(name, stats)
             heads[name] = [{k: e[k] for k in ("layer", "stream", *HEAD_METRICS) if k in e} for e in stats["heads"]]
-        cols.update(_intervention_columns(final, val, spec.head_windows, bos=cfg.data.sampler == "bos"))
+        cols.update(_intervention_columns(final, val, spec.head_windows, bos=bos))
         cols.update(_sink_columns(final, val, min(16, spec.head_windows)))
         if spec.head_ablations:
             from prism_lm.analysis.ablation import head_ablation_spread

@@ -126,3 +126,22 @@ def test_models_trained_on_bos_windows_are_analysed_on_bos_windows(tmp_path):
     assert len(aligned) == 5 and all(tokens[s] == eot for s in aligned)
     assert all(tokens[s + 1:s + 17].tolist().count(eot) == 0 for s in aligned)  # one whole example each
     assert window_starts(train, 16, 3) == [0, 16, 32]
+
+
+def test_a_model_trained_on_bos_windows_is_scored_on_bos_windows(tmp_path):
+    from prism_lm.evaluate import evaluate_split
+    from prism_lm.model import PrismLM
+    from tests.helpers import tiny_model_config
+
+    prepare(["synthetic:mqar:60:pairs=4,queries=4,vocab=16"], tmp_path / "d", val_fraction=0.5,
+            compact_vocab=True, progress=False)
+    val = ShardSet(tmp_path / "d", "val")
+    torch.manual_seed(0)
+    model = PrismLM(tiny_model_config(vocab_size=val.vocab_size, block_size=16)).eval()
+    tokens, eot = val.window(0, len(val)), val.codec().eot
+    starts = [int(s) for s in (tokens == eot).nonzero()[0] if s + 17 <= len(val)][:5]
+    rows = torch.from_numpy(val.windows(starts, 17))
+    with torch.no_grad():
+        direct = float(model(rows[:, :-1], rows[:, 1:]).loss)
+    assert evaluate_split(model, val, 16, max_windows=5, bos=True)["loss"] == pytest.approx(direct, rel=1e-5)
+    assert evaluate_split(model, val, 16, max_windows=5)["windows"] == 5  # the plain windows: another sample
