@@ -333,6 +333,7 @@ def _logit_lag_correlation(profiles: list[np.ndarray], heads, streams) -> dict |
         with np.errstate(invalid="ignore", divide="ignore"):
             by_window[str(w)] = float(np.nanmean([c for row in correlations(w) for c in row]))
     return {"per_layer": per_layer, "mean": float(np.nanmean([c for row in per_layer for c in row])),
+            "mean_abs": float(np.nanmean([abs(c) for row in per_layer for c in row])),
             "by_window": by_window,
             "profiles": [p.tolist() for p in profiles], "streams": list(streams[0]),
             "what": "Pearson correlation over lags 1..T/2 of signal head h's and noise head h's mean pre-softmax "

@@ -34,6 +34,7 @@ class Measure:
     fraction: bool = False  # a fraction in [0, 1]: logit-scale intervals in the sweep report
     annotated: bool = False  # needs dependency annotations (recall tokens and their antecedents)
     stream_diff: bool = True  # a first-minus-second stream column exists
+    per_model: bool = False  # one value per model (a ``{name}`` column), not per head
 
 
 MEASURES: dict[str, Measure] = {m.name: m for m in (
@@ -79,13 +80,19 @@ MEASURES: dict[str, Measure] = {m.name: m for m in (
             "finding the antecedent", annotated=True, fraction=True),
     Measure("antecedent_lag_null", "the head's own mean attention at each recall's lag", "attending at that "
             "distance anyway", annotated=True, fraction=True, stream_diff=False),
+    Measure("cross_kernel", "the empirical cross-stream kernel: mean over layers and heads h of |Pearson "
+            "correlation| over lags 1..T/2 between signal head h's and noise head h's mean logit-versus-lag "
+            "profile (two-stream kinds); near 1 when the two streams' position codes resonate, near 0 when "
+            "they do not", "resonant stream pairs from incommensurate ones (tested on equal and mirrored "
+            "logit profiles in tests/analysis/test_heads.py)", stream_diff=False, per_model=True),
     Measure("selectivity", "antecedent_hit_rate minus antecedent_lag_null: finding the antecedent beyond "
             "attending at its distance", "selective recall from attending at a distance", annotated=True),
 )}
 
-PATTERN_MEASURES = tuple(name for name, m in MEASURES.items() if not m.annotated)
-HEAD_COLUMNS = tuple(MEASURES)  # {stream}_{name} and all_{name} columns
+PATTERN_MEASURES = tuple(name for name, m in MEASURES.items() if not m.annotated and not m.per_model)
+HEAD_COLUMNS = tuple(name for name, m in MEASURES.items() if not m.per_model)  # {stream}_{name}, all_{name}
 STREAM_DIFF_COLUMNS = tuple(name for name, m in MEASURES.items() if m.stream_diff)
+MODEL_COLUMNS = tuple(name for name, m in MEASURES.items() if m.per_model)  # {name} columns, two-stream kinds
 FRACTIONS = tuple(name for name, m in MEASURES.items() if m.fraction)
 
 

@@ -113,6 +113,7 @@ class EvaluateSpec:
             cols |= {f"{prefix}all_{m}" for m in HEAD_METRICS}
             if len(streams) > 1:
                 cols |= {f"{prefix}stream_diff_{m}" for m in STREAM_DIFF_METRICS}
+                cols |= {f"{prefix}cross_kernel"}
             cols |= {f"{prefix}{c}" for c in ("recall_loss", "other_loss", "recall_accuracy", "recall_excess")}
             cols |= {f"{prefix}recall_loss_{k}" for k in KINDS}
         if len(streams) > 1:  # the trained model with each stream silenced (annotated corpora)
@@ -332,6 +333,8 @@ def _head_columns(stats: dict, prefix: str) -> dict:
             if metric in mine[0]:
                 cols[f"{prefix}{stream}_{metric}"] = float(np.mean([e[metric] for e in mine]))
         cols[f"{prefix}{stream}_diversity"] = stats["diversity"]["mean"][stream]
+    if stats.get("logit_lag"):
+        cols[f"{prefix}cross_kernel"] = stats["logit_lag"]["mean_abs"]
     for metric in HEAD_METRICS:  # every head of every stream: the columns that compare across kinds
         values = [e[metric] for e in stats["heads"] if metric in e]
         if values:

@@ -196,6 +196,7 @@ def test_logit_lag_correlation_is_one_for_equal_and_minus_one_for_mirrored_logit
     profile = pattern_metrics(A)["logit_profile"].numpy()
     result = _logit_lag_correlation([profile], [2], [("signal", "noise")])
     assert result["per_layer"][0] == pytest.approx([1.0, -1.0])
+    assert result["mean"] == pytest.approx(0.0, abs=1e-6) and result["mean_abs"] == pytest.approx(1.0)  # cross_kernel
     assert _logit_lag_correlation([profile], [4], [("main",)]) is None
 
 

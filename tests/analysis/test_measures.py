@@ -58,6 +58,7 @@ def test_uniform_values_are_the_uniform_heads_and_printed_in_the_glossary():
     assert u["entropy_relative"] == pytest.approx(1.0) and u["far_focus"] == pytest.approx(0.0, abs=1e-6)
     assert u["mass_beyond_8"] == pytest.approx(sum((i - 8) / (i + 1) for i in range(9, T)) / T, rel=1e-5)
     rows = {r[0]: r for r in glossary(uniform_values(128))}
+    assert rows["cross_kernel"][2] == "–"  # a per-model measure: no uniform head value
     assert set(rows) == set(MEASURES) and rows["sink_first4_rel"][2] == "1"
 
 
@@ -65,7 +66,8 @@ def test_every_consumer_reads_the_registry():
     from prism_lm.experiments.job import HEAD_METRICS, STREAM_DIFF_METRICS
     from prism_lm.experiments.report import bounded
 
-    assert set(METRICS) == set(PATTERN_MEASURES) and set(HEAD_METRICS) == set(MEASURES)
+    assert set(METRICS) == set(PATTERN_MEASURES)
+    assert set(HEAD_METRICS) == {n for n, m in MEASURES.items() if not m.per_model}
     assert set(STREAM_DIFF_METRICS) == {n for n, m in MEASURES.items() if m.stream_diff}
     assert all(bounded(f"signal_{name}") for name in FRACTIONS)
     assert not bounded("signal_sink_first4_rel") and not bounded("stream_diff_mass_self")
