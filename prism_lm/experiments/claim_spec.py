@@ -123,3 +123,28 @@ def check_claim_metrics(where: str, verdicts: list[Verdict], gates: list[Gate], 
             if gate.metric not in columns[label]:
                 raise PrismError(f"{where}: gate {gate.name!r}: metric {gate.metric!r} is not a column that arm "
                                  f"{label!r} produces with this [evaluate]")
+
+
+def check_confirmatory(where: str, verdicts: list[Verdict], seeds: list[int], tune_seeds: list[int]) -> None:
+    """A confirmatory file (``confirmatory = true``) tests its pre-registered primary on seeds no tuning
+    run of it uses, sized before training: the primary states ``smallest_effect`` and ``expected_sd``
+    and its seeds reach 80% power for that effect at α (``stats.power_analysis``). That no earlier
+    table used its seeds is checked against the committed tables by
+    ``tests/experiments/test_confirmatory.py``."""
+    from prism_lm.stats import ALPHA, POWER, power_analysis
+
+    primary = next((v for v in verdicts if v.primary), None)
+    if primary is None:
+        raise PrismError(f"{where}: a confirmatory file needs its pre-registered primary (primary = true)")
+    if primary.smallest_effect is None or primary.expected_sd is None:
+        raise PrismError(f"{where}: a confirmatory primary states smallest_effect and expected_sd, so that its "
+                         "seeds are sized before training")
+    shared = sorted(set(seeds) & set(tune_seeds))
+    if shared:
+        raise PrismError(f"{where}: confirmatory seeds {shared} are also tuning seeds; use fresh seeds")
+    effect = primary.margin if primary.test == "equivalence" else primary.smallest_effect
+    power = power_analysis(primary.expected_sd, len(seeds), ALPHA, effect, primary.test)
+    if power["power"] is None or power["power"] < POWER:
+        need = power["seeds_needed"] or "more than 10000"
+        raise PrismError(f"{where}: the confirmatory primary reaches {power['power'] or 0:.0%} power at "
+                         f"{len(seeds)} seeds for {effect:g} at sd {primary.expected_sd:g}; it needs {need} seeds")

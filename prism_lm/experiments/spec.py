@@ -72,13 +72,20 @@ from prism_lm.config import (
     tomllib,
 )
 from prism_lm.errors import PrismError
-from prism_lm.experiments.claim_spec import Gate, Verdict, check_claim_metrics, load_gate, load_verdict
+from prism_lm.experiments.claim_spec import (
+    Gate,
+    Verdict,
+    check_claim_metrics,
+    check_confirmatory,
+    load_gate,
+    load_verdict,
+)
 from prism_lm.experiments.job import EvaluateSpec
 from prism_lm.model.config import flat_legacy_dict
 from prism_lm.train.schedules import lr_horizon
 
 EXPERIMENT_KEYS = {"name", "description", "base", "seeds", "data", "set", "arms", "grid", "evaluate", "verdicts",
-                   "gates", "slurm", "expected_minutes", "min_seeds", "tune", "ladder", "extends"}
+                   "gates", "confirmatory", "slurm", "expected_minutes", "min_seeds", "tune", "ladder", "extends"}
 NOT_INHERITED = ("name", "expected_minutes")  # a file that extends another names its own scale
 TUNE_KEYS = {"grid", "seeds", "metric", "holdout", "arms"}
 LADDER_KEYS = {"points", "arm", "baseline", "metric", "claim"}
@@ -178,6 +185,7 @@ class Experiment:
     tune_runs: list[PlannedRun] = field(default_factory=list)
     ladder: LadderSpec | None = None
     gates: list[Gate] = field(default_factory=list)
+    confirmatory: bool = False  # its primary's verdict runs: fresh seeds, sized for 80% power
 
     @property
     def planned(self) -> bool:
@@ -282,9 +290,14 @@ def _experiment(path: Path, data: dict) -> Experiment:
     min_seeds = data.get("min_seeds", DEFAULT_MIN_SEEDS)
     if isinstance(min_seeds, bool) or not isinstance(min_seeds, int) or min_seeds < 2:
         raise PrismError(f"{where}: min_seeds must be an integer >= 2 (no interval from fewer), got {min_seeds!r}")
+    confirmatory = data.get("confirmatory", False)
+    if not isinstance(confirmatory, bool):
+        raise PrismError(f"{where}: confirmatory must be true or false, got {confirmatory!r}")
+    if confirmatory:
+        check_confirmatory(where, verdicts, seeds, tune.seeds if tune else [])
     exp = Experiment(name, path, data.get("description", ""), seeds, list(arms), groups, data_source, evaluate,
                      verdicts, slurm, data.get("expected_minutes"), runs, min_seeds, tune, data, ladder=ladder,
-                     gates=gates)
+                     gates=gates, confirmatory=confirmatory)
     if ladder:
         for label in (ladder.arm, ladder.baseline):
             runs_of = [r for r in runs if r.arm == label]
