@@ -199,20 +199,22 @@ def _head_tables(report: dict) -> list:
     tables.append((f"Head statistics ({where}; {heads['windows']} windows, {heads['tokens']:,} tokens)",
                    "What does each head do? Its attention mass by distance, its entropy and, on annotated data, "
                    "its hit rate on the word a recall refers back to beside what its distance profile alone gives.",
-                   ["layer", "head", "stream", *cols],
+                   ["layer", "head", "stream", *[MEASURES[c].label for c in cols]],
                    [[e["layer"], e["head"], e["stream"], *[e[c] for c in cols]] for e in heads["heads"]]))
     tables.append(("What each measure means (the registry, analysis/measures.py)",
-                   "Each measure's definition, its value for a head that spreads its mass evenly over the visible keys "
-                   "(at a 128-token window; a value near it is no finding), and the look-alikes it tells apart.",
-                   ["measure", "definition", "uniform head (T = 128)", "tells apart"], glossary(uniform_values(128))))
+                   "Each column's measure: its code name (the key in report.json and the sweep's columns), definition, "
+                   "its value for a head that spreads its mass evenly over the visible keys (at a 128-token window; a "
+                   "value near it is no finding), and the look-alikes it tells apart.",
+                   ["column", "code name", "definition", "uniform head (T = 128)", "tells apart"],
+                   glossary(uniform_values(128))))
     comp = heads.get("comparison")
     if comp:
         tables.append((f"{comp['a']} minus {comp['b']} (mean over heads; {comp['interval']})",
                        f"Do the two streams differ? Sign: {comp['a']} − {comp['b']}. The interval resamples this "
                        "one model's heads, so it says nothing about other seeds: a sweep's seed-level interval does.",
-                       ["metric", comp["a"], comp["b"], "difference", "CI low", "CI high"],
-                       [[k, v["mean_a"], v["mean_b"], v["diff"], *v["ci95"]] for k, v in comp.items()
-                        if isinstance(v, dict)]))
+                       ["measure", comp["a"], comp["b"], "difference", "CI low", "CI high"],
+                       [[MEASURES[k].label if k in MEASURES else k, v["mean_a"], v["mean_b"], v["diff"], *v["ci95"]]
+                        for k, v in comp.items() if isinstance(v, dict)]))
     if "heads_init" in report:
         init = report["heads_init"]["heads"]
         streams = list(dict.fromkeys(e["stream"] for e in heads["heads"]))

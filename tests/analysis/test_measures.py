@@ -57,9 +57,12 @@ def test_uniform_values_are_the_uniform_heads_and_printed_in_the_glossary():
     u = uniform_values(T)
     assert u["entropy_relative"] == pytest.approx(1.0) and u["far_focus"] == pytest.approx(0.0, abs=1e-6)
     assert u["mass_beyond_8"] == pytest.approx(sum((i - 8) / (i + 1) for i in range(9, T)) / T, rel=1e-5)
-    rows = {r[0]: r for r in glossary(uniform_values(128))}
-    assert rows["cross_kernel"][2] == "–"  # a per-model measure: no uniform head value
-    assert set(rows) == set(MEASURES) and rows["sink_first4_rel"][2] == "1"
+    rows = {r[1]: r for r in glossary(uniform_values(128))}  # (label, code name, definition, uniform, tells apart)
+    assert set(rows) == set(MEASURES) and rows["sink_first4_rel"][3] == "1"
+    assert rows["cross_kernel"][3] == "–"  # a per-model measure: no uniform head value
+    labels = [m.label for m in MEASURES.values()]
+    assert len(set(labels)) == len(labels) and all(lab != name for lab, name in zip(labels, MEASURES, strict=True)
+                                                   if "_" in name)  # words, not code names
 
 
 def test_every_consumer_reads_the_registry():
