@@ -63,19 +63,23 @@ def evaluate_checkpoint(checkpoint: str | Path, data_dir: str | Path | None, con
                         overrides: list[str] = ()) -> tuple[str, list[dict]]:
     """The data folder scored and ``evaluate_split`` of a checkpoint (or a run's best) at each context
     length (None: its block size), on ``data_dir`` (None: the data folder its run recorded), with
-    ``load_model``'s evaluation-time ``overrides``."""
+    ``load_model``'s evaluation-time ``overrides``; a run trained on BOS windows is scored on them."""
     from prism_lm.checkpoint.model import open_on_data
 
     bounded_int(batch_size, "--batch-size", 1)
     for context in contexts or []:
         bounded_int(context, "--context", 1, MAX_POSITIONS, high_open=False)
-    model, _, data_dir = open_on_data(checkpoint, data_dir, device, overrides)
+    from prism_lm.run_dir import trained_on_bos
+
+    model, directory, data_dir = open_on_data(checkpoint, data_dir, device, overrides)
     dev = next(model.parameters()).device
     shards = ShardSet(data_dir, split)
+    bos = trained_on_bos(directory)
     terminal, results = sys.stderr.isatty(), []
     for context in contexts or [model.config.block_size]:
         if not terminal:  # a progress bar on a terminal; in a log file, a line as each context starts
             print(f"[eval] {split} split of {data_dir}, context {context}: {len(shards):,} tokens ...",
                   file=sys.stderr, flush=True)
-        results.append(evaluate_split(model, shards, context, batch_size=batch_size, device=dev, progress=terminal))
+        results.append(evaluate_split(model, shards, context, batch_size=batch_size, device=dev, progress=terminal,
+                                      bos=bos))
     return data_dir, results

@@ -206,6 +206,15 @@ def recorded_data_dir(path: str | Path) -> str:
     return recorded.data.dir
 
 
+def trained_on_bos(path: str | Path) -> bool:
+    """Whether the run of ``path`` (a run or one of its checkpoints) trained on windows that open on a
+    document's separator (``data.sampler = "bos"``): eval, analyze and ablate then read such windows
+    too. A checkpoint outside a run: False."""
+    run = RunDir.of_checkpoint(resolve_checkpoint_dir(path))
+    recorded = run.read_config() if run else None
+    return recorded is not None and recorded.data.sampler == "bos"
+
+
 def read_metrics(path: str | Path) -> list[dict]:
     """The records of a metrics.jsonl; a partial last line (a kill mid-write) is dropped with a warning."""
     path = Path(path)

@@ -193,7 +193,9 @@ def ablate(checkpoint, data=None, lambdas: list[float] | None = None, stream: st
     plan = ablation_plan(model, lambdas, stream, heads, per_layer)
     if not plan:
         raise PrismError("nothing to ablate: give --lambda, --stream or --heads")
-    out = intervention_effects(model, shards, plan, max_windows=max_windows)
+    from prism_lm.run_dir import trained_on_bos
+
+    out = intervention_effects(model, shards, plan, max_windows=max_windows, bos=trained_on_bos(directory))
     rows = [{"intervention": name, "edit": e["edit"], "loss": out["base"]["all"] + e["all_delta"],
              "all_delta": e["all_delta"], "recall_delta": e["recall_delta"], "other_delta": e["other_delta"],
              "by_kind": e["by_kind"], "by_distance": e["by_distance"], "support": e["support"]}

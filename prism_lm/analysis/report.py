@@ -40,7 +40,7 @@ from prism_lm.data.tokenizer import Codec
 from prism_lm.errors import PrismError
 from prism_lm.files import atomic_directory
 from prism_lm.model import PrismLM
-from prism_lm.run_dir import RunDir
+from prism_lm.run_dir import RunDir, trained_on_bos
 
 PAPER_PROBE = ("The frog found a shiny key. ... The frog looked for a door.", "door")
 EMBEDDED_PROBE = (DEFAULT_TEXT, "key")
@@ -106,10 +106,11 @@ def analyze_run(path: str | Path, data_dir: str | Path | None, out: str | Path, 
         with _step("training curves"):
             _add_training(report, figs, run, fig_dir, references)
         initial = _initial_model(run, cfg).to(next(model.parameters()).device)
+        bos = report["bos_windows"] = trained_on_bos(ckpt)  # read the windows it trained on
         with _step(f"head statistics, trained and untrained ({max_windows} windows each)"):
-            _add_heads(report, figs, model, initial, shards, max_windows, fig_dir)
+            _add_heads(report, figs, model, initial, shards, max_windows, fig_dir, bos)
         with _step("interventions (each stream silenced)"):
-            report["interventions"] = intervention_effects(model, shards, max_windows=max_windows)
+            report["interventions"] = intervention_effects(model, shards, max_windows=max_windows, bos=bos)
         if cfg.mlp == "ista":
             from prism_lm.analysis.sparsity import ista_sparsity
 
@@ -193,11 +194,11 @@ def _add_training(report: dict, figs: dict, run: RunDir | None, fig_dir: Path, r
 
 
 def _add_heads(report: dict, figs: dict, model: PrismLM, initial: PrismLM, shards: ShardSet, max_windows: int,
-               fig_dir: Path) -> None:
+               fig_dir: Path, bos: bool = False) -> None:
     """Head statistics of the trained model and of its step 0, on the same windows."""
-    stats = head_statistics(model, shards, max_windows=max_windows)
+    stats = head_statistics(model, shards, max_windows=max_windows, bos=bos)
     report["heads"] = stats
-    report["heads_init"] = head_statistics(initial, shards, max_windows=max_windows)
+    report["heads_init"] = head_statistics(initial, shards, max_windows=max_windows, bos=bos)
     for metric in ("mean_distance", "mass_within_8", "antecedent_hit_rate"):
         if metric in stats["heads"][0]:
             null = stats.get("uniform_hit_rate") if metric == "antecedent_hit_rate" else None

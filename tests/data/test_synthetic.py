@@ -145,3 +145,27 @@ def test_a_model_trained_on_bos_windows_is_scored_on_bos_windows(tmp_path):
         direct = float(model(rows[:, :-1], rows[:, 1:]).loss)
     assert evaluate_split(model, val, 16, max_windows=5, bos=True)["loss"] == pytest.approx(direct, rel=1e-5)
     assert evaluate_split(model, val, 16, max_windows=5)["windows"] == 5  # the plain windows: another sample
+
+
+def test_eval_of_a_run_trained_on_bos_windows_reads_bos_windows(tmp_path):
+    """The run records data.sampler = "bos"; prism eval, ablate and analyze follow it."""
+    from prism_lm.evaluate import evaluate_checkpoint, evaluate_split
+    from prism_lm.run_dir import trained_on_bos
+    from prism_lm.train.loop import train
+    from tests.helpers import tiny_train_config
+
+    prepare(["synthetic:mqar:80:pairs=4,queries=4,vocab=16"], tmp_path / "d", val_fraction=0.25,
+            compact_vocab=True, progress=False)
+    train(tiny_train_config(tmp_path / "d", tmp_path / "run", **{"run.max_iters": 4, "model.block_size": 16,
+                                                                 "run.eval_interval": 2, "data.sampler": "bos"}))
+    import shutil
+
+    shutil.copytree(tmp_path / "run" / "checkpoints" / "best", tmp_path / "bare")
+    assert trained_on_bos(tmp_path / "run") and trained_on_bos(tmp_path / "run" / "checkpoints" / "best")
+    assert not trained_on_bos(tmp_path / "bare")  # a checkpoint outside its run records no sampler
+    _, (result,) = evaluate_checkpoint(tmp_path / "run", None)
+    from prism_lm.checkpoint.model import open_on_data
+
+    model, _, data = open_on_data(tmp_path / "run")
+    expected = evaluate_split(model, ShardSet(data, "val"), 16, bos=True)["loss"]
+    assert result["loss"] == pytest.approx(expected, rel=1e-6)
