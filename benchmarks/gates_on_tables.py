@@ -2,9 +2,10 @@
 
 Reads each committed table under benchmarks/results/ (results.csv and sweep.json) and the gates the
 shipped experiment files now declare, and decides every gate from the table's rows with the
-report's own rule (``verdicts.gate_results``). Two gate columns are newer than the tables and are
-derived from the columns they hold: ``all_sink_first4_rel`` = all_sink_first4 over a uniform head's
-value at the window (``heads.uniform_values``), ``recall_excess`` = recall_loss − other_loss. A
+report's own rule (``verdicts.gate_results``). Gate columns newer than the tables are derived from
+the columns they hold: ``all_sink_first4_rel`` = all_sink_first4 over a uniform head's value at the
+window (``heads.uniform_values``), ``recall_excess`` = recall_loss − other_loss, ``context_gain`` =
+unigram_entropy − val_loss_128, and ``failed`` by today's rule (``job.is_failure``). A
 gate's arm missing from its own experiment is looked up in the table's other experiments (shared
 runs carry the same arm name; the source is printed).
 
@@ -23,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from prism_lm.analysis.heads import uniform_values  # noqa: E402
+from prism_lm.experiments.job import is_failure  # noqa: E402
 from prism_lm.experiments.report import read_results_csv  # noqa: E402
 from prism_lm.experiments.spec import load_experiments  # noqa: E402
 from prism_lm.experiments.verdicts import gate_results  # noqa: E402
@@ -36,6 +38,11 @@ def derived(row: dict) -> dict:
         out["all_sink_first4_rel"] = out["all_sink_first4"] / uniform_values(WINDOW)["sink_first4"]
     if out.get("recall_loss") is not None and out.get("other_loss") is not None and out.get("recall_excess") is None:
         out["recall_excess"] = out["recall_loss"] - out["other_loss"]
+    loss, entropy = out.get(f"val_loss_{WINDOW}"), out.get("unigram_entropy")
+    if entropy is not None:
+        out["failed"] = is_failure(bool(out.get("diverged")), loss, entropy)
+        if loss is not None and out.get("context_gain") is None:
+            out["context_gain"] = entropy - loss
     return out
 
 

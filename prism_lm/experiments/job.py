@@ -37,7 +37,7 @@ SINK_MEASURES = ("sink_first", "sink_first4", "sink_first4_rel", "sink_first4_no
 SINK_WINDOWS = ("doc_start", "mid_doc", "bos")  # where the sink columns' windows start (heads.sink_by_window_start)
 TRAINING_COLUMNS = ("steps", "tokens_seen", "train_seconds", "train_loss_final", "val_estimate_best",
                     "val_estimate_final", "grad_norm_max", "grad_norm_mean", "clipped_fraction", "logged_steps",
-                    "diverged", "failed", "unigram_entropy", "parameters")
+                    "diverged", "failed", "unigram_entropy", "context_gain", "parameters")
 
 
 ANNOTATED_PARTS = ("recall_loss", "other_loss", "recall_accuracy", "recall_excess", "antecedent", "selectivity",
@@ -203,12 +203,15 @@ def is_failure(diverged: bool, loss: float | None, entropy: float | None) -> boo
 
 
 def _failure_columns(cfg: TrainConfig, spec: EvaluateSpec, row: dict) -> dict:
-    """``failed`` by ``is_failure``, with the unigram entropy it compares against."""
+    """``failed`` by ``is_failure``, with the unigram entropy it compares against, and ``context_gain``:
+    how far the final val loss lies below that entropy (what context buys beyond token frequencies;
+    C1's gate, that both arms left warm-up)."""
     from prism_lm.data.shards import training_splits, unigram_entropy
 
     entropy = unigram_entropy(training_splits(cfg.data.dir, cfg.data.holdout)[0])
     loss = row.get(f"val_loss_{(spec.contexts or [cfg.model.block_size])[-1]}")
-    return {"unigram_entropy": entropy, "failed": is_failure(row["diverged"], loss, entropy)}
+    return {"unigram_entropy": entropy, "failed": is_failure(row["diverged"], loss, entropy),
+            "context_gain": None if loss is None else entropy - loss}
 
 
 def _evaluation_columns(cfg: TrainConfig, spec: EvaluateSpec, sweep_run: SweepRun) -> tuple[dict, dict]:
