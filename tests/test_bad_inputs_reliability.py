@@ -10,6 +10,7 @@ import torch
 
 from prism_lm.checkpoint import save_model
 from prism_lm.cli import main
+from prism_lm.data.synthetic import ANNOTATION_KINDS
 from prism_lm.data.tokenizer import Codec
 from prism_lm.model import PrismLM
 from tests.helpers import tiny_model_config as model_config
@@ -157,7 +158,7 @@ CASES = {
     # every loader's library exception as one line naming the file; integrity checks that refuse
     "damaged saved dataset": (lambda w: ["data", "prepare", "--source", str(w / "ds"), "--out", str(w / "r1")],
                               "is not a readable saved dataset"),
-    **{f"{cmd} annotation kind out of range": (lambda w, argv=argv: argv(w), "kind id below 4")
+    **{f"{cmd} annotation kind out of range": (lambda w, argv=argv: argv(w), f"kind id below {len(ANNOTATION_KINDS)}")
        for cmd, argv in (("analyze", lambda w: ["analyze", str(w / "run"), "--data", str(w / "bad-kind"), "--out",
                                                 str(w / "rep")]),
                          ("ablate", lambda w: ["ablate", str(w / "run"), "--data", str(w / "bad-kind")]),
