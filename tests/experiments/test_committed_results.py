@@ -37,6 +37,7 @@ def test_there_is_a_committed_table():
     assert TABLES
 
 
+@pytest.mark.slow  # renders the whole report of the largest table (about 10 s)
 def test_a_committed_table_is_reported_again_by_todays_rules(tmp_path):
     """``prism sweep report TABLE --out NEW``: the verdicts from the table, the run-only parts (stream
     bootstraps, tuning curves) kept from the committed report, and the table itself left as it was."""

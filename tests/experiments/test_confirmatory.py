@@ -11,7 +11,7 @@ from prism_lm.experiments.spec import load_experiments
 from tests.helpers import write_experiment
 
 ROOT = Path(__file__).resolve().parents[2]
-CONFIRMATORY = [e for p in sorted((ROOT / "experiments").glob("*.toml")) if "include" not in p.read_text()
+CONFIRMATORY = [e for p in sorted((ROOT / "experiments").glob("*.toml")) if "confirmatory = true" in p.read_text()
                 for e in load_experiments(p) if e.confirmatory]
 
 

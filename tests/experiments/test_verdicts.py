@@ -61,7 +61,7 @@ def test_the_primary_is_tested_alone_and_the_exploratory_verdicts_among_themselv
 
 
 @given(st.lists(st.floats(-1, 1), min_size=5, max_size=8), st.integers(0, 6))
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=10, deadline=None)
 def test_no_number_of_exploratory_verdicts_moves_the_primary(diffs, extra):
     b = np.ones(len(diffs))
     groups = _groups(b + np.array(diffs), b)
