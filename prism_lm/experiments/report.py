@@ -536,8 +536,22 @@ def _markdown(summary: dict, rows: list[dict]) -> str:
                 if key in summary["figures"]:
                     lines += [f"**{title_}**", "", f"![{title_}]({summary['figures'][key]})", "", f"*{caption}*", ""]
             current = name
-        lines += [f"### {title}", "", *render.markdown_table(header, body), ""]
+        heading, caption = _heading(title)
+        lines += [f"### {heading}", "", *([f"*{caption}*", ""] if caption else []),
+                  *render.markdown_table(header, body), ""]
     return "\n".join(lines)
+
+
+def _heading(title: str) -> tuple[str, str]:
+    """A table's title as a short heading and its method as a caption: the text before the first
+    " (" heads the table, the rest (its parentheses dropped) is the caption."""
+    cut = title.find(" (")
+    if cut < 0:
+        return title, ""
+    rest = title[cut + 1:]
+    if rest.startswith("(") and rest.endswith(")") and rest.count("(") == rest.count(")"):
+        rest = rest[1:-1]
+    return title[:cut], rest
 
 
 def _html(summary: dict, rows: list[dict], out: Path) -> str:
@@ -556,5 +570,7 @@ def _html(summary: dict, rows: list[dict], out: Path) -> str:
                                                                                   title_),
                               f"<p><em>{html.escape(caption)}</em></p>"]
             current = name
-        parts += [f"<h3>{html.escape(title)}</h3>", render.html_table(header, body)]
+        heading, caption = _heading(title)
+        parts += [f"<h3>{html.escape(heading)}</h3>", *([f"<p><em>{html.escape(caption)}</em></p>"] if caption else []),
+                  render.html_table(header, body)]
     return render.html_page("Sweep report", parts)

@@ -114,7 +114,7 @@ def test_the_report_has_a_row_per_run_seed_intervals_paired_differences_and_a_ve
 
     for word, meaning in DECISION_WORDS.items():  # what each decision word means, at the top
         assert f"- **{word}**: {meaning}" in md
-    assert "Verdicts (sign: arm − baseline" in md and "interval: 95% Student-t" in md
+    assert "### Verdicts\n\n*sign: arm − baseline" in md and "interval: 95% Student-t" in md  # short heading, caption
     assert f"**{FIGURE_TEXT['loss'][0]}**" in md and FIGURE_TEXT["loss"][1] in md  # figures titled and captioned
     assert "| exploratory | PRISM beats GPT | val_loss_32 | difference, lower supports | prism − gpt |" in md
     page = paths["html"].read_text()
