@@ -11,9 +11,9 @@ val split (point values: the sweep's gates judge the same measures with interval
         --set run.keep_checkpoints=10 --set run.out_dir=runs/lenprobe
     python benchmarks/length_probe.py runs/lenprobe
 
-Measured 2026-12-06 on the 2-core dev machine (one thread, beside other work): training 3200 steps
-took about 30 minutes; this script about 1 minute (32 windows per checkpoint). Results in
-benchmarks/RESULTS.md.
+Measured 2026-12-06 on the 2-core dev machine, beside a two-worker sweep (one thread, niced):
+training 3200 steps took 25 minutes, this script 1 min 50 s (32 windows per checkpoint). Results in
+benchmarks/RESULTS.md ("Regime probes").
 """
 
 from __future__ import annotations
