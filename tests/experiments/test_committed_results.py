@@ -11,7 +11,7 @@ import pytest
 from prism_lm.experiments.report import read_results_csv, summarise
 
 RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
-TABLES = sorted(p for pattern in ("claims-*", "ladder-*") for p in RESULTS.glob(pattern)
+TABLES = sorted(p for pattern in ("claims-*", "ladder-*", "regime-*") for p in RESULTS.glob(pattern)
                 if (p / "sweep.json").is_file())
 
 
