@@ -56,7 +56,7 @@ def test_recall_effects_by_distance_are_the_deltas_of_the_recalls_in_each_bucket
     assert set(by_distance) <= {"1-16", "17-64", ">64"} and len(by_distance) >= 2
     # by hand: each recall's distance from the annotations, bucketed, and its loss change
     rows = torch.from_numpy(shards.windows([w * 128 for w in range(3)], 129))
-    mask, _kind, distance = _recall_mask(shards, [0, 1, 2], 128)
+    mask, _kind, distance = _recall_mask(shards, [0, 128, 256], 128)  # the windows' first tokens
     assert bool((distance[mask] >= 1).all()) and bool((distance[~mask] == -1).all())
     with torch.no_grad():
         base = model(rows[:, :-1], rows[:, 1:], reduction="none").loss
