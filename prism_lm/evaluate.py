@@ -16,6 +16,7 @@ import torch
 from tqdm import tqdm
 
 from prism_lm.bounds import MAX_POSITIONS, bounded_int
+from prism_lm.data.loader import window_starts
 from prism_lm.data.shards import ShardSet
 from prism_lm.errors import PrismError
 from prism_lm.model import PrismLM
@@ -36,13 +37,7 @@ def evaluate_split(model: PrismLM, shards: ShardSet, context: int, batch_size: i
     if shards.vocab_size > model.config.vocab_size:
         raise PrismError(f"data vocabulary ({shards.vocab_size}) is larger than the model's "
                          f"({model.config.vocab_size})")
-    if bos:
-        from prism_lm.data.loader import bos_starts
-
-        starts = bos_starts(shards, context).tolist()
-    else:
-        starts = [w * context for w in range((len(shards) - 1) // context)]
-    starts = starts if max_windows is None else starts[:max_windows]
+    starts = window_starts(shards, context, max_windows, bos)
     n_windows = len(starts)
     if n_windows == 0:
         raise PrismError(f"{shards.split} split has {len(shards)} tokens, too few for one window of {context}")

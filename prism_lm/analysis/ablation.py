@@ -15,8 +15,9 @@ import contextlib
 import numpy as np
 import torch
 
-from prism_lm.analysis.heads import DISTANCE_BUCKETS, distance_bucket, window_starts
+from prism_lm.analysis.heads import DISTANCE_BUCKETS, distance_bucket
 from prism_lm.bounds import bounded_int
+from prism_lm.data.loader import window_starts
 from prism_lm.data.shards import ShardSet
 from prism_lm.errors import PrismError
 from prism_lm.model import PrismLM
@@ -62,7 +63,7 @@ def intervention_effects(model: PrismLM, shards: ShardSet, interventions: dict[s
                          max_windows: int = 32, batch_size: int = 8, bos: bool = False) -> dict:
     """Per intervention: the mean loss change (intervened − unmodified) on recall tokens, by kind, and
     on the other tokens, over the same ``max_windows`` windows of the model's block size
-    (``heads.window_starts``: ``bos`` for models trained on windows that open on a BOS)."""
+    (``data.loader.window_starts``: ``bos`` for models trained on windows that open on a BOS)."""
     model.eval()
     T = model.config.block_size
     interventions = default_interventions(model) if interventions is None else interventions

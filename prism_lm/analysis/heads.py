@@ -60,6 +60,7 @@ import torch.nn.functional as F
 from prism_lm.analysis.capture import capture_attention, hook_name
 from prism_lm.analysis.measures import PATTERN_MEASURES, STREAM_DIFF_COLUMNS, synthetic_head
 from prism_lm.data.embedded import WORD_CLASSES, word_class
+from prism_lm.data.loader import window_starts
 from prism_lm.data.shards import ShardSet
 from prism_lm.model import PrismLM
 from prism_lm.model.loss import lm_cross_entropy
@@ -147,19 +148,6 @@ def profile_sharpness(profile: np.ndarray) -> np.ndarray:
     mag = np.abs(np.fft.rfft(profile, axis=-1))
     freqs = np.fft.rfftfreq(profile.shape[-1])
     return (mag * freqs).sum(-1) / np.maximum(mag.sum(-1), 1e-12)
-
-
-def window_starts(shards: ShardSet, T: int, max_windows: int | None, bos: bool = False) -> list[int]:
-    """The token offsets of the analysis windows (T + 1 tokens each): the split's non-overlapping
-    windows in order, or (``bos``, for models trained with ``data.sampler = "bos"``) windows that start
-    at the split's ``<|endoftext|>`` tokens, as those models' training windows did."""
-    if bos:
-        from prism_lm.data.loader import bos_starts
-
-        starts = [int(s) for s in bos_starts(shards, T)]
-    else:
-        starts = [w * T for w in range((len(shards) - 1) // T)]
-    return starts if max_windows is None else starts[:max_windows]
 
 
 def js_distance(p: np.ndarray, q: np.ndarray) -> float:

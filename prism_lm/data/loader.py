@@ -75,6 +75,15 @@ def bos_starts(shards: ShardSet, block_size: int, chunk: int = 1 << 24) -> np.nd
     return starts
 
 
+def window_starts(shards: ShardSet, T: int, max_windows: int | None = None, bos: bool = False) -> list[int]:
+    """The token offsets of the windows (T + 1 tokens each) an evaluation reads: the split's
+    non-overlapping windows in order, or (``bos``, for models trained with ``data.sampler = "bos"``)
+    windows that open on the split's ``<|endoftext|>`` tokens, as those models' training windows did.
+    Evaluation, head statistics and interventions all read these."""
+    starts = bos_starts(shards, T).tolist() if bos else [w * T for w in range((len(shards) - 1) // T)]
+    return starts if max_windows is None else starts[:max_windows]
+
+
 class SequentialWindows:
     def __init__(self, shards: ShardSet, batch_size: int, block_size: int, seed: int, rank: int = 0,
                  world_size: int = 1, device: torch.device | str = "cpu", shuffle: bool = True):

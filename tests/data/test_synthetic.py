@@ -116,7 +116,7 @@ def test_the_bos_sampler_refuses_a_split_without_separators(tmp_path):
 
 
 def test_models_trained_on_bos_windows_are_analysed_on_bos_windows(tmp_path):
-    from prism_lm.analysis.heads import window_starts
+    from prism_lm.data.loader import window_starts
 
     prepare(["synthetic:mqar:100:pairs=4,queries=4,vocab=16"], tmp_path / "d", val_fraction=0.1,
             compact_vocab=True, progress=False)
