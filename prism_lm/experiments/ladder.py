@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 
+from prism_lm.experiments.spec import group_name
 from prism_lm.stats import mean_interval, paired_difference, per_seed_slope
 
 
@@ -21,8 +22,8 @@ def summarise_ladder(exp: dict, by_group: dict) -> dict | None:
         return None
     points, per_seed, curve, width, last = [], {}, [], None, None
     for point in ladder["points"]:
-        suffix = "".join(f"/{k.split('.')[1]}={v}" for k, v in point.items())
-        arm, base = by_group.get(ladder["arm"] + suffix, {}), by_group.get(ladder["baseline"] + suffix, {})
+        arm = by_group.get(group_name(ladder["arm"], point), {})
+        base = by_group.get(group_name(ladder["baseline"], point), {})
         a, b = arm.get(ladder["metric"], {}), base.get(ladder["metric"], {})
         diff = paired_difference(a, b)
         tokens = mean_interval(list(arm.get("tokens_seen", {}).values()))["mean"]

@@ -341,13 +341,18 @@ def _seed_list(where: str, key: str, seeds) -> list[int]:
     return seeds
 
 
+def group_name(arm: str, point: dict[str, Any]) -> str:
+    """An arm at a grid or ladder point, as its runs' group is named: ``prism/lr=0.01``."""
+    return arm + "".join(f"/{k.split('.')[1]}={v}" for k, v in point.items())
+
+
 def _expand(path: Path, data: dict, name: str, extra: dict[str, dict[str, Any]]) -> tuple[list[PlannedRun], list]:
     """Every (arm, grid point, seed) run, each group (arm and point) with its ``extra`` overrides
     (tuned values)."""
     runs, groups = [], []
     for arm in data["arms"]:
         for point_map in _points(data):
-            group = arm + "".join(f"/{k.split('.')[1]}={v}" for k, v in point_map.items())
+            group = group_name(arm, point_map)
             groups.append(group)
             sets = {**extra.get(group, {}), **point_map}
             runs += [_planned(path, data, name, arm, group, point_map, sets, seed) for seed in data["seeds"]]
@@ -485,7 +490,7 @@ def _tune_runs(exp: Experiment) -> list[PlannedRun]:
     tune, runs = exp.tune, []
     for arm in exp.arms:
         for point_map in _points(exp.source):
-            base = arm + "".join(f"/{k.split('.')[1]}={v}" for k, v in point_map.items())
+            base = group_name(arm, point_map)
             for point in tune.points(arm):
                 group = f"{base}/tune:" + ",".join(f"{k.split('.')[-1]}={v}" for k, v in point.items())
                 for seed in tune.seeds:
