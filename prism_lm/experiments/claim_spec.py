@@ -5,10 +5,11 @@ decide them are ``verdicts.py``'s; the plan that runs them is ``spec.py``'s.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from prism_lm.errors import PrismError
-from prism_lm.stats import finite
+from prism_lm.experiments.verdicts import declared_power, seeds_needed_words, verdict_effect
+from prism_lm.stats import POWER, finite
 
 GATE_KEYS = {"name", "metric", "arm", "above", "below"}
 VERDICT_KEYS = {"claim", "metric", "arm", "baseline", "null", "better", "primary", "test", "margin",
@@ -131,8 +132,6 @@ def check_confirmatory(where: str, verdicts: list[Verdict], seeds: list[int], tu
     and its seeds reach 80% power for that effect at α (``stats.power_analysis``). That no earlier
     table used its seeds is checked against the committed tables by
     ``tests/experiments/test_confirmatory.py``."""
-    from prism_lm.stats import ALPHA, POWER, power_analysis
-
     primary = next((v for v in verdicts if v.primary), None)
     if primary is None:
         raise PrismError(f"{where}: a confirmatory file needs its pre-registered primary (primary = true)")
@@ -142,9 +141,8 @@ def check_confirmatory(where: str, verdicts: list[Verdict], seeds: list[int], tu
     shared = sorted(set(seeds) & set(tune_seeds))
     if shared:
         raise PrismError(f"{where}: confirmatory seeds {shared} are also tuning seeds; use fresh seeds")
-    effect = primary.margin if primary.test == "equivalence" else primary.smallest_effect
-    power = power_analysis(primary.expected_sd, len(seeds), ALPHA, effect, primary.test)
+    effect, power = verdict_effect(asdict(primary)), declared_power(asdict(primary), len(seeds))
     if power["power"] is None or power["power"] < POWER:
-        need = power["seeds_needed"] or "more than 10000"
         raise PrismError(f"{where}: the confirmatory primary reaches {power['power'] or 0:.0%} power at "
-                         f"{len(seeds)} seeds for {effect:g} at sd {primary.expected_sd:g}; it needs {need} seeds")
+                         f"{len(seeds)} seeds for {effect:g} at sd {primary.expected_sd:g}; it needs "
+                         f"{seeds_needed_words(power)} seeds")

@@ -31,7 +31,16 @@ Rules (stated in every report, tested against hand values in ``tests/experiments
 
 from __future__ import annotations
 
-from prism_lm.stats import ALPHA, equivalence_p, holm, mean_interval, paired_difference, power_analysis
+from prism_lm.stats import (
+    ALPHA,
+    MAX_SEEDS_SEARCHED,
+    POWER,
+    equivalence_p,
+    holm,
+    mean_interval,
+    paired_difference,
+    power_analysis,
+)
 
 VERDICT_RULES = ("the primary tested alone at α = 0.05; exploratory verdicts Holm-adjusted among themselves; "
                  "difference: two-sided t test of the per-seed differences (arm − baseline); equivalence: "
@@ -58,6 +67,18 @@ def verdict_defaults(v: dict) -> dict:
             "smallest_effect": None, "expected_sd": None, **v}
 
 
+def verdict_effect(v: dict) -> float | None:
+    """The effect a verdict's power is sized for: an equivalence's margin, a difference's
+    ``smallest_effect`` (None: it declares none)."""
+    return v["margin"] if v["test"] == "equivalence" else v["smallest_effect"]
+
+
+def declared_power(v: dict, seeds: int) -> dict:
+    """``power_analysis`` at ``seeds`` seeds of a verdict's own numbers: its effect
+    (``verdict_effect``) at the spread an earlier table measured (``expected_sd``), at α."""
+    return power_analysis(v["expected_sd"], seeds, ALPHA, verdict_effect(v), v["test"])
+
+
 def planned_power(name: str, verdicts: list, seeds: int) -> list[str]:
     """Before training: for each primary that states ``smallest_effect`` and ``expected_sd``, whether
     ``seeds`` seeds reach 80% power at α, and if not, the seeds it needs and the effect it can see."""
@@ -65,16 +86,19 @@ def planned_power(name: str, verdicts: list, seeds: int) -> list[str]:
     for v in (verdict_defaults(vars(v) if not isinstance(v, dict) else v) for v in verdicts):
         if not v["primary"] or v["smallest_effect"] is None or v["expected_sd"] is None:
             continue
-        effect = v["margin"] if v["test"] == "equivalence" else v["smallest_effect"]
-        pw = power_analysis(v["expected_sd"], seeds, ALPHA, effect, v["test"])
-        if pw["power"] is not None and pw["power"] >= 0.8:
+        effect, pw = verdict_effect(v), declared_power(v, seeds)
+        if pw["power"] is not None and pw["power"] >= POWER:
             lines.append(f"[power] {name}: the primary reaches {pw['power']:.0%} power at {seeds} seeds for "
                          f"{effect:g} (minimum detectable {pw['mde']:.3g} at sd {v['expected_sd']:g})")
         else:
-            needed = "more than 10000" if pw["seeds_needed"] is None else str(pw["seeds_needed"])
             lines.append(f"[power] {name}: the primary cannot reach 80% power at {seeds} seeds: {effect:g} needs "
-                         f"{needed} seeds at sd {v['expected_sd']:g}; these seeds can see {pw['mde']:.3g} or more")
+                         f"{seeds_needed_words(pw)} seeds at sd {v['expected_sd']:g}; these seeds can see "
+                         f"{pw['mde']:.3g} or more")
     return lines
+
+
+def seeds_needed_words(power: dict) -> str:
+    return f"more than {MAX_SEEDS_SEARCHED}" if power["seeds_needed"] is None else str(power["seeds_needed"])
 
 
 def gate_results(gates: list[dict], by_group: dict) -> list[dict]:
@@ -125,8 +149,7 @@ def family(verdicts: list[dict], by_group: dict, diverged: dict[str, list[int]],
             e["p_adjusted"], e["family_size"] = p_holm, k
             e["adjustment"] = f"Holm over the {k} tested exploratory verdicts"
         alpha = ALPHA if e["primary"] else ALPHA / max(k, 1)
-        e["power"] = power_analysis(e["sd"], e["interval"]["n"], alpha, e["smallest_effect"] or e["margin"],
-                                    e["test"])
+        e["power"] = power_analysis(e["sd"], e["interval"]["n"], alpha, verdict_effect(e), e["test"])
         e["verdict"] = decide(e, e["p_adjusted"], min_seeds)
     return entries
 
