@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from prism_lm.analysis.measures import HEAD_COLUMNS, STREAM_DIFF_COLUMNS
+from prism_lm.analysis.measures import HEAD_COLUMNS, PATTERN_MEASURES, STREAM_DIFF_COLUMNS
 from prism_lm.config import TrainConfig, from_dict, to_dict
 from prism_lm.errors import DivergedError, PrismError
 from prism_lm.experiments.sweep_dir import SweepRun
@@ -33,7 +33,7 @@ PARENT_ENV = "PRISM_SWEEP_PID"  # set by a local sweep: the job dies with that p
 # stream differences into ``stream_diff_{metric}``: the measures of the one registry (analysis/measures.py)
 HEAD_METRICS = HEAD_COLUMNS
 STREAM_DIFF_METRICS = STREAM_DIFF_COLUMNS
-SINK_MEASURES = ("sink_first", "sink_first4", "sink_first4_rel", "sink_first4_nonself")  # heads.sink_masses
+SINK_MEASURES = tuple(m for m in PATTERN_MEASURES if m.startswith("sink_"))  # heads.sink_masses' measures
 SINK_WINDOWS = ("doc_start", "mid_doc", "bos")  # where the sink columns' windows start (heads.sink_by_window_start)
 TRAINING_COLUMNS = ("steps", "tokens_seen", "train_seconds", "train_loss_final", "val_estimate_best",
                     "val_estimate_final", "grad_norm_max", "grad_norm_mean", "clipped_fraction", "logged_steps",
