@@ -273,9 +273,9 @@ def _experiment(path: Path, data: dict) -> Experiment:
                          f"(known: {', '.join(sorted(SLURM_KEYS))})")
     tune = _tune_spec(where, data.get("tune"), grid, data["arms"])
     ladder = _ladder_spec(where, data.get("ladder"), grid, data["arms"])
-    runs, groups = _expand(path, data, name, {})
-    if tune:  # tuned values: provisional, each group at its arm's first tuning point
-        runs, groups = _expand(path, data, name, {g: tune.points(_arm_of(g))[0] for g in groups})
+    # tuned values: provisional until the tuning runs are in, each arm at its first tuning point
+    provisional = {group_name(arm, p): tune.points(arm)[0] for arm in arms for p in _points(data)} if tune else {}
+    runs, groups = _expand(path, data, name, provisional)
     _check_contexts(where, evaluate, runs)
     verdicts = [load_verdict(where, v, groups) for v in data.get("verdicts", [])]
     gates = [load_gate(where, g, groups) for g in data.get("gates", [])]
