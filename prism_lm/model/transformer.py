@@ -147,7 +147,8 @@ class PrismLM(nn.Module):
             positions = torch.arange(offset, offset + T, device=idx.device) if caches else None
         x = self.hook_embed(self.wte(idx))  # (B, T, C)
         if self.wpe is not None:
-            x = x + self.hook_pos_embed(self.wpe.weight[:T] if positions is None else self.wpe(positions))
+            pos = self.wpe.weight[:T] if positions is None else self.wpe(positions)  # (T, C)
+            x = x + self.hook_pos_embed(pos.expand(B, T, -1))  # a view: TransformerLens's (B, T, C)
         x = self.drop(x)
         maps = []
         for i, block in enumerate(self.blocks):

@@ -141,16 +141,43 @@ class AttentionKind(nn.Module):
     with TransformerLens's names and shapes: hook_q, hook_k, hook_v (B, T, maps, D) as attention
     reads them (after RoPE), hook_z (B, T, maps, Dv) the per-head outputs after any intervention and
     before the streams are combined, hook_attn_scores and hook_pattern (B, maps, Tq, Tk) on the
-    eager path only. Heads are stacked stream by stream (``map_index``)."""
+    eager path only, and hook_result (B, T, maps, C): each map's share of the attention output, the
+    output bias left out (TransformerLens's convention), so the maps sum to the output less its bias.
+    hook_result is computed only while a hook watches it (a (B, T, maps, C) tensor). Heads are stacked
+    stream by stream (``map_index``); ``head_weights`` gives each map's W_Q, W_K, W_V, W_O and the b_O."""
 
     name: ClassVar[str]
     edit = None  # an interventions.Edit while ``interventions.intervene`` is active
     HOOK_SITES: ClassVar[tuple[str, ...]] = ("hook_q", "hook_k", "hook_v", "hook_z", "hook_attn_scores",
-                                             "hook_pattern")
+                                             "hook_pattern", "hook_result")
 
     def add_hook_sites(self) -> None:
         for name in self.HOOK_SITES:
             self.add_module(name, nn.Identity())
+
+    def results_watched(self) -> bool:
+        """Whether a hook (or TransformerLens's cache) watches hook_result: the output is then summed
+        from the per-map results instead of one matmul (the same numbers, one more tensor)."""
+        return bool(self.hook_result._forward_hooks)
+
+    def summed_results(self, z: torch.Tensor, w_o: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """z (B, maps, T, Dv) through each map's w_o (maps, Dv, C) -> hook_result (B, T, maps, C) ->
+        their sum (B, T, C), plus the output bias."""
+        result = self.hook_result(torch.einsum("bhtd,hdc->bthc", z, w_o.to(z.dtype)))
+        out = result.sum(2)
+        return out if bias is None else out + bias.to(out.dtype)
+
+    def head_weights(self) -> dict[str, torch.Tensor]:
+        """Each map's weights as TransformerLens lays them out: W_Q, W_K (maps, C, Dk), W_V (maps, C, Dv),
+        W_O (maps, Dv, C) such that z_h @ W_O[h] is hook_result's map h, and b_O (C,)."""
+        raise NotImplementedError(f"{self.name} does not lay out its weights per head")
+
+    # TransformerLens reads these from a block's attention (ActivationCache.compute_head_results)
+    W_Q = property(lambda self: self.head_weights()["W_Q"])
+    W_K = property(lambda self: self.head_weights()["W_K"])
+    W_V = property(lambda self: self.head_weights()["W_V"])
+    W_O = property(lambda self: self.head_weights()["W_O"])
+    b_O = property(lambda self: self.head_weights()["b_O"])
 
     @staticmethod
     def at_site(hook: nn.Module, x: torch.Tensor) -> torch.Tensor:

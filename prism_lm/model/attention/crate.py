@@ -31,3 +31,7 @@ class CrateAttention(GPTAttention):
         B, T, _ = x.shape
         u = self.c_attn(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)
         return u, u, u
+
+    def qkv_weights(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """U three times: W_Q = W_K = W_V."""
+        return self.c_attn.weight, self.c_attn.weight, self.c_attn.weight

@@ -92,10 +92,47 @@ class DiffAttention(AttentionKind):
         y, probs = attend(q, k, v.repeat_interleave(2, dim=1), dropout_p=0.0,
                           eager=eager, need_weights=need_weights, mask=mask, hooks=self)  # (B, 2H, T, 2d)
         y = self.at_site(self.hook_z, self.edited(y))
+        if probs is not None:  # regroup to stream-major: positive maps of all heads, then negative
+            probs = probs.view(B, H, 2, *probs.shape[-2:]).transpose(1, 2).reshape_as(probs)
+        if self.results_watched():
+            return self.resid_dropout(self.summed_results(self.normalised_maps(y), self.map_output_weights(),
+                                                          self.out_proj.bias)), probs
         y = y.view(B, H, 2, T, 2 * d)
         y = y[:, :, 0] - self.current_lambda().to(y.dtype) * y[:, :, 1]  # (B, H, T, 2d)
         y = self.subln(y) * self.subln_scale.to(y.dtype)
         y = y.transpose(1, 2).reshape(B, T, C)
-        if probs is not None:  # regroup to stream-major: positive maps of all heads, then negative
-            probs = probs.view(B, H, 2, *probs.shape[-2:]).transpose(1, 2).reshape_as(probs)
         return self.resid_dropout(self.out_proj(y)), probs
+
+    def normalised_maps(self, y: torch.Tensor) -> torch.Tensor:
+        """Per-map outputs y (B, 2H, T, 2d) -> each map's share of its head's normalised output: the
+        positive map's y and the negative map's −λ·y, both through the head's RMSNorm scale (the same
+        for both: it is computed from their difference), its gain and 1 − λ_init. The two shares sum
+        to the head's output, so the maps' results sum to the attention output."""
+        B, _, T, width = y.shape
+        pair = y.view(B, self.n_head, 2, T, width)
+        signed = torch.stack([pair[:, :, 0], -self.current_lambda().to(y.dtype) * pair[:, :, 1]], dim=2)
+        head = signed.sum(2)  # (B, H, T, 2d): what the RMSNorm normalises
+        scale = torch.rsqrt(head.pow(2).mean(-1, keepdim=True) + self.subln.eps).unsqueeze(2)
+        gain = (self.subln.weight * self.subln_scale).to(y.dtype)
+        return (signed * scale * gain).view(B, 2 * self.n_head, T, width)
+
+    def map_output_weights(self) -> torch.Tensor:
+        """The output projection of each map's head (2H, 2d, C): maps 2i and 2i + 1 share head i's."""
+        return self.out_proj.weight.t().view(self.n_head, 2 * self.head_dim, -1).repeat_interleave(2, dim=0)
+
+    def head_weights(self) -> dict[str, torch.Tensor]:
+        """Per map (2H): W_Q, W_K its own (C, d); W_V its head's shared value (C, 2d); W_O its head's
+        output projection times the RMSNorm gain, 1 − λ_init and the map's sign (+1, −λ). The RMSNorm's
+        division depends on the input, so z @ W_O omits it; hook_result carries it."""
+        H, d = self.n_head, self.head_dim
+
+        def per_map(w, maps, width):  # (C_out, C_in) -> (maps, C_in, width)
+            return w.view(maps, width, -1).transpose(1, 2)
+
+        sign = torch.ones(2 * H, device=self.out_proj.weight.device, dtype=self.out_proj.weight.dtype)
+        sign[1::2] = -self.current_lambda().detach()
+        gain = (self.subln.weight * self.subln_scale).detach()
+        w_o = self.map_output_weights() * gain.view(1, -1, 1) * sign.view(-1, 1, 1)
+        bias = self.out_proj.bias if self.out_proj.bias is not None else w_o.new_zeros(w_o.size(-1))
+        return {"W_Q": per_map(self.q_proj.weight, 2 * H, d), "W_K": per_map(self.k_proj.weight, 2 * H, d),
+                "W_V": per_map(self.v_proj.weight, H, 2 * d).repeat_interleave(2, dim=0), "W_O": w_o, "b_O": bias}

@@ -42,8 +42,27 @@ class GPTAttention(AttentionKind):
         k, v, mask = cache.update(k, v, positions) if cache is not None else (k, v, None)
         y, probs = attend(q, k, v, dropout_p=self.dropout if self.training else 0.0,
                           eager=eager, need_weights=need_weights, mask=mask, hooks=self)
-        y = self.at_site(self.hook_z, self.edited(y)).transpose(1, 2).reshape(B, T, C)
-        return self.resid_dropout(self.c_proj(y)), probs
+        y = self.at_site(self.hook_z, self.edited(y))  # (B, H, T, hd)
+        if self.results_watched():
+            w_o = self.c_proj.weight.t().view(self.n_head, self.head_dim, C)
+            return self.resid_dropout(self.summed_results(y, w_o, self.c_proj.bias)), probs
+        return self.resid_dropout(self.c_proj(y.transpose(1, 2).reshape(B, T, C))), probs
+
+    def qkv_weights(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The Q, K and V projections as (C_out, C_in) weights."""
+        return self.c_attn.weight.chunk(3, dim=0)
+
+    def head_weights(self) -> dict[str, torch.Tensor]:
+        H, hd = self.n_head, self.head_dim
+
+        def per_head(w):  # (C_out, C_in) -> (H, C_in, hd)
+            return w.view(H, hd, -1).transpose(1, 2)
+
+        w_q, w_k, w_v = self.qkv_weights()
+        bias = self.c_proj.bias
+        bias = bias if bias is not None else self.c_proj.weight.new_zeros(self.c_proj.out_features)
+        return {"W_Q": per_head(w_q), "W_K": per_head(w_k), "W_V": per_head(w_v),
+                "W_O": self.c_proj.weight.t().view(H, hd, -1), "b_O": bias}
 
     def rotate(self, x: torch.Tensor, positions: torch.Tensor | None) -> torch.Tensor:
         return x  # no position information here: GPT-2 has its learned absolute embedding only

@@ -128,7 +128,26 @@ class PrismAttention(AttentionKind):
             lam = self.current_lambda().to(y.dtype).reshape(1)
             sign = torch.cat([y.new_ones(H), -lam.expand(H)]).view(1, S * H, 1, 1)
             y = y * sign
+        if self.results_watched():
+            return self.resid_dropout(self.summed_results(y, self.output_weights(), None)), probs
         y = y.transpose(1, 2).reshape(B, T, S * H * D)
         w_out = self.u_proj.weight if self.out_proj is None else self.out_proj.weight.t()  # (S*H*D, C)
         out = (y @ w_out.to(y.dtype)) * self.output_scale
         return self.resid_dropout(out), probs
+
+    def output_weights(self) -> torch.Tensor:
+        """Each map's output weight (S*H, D, C) with the 1/sqrt(2HR) scale, before the stream's sign:
+        U_h for the tied output (W_O = Uᵀ), the untied copy otherwise."""
+        w_out = self.u_proj.weight if self.out_proj is None else self.out_proj.weight.t()  # (S*H*D, C)
+        return w_out.view(self.n_streams * self.n_head, self.head_dim, -1) * self.output_scale
+
+    def head_weights(self) -> dict[str, torch.Tensor]:
+        """W_Q = W_K = W_V = U_h per map (RoPE acts on Q and K after them), W_O = U_hᵀ per map times
+        the output scale and the stream's sign: +1 for signal heads, −λ (current) for noise heads."""
+        S, H = self.n_streams, self.n_head
+        u = self.u_proj.weight.view(S * H, self.head_dim, -1).transpose(1, 2)  # (S*H, C, D)
+        sign = torch.ones(S * H, device=u.device, dtype=u.dtype)
+        if S == 2:
+            sign[H:] = -self.current_lambda().detach().to(u.dtype)
+        w_o = self.output_weights() * sign.view(-1, 1, 1)
+        return {"W_Q": u, "W_K": u, "W_V": u, "W_O": w_o, "b_O": u.new_zeros(u.size(1))}
