@@ -89,7 +89,8 @@ def intervention_effects(model: PrismLM, shards: ShardSet, interventions: dict[s
     buckets = {distance_bucket(lo): mask & (distance >= lo) & (distance <= (hi or T)) for lo, hi in DISTANCE_BUCKETS}
     out = {"windows": n, "tokens": int(mask.numel()), "recall_tokens": int(mask.sum()),
            "base": {"all": _mean(base_nll.flatten()), "recall": _mean(base_nll[mask]),
-                    "other": _mean(base_nll[~mask]), "recall_accuracy": _mean(base_correct[mask].float())},
+                    "other": _mean(base_nll[~mask]), "recall_accuracy": _mean(base_correct[mask].float()),
+                    "support": _support(base_nll, torch.ones_like(mask))},
            "effects": {}}
     groups = {"all": torch.ones_like(mask), "recall": mask, "other": ~mask,
               **{f"recall: {k}": kind == i for i, k in enumerate(kinds)},
@@ -102,8 +103,23 @@ def intervention_effects(model: PrismLM, shards: ShardSet, interventions: dict[s
             "recall_accuracy": _mean(torch.cat(edited_hits[name])[mask].float()),
             "by_kind": {k: _mean(delta[kind == i]) for i, k in enumerate(kinds) if bool((kind == i).any())},
             "by_distance": {b: _mean(delta[m]) for b, m in buckets.items() if bool(m.any())},
-            "support": {group: _support(delta, m) for group, m in groups.items() if bool(m.any())}}
+            "support": {group: _support(delta, m) for group, m in groups.items() if bool(m.any())},
+            "recall_minus_other": _paired_support(delta, mask)}
     return out
+
+
+def _paired_support(delta: torch.Tensor, mask: torch.Tensor) -> dict:
+    """How much more an intervention changes recall tokens than the others, window by window: the mean
+    over windows holding both of (its recall tokens' mean change − its other tokens' mean change), with
+    a 95% Student-t interval over those windows."""
+    from prism_lm.stats import mean_interval
+
+    recall_n, other_n = mask.sum(1), (~mask).sum(1)
+    both = (recall_n > 0) & (other_n > 0)
+    recall = (delta * mask).sum(1)[both] / recall_n[both]
+    other = (delta * ~mask).sum(1)[both] / other_n[both]
+    summary = mean_interval((recall - other).tolist())
+    return {"delta": summary["mean"], "windows": summary["n"], "ci95": summary["ci95"]}
 
 
 def _support(delta: torch.Tensor, mask: torch.Tensor) -> dict:

@@ -62,21 +62,17 @@ def figure_text(key: str, report: dict) -> tuple[str, str]:
 
 
 def summary(report: dict) -> list[dict]:
-    """The five numbers that matter, each with its baseline and a reading (rows where they exist). A
-    reading about heads is decided by a 95% interval over this model's heads (``HEAD_INTERVAL``), never
-    by the sign of a point value; a row without an interval says its reading is a point comparison."""
+    """The five numbers that matter, each with its baseline and a reading (rows where they exist). Every
+    reading is decided by a 95% interval, never by the sign of a point value: over this model's heads
+    (``HEAD_INTERVAL``) for the heads' rows, over the analysed windows (``WINDOW_INTERVAL``) for the loss
+    and the intervention, over layers for the ISTA codes; the interval is printed in the reading."""
     rows = []
     heads, init = report["heads"], report.get("heads_init", {}).get("heads", [])
     streams = heads["streams"]
     iv = report.get("interventions") or {}
     if iv.get("base") and report.get("unigram_entropy") is not None:
-        loss, h1 = iv["base"]["all"], report["unigram_entropy"]
-        rows.append({"what": f"loss on the analysed windows (nats/token, {report['split']} split)", "value": loss,
-                     "baseline": h1, "baseline_is": "unigram entropy of the split: predicting from token "
-                                                    "frequencies alone",
-                     "reading": ("the model uses context" if loss < h1 else "no better than token frequencies")
-                     + " (a point comparison)"})
-    if len(streams) == 2 and "mass_beyond_8" in heads["heads"][0]:
+        rows.append(_context_row(iv["base"], report["unigram_entropy"], report["split"]))
+    if len(streams) == 2 and heads["heads"] and "mass_beyond_8" in heads["heads"][0]:
         rows.append(_separation_row(heads, init, *streams))
     if heads["heads"] and "selectivity" in heads["heads"][0]:
         rows.append(_selectivity_row(heads["heads"], streams[0]))
@@ -84,23 +80,62 @@ def summary(report: dict) -> list[dict]:
     if effects:
         name, e = (f"{streams[-1]} stream off", effects.get(f"{streams[-1]} stream off")) if len(streams) > 1 \
             else next(iter(effects.items()))
-        if e and e["recall_delta"] is not None:
-            rows.append({"what": f"{name}: loss change on recall tokens", "value": e["recall_delta"],
-                         "baseline": e["other_delta"], "baseline_is": "the same intervention on all other tokens",
-                         "reading": ("it matters more for recall" if e["recall_delta"] > e["other_delta"]
-                                     else "it matters no more for recall than for the rest")
-                         + " (a point comparison: prism ablate gives the token counts)"})
+        if e and e["recall_delta"] is not None and e.get("recall_minus_other"):
+            rows.append(_recall_row(name, e))
     if heads["heads"] and init and "sink_first" in heads["heads"][0] and "sink_first" in init[0]:
         rows.append(_sink_row(heads["heads"], init, streams[0]))
     sparsity = report.get("sparsity")
     if sparsity:
-        value = sparsity["trained"]["mean"]
-        base = (sparsity.get("initial") or {}).get("mean")
-        rows.append({"what": "ISTA codes: fraction of exact zeros (mean over layers)", "value": value,
-                     "baseline": base, "baseline_is": "the untrained model, same windows",
-                     "reading": ("training made the codes sparser" if base is not None and value > base
-                                 else "no sparser than at initialisation") + " (a point comparison)"})
+        rows.append(_sparsity_row(sparsity))
     return rows
+
+
+WINDOW_INTERVAL = "95% Student-t interval over the analysed windows (each window's own mean)"
+
+
+def _three_way(ci: list[float] | None, above: str, below: str, neither: str) -> str:
+    """The reading an interval allows: ``above`` when it lies wholly above 0, ``below`` wholly below,
+    else ``neither`` (and without an interval, that it cannot say)."""
+    if not ci:
+        return "one window: no interval, no reading"
+    return f"{above if ci[0] > 0 else below if ci[1] < 0 else neither} ([{ci[0]:.3g}, {ci[1]:.3g}])"
+
+
+def _context_row(base: dict, unigram: float, split: str) -> dict:
+    ci = base["support"]["ci95"]
+    gap = [unigram - ci[1], unigram - ci[0]] if ci else None  # unigram entropy − loss
+    return {"what": f"loss on the analysed windows (nats/token, {split} split)", "value": base["all"],
+            "baseline": unigram, "baseline_is": "unigram entropy of the split: predicting from token frequencies alone",
+            "interval": gap, "interval_is": WINDOW_INTERVAL + ", of the entropy minus the loss",
+            "reading": _three_way(gap, "the model uses context: its loss lies below the unigram entropy",
+                                  "worse than token frequencies", "no better than token frequencies, as far as the "
+                                  "windows can tell")}
+
+
+def _recall_row(name: str, effect: dict) -> dict:
+    paired = effect["recall_minus_other"]
+    return {"what": f"{name}: loss change on recall tokens", "value": effect["recall_delta"],
+            "baseline": effect["other_delta"], "baseline_is": "the same intervention on all other tokens",
+            "interval": paired["ci95"], "interval_is": WINDOW_INTERVAL + f", of recall minus other tokens' change "
+                                                                     f"({paired['windows']} windows hold both)",
+            "reading": _three_way(paired["ci95"], "it matters more for recall than for the rest",
+                                  "it matters less for recall than for the rest",
+                                  "no difference between recall and the rest that the windows can see")}
+
+
+def _sparsity_row(sparsity: dict) -> dict:
+    from prism_lm.stats import mean_interval
+
+    trained, initial = sparsity["trained"], sparsity.get("initial")
+    row = {"what": "ISTA codes: fraction of exact zeros (mean over layers)", "value": trained["mean"],
+           "baseline": initial["mean"] if initial else None, "baseline_is": "the untrained model, same windows"}
+    if not initial:
+        return {**row, "reading": "no untrained model to compare with"}
+    change = mean_interval([a - b for a, b in zip(trained["per_layer"], initial["per_layer"], strict=True)])
+    return {**row, "interval": change["ci95"], "interval_is": "95% Student-t interval over layers of trained − "
+                                                              "untrained",
+            "reading": _three_way(change["ci95"], "training made the codes sparser", "training made them denser",
+                                  "no change the layers' interval can see")}
 
 
 HEAD_INTERVAL = "95% percentile bootstrap over this model's heads, resampled within each layer"

@@ -80,12 +80,15 @@ class Rotary(nn.Module):
         return self.cos.to(device), self.sin.to(device)
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
-        """x (B, S*H, T, D) at ``positions`` (T,) int64, by default 0..T-1."""
+        """x (B, S*H, T, D) at ``positions`` (T,) int64, by default 0..T-1, or (B, T): each row its own
+        (a padded batch, whose positions count its real tokens only)."""
         B, SH, T, D = x.shape
         S = len(self.bases)
         cos, sin = self.tables(x.device)
         if positions is None:
             cos, sin = cos[:, :, :T], sin[:, :, :T]  # (S, 1, T, D/2)
+        elif positions.dim() == 2:  # (B, T) -> (B, S, 1, T, D/2)
+            cos, sin = (t[:, 0][:, positions].transpose(0, 1).unsqueeze(2) for t in (cos, sin))
         else:
             cos, sin = cos[:, :, positions], sin[:, :, positions]
         # unbind, not two slices: the backward of a slice zero-fills a full-size gradient, twice

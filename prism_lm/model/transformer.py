@@ -59,9 +59,10 @@ class Block(nn.Module):
 
     HOOK_SITES = ("hook_resid_pre", "hook_attn_out", "hook_resid_mid", "hook_mlp_out", "hook_resid_post")
 
-    def forward(self, x, positions, cache=None, eager=False, need_weights=False):  # x (B, T, C)
+    def forward(self, x, positions, cache=None, eager=False, need_weights=False, key_mask=None):  # x (B, T, C)
         x = self.hook_resid_pre(x)
-        a, probs = self.attn(self.ln_1(x), positions, cache=cache, eager=eager, need_weights=need_weights)
+        a, probs = self.attn(self.ln_1(x), positions, cache=cache, eager=eager, need_weights=need_weights,
+                             key_mask=key_mask)
         x = self.hook_resid_mid(x + self.hook_attn_out(a))
         m = self.hook_mlp_out(self.mlp(self.ln_2(x)))
         x = self.hook_resid_post(x + m if self.mlp.residual else m)
@@ -131,11 +132,13 @@ class PrismLM(nn.Module):
         self._max_positions = n
 
     # ------------------------------------------------------------------ forward
-    def hidden_states(self, idx, caches=None, need_weights=False, positions=None, eager=False):
+    def hidden_states(self, idx, caches=None, need_weights=False, positions=None, eager=False, key_mask=None):
         """idx (B, T) at ``positions`` (T,) (default: after what a dynamic cache holds) -> the final
         LayerNorm's output (B, T, C) and each layer's attention probabilities (None unless
         ``need_weights``). ``caches``: one per layer, anything with ``update(k, v, positions)``,
-        ``length`` and ``static`` (``generate.KVCache``, or the Hugging Face export's adapter)."""
+        ``length`` and ``static`` (``generate.KVCache``, or the Hugging Face export's adapter).
+        A padded batch gives ``key_mask`` (B, Tk) bool, False at padding (Tk: the cached keys and
+        these), and ``positions`` (B, T) counting each row's real tokens (dynamic caches only)."""
         B, T = idx.shape
         if positions is None:
             if caches and caches[0].static:
@@ -153,7 +156,7 @@ class PrismLM(nn.Module):
         maps = []
         for i, block in enumerate(self.blocks):
             x, probs = block(x, positions, cache=caches[i] if caches else None,
-                             eager=eager, need_weights=need_weights)
+                             eager=eager, need_weights=need_weights, key_mask=key_mask)
             maps.append(probs)
         return self.ln_f(x), maps
 

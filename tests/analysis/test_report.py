@@ -221,3 +221,42 @@ def test_summary_readings_are_decided_by_an_interval_over_heads_never_by_a_point
     sink = report([0.5, 0.6, 0.55, 0.52], [0.1] * 4, [0.02, 0.03, 0.02, 0.025], [0.1] * 4, metric="selectivity")
     (row,) = [r for r in summary(sink) if "sink" in r["what"]]
     assert row["reading"].startswith("more mass on the first position than the untrained model")
+
+
+def test_the_loss_the_intervention_and_the_codes_are_read_from_intervals_too():
+    """A positive point difference whose interval holds 0 reads as "no difference"; a clear one reads
+    as one; the interval is the windows' (loss, intervention) or the layers' (ISTA codes)."""
+    import torch
+
+    from prism_lm.analysis.ablation import _paired_support, _support
+    from prism_lm.analysis.report_text import summary
+
+    def report(losses, delta, mask, per_layer_trained):
+        losses, delta, mask = torch.tensor(losses), torch.tensor(delta), torch.tensor(mask)
+        effect = {"recall_delta": float(delta[mask].mean()), "other_delta": float(delta[~mask].mean()),
+                  "recall_minus_other": _paired_support(delta, mask)}
+        return {"split": "val", "unigram_entropy": 3.0,
+                "heads": {"streams": ["signal", "noise"], "heads": []}, "heads_init": {"heads": []},
+                "interventions": {"base": {"all": float(losses.mean()), "support": _support(losses, mask | ~mask)},
+                                  "effects": {"noise stream off": effect}},
+                "sparsity": {"trained": {"mean": sum(per_layer_trained) / 4, "per_layer": per_layer_trained},
+                             "initial": {"mean": 0.5, "per_layer": [0.5] * 4}}}
+
+    mask = [[True, False, False], [False, True, False], [True, False, False], [False, False, True]]
+    unclear = report([[3.5, 2.0, 2.6], [3.2, 2.2, 3.4], [2.0, 3.4, 3.3], [3.1, 2.7, 2.4]],  # mean 2.90 < 3.0
+                     [[0.9, 0.0, 0.1], [-0.5, 0.0, 0.2], [0.4, 0.1, 0.0], [0.0, 0.2, -0.3]],  # recall +0.2, mixed
+                     mask, [0.52, 0.47, 0.55, 0.49])  # +0.0075 over layers, mixed
+    rows = {r["what"].split(":")[0]: r for r in summary(unclear)}
+    assert rows["loss on the analysed windows (nats/token, val split)"]["value"] < 3.0
+    assert rows["loss on the analysed windows (nats/token, val split)"]["reading"].startswith("no better than token")
+    assert rows["noise stream off"]["value"] > rows["noise stream off"]["baseline"]
+    assert rows["noise stream off"]["reading"].startswith("no difference between recall and the rest")
+    assert rows["ISTA codes"]["value"] > 0.5 and rows["ISTA codes"]["reading"].startswith("no change")
+    clear = report([[1.0, 1.1, 0.9]] * 2 + [[1.2, 1.0, 1.1]] * 2,
+                   [[0.9, 0.0, 0.1], [0.1, 0.8, 0.0], [1.0, 0.1, 0.0], [0.0, 0.1, 0.7]],
+                   mask, [0.62, 0.64, 0.60, 0.63])
+    rows = {r["what"].split(":")[0]: r for r in summary(clear)}
+    assert rows["loss on the analysed windows (nats/token, val split)"]["reading"].startswith("the model uses context")
+    assert rows["noise stream off"]["reading"].startswith("it matters more for recall")
+    assert rows["noise stream off"]["interval"][0] > 0
+    assert rows["ISTA codes"]["reading"].startswith("training made the codes sparser")

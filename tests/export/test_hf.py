@@ -194,3 +194,34 @@ def test_the_shipped_lm_eval_task_runs_on_an_export_from_any_directory(tmp_path)
                           env=dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1"))
     assert done.returncode == 0, done.stderr[-3000:]
     assert "prism_recall" in done.stdout and "acc" in done.stdout
+
+
+@pytest.mark.parametrize("kind", ["prism", "gpt", "diff"])
+def test_a_padded_batch_computes_what_each_row_computes_alone(tmp_path, kind):
+    """Left- and right-padded batches with an attention mask: at every real position the logits equal
+    the row's own unpadded run (positions come from the mask), and greedy generation from a
+    left-padded batch continues each prompt as it continues alone."""
+    from transformers import AutoModelForCausalLM
+
+    _, folder = _export(_trained_ish(kind), tmp_path)
+    hf = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True).eval()
+    rows = [encode(PROMPT), encode("A frog")]
+    pad = EOT_ID
+    width = max(map(len, rows))
+    with torch.no_grad():
+        alone = [hf(torch.tensor([r])).logits[0] for r in rows]
+        for side in ("left", "right"):
+            ids = torch.tensor([([pad] * (width - len(r)) + r) if side == "left" else (r + [pad] * (width - len(r)))
+                                for r in rows])
+            mask = (torch.arange(width)[None, :] >= torch.tensor([[width - len(r)] for r in rows])) if side == "left" \
+                else (torch.arange(width)[None, :] < torch.tensor([[len(r)] for r in rows]))
+            logits = hf(ids, attention_mask=mask.long()).logits
+            assert torch.isfinite(logits).all()
+            for i in range(len(rows)):
+                torch.testing.assert_close(logits[i][mask[i]], alone[i], atol=1e-4, rtol=1e-4)
+        ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
+        mask = (ids != pad) | (torch.arange(width)[None, :] >= width - torch.tensor([[len(r)] for r in rows]))
+        out = hf.generate(ids, attention_mask=mask.long(), max_new_tokens=6, do_sample=False, pad_token_id=pad)
+    for i, r in enumerate(rows):
+        expected = hf.generate(torch.tensor([r]), max_new_tokens=6, do_sample=False, pad_token_id=pad)[0]
+        assert out[i, width:].tolist() == expected[len(r):].tolist()

@@ -3,8 +3,10 @@
 The model itself is not re-implemented here: ``prism_transformer.py`` and its neighbours are
 prism-lm's own model files, copied into this folder by the export with their imports made relative,
 so this folder loads with ``transformers`` alone (no prism-lm install needed). HF's KV cache
-(``DynamicCache``) is passed to the model through a per-layer adapter. Padding is not supported:
-positions are absolute, so a batch must be unpadded (attention_mask all ones).
+(``DynamicCache``) is passed to the model through a per-layer adapter. A padded batch (left or
+right, ``attention_mask`` 0 at padding) takes its positions from the mask (each row counts its own
+real tokens) and its padded keys out of every attention map, so each row computes what it computes
+alone; the logits at padded positions mean nothing.
 """
 
 from transformers import GenerationMixin, PreTrainedModel
@@ -59,9 +61,6 @@ class PrismForCausalLM(PreTrainedModel, GenerationMixin):
         probabilities (batch, maps, query, key), signal heads then noise heads for PRISM;
         ``output_hidden_states``: the embeddings, each block's output, and the last after the final
         LayerNorm (GPT-2's convention)."""
-        if attention_mask is not None and not bool(attention_mask.all()):
-            raise ValueError("prism-lm models take unpadded batches (positions are absolute): attention_mask "
-                             "must be all ones")
         use_cache = self.config.use_cache if use_cache is None else use_cache
         cache = cache if cache is not None else past_key_values
         caches = None
@@ -77,8 +76,13 @@ class PrismForCausalLM(PreTrainedModel, GenerationMixin):
         if output_hidden_states:
             handles.append(self.model.blocks[0].register_forward_pre_hook(lambda m, args: states.append(args[0])))
             handles += [b.register_forward_hook(lambda m, args, out: states.append(out[0])) for b in self.model.blocks]
+        key_mask = positions = None
+        if attention_mask is not None and not bool(attention_mask.all()):  # a padded batch
+            key_mask = attention_mask.bool()
+            positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -input_ids.size(1):]
         try:
-            hidden, maps = self.model.hidden_states(input_ids, caches, need_weights=bool(output_attentions))
+            hidden, maps = self.model.hidden_states(input_ids, caches, need_weights=bool(output_attentions),
+                                                    positions=positions, key_mask=key_mask)
         finally:
             for h in handles:
                 h.remove()

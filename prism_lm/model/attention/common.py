@@ -155,6 +155,20 @@ class AttentionKind(nn.Module):
         for name in self.HOOK_SITES:
             self.add_module(name, nn.Identity())
 
+    @staticmethod
+    def cached(k, v, positions, cache, key_mask: torch.Tensor | None = None, q_len: int = 0):
+        """Keys and values after the KV cache (if any), and the mask ``attend`` takes: the cache's, or
+        None (causal). ``key_mask`` (B, Tk) bool, False at padding, takes the padded keys out; a padded
+        query still sees its own position (its output is never read, but a row of -inf would be NaN).
+        The ``q_len`` queries are the last of the Tk keys."""
+        k, v, mask = cache.update(k, v, positions) if cache is not None else (k, v, None)
+        if key_mask is None:
+            return k, v, mask
+        tq, tk = q_len, k.size(-2)
+        allowed = causal_mask(tq, tk, k.device) if mask is None else mask  # (Tq, Tk)
+        own = torch.ones(tq, tk, dtype=torch.bool, device=k.device).tril(tk - tq).triu(tk - tq)  # the diagonal
+        return k, v, (allowed & key_mask[:, None, None, :tk].to(k.device)) | own  # (B, 1, Tq, Tk)
+
     def results_watched(self) -> bool:
         """Whether a hook (or TransformerLens's cache) watches hook_result: the output is then summed
         from the per-map results instead of one matmul (the same numbers, one more tensor)."""

@@ -81,14 +81,14 @@ class DiffAttention(AttentionKind):
         return 2 * head + stream  # maps 2i (positive) and 2i + 1 (negative) belong to head i
 
     def forward(self, x, positions: torch.Tensor | None = None, cache=None, eager: bool = False,
-                need_weights: bool = False):
+                need_weights: bool = False, key_mask: torch.Tensor | None = None):
         B, T, C = x.shape
         H, d = self.n_head, self.head_dim
         q = self.rotary(self.q_proj(x).view(B, T, 2 * H, d).transpose(1, 2), positions)  # (B, 2H, T, d)
         k = self.rotary(self.k_proj(x).view(B, T, 2 * H, d).transpose(1, 2), positions)  # (B, 2H, T, d)
         v = self.v_proj(x).view(B, T, H, 2 * d).transpose(1, 2)  # (B, H, T, 2d)
         q, k, v = self.at_site(self.hook_q, q), self.at_site(self.hook_k, k), self.at_site(self.hook_v, v)
-        k, v, mask = cache.update(k, v, positions) if cache is not None else (k, v, None)
+        k, v, mask = self.cached(k, v, positions, cache, key_mask, q.size(-2))
         y, probs = attend(q, k, v.repeat_interleave(2, dim=1), dropout_p=0.0,
                           eager=eager, need_weights=need_weights, mask=mask, hooks=self)  # (B, 2H, T, 2d)
         y = self.at_site(self.hook_z, self.edited(y))

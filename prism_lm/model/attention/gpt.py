@@ -35,11 +35,11 @@ class GPTAttention(AttentionKind):
         return self.rotate(q, positions), self.rotate(k, positions), v
 
     def forward(self, x, positions: torch.Tensor | None = None, cache=None, eager: bool = False,
-                need_weights: bool = False):
+                need_weights: bool = False, key_mask: torch.Tensor | None = None):
         B, T, C = x.shape
         q, k, v = self.project(x, positions)  # (B, H, T, hd)
         q, k, v = self.at_site(self.hook_q, q), self.at_site(self.hook_k, k), self.at_site(self.hook_v, v)
-        k, v, mask = cache.update(k, v, positions) if cache is not None else (k, v, None)
+        k, v, mask = self.cached(k, v, positions, cache, key_mask, q.size(-2))
         y, probs = attend(q, k, v, dropout_p=self.dropout if self.training else 0.0,
                           eager=eager, need_weights=need_weights, mask=mask, hooks=self)
         y = self.at_site(self.hook_z, self.edited(y))  # (B, H, T, hd)

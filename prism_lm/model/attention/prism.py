@@ -110,7 +110,7 @@ class PrismAttention(AttentionKind):
         return self.learned_lambda() if self.learned_lambda is not None else self.lambda_
 
     def forward(self, x, positions: torch.Tensor | None = None, cache=None, eager: bool = False,
-                need_weights: bool = False):
+                need_weights: bool = False, key_mask: torch.Tensor | None = None):
         B, T, C = x.shape
         S, H, D = self.n_streams, self.n_head, self.head_dim
         u = self.u_proj(x).view(B, T, S * H, D).transpose(1, 2)  # (B, S*H, T, D): Q = K = V = U z
@@ -120,7 +120,7 @@ class PrismAttention(AttentionKind):
         else:
             q, k = self.at_site(self.hook_q, qk), self.at_site(self.hook_k, qk)
         v = self.at_site(self.hook_v, u)
-        k, v, mask = cache.update(k, v, positions) if cache is not None else (k, v, None)
+        k, v, mask = self.cached(k, v, positions, cache, key_mask, q.size(-2))
         y, probs = attend(q, k, v, dropout_p=self.dropout if self.training else 0.0,
                           eager=eager, need_weights=need_weights, mask=mask, hooks=self)  # (B, S*H, T, D)
         y = self.at_site(self.hook_z, self.edited(y))
