@@ -33,6 +33,16 @@ class LensWeights:
             default_prepend_bos=False, tokenizer_prepends_bos=False, use_attn_result=True,
             device=str(next(self.model.parameters()).device), dtype=next(self.model.parameters()).dtype)
 
+    def head_labels(self) -> list[str]:
+        """A label per TransformerLens head ("L0H5"), in words: "L0 noise 1" (layer, stream, head)."""
+        labels = []
+        for layer, block in enumerate(self.model.blocks):
+            attn = block.attn
+            where = {attn.map_index(s, h): f"{name} {h}" for s, name in enumerate(attn.stream_names)
+                     for h in range(attn.n_head)}
+            labels += [f"L{layer} {where[i]}" if i in where else f"L{layer}H{i}" for i in range(self.cfg.n_heads)]
+        return labels
+
     # ------------------------------------------------------------------ weights
     def _stacked(self, key: str) -> torch.Tensor:
         return torch.stack([block.attn.head_weights()[key] for block in self.model.blocks])

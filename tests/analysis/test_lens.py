@@ -95,6 +95,10 @@ def test_decompositions_add_up_to_the_residual_and_logit_attributions_to_the_log
     heads, labels = cache.stack_head_results(return_labels=True, incl_remainder=True)
     torch.testing.assert_close(heads.sum(0), final, atol=1e-5, rtol=1e-5)
     assert labels[: h.cfg.n_heads + 1] == [f"L0H{i}" for i in range(h.cfg.n_heads)] + ["L1H0"]
+    words = {"prism": ["L0 signal 0", "L0 signal 1", "L0 noise 0", "L0 noise 1"],
+             "gpt-rope": ["L0 main 0", "L0 main 1"],
+             "diff": ["L0 positive 0", "L0 negative 0", "L0 positive 1", "L0 negative 1"]}[run[0]]
+    assert h.head_labels()[: len(words)] == words and len(h.head_labels()) == len(labels) - 1
     targets = torch.roll(idx, -1, dims=1)
     attributions = cache.logit_attrs(cache.decompose_resid(), tokens=targets)  # (components, B, T)
     torch.testing.assert_close(attributions.sum(0) + h.b_U[targets], expected.gather(-1, targets[..., None])[..., 0],
