@@ -25,6 +25,7 @@ import numpy as np
 from prism_lm.analysis.measures import HEAD_COLUMNS, PATTERN_MEASURES, STREAM_DIFF_COLUMNS
 from prism_lm.config import TrainConfig, from_dict, to_dict
 from prism_lm.errors import DivergedError, PrismError
+from prism_lm.experiments.stability import STABILITY_COLUMNS, stability_columns
 from prism_lm.experiments.sweep_dir import SweepRun
 
 INTERRUPTED = 3
@@ -37,7 +38,7 @@ SINK_MEASURES = tuple(m for m in PATTERN_MEASURES if m.startswith("sink_"))  # h
 SINK_WINDOWS = ("doc_start", "mid_doc", "bos")  # where the sink columns' windows start (heads.sink_by_window_start)
 TRAINING_COLUMNS = ("steps", "tokens_seen", "train_seconds", "train_loss_final", "val_estimate_best",
                     "val_estimate_final", "grad_norm_max", "grad_norm_mean", "clipped_fraction", "logged_steps",
-                    "diverged", "failed", "unigram_entropy", "context_gain", "parameters")
+                    "diverged", "failed", "unigram_entropy", "context_gain", "parameters", *STABILITY_COLUMNS)
 
 
 ANNOTATED_PARTS = ("recall_loss", "other_loss", "recall_accuracy", "recall_excess", "antecedent", "selectivity",
@@ -187,6 +188,8 @@ def _training_columns(cfg: TrainConfig) -> dict:
         "clipped_fraction": float((norms > cfg.optim.grad_clip).mean()) if len(norms) and cfg.optim.grad_clip
         else (0.0 if len(norms) else None),
         "logged_steps": len(norms),
+        **stability_columns([r["iter"] for r in iters], [r["train_loss"] for r in iters], list(norms),
+                            cfg.optim.warmup_iters),
     }
 
 

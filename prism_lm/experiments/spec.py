@@ -95,7 +95,7 @@ SLURM_KEYS = {"partition", "timeout_min", "cpus_per_task", "gpus_per_node", "mem
 # from their default, so the folders of earlier sweeps keep their names
 LATE_KEYS = {"model.mlp": "gelu", "model.position_embedding": "learned", "model.rope_scaling": "base",
              "data.holdout": 0.0, "model.final_norm": True, "model.ista_step_size": 0.1, "model.ista_lambda": 0.1,
-             "model.ista_mode": "replace"}
+             "model.ista_mode": "replace", "model.gpt_output_scale": 1.0}
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 
 

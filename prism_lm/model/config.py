@@ -3,6 +3,7 @@
     [model]            attention, mlp, widths, depth, context, vocabulary, dropout, bias, rope_base, ...
     [model.prism]      PRISM's attention: R, m and its RoPE scaling, the noise stream, λ, the tied output
     [model.ista]       CRATE's ISTA block (mlp = "ista"): step size η, L1 weight, replace or residual
+    [model.gpt]        GPT's attention: its output scale (1, nanoGPT's; PRISM's 1/sqrt(2HR) as a control)
 
 Design choices:
 - The defaults are the paper's PRISM. A section's knobs are validated by its own dataclass
@@ -136,7 +137,20 @@ class IstaConfig:
             _finite_at_least(f"model.ista.{key}", getattr(self, key), 0.0)
 
 
-SECTIONS = {"prism": PrismConfig, "ista": IstaConfig}  # the nested sections and their dataclasses
+@dataclass
+class GptConfig:
+    """``[model.gpt]``: the knob of GPT's attention (``gpt``, ``gpt-rope``; ``model/attention/gpt.py``)."""
+
+    # the attention output times this (1: nanoGPT's). 1/sqrt(2·H·R) gives GPT PRISM's output scale, the
+    # control that tells PRISM's gradient scale from the rest of its attention (C2)
+    output_scale: float = 1.0
+
+    def validate(self) -> None:
+        if not (self.output_scale > 0 and math.isfinite(self.output_scale)):
+            raise PrismError(f"model.gpt.output_scale must be a finite number > 0, got {self.output_scale}")
+
+
+SECTIONS = {"prism": PrismConfig, "ista": IstaConfig, "gpt": GptConfig}  # the nested sections and their dataclasses
 
 
 @dataclass
@@ -157,6 +171,7 @@ class ModelConfig:
     final_norm: bool = True  # a LayerNorm before the LM head (GPT-2, PRISM); CRATE's LM has none
     prism: PrismConfig = field(default_factory=PrismConfig)
     ista: IstaConfig = field(default_factory=IstaConfig)
+    gpt: GptConfig = field(default_factory=GptConfig)
 
     def validate(self, allow_auto_vocab: bool = False) -> None:
         """The shared fields and every section's own knobs; the kinds' shape checks are
@@ -175,8 +190,8 @@ class ModelConfig:
             raise PrismError(f"model.dropout must be in [0, 1), got {self.dropout}")
         if not (self.rope_base > 0 and math.isfinite(self.rope_base)):
             raise PrismError(f"model.rope_base must be a finite number > 0, got {self.rope_base}")
-        self.prism.validate()
-        self.ista.validate()
+        for name in SECTIONS:
+            getattr(self, name).validate()
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ModelConfig:
@@ -244,4 +259,7 @@ def flat_legacy_dict(cfg: ModelConfig) -> dict[str, Any]:
     sections = {name: flat.pop(name) for name in SECTIONS}
     for old, (section, new) in LEGACY_KEYS.items():
         flat[old] = sections[section][new]
+    named = set(LEGACY_KEYS.values())
+    for section, values in sections.items():  # knobs newer than the sections: section_key
+        flat.update({f"{section}_{key}": v for key, v in values.items() if (section, key) not in named})
     return flat

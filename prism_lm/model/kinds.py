@@ -24,6 +24,9 @@ def validate_model(cfg: ModelConfig, allow_auto_vocab: bool = False) -> None:
     if cfg.prism.rope_scaling != "base" and not hasattr(kind, "rope_scales"):
         raise PrismError(f"model.prism.rope_scaling = {cfg.prism.rope_scaling!r} applies to PRISM's two streams; "
                          f"{cfg.attention!r} attention has one RoPE ladder (leave it at 'base')")
+    if cfg.gpt.output_scale != 1.0 and not hasattr(kind, "qkv_weights"):  # GPT's layout: gpt, gpt-rope, crate
+        raise PrismError(f"model.gpt.output_scale applies to GPT's attention (gpt, gpt-rope, crate); {cfg.attention!r} "
+                         "attention has its own output (leave it at 1)")
     if cfg.position_embedding == "none" and not kind.uses_rope(cfg):
         raise PrismError(f"model.position_embedding = 'none' leaves {cfg.attention!r} attention with no position "
                          "information (it has no RoPE); use 'learned' or a RoPE kind (prism, gpt-rope, diff)")

@@ -104,3 +104,28 @@ def test_no_position_embedding_drops_wpe_and_still_sees_order(kind, tmp_path):
     assert torch.equal(cached, generate(model, idx, 6, temperature=0, use_cache=False))
     reloaded = load_model(save_model(model, tmp_path / "ckpt"))
     torch.testing.assert_close(reloaded(idx).logits, logits)
+
+
+def test_gpt_output_scale_scales_the_attention_output_and_only_gpt_takes_it():
+    """[model.gpt] output_scale multiplies GPT's attention output (PRISM's 1/sqrt(2HR) as a control);
+    the same weights at scale s give s times the attention output; other kinds refuse the knob."""
+    import pytest
+    import torch
+
+    from prism_lm.errors import PrismError
+    from prism_lm.model import PrismLM
+    from prism_lm.model.config import ModelConfig, flat_legacy_dict
+    from tests.helpers import tiny_model_config
+
+    torch.manual_seed(0)
+    plain = PrismLM(tiny_model_config("gpt-rope")).eval()
+    scaled = PrismLM(tiny_model_config("gpt-rope", gpt={"output_scale": 0.25})).eval()
+    scaled.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 8, 32)
+    torch.testing.assert_close(scaled.blocks[0].attn(x)[0], 0.25 * plain.blocks[0].attn(x)[0])
+    assert flat_legacy_dict(scaled.config)["gpt_output_scale"] == 0.25  # hashed into sweep identities
+    assert ModelConfig.from_json({"attention": "gpt"}).gpt.output_scale == 1.0  # old configs: nanoGPT's
+    with pytest.raises(PrismError, match="model.gpt.output_scale applies to GPT's attention"):
+        PrismLM(tiny_model_config("prism", gpt={"output_scale": 0.25}))
+    with pytest.raises(PrismError, match="finite number > 0"):
+        PrismLM(tiny_model_config("gpt", gpt={"output_scale": 0.0}))

@@ -24,6 +24,7 @@ class GPTAttention(AttentionKind):
         self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)
         self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
         self.c_proj.is_residual_projection = True
+        self.output_scale = cfg.gpt.output_scale  # 1: nanoGPT's
         self.dropout = cfg.dropout
         self.resid_dropout = Dropout(cfg.dropout)
         self.add_hook_sites()
@@ -44,9 +45,10 @@ class GPTAttention(AttentionKind):
                           eager=eager, need_weights=need_weights, mask=mask, hooks=self)
         y = self.at_site(self.hook_z, self.edited(y))  # (B, H, T, hd)
         if self.results_watched():
-            w_o = self.c_proj.weight.t().view(self.n_head, self.head_dim, C)
-            return self.resid_dropout(self.summed_results(y, w_o, self.c_proj.bias)), probs
-        return self.resid_dropout(self.c_proj(y.transpose(1, 2).reshape(B, T, C))), probs
+            weights = self.head_weights()
+            return self.resid_dropout(self.summed_results(y, weights["W_O"], weights["b_O"])), probs
+        out = self.c_proj(y.transpose(1, 2).reshape(B, T, C))
+        return self.resid_dropout(out if self.output_scale == 1.0 else out * self.output_scale), probs
 
     def qkv_weights(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The Q, K and V projections as (C_out, C_in) weights."""
@@ -62,7 +64,7 @@ class GPTAttention(AttentionKind):
         bias = self.c_proj.bias
         bias = bias if bias is not None else self.c_proj.weight.new_zeros(self.c_proj.out_features)
         return {"W_Q": per_head(w_q), "W_K": per_head(w_k), "W_V": per_head(w_v),
-                "W_O": self.c_proj.weight.t().view(H, hd, -1), "b_O": bias}
+                "W_O": self.c_proj.weight.t().view(H, hd, -1) * self.output_scale, "b_O": bias * self.output_scale}
 
     def rotate(self, x: torch.Tensor, positions: torch.Tensor | None) -> torch.Tensor:
         return x  # no position information here: GPT-2 has its learned absolute embedding only
