@@ -45,48 +45,24 @@ class LensWeights:
 
     # ------------------------------------------------------------------ weights
     def _stacked(self, key: str) -> torch.Tensor:
+        """Every layer's attention weight ``key`` (``AttentionKind.head_weights``), stacked (n_layers, ...)."""
         return torch.stack([block.attn.head_weights()[key] for block in self.model.blocks])
 
-    @property
-    def W_Q(self) -> torch.Tensor:
-        return self._stacked("W_Q")
-
-    @property
-    def W_K(self) -> torch.Tensor:
-        return self._stacked("W_K")
-
-    @property
-    def W_V(self) -> torch.Tensor:
-        return self._stacked("W_V")
-
-    @property
-    def W_O(self) -> torch.Tensor:
-        return self._stacked("W_O")
-
-    @property
-    def b_O(self) -> torch.Tensor:
-        return self._stacked("b_O")
-
     def _neurons(self, key: str) -> torch.Tensor:
+        """Every layer's MLP weight ``key`` (``GeluMLP.neuron_weights``), stacked (n_layers, ...)."""
         if not all(hasattr(block.mlp, "neuron_weights") for block in self.model.blocks):
             raise PrismError(f"MLP kind {self.model.config.mlp!r} has no GELU neurons (W_in, W_out)")
         return torch.stack([block.mlp.neuron_weights()[key] for block in self.model.blocks])
 
-    @property
-    def W_in(self) -> torch.Tensor:
-        return self._neurons("W_in")
-
-    @property
-    def b_in(self) -> torch.Tensor:
-        return self._neurons("b_in")
-
-    @property
-    def W_out(self) -> torch.Tensor:
-        return self._neurons("W_out")
-
-    @property
-    def b_out(self) -> torch.Tensor:
-        return self._neurons("b_out")
+    W_Q = property(lambda self: self._stacked("W_Q"))  # (n_layers, n_heads, C, Dk)
+    W_K = property(lambda self: self._stacked("W_K"))  # (n_layers, n_heads, C, Dk)
+    W_V = property(lambda self: self._stacked("W_V"))  # (n_layers, n_heads, C, Dv)
+    W_O = property(lambda self: self._stacked("W_O"))  # (n_layers, n_heads, Dv, C)
+    b_O = property(lambda self: self._stacked("b_O"))  # (n_layers, C)
+    W_in = property(lambda self: self._neurons("W_in"))  # (n_layers, C, d_mlp)
+    b_in = property(lambda self: self._neurons("b_in"))  # (n_layers, d_mlp)
+    W_out = property(lambda self: self._neurons("W_out"))  # (n_layers, d_mlp, C)
+    b_out = property(lambda self: self._neurons("b_out"))  # (n_layers, C)
 
     @property
     def W_E(self) -> torch.Tensor:
