@@ -93,12 +93,12 @@ def summary(report: dict) -> list[dict]:
 WINDOW_INTERVAL = "95% Student-t interval over the analysed windows (each window's own mean)"
 
 
-def _three_way(ci: list[float] | None, above: str, below: str, neither: str) -> str:
-    """The reading an interval allows: ``above`` when it lies wholly above 0, ``below`` wholly below,
-    else ``neither`` (and without an interval, that it cannot say)."""
+def _three_way(ci: list[float] | None, above: str, below: str, neither: str, of: str) -> str:
+    """The reading an interval (of the quantity ``of``) allows: ``above`` when it lies wholly above 0,
+    ``below`` wholly below, else ``neither`` (and without an interval, that it cannot say)."""
     if not ci:
         return "one window: no interval, no reading"
-    return f"{above if ci[0] > 0 else below if ci[1] < 0 else neither} ([{ci[0]:.3g}, {ci[1]:.3g}])"
+    return f"{above if ci[0] > 0 else below if ci[1] < 0 else neither} ({of} [{ci[0]:.3g}, {ci[1]:.3g}])"
 
 
 def _context_row(base: dict, unigram: float, split: str) -> dict:
@@ -109,7 +109,7 @@ def _context_row(base: dict, unigram: float, split: str) -> dict:
             "interval": gap, "interval_is": WINDOW_INTERVAL + ", of the entropy minus the loss",
             "reading": _three_way(gap, "the model uses context: its loss lies below the unigram entropy",
                                   "worse than token frequencies", "no better than token frequencies, as far as the "
-                                  "windows can tell")}
+                                  "windows can tell", "entropy − loss")}
 
 
 def _recall_row(name: str, effect: dict) -> dict:
@@ -120,7 +120,8 @@ def _recall_row(name: str, effect: dict) -> dict:
                                                                      f"({paired['windows']} windows hold both)",
             "reading": _three_way(paired["ci95"], "it matters more for recall than for the rest",
                                   "it matters less for recall than for the rest",
-                                  "no difference between recall and the rest that the windows can see")}
+                                  "no difference between recall and the rest that the windows can see",
+                                  "recall − other change")}
 
 
 def _sparsity_row(sparsity: dict) -> dict:
@@ -135,7 +136,7 @@ def _sparsity_row(sparsity: dict) -> dict:
     return {**row, "interval": change["ci95"], "interval_is": "95% Student-t interval over layers of trained − "
                                                               "untrained",
             "reading": _three_way(change["ci95"], "training made the codes sparser", "training made them denser",
-                                  "no change the layers' interval can see")}
+                                  "no change the layers' interval can see", "trained − untrained")}
 
 
 HEAD_INTERVAL = "95% percentile bootstrap over this model's heads, resampled within each layer"
