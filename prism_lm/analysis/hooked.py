@@ -42,8 +42,10 @@ import torch
 from torch import nn
 
 from prism_lm.analysis.lens import LensWeights
+from prism_lm.data.tokenizer import Codec
 from prism_lm.errors import PrismError
 from prism_lm.model import PrismLM
+from prism_lm.model.loss import lm_cross_entropy
 
 EAGER_SITES = ("hook_attn_scores", "hook_pattern")
 _STREAM_SITES = "hook_q|hook_k|hook_v|hook_z|hook_attn_scores|hook_pattern|hook_result"
@@ -119,7 +121,7 @@ class _HookedPrism:
                     setattr(module, name, _LensLayerNorm(child, self.hook_point))
         for name, child in inner.named_children():
             self.add_module(name, child)
-        self.tokenizer = codec if codec is not None else _gpt2_codec()
+        self.tokenizer = codec if codec is not None else Codec()  # GPT-2 BPE
         self.cfg = self.lens_config()
         self.setup()
         self.train(inner.training)  # a new module starts in training mode: keep the model's (load_model gives eval)
@@ -144,9 +146,7 @@ class _HookedPrism:
         logits = self.model(tokens, eager=eager).logits
         if return_type in ("logits", None):
             return logits if return_type else None
-        loss = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), tokens[:, 1:].flatten(),
-                                                 reduction="none").view(tokens.size(0), -1)
-        loss = loss if loss_per_token else loss.mean()
+        loss = lm_cross_entropy(logits[:, :-1], tokens[:, 1:], "none" if loss_per_token else "mean")
         return loss if return_type == "loss" else (logits, loss)
 
     def _enable_hook(self, name, hook, dir="fwd"):
@@ -211,12 +211,6 @@ class _HookedPrism:
             return tensor if out is None else tensor.index_copy(axis, index.to(tensor.device), out)
 
         return m.group(1), on_stream
-
-
-def _gpt2_codec():
-    from prism_lm.data.tokenizer import Codec
-
-    return Codec()
 
 
 def _as_filter(names_filter):

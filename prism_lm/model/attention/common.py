@@ -156,7 +156,7 @@ class AttentionKind(nn.Module):
             self.add_module(name, nn.Identity())
 
     @staticmethod
-    def cached(k, v, positions, cache, key_mask: torch.Tensor | None = None, q_len: int = 0):
+    def cached(k, v, positions, cache, key_mask: torch.Tensor | None, q_len: int):
         """Keys and values after the KV cache (if any), and the mask ``attend`` takes: the cache's, or
         None (causal). ``key_mask`` (B, Tk) bool, False at padding, takes the padded keys out; a padded
         query still sees its own position (its output is never read, but a row of -inf would be NaN).

@@ -45,14 +45,20 @@ class GPTAttention(AttentionKind):
                           eager=eager, need_weights=need_weights, mask=mask, hooks=self)
         y = self.at_site(self.hook_z, self.edited(y))  # (B, H, T, hd)
         if self.results_watched():
-            weights = self.head_weights()
-            return self.resid_dropout(self.summed_results(y, weights["W_O"], weights["b_O"])), probs
+            return self.resid_dropout(self.summed_results(y, *self.output_weights())), probs
         out = self.c_proj(y.transpose(1, 2).reshape(B, T, C))
         return self.resid_dropout(out if self.output_scale == 1.0 else out * self.output_scale), probs
 
     def qkv_weights(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The Q, K and V projections as (C_out, C_in) weights."""
         return self.c_attn.weight.chunk(3, dim=0)
+
+    def output_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each head's output weight (H, hd, C) and the output bias (C,) (zeros without one), both
+        with the output scale."""
+        bias = self.c_proj.bias
+        bias = bias if bias is not None else self.c_proj.weight.new_zeros(self.c_proj.out_features)
+        return self.c_proj.weight.t().view(self.n_head, self.head_dim, -1) * self.output_scale, bias * self.output_scale
 
     def head_weights(self) -> dict[str, torch.Tensor]:
         H, hd = self.n_head, self.head_dim
@@ -61,10 +67,8 @@ class GPTAttention(AttentionKind):
             return w.view(H, hd, -1).transpose(1, 2)
 
         w_q, w_k, w_v = self.qkv_weights()
-        bias = self.c_proj.bias
-        bias = bias if bias is not None else self.c_proj.weight.new_zeros(self.c_proj.out_features)
-        return {"W_Q": per_head(w_q), "W_K": per_head(w_k), "W_V": per_head(w_v),
-                "W_O": self.c_proj.weight.t().view(H, hd, -1) * self.output_scale, "b_O": bias * self.output_scale}
+        w_o, b_o = self.output_weights()
+        return {"W_Q": per_head(w_q), "W_K": per_head(w_k), "W_V": per_head(w_v), "W_O": w_o, "b_O": b_o}
 
     def rotate(self, x: torch.Tensor, positions: torch.Tensor | None) -> torch.Tensor:
         return x  # no position information here: GPT-2 has its learned absolute embedding only

@@ -131,15 +131,16 @@ class PrismAttention(AttentionKind):
         if self.results_watched():
             return self.resid_dropout(self.summed_results(y, self.output_weights(), None)), probs
         y = y.transpose(1, 2).reshape(B, T, S * H * D)
-        w_out = self.u_proj.weight if self.out_proj is None else self.out_proj.weight.t()  # (S*H*D, C)
-        out = (y @ w_out.to(y.dtype)) * self.output_scale
+        out = (y @ self.output_matrix().to(y.dtype)) * self.output_scale
         return self.resid_dropout(out), probs
 
+    def output_matrix(self) -> torch.Tensor:
+        """The output projection (S*H*D, C): U for the tied output (W_O = Uᵀ), the untied copy otherwise."""
+        return self.u_proj.weight if self.out_proj is None else self.out_proj.weight.t()
+
     def output_weights(self) -> torch.Tensor:
-        """Each map's output weight (S*H, D, C) with the 1/sqrt(2HR) scale, before the stream's sign:
-        U_h for the tied output (W_O = Uᵀ), the untied copy otherwise."""
-        w_out = self.u_proj.weight if self.out_proj is None else self.out_proj.weight.t()  # (S*H*D, C)
-        return w_out.view(self.n_streams * self.n_head, self.head_dim, -1) * self.output_scale
+        """Each map's output weight (S*H, D, C) with the 1/sqrt(2HR) scale, before the stream's sign."""
+        return self.output_matrix().view(self.n_streams * self.n_head, self.head_dim, -1) * self.output_scale
 
     def head_weights(self) -> dict[str, torch.Tensor]:
         """W_Q = W_K = W_V = U_h per map (RoPE acts on Q and K after them), W_O = U_hᵀ per map times
