@@ -201,7 +201,7 @@ def write_report(sweep: str | Path, out: str | Path | None = None, overwrite: bo
     each time). A given ``out`` that already holds files is refused unless ``overwrite``. A folder that
     holds a plan (sweep.json) and a results.csv but no runs (a committed table) is reported from its
     table: every verdict recomputed by today's rules, the parts that need the runs (stream bootstraps,
-    tuning curves) kept from its committed report.json, the figures of training curves left out."""
+    tuning curves) kept from its committed report.json, and so is its training-curve figure."""
     sweep = SweepDir(sweep)
     if out is not None and Path(out).is_dir() and any(Path(out).iterdir()) and not overwrite:
         raise PrismError(f"--out {out} already holds files; choose a new folder or pass --overwrite")
@@ -248,6 +248,18 @@ def _keep_run_parts(summary: dict, committed: Path) -> None:
                 e[part] = old[name][part]
 
 
+def _kept_figure(committed: Path, out: Path) -> Path | None:
+    """A committed table's training-curve figure (drawn from runs it no longer holds), copied to ``out``."""
+    import shutil
+
+    if not committed.is_file():
+        return None
+    target = out / committed.name
+    if target.resolve() != committed.resolve():
+        shutil.copyfile(committed, target)
+    return target
+
+
 def _write_parquet(rows: list[dict], columns: list[str], path: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -290,6 +302,9 @@ def _figures(plan: dict, rows: list[dict], summary: dict, sweep: SweepDir, out: 
             figs[f"{name}_loss"] = _save(fig, out / f"{name}_loss.png")
         else:
             plt.close(fig)
+            kept = _kept_figure(sweep.path / "figures" / f"{name}_loss.png", out)
+            if kept:
+                figs[f"{name}_loss"] = kept
         arms = summary["experiments"][name]["arms"]
         shown = [m for m in _headline_metrics(arms, summary["experiments"][name]["verdicts"])
                  if any(a["metrics"][m]["n"] for a in arms.values())]

@@ -25,6 +25,9 @@ Rules (stated in every report, tested against hand values in ``tests/experiments
   "untestable in this regime: <gate> (<numbers>)", never inconclusive, and none is tested.
 - **Too few seeds**: below the file's ``min_seeds`` paired seeds (default 5) a verdict says so and
   decides nothing; it takes no part in any family.
+- **No variation**: when every seed gives exactly the null (e.g. no run of either arm ever spikes), the
+  measure cannot tell the arms apart in this regime: the verdict says so, is not tested and takes no
+  part in any family (a t test of a spread of 0 has no p; "inconclusive [0, 0]" would hide it).
 - **Divergence is data**: a run that diverged has no evaluation; every verdict names the diverged
   runs of its arm and baseline instead of dropping them silently.
 """
@@ -55,6 +58,8 @@ DECISION_WORDS = {
     "inconclusive": "neither: the data allow both readings, and the range the interval allows is printed; "
                     "it does not mean 'equal'",
     "too few seeds": "fewer paired seeds than the file's min_seeds: no test, no part in any family",
+    "no variation": "every seed gave exactly the null (the arms' values equal on every seed): the measure "
+                    "cannot tell the arms apart in this regime; no test, no part in any family",
     "not measured": "no run produced the metric (not run yet, or every run diverged)",
     "untestable in this regime": "the claim's positive control (its gate) failed in this sweep: the phenomenon "
                                  "could not show, so no verdict of the claim is decided",
@@ -139,7 +144,7 @@ def family(verdicts: list[dict], by_group: dict, diverged: dict[str, list[int]],
                  "adjustment": "none: untestable", "power": power_analysis(None, 0, ALPHA),
                  "verdict": "untestable in this regime: " + "; ".join(failed)} for v in verdicts]
     entries = [_measure(verdict_defaults(v), by_group, diverged) for v in verdicts]
-    testable = [e["p"] if e["interval"]["n"] >= min_seeds else None for e in entries]
+    testable = [e["p"] if e["interval"]["n"] >= min_seeds and not _no_variation(e) else None for e in entries]
     exploratory = [None if e["primary"] else p for e, p in zip(entries, testable, strict=True)]
     k = sum(p is not None for p in exploratory)
     for e, p, p_holm in zip(entries, testable, holm(exploratory), strict=True):
@@ -149,7 +154,8 @@ def family(verdicts: list[dict], by_group: dict, diverged: dict[str, list[int]],
             e["p_adjusted"], e["family_size"] = p_holm, k
             e["adjustment"] = f"Holm over the {k} tested exploratory verdicts"
         alpha = ALPHA if e["primary"] else ALPHA / max(k, 1)
-        e["power"] = power_analysis(e["sd"], e["interval"]["n"], alpha, verdict_effect(e), e["test"])
+        e["power"] = (power_analysis(None, 0, alpha) if _no_variation(e)
+                      else power_analysis(e["sd"], e["interval"]["n"], alpha, verdict_effect(e), e["test"]))
         e["verdict"] = decide(e, e["p_adjusted"], min_seeds)
     return entries
 
@@ -169,6 +175,12 @@ def _measure(v: dict, by_group: dict, diverged: dict[str, list[int]]) -> dict:
     return {**v, "interval": interval, "p": p, "equivalence_side": side, "sd": sd, "diverged_runs": runs}
 
 
+def _no_variation(entry: dict) -> bool:
+    """Every seed gave exactly the null: a spread of 0 at the null (see the module's rules)."""
+    iv = entry["interval"]
+    return entry["sd"] == 0.0 and iv["ci95"] is not None and iv["mean"] == entry.get("null", 0.0)
+
+
 def _spread(values: list[float]) -> float | None:
     import numpy as np
 
@@ -182,6 +194,10 @@ def decide(entry: dict, p_adjusted: float | None, min_seeds: int = 2) -> str:
         return f"not measured (no run has {entry['metric']})"
     if n < min_seeds or interval["ci95"] is None:
         return f"too few seeds (n = {n}; at least {min_seeds} decide)"
+    if _no_variation(entry):
+        what = "paired difference" if entry.get("baseline") else "value"
+        return (f"no variation: every seed's {what} is exactly {interval['mean']:g}; the measure cannot tell "
+                "the arms apart in this regime (not tested)")
     lo, hi = interval["ci95"]
     allows = f"inconclusive: the interval allows {lo:.3g} to {hi:.3g}"
     if p_adjusted is None or p_adjusted >= ALPHA:

@@ -55,3 +55,20 @@ def test_a_committed_table_is_reported_again_by_todays_rules(tmp_path):
         v["verdict"] for v in committed["c3-stream-roles-tiny"]["verdicts"]]
     assert new["c3-stream-roles-tiny"]["streams"] == committed["c3-stream-roles-tiny"]["streams"] != {}
     assert (table / "report.json").read_bytes() == (folder / "report.json").read_bytes()
+
+
+@pytest.mark.slow  # renders a whole report (about 4 s)
+def test_a_committed_tables_training_curves_are_kept_when_it_is_reported_again(tmp_path):
+    """The training-curve figure needs the runs, which a table does not hold: the committed one is
+    copied into the new report and still referenced."""
+    import shutil
+
+    from prism_lm.experiments.report import write_report
+
+    folder = next(p for p in TABLES if (p / "figures").is_dir() and list((p / "figures").glob("*_loss.png")))
+    table = tmp_path / folder.name
+    shutil.copytree(folder, table)
+    figure = next((folder / "figures").glob("*_loss.png"))
+    paths = write_report(table, tmp_path / "new")
+    assert (tmp_path / "new" / "figures" / figure.name).read_bytes() == figure.read_bytes()
+    assert f"figures/{figure.name}" in paths["md"].read_text()

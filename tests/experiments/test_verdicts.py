@@ -260,3 +260,20 @@ def test_a_run_ending_within_the_margin_of_the_unigram_entropy_failed():
     rows.append({"arm": "p", "optim.lr": 0.01, "seed": 9, "failed": True})  # no numbers: keeps its own flag
     st = _stability(exp, rows)["p"]
     assert st["failure_by_lr"][3.0]["k"] == 3 and st["failure_by_lr"][0.01]["k"] == 1 and st["critical"] == 3.0
+
+
+def test_a_measure_that_never_varies_is_named_and_leaves_the_family():
+    """Every seed exactly at the null in both arms (no run spikes): "no variation", not tested, not
+    "inconclusive [0, 0]"; it leaves the Holm family, so the other verdict's p is its own."""
+    zeros, a = np.zeros(5), np.array([0.3, 0.5, 0.2, 0.6, 0.4])
+    groups = {"a": {"m": dict(enumerate(zeros)), "n": dict(enumerate(a))},
+              "b": {"m": dict(enumerate(zeros)), "n": dict(enumerate(a - 0.1 - a / 10))}}
+    entries = family([_verdict(), _verdict(claim="d", metric="n")], groups, {}, 5)
+    assert entries[0]["verdict"].startswith("no variation: every seed's paired difference is exactly 0")
+    assert entries[0]["p_adjusted"] is None and entries[0]["power"]["mde"] is None
+    assert entries[1]["family_size"] == 1 and entries[1]["p_adjusted"] == pytest.approx(entries[1]["p"])
+    hand = stats.ttest_1samp(a - (a - 0.1 - a / 10), 0.0).pvalue
+    assert entries[1]["p"] == pytest.approx(hand)
+    constant_gap = family([_verdict()], {"a": {"m": dict(enumerate(zeros + 1))}, "b": {"m": dict(enumerate(zeros))}},
+                          {}, 5)
+    assert constant_gap[0]["verdict"] == "contradicted"  # every seed 1 higher: a spread of 0 away from the null
