@@ -25,6 +25,7 @@ from pathlib import Path
 from prism_lm import render
 from prism_lm.analysis.measures import FRACTIONS
 from prism_lm.errors import PrismError
+from prism_lm.experiments.columns import column_words
 from prism_lm.experiments.job import FAILURE_RULE, is_failure
 from prism_lm.experiments.ladder import summarise_ladder
 from prism_lm.experiments.spec import tuned_group
@@ -384,10 +385,10 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def _headline_metrics(arms: dict, verdicts: list[dict] = ()) -> list[str]:
-    """The verdicts' metrics, then HEADLINE's that any arm measured."""
+def _headline_metrics(arms: dict, verdicts: list[dict] = (), gates: list[dict] = ()) -> list[str]:
+    """The verdicts' metrics, the gates', then HEADLINE's that any arm measured."""
     names = next(iter(arms.values()))["metrics"].keys()
-    named = list(dict.fromkeys(v["metric"] for v in verdicts if v["metric"] in names))
+    named = list(dict.fromkeys(v["metric"] for v in (*verdicts, *gates) if v["metric"] in names))
     return named + [m for m in names if m not in named
                     and any(m == h or (h.endswith("_") and m.startswith(h)) for h in HEADLINE)]
 
@@ -450,7 +451,7 @@ def _tables(summary: dict, rows: list[dict]) -> list[tuple[str, str, list[str], 
     """(experiment, title, header, rows) for every table of the report."""
     out = []
     for name, e in summary["experiments"].items():
-        metrics = _headline_metrics(e["arms"], e["verdicts"])
+        metrics = _headline_metrics(e["arms"], e["verdicts"], e.get("gates", ()))
         if e.get("gates"):
             out.append((name, GATES_TITLE, ["gate", "condition", "arms", "passed"], [_gate_row(g) for g in e["gates"]]))
         out.append((name, *_verdict_table(e)))
@@ -459,6 +460,8 @@ def _tables(summary: dict, rows: list[dict]) -> list[tuple[str, str, list[str], 
                           "results.csv and report.json)", ["arm", "runs", "diverged", *metrics],
                     [[g, f"{a['runs']}/{a['planned']}", _rate(a["divergence"]),
                       *[_cell(a["metrics"][m]) for m in metrics]] for g, a in e["arms"].items()]))
+        out.append((name, "The columns in words (the headings are results.csv's names)", ["column", "in words"],
+                    [[m, column_words(m)] for m in metrics]))
         out.append((name, f"Paired differences, arm − {e['reference_arm']} ({PAIRED_METHOD})", ["arm", *metrics],
                     [[f"{g} − {e['reference_arm']}", *[_cell(d[m]) for m in metrics]]
                      for g, d in e["paired_vs_reference"].items()]))
