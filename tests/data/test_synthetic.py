@@ -169,3 +169,28 @@ def test_eval_of_a_run_trained_on_bos_windows_reads_bos_windows(tmp_path):
     model, _, data = open_on_data(tmp_path / "run")
     expected = evaluate_split(model, ShardSet(data, "val"), 16, bos=True)["loss"]
     assert result["loss"] == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("pairs, queries", [(4, 4), (8, 4), (6, 1)])
+def test_elimination_without_recall_scores_the_stated_floor(pairs, queries):
+    """The look-alike of recall: name a value of a pair not asked yet. On documents whose values are
+    distinct its expected accuracy is exactly ``elimination_accuracy`` (hand: 0.52 at 4 and 4)."""
+    from prism_lm.data.synthetic import elimination_accuracy
+
+    task = parse_task(f"synthetic:mqar:200:pairs={pairs},queries={queries},vocab=64")
+    scores = []
+    for i in range(200):
+        words = task.document(i).text.split()
+        keys, values = words[:2 * pairs:2], words[1:2 * pairs:2]
+        if len(set(values)) < pairs:
+            continue
+        asked, expected = [], 0.0
+        for q in range(queries):
+            key, value = words[2 * pairs + 2 * q], words[2 * pairs + 2 * q + 1]
+            candidates = [v for k, v in zip(keys, values, strict=True) if k not in asked]
+            expected += candidates.count(value) / len(candidates)
+            asked.append(key)
+        scores.append(expected / queries)
+    assert len(scores) > 20
+    assert scores == pytest.approx([elimination_accuracy(pairs, queries)] * len(scores))
+    assert elimination_accuracy(4, 4) == pytest.approx((1 / 4 + 1 / 3 + 1 / 2 + 1) / 4)
