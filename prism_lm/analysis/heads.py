@@ -47,6 +47,14 @@ by the word class of the key (names, nouns, determiners, verbs, pronouns, punctu
 classes of the embedded generator, ``data.embedded.word_class``) and normalised to a distribution;
 the diversity of a stream in a layer is the mean pairwise Jensen–Shannon distance (base 2, so in
 [0, 1]) between its heads' distributions, and a stream's value is the mean over layers.
+
+**Role diversity** (whether a stream's heads divide the dependency kinds among themselves; with
+annotations of two kinds or more): each head's selectivity per kind (its hit rate on that kind's
+antecedents minus its lag-matched null), negative parts set to 0, is the head's role vector; the
+stream's role diversity is 1 − the cosine similarity of its heads' role vectors, averaged over head
+pairs weighted by the product of their norms (``role_diversity``: 1 when every head serves its own
+kind, 0 when all serve the same mix; a head selective for nothing weighs nothing, so noise cannot pass
+for roles). Role strength, the mean norm, says whether there are roles at all.
 """
 
 from __future__ import annotations
@@ -168,6 +176,38 @@ def stream_diversity(class_mass: np.ndarray) -> float:
     return float(np.mean(pairs)) if pairs else 0.0
 
 
+def role_diversity(selectivity: np.ndarray) -> float | None:
+    """(heads, kinds) selectivity -> 1 − the norm-weighted mean cosine similarity of the heads' positive
+    parts, in [0, 1]; None with fewer than two kinds or two selective heads (see the module docstring)."""
+    roles = np.clip(np.asarray(selectivity, dtype=float), 0.0, None)
+    norms = np.linalg.norm(roles, axis=1)
+    if roles.shape[1] < 2 or int((norms > 0).sum()) < 2:
+        return None
+    pairs = ~np.eye(len(roles), dtype=bool)
+    return float(1.0 - (roles @ roles.T)[pairs].sum() / np.outer(norms, norms)[pairs].sum())
+
+
+def role_strength(selectivity: np.ndarray) -> float:
+    """The mean over heads of the norm of a head's positive per-kind selectivity."""
+    return float(np.linalg.norm(np.clip(np.asarray(selectivity, dtype=float), 0.0, None), axis=1).mean())
+
+
+def _roles(flat: list[dict], streams: list[str], kinds: list[str]) -> dict | None:
+    """Per stream, the role diversity and strength of its heads (every layer) over the kinds every
+    head was measured on; None with fewer than two such kinds."""
+    measured = [k for k in kinds if all(f"hit_rate_{k}" in e for e in flat)]
+    if len(measured) < 2 or not flat:
+        return None
+    out = {"kinds": measured, "diversity": {}, "strength": {},
+           "what": "per head, selectivity per dependency kind (negative parts 0); diversity: 1 - the "
+                   "norm-weighted mean cosine similarity between a stream's heads; strength: the mean norm"}
+    for stream in streams:
+        sel = np.array([[e[f"hit_rate_{k}"] - e[f"lag_null_{k}"] for k in measured]
+                        for e in flat if e["stream"] == stream])
+        out["diversity"][stream], out["strength"][stream] = role_diversity(sel), role_strength(sel)
+    return out
+
+
 def _class_table(shards: ShardSet) -> torch.Tensor:
     """(vocab,) the word-class index of every token id of the data's codec."""
     codec = shards.codec()
@@ -210,6 +250,9 @@ def head_statistics(model: PrismLM, shards: ShardSet, max_windows: int | None = 
             "other_tokens": len(acc.other_loss), "other_mean": float(np.mean(acc.other_loss)),
             "by_kind": _recall_groups(acc.recall_loss, [acc.kinds[k] for k in acc.recall_kind], flat, names),
             "by_distance": _recall_groups(acc.recall_loss, [distance_bucket(d) for d in acc.recall_dist])}
+    roles = _roles(flat, names, list(acc.kinds))
+    if roles:
+        result["roles"] = roles
     if acc.uniform:
         result["uniform_hit_rate"] = float(np.mean(acc.uniform))  # what a head spreading mass evenly would score
     return result

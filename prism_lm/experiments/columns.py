@@ -62,6 +62,9 @@ def column_words(column: str) -> str:
 
 def _other_words(column: str) -> str:
     """Diversity, head ablations, ISTA sparsity, long contexts and recall kinds."""
+    if m := re.fullmatch(r"(\w+)_role_(diversity|strength)", column):
+        return (f"role {m[2]} over dependency kinds (per-kind selectivity; diversity: 1 − weighted cosine "
+                f"similarity of the heads' roles), {m[1]} heads")
     if column.endswith("_diversity"):
         return f"head diversity (mean pairwise JS distance over word classes), {column[:-len('_diversity')]} heads"
     if m := re.fullmatch(r"(\w+)_head_ablation_(mean|spread)", column):

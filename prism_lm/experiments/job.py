@@ -42,7 +42,7 @@ TRAINING_COLUMNS = ("steps", "tokens_seen", "train_seconds", "train_loss_final",
 
 
 ANNOTATED_PARTS = ("recall_loss", "other_loss", "recall_accuracy", "recall_excess", "antecedent", "selectivity",
-                   "_off_")
+                   "_off_", "_role_")
 
 
 def needs_annotations(column: str) -> bool:
@@ -116,6 +116,7 @@ class EvaluateSpec:
                 cols |= {f"{prefix}stream_diff_{m}" for m in STREAM_DIFF_METRICS}
                 cols |= {f"{prefix}cross_kernel"}
             cols |= {f"{prefix}{c}" for c in ("recall_loss", "other_loss", "recall_accuracy", "recall_excess")}
+            cols |= {f"{prefix}{s}_role_{m}" for s in streams for m in ("diversity", "strength")}  # 2+ kinds
             cols |= {f"{prefix}recall_loss_{k}" for k in KINDS}
         if len(streams) > 1:  # the trained model with each stream silenced (annotated corpora)
             cols |= {f"{s}_off_{which}_delta" for s in streams for which in ("recall", "other")}
@@ -345,6 +346,8 @@ def _head_columns(stats: dict, prefix: str) -> dict:
         values = [e[metric] for e in stats["heads"] if metric in e]
         if values:
             cols[f"{prefix}all_{metric}"] = float(np.mean(values))
+    for what, per_stream in ((w, stats["roles"][w]) for w in ("diversity", "strength") if stats.get("roles")):
+        cols.update({f"{prefix}{stream}_role_{what}": v for stream, v in per_stream.items() if v is not None})
     for metric, comparison in stats["comparison"].items():
         if isinstance(comparison, dict):
             cols[f"{prefix}stream_diff_{metric}"] = comparison["diff"]

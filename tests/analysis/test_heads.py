@@ -179,6 +179,32 @@ def test_head_diversity_and_recall_by_kind_on_the_embedded_corpus(tmp_path):
     # the mean recall loss is the token-weighted mean of the per-kind losses
     weighted = sum(k["loss"] * k["tokens"] for k in kinds.values()) / recall["recall_tokens"]
     assert weighted == pytest.approx(recall["recall_mean"])
+    roles = stats["roles"]  # every kind present in these windows: each stream's role diversity from its heads
+    assert len(roles["kinds"]) >= 2 and set(roles["diversity"]) == {"signal", "noise"}
+    from prism_lm.analysis.heads import role_diversity, role_strength
+
+    signal = np.array([[e[f"hit_rate_{k}"] - e[f"lag_null_{k}"] for k in roles["kinds"]]
+                       for e in stats["heads"] if e["stream"] == "signal"])
+    assert roles["diversity"]["signal"] == role_diversity(signal)
+    assert roles["strength"]["signal"] == pytest.approx(role_strength(signal))
+
+
+def test_role_diversity_tells_divided_roles_from_shared_ones_and_from_noise():
+    """Known answers: each head on its own kind 1; all heads on the same mix 0; two strong heads
+    sharing a role beside a faint head elsewhere stay near 0 (an unweighted mean of 1 - cosine would say
+    0.67); negative selectivity is no role; fewer than two selective heads or kinds: no value."""
+    from prism_lm.analysis.heads import role_diversity, role_strength
+
+    assert role_diversity(np.eye(4) * 0.2) == pytest.approx(1.0)
+    assert role_diversity(np.tile([0.1, 0.3, 0.0], (4, 1))) == pytest.approx(0.0, abs=1e-12)
+    faint = np.array([[0.3, 0.0], [0.3, 0.0], [0.0, 0.001]])
+    assert role_diversity(faint) < 0.01
+    halves = np.array([[0.2, 0.0], [0.2, 0.0], [0.0, 0.2], [0.0, 0.2]])  # two roles, two heads each
+    assert role_diversity(halves) == pytest.approx(2 * 4 / 12)  # 8 of the 12 ordered pairs differ
+    assert role_diversity(np.array([[0.2, -0.5], [-0.1, 0.2]])) == pytest.approx(1.0)
+    assert role_diversity(np.array([[0.2, 0.1], [-0.1, -0.2]])) is None
+    assert role_diversity(np.array([[0.2], [0.3]])) is None
+    assert role_strength(np.array([[0.3, 0.4], [-1.0, -1.0]])) == pytest.approx(0.25)
 
 
 def test_logit_lag_correlation_is_one_for_equal_and_minus_one_for_mirrored_logits():
