@@ -19,7 +19,8 @@ KINDS = ["prism", "gpt-rope", "diff"]
 TEXT = " the cat saw the dog and the dog saw the cat"
 
 
-@pytest.fixture(scope="module", params=KINDS)
+# PRISM in the default suite; the other kinds in the slow one (.ci/run runs both)
+@pytest.fixture(scope="module", params=[KINDS[0], *(pytest.param(k, marks=pytest.mark.slow) for k in KINDS[1:])])
 def run(request):
     """A hooked tiny model of each kind (λ not at its tiny start value), a batch and its full cache."""
     torch.manual_seed(0)

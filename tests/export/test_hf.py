@@ -196,7 +196,7 @@ def test_the_shipped_lm_eval_task_runs_on_an_export_from_any_directory(tmp_path)
     assert "prism_recall" in done.stdout and "acc" in done.stdout
 
 
-@pytest.mark.parametrize("kind", ["prism", "gpt", "diff"])
+@pytest.mark.parametrize("kind", ["prism", *(pytest.param(k, marks=pytest.mark.slow) for k in ("gpt", "diff"))])
 def test_a_padded_batch_computes_what_each_row_computes_alone(tmp_path, kind):
     """Left- and right-padded batches with an attention mask: at every real position the logits equal
     the row's own unpadded run (positions come from the mask), and greedy generation from a
