@@ -69,3 +69,33 @@ def test_uniform_attention_sinks_by_its_known_amount_on_both_kinds_of_window(sha
     eot = shards.codec().eot
     bos_starts = [s - 1 for s in np.flatnonzero(tokens[:-1] == eot) + 1][:4]
     assert all(tokens[s] == eot for s in bos_starts)  # the bos windows open on the separator
+
+
+def _plant_a_bos_sink(model: PrismLM, eot: int, strength: float = 30.0) -> None:
+    """A one-layer GPT whose every head attends to the <|endoftext|> token: a constant query (zero
+    query weight, bias 1) and a key that reads how much the input looks like the separator's own
+    normalised embedding, so the separator's key scores ``strength`` and any other key about
+    ``strength`` times its cosine with it (the separator's embedding scaled up keeps that small)."""
+    attn, C = model.blocks[0].attn, model.config.n_embd
+    with torch.no_grad():
+        model.wte.weight[eot] *= 20
+        z0 = model.blocks[0].ln_1(model.wte.weight[eot] + model.wpe.weight[0])
+        w, b = attn.c_attn.weight, attn.c_attn.bias
+        w[:C].zero_()
+        b[:C].fill_(1.0)
+        w[C:2 * C] = strength / attn.head_dim ** 0.5 * torch.ones(C, 1) * (z0 / z0.norm() ** 2)[None]  # k·q/√hd
+        b[C:2 * C].zero_()
+
+
+def test_a_planted_sink_is_flagged_on_bos_windows_and_not_elsewhere(shards):
+    """C6's measure on a real model with a known sink: a GPT planted to attend to the separator puts
+    all its mass on the first position of windows that open on it (first-four mass 3.5x a uniform
+    head's, the most a 32-token window allows; the gate asks 2x) and stays below the gate on windows
+    that open mid-story; unplanted, the same model reads 1.0 (tested above)."""
+    torch.manual_seed(0)
+    model = PrismLM(tiny_model_config("gpt", n_layer=1, bias=True, vocab_size=shards.vocab_size)).eval()
+    _plant_a_bos_sink(model, shards.codec().eot)
+    out = sink_by_window_start(model, shards, max_windows=4)
+    bos, mid = out["bos"]["main"], out["mid_doc"]["main"]
+    assert bos["sink_first"] > 0.99 and bos["sink_first4_rel"] > 3
+    assert mid["sink_first4_rel"] < 2
