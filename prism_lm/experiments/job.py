@@ -38,7 +38,8 @@ SINK_MEASURES = tuple(m for m in PATTERN_MEASURES if m.startswith("sink_"))  # h
 SINK_WINDOWS = ("doc_start", "mid_doc", "bos")  # where the sink columns' windows start (heads.sink_by_window_start)
 TRAINING_COLUMNS = ("steps", "tokens_seen", "train_seconds", "train_loss_final", "val_estimate_best",
                     "val_estimate_final", "grad_norm_max", "grad_norm_mean", "clipped_fraction", "logged_steps",
-                    "diverged", "failed", "unigram_entropy", "context_gain", "parameters", *STABILITY_COLUMNS)
+                    "diverged", "failed", "unigram_entropy", "context_gain", "parameters", "lambda_final",
+                    *STABILITY_COLUMNS)
 
 
 ANNOTATED_PARTS = ("recall_loss", "other_loss", "recall_accuracy", "recall_excess", "antecedent", "selectivity",
@@ -189,6 +190,8 @@ def _training_columns(cfg: TrainConfig) -> dict:
         "clipped_fraction": float((norms > cfg.optim.grad_clip).mean()) if len(norms) and cfg.optim.grad_clip
         else (0.0 if len(norms) else None),
         "logged_steps": len(norms),
+        # PRISM's λ at the last logged step: where the schedule ended, or where a learned λ went
+        "lambda_final": next((r["prism_lambda"] for r in reversed(iters) if r.get("prism_lambda") is not None), None),
         **stability_columns([r["iter"] for r in iters], [r["train_loss"] for r in iters], list(norms),
                             cfg.optim.warmup_iters),
     }

@@ -17,6 +17,7 @@ from prism_lm.errors import PrismError
 from prism_lm.experiments.report import write_report
 from prism_lm.experiments.runner import run_sweep
 from prism_lm.experiments.sweep_dir import SweepRun
+from prism_lm.run_dir import read_metrics
 from tests.helpers import write_experiment
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,8 +58,12 @@ def test_a_sweep_runs_every_arm_and_seed_once_in_named_folders(sweep):
             "init_stream_diff_median_lag", "all_median_lag", "init_all_sink_first4", "signal_sink_first4_doc_start",
             "noise_sink_first_mid_doc", "all_sink_first4_mid_doc"} <= set(prism)
     assert prism["all_median_lag"] == pytest.approx((prism["signal_median_lag"] + prism["noise_median_lag"]) / 2)
+    logged = [r for r in read_metrics(next((out / "runs").glob("prism-s0-*")) / "train" / "metrics.jsonl")
+              if r["type"] == "iter"]
+    assert prism["lambda_final"] == logged[-1]["prism_lambda"] and 0.01 <= prism["lambda_final"] <= 0.1  # the schedule
     gpt = read_result(next((out / "runs").glob("gpt-s0-*")))["row"]
     assert gpt["all_sink_first4"] == pytest.approx(gpt["main_sink_first4"])
+    assert gpt["lambda_final"] is None  # no λ to report
 
 
 def test_running_again_skips_finished_runs(sweep):
