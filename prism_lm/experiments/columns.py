@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 
-from prism_lm.analysis.measures import MEASURES
+from prism_lm.analysis.measures import FRACTIONS, MEASURES
 
 TRAINING_WORDS = {
     "steps": "training steps run", "tokens_seen": "training tokens seen",
@@ -35,6 +35,13 @@ TRAINING_WORDS = {
     "recall_excess": "recall-token loss − other-token loss (nats)", "cross_kernel": "cross-stream kernel",
 }
 GROUPS = {"all": "every head", "stream_diff": "first − second stream"}
+BOUNDED_SUFFIXES = ("clipped_fraction", "diverged", "hit_rate", "lag_null", "diversity", "accuracy", *FRACTIONS)
+
+
+def bounded(column: str) -> bool:
+    """A fraction in [0, 1] (its intervals over seeds are taken on the logit scale, wherever they are
+    printed: the arm tables and the gates); a difference of two fractions is not one."""
+    return column.endswith(BOUNDED_SUFFIXES) and "stream_diff" not in column
 
 
 def column_words(column: str) -> str:

@@ -23,9 +23,8 @@ import json
 from pathlib import Path
 
 from prism_lm import render
-from prism_lm.analysis.measures import FRACTIONS
 from prism_lm.errors import PrismError
-from prism_lm.experiments.columns import column_words
+from prism_lm.experiments.columns import bounded, column_words
 from prism_lm.experiments.job import FAILURE_RULE, is_failure
 from prism_lm.experiments.ladder import summarise_ladder
 from prism_lm.experiments.spec import tuned_group
@@ -47,7 +46,6 @@ INTERVAL_METHOD = T_METHOD
 PAIRED_METHOD = "arm − baseline per seed, over the seeds both arms ran; 95% Student-t interval of their mean"
 # metrics that are fractions in [0, 1]: their interval is computed on the logit scale (the head measures'
 # from the registry, analysis/measures.py)
-BOUNDED_SUFFIXES = ("clipped_fraction", "diverged", "hit_rate", "lag_null", "diversity", "accuracy", *FRACTIONS)
 # the columns every experiment's tables show, besides the metrics its verdicts name (the rest: CSV/JSON)
 HEADLINE = ("val_loss_", "grad_norm_max", "grad_norm_mean", "clipped_fraction", "train_seconds")
 
@@ -69,10 +67,6 @@ def collect(sweep: SweepDir) -> tuple[dict, list[dict], dict[str, dict]]:
             rows.append({"experiment": name, "arm": entry["arm"], "group": entry["group"], "seed": entry["seed"],
                          **entry["grid"], **row})
     return plan, rows, results
-
-
-def bounded(metric: str) -> bool:
-    return metric.endswith(BOUNDED_SUFFIXES) and "stream_diff" not in metric
 
 
 def summarise(plan: dict, rows: list[dict], results: dict[str, dict]) -> dict:

@@ -34,10 +34,12 @@ Rules (stated in every report, tested against hand values in ``tests/experiments
 
 from __future__ import annotations
 
+from prism_lm.experiments.columns import bounded
 from prism_lm.stats import (
     ALPHA,
     MAX_SEEDS_SEARCHED,
     POWER,
+    bounded_mean_interval,
     equivalence_p,
     holm,
     mean_interval,
@@ -112,7 +114,8 @@ def gate_results(gates: list[dict], by_group: dict) -> list[dict]:
     for g in gates:
         arms = [g["arm"]] if isinstance(g["arm"], str) else list(g["arm"])
         side, bound = ("above", g["above"]) if g.get("above") is not None else ("below", g["below"])
-        values = {a: mean_interval(list(by_group.get(a, {}).get(g["metric"], {}).values())) for a in arms}
+        interval = bounded_mean_interval if bounded(g["metric"]) else mean_interval  # as the arm tables print it
+        values = {a: interval(list(by_group.get(a, {}).get(g["metric"], {}).values())) for a in arms}
         passed = any(_holds(iv, side, bound) for iv in values.values())
         numbers = "; ".join(f"{a} {interval_words(iv)}" for a, iv in values.items())
         out.append({**g, "values": values, "passed": passed,
@@ -175,6 +178,18 @@ def _measure(v: dict, by_group: dict, diverged: dict[str, list[int]]) -> dict:
     return {**v, "interval": interval, "p": p, "equivalence_side": side, "sd": sd, "diverged_runs": runs}
 
 
+def _below_smallest_effect(entry: dict, lo: float, hi: float) -> str:
+    """For an inconclusive difference with a declared ``smallest_effect``: whether its interval rules out
+    an effect that large on the claimed side (a bound, not a finding of "no difference")."""
+    effect = entry.get("smallest_effect")
+    if entry.get("test", "difference") != "difference" or effect is None:
+        return ""
+    null, higher = entry.get("null", 0.0), entry.get("better", "lower") == "higher"
+    if (hi < null + effect) if higher else (lo > null - effect):
+        return f", which rules out the smallest effect of interest ({effect:g}) on the claimed side"
+    return ""
+
+
 def _no_variation(entry: dict) -> bool:
     """Every seed gave exactly the null: a spread of 0 at the null (see the module's rules)."""
     iv = entry["interval"]
@@ -201,7 +216,7 @@ def decide(entry: dict, p_adjusted: float | None, min_seeds: int = 2) -> str:
     lo, hi = interval["ci95"]
     allows = f"inconclusive: the interval allows {lo:.3g} to {hi:.3g}"
     if p_adjusted is None or p_adjusted >= ALPHA:
-        return allows
+        return allows + _below_smallest_effect(entry, lo, hi)
     if entry.get("test", "difference") == "equivalence":
         margin = entry["margin"]
         if entry.get("equivalence_side") == "within":

@@ -66,8 +66,8 @@ def test_uniform_values_are_the_uniform_heads_and_printed_in_the_glossary():
 
 
 def test_every_consumer_reads_the_registry():
+    from prism_lm.experiments.columns import bounded
     from prism_lm.experiments.job import HEAD_METRICS, STREAM_DIFF_METRICS
-    from prism_lm.experiments.report import bounded
 
     assert set(METRICS) == set(PATTERN_MEASURES)
     assert set(HEAD_METRICS) == {n for n, m in MEASURES.items() if not m.per_model}

@@ -277,3 +277,19 @@ def test_a_measure_that_never_varies_is_named_and_leaves_the_family():
     constant_gap = family([_verdict()], {"a": {"m": dict(enumerate(zeros + 1))}, "b": {"m": dict(enumerate(zeros))}},
                           {}, 5)
     assert constant_gap[0]["verdict"] == "contradicted"  # every seed 1 higher: a spread of 0 away from the null
+
+
+def test_an_inconclusive_difference_says_when_its_interval_rules_out_the_smallest_effect():
+    """Hand values: a higher-is-better difference whose interval [lo, hi] ends below the declared
+    smallest effect rules it out; one reaching past it does not; nothing declared, nothing said."""
+    diffs = np.array([0.01, -0.02, 0.03, 0.0, 0.015, -0.005])
+    m, se, df = _hand_t(diffs)
+    hi = m + stats.t.ppf(0.975, df) * se
+    groups = {"a": {"m": dict(enumerate(diffs))}, "b": {"m": dict(enumerate(np.zeros(6)))}}
+    small, large = (family([_verdict(better="higher", primary=True, smallest_effect=e)], groups, {}, 5)[0]["verdict"]
+                    for e in (hi - 0.001, hi + 0.001))
+    assert small == f"inconclusive: the interval allows {m - (hi - m):.3g} to {hi:.3g}"
+    assert large.endswith(f", which rules out the smallest effect of interest ({hi + 0.001:g}) on the claimed side")
+    lower = family([_verdict(better="lower", primary=True, smallest_effect=0.05)], groups, {}, 5)[0]["verdict"]
+    assert lower.endswith("rules out the smallest effect of interest (0.05) on the claimed side")  # lo > -0.05
+    assert "rules out" not in family([_verdict(primary=True)], groups, {}, 5)[0]["verdict"]
