@@ -195,8 +195,8 @@ def role_strength(selectivity: np.ndarray) -> float:
 def _roles(flat: list[dict], streams: list[str], kinds: list[str]) -> dict | None:
     """Per stream, the role diversity and strength of its heads (every layer) over the kinds every
     head was measured on; None with fewer than two such kinds."""
-    measured = [k for k in kinds if all(f"hit_rate_{k}" in e for e in flat)]
-    if len(measured) < 2 or not flat:
+    measured = [k for k in kinds if flat and all(f"hit_rate_{k}" in e for e in flat)]
+    if len(measured) < 2:
         return None
     out = {"kinds": measured, "diversity": {}, "strength": {},
            "what": "per head, selectivity per dependency kind (negative parts 0); diversity: 1 - the "

@@ -349,8 +349,9 @@ def _head_columns(stats: dict, prefix: str) -> dict:
         values = [e[metric] for e in stats["heads"] if metric in e]
         if values:
             cols[f"{prefix}all_{metric}"] = float(np.mean(values))
-    for what, per_stream in ((w, stats["roles"][w]) for w in ("diversity", "strength") if stats.get("roles")):
-        cols.update({f"{prefix}{stream}_role_{what}": v for stream, v in per_stream.items() if v is not None})
+    roles = stats.get("roles") or {}  # present with annotations of two kinds or more
+    for what in ("diversity", "strength"):
+        cols.update({f"{prefix}{stream}_role_{what}": v for stream, v in roles.get(what, {}).items() if v is not None})
     for metric, comparison in stats["comparison"].items():
         if isinstance(comparison, dict):
             cols[f"{prefix}stream_diff_{metric}"] = comparison["diff"]

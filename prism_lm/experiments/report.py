@@ -44,8 +44,6 @@ from prism_lm.stats import (
 
 INTERVAL_METHOD = T_METHOD
 PAIRED_METHOD = "arm − baseline per seed, over the seeds both arms ran; 95% Student-t interval of their mean"
-# metrics that are fractions in [0, 1]: their interval is computed on the logit scale (the head measures'
-# from the registry, analysis/measures.py)
 # the columns every experiment's tables show, besides the metrics its verdicts name (the rest: CSV/JSON)
 HEADLINE = ("val_loss_", "grad_norm_max", "grad_norm_mean", "clipped_fraction", "train_seconds")
 
