@@ -25,7 +25,8 @@ def _config(data, out, kind):
                                            "model.block_size": 64, **model})
 
 
-@pytest.mark.parametrize("kind", list(WHITE_BOX))
+@pytest.mark.parametrize("kind", [pytest.param(k, marks=pytest.mark.slow) if k == "prism+ista" else k
+                                  for k in WHITE_BOX])  # CRATE by default: the kind ISTA was written for
 def test_trains_resumes_exactly_and_is_analysed(data, tmp_path, kind):
     full = tmp_path / "full"
     train(_config(data, full, kind))

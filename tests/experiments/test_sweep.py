@@ -148,6 +148,7 @@ def test_a_run_whose_recorded_config_changed_is_refused(sweep, tmp_path):
         run_sweep(path, copy, log=lambda _: None)
 
 
+@pytest.mark.slow
 def test_a_copied_sweep_folder_is_evaluated_again_where_its_data_now_lives(sweep, tmp_path):
     path, out, _ = sweep
     copy = tmp_path / "copy"
@@ -217,6 +218,7 @@ def test_a_run_stopped_before_its_training_began_is_interrupted_not_failed(sweep
     assert statuses == [(task, "interrupted", "")]
 
 
+@pytest.mark.slow
 def test_a_failed_run_is_reported_with_its_log_and_the_others_finish(tmp_path):
     path = write_experiment(tmp_path, steps=2)
     path.write_text(path.read_text().replace("[arms.gpt]", "[arms.broken.run]\ndevice = \"cuda:7\"\n[arms.gpt]")

@@ -2,7 +2,9 @@
 damaged checkpoints, a concurrent writer, a full disk. After each, resuming gives the metrics of an
 uninterrupted run (timing fields aside) and nothing that was finished is lost.
 
-One case of each kind runs by default; the randomised sweeps are marked ``slow``.
+Every case here starts the CLI in subprocesses (two or three runs each), so all are marked ``slow``:
+``.ci/run`` runs them after the default suite. By default, ``test_resume.py``'s SIGTERM case and
+``test_disk_full.py``'s in-process full-disk cases stand for this file.
 """
 
 import json
@@ -71,7 +73,7 @@ def _kill_and_resume(data, tmp_path, tmp_path_factory, sampler, delay):
     assert not list((run / "checkpoints").glob(".*tmp*"))  # no leftovers once resumed
 
 
-@pytest.mark.slow  # the default run has tests/train/test_resume.py's kill -9 case
+@pytest.mark.slow
 def test_kill9_after_the_first_checkpoint_then_resume_matches(data, tmp_path, tmp_path_factory):
     expected, _ = _reference(data, tmp_path_factory, "random")
     run = tmp_path / "run"
@@ -124,9 +126,8 @@ def test_signal_between_log_steps_leaves_the_log_of_an_uninterrupted_run(data, t
     assert records_without_timing(run) == expected, f"stopped at step {stopped}"
 
 
-@pytest.mark.parametrize("damage", ["drop state json", pytest.param("truncate weights", marks=pytest.mark.slow),
-                                    pytest.param("zero weights", marks=pytest.mark.slow),
-                                    pytest.param("garble state json", marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("damage", ["drop state json", "truncate weights", "zero weights", "garble state json"])
 def test_resume_falls_back_to_the_newest_good_checkpoint(data, tmp_path, tmp_path_factory, damage):
     expected, _ = _reference(data, tmp_path_factory, "random")
     run = tmp_path / "run"
@@ -147,6 +148,7 @@ def test_resume_falls_back_to_the_newest_good_checkpoint(data, tmp_path, tmp_pat
     assert records_without_timing(run) == expected
 
 
+@pytest.mark.slow
 def test_a_second_writer_is_refused_and_a_dead_ones_lock_is_taken_over(data, tmp_path):
     run = tmp_path / "run"
     first = start_cli(_args(data, run))
@@ -164,6 +166,7 @@ def test_a_second_writer_is_refused_and_a_dead_ones_lock_is_taken_over(data, tmp
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("mount"), reason="mounting a tmpfs needs root")
+@pytest.mark.slow
 def test_disk_full_while_saving_is_one_line_and_keeps_the_previous_checkpoint(data, tmp_path):
     disk = tmp_path / "small"
     disk.mkdir()

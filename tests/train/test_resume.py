@@ -2,6 +2,8 @@
 
 import signal
 
+import pytest
+
 from prism_lm.run_dir import read_metrics
 from tests.helpers import run_cli, start_cli, train_argv, wait_for
 
@@ -22,6 +24,7 @@ def _evals(run):
     return [(r["iter"], r["val_loss"]) for r in read_metrics(run / "metrics.jsonl") if r["type"] == "eval"]
 
 
+@pytest.mark.slow  # kill -9 through the CLI: three subprocess runs
 def test_sigkill_then_resume_is_bitwise_identical(data, tmp_path):
     full = run_cli(_args(data, tmp_path / "full"))
     assert full.returncode == 0, full.stderr
