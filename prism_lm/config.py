@@ -50,6 +50,7 @@ RESUME_SAFE_KEYS = frozenset({"run.out_dir", "run.progress", "run.device", "run.
 
 
 SAMPLERS = ("random", "sequential", "bos")
+LOSS_ON = ("all", "answers")
 
 
 @dataclass
@@ -61,10 +62,16 @@ class DataConfig:
     # > 0: train on the first 1 - holdout of the train split and score on its last part, never on val
     # (how a sweep's [tune] runs choose hyper-parameters on data the verdicts never score)
     holdout: float = 0.0
+    # all (language modelling: every next token) | answers (only the annotated answer tokens, as Zoology
+    # trains MQAR: the loss is not spent on the random keys and values around them; the data must have
+    # annotations). Training and its val estimates score the same tokens.
+    loss_on: str = "all"
 
     def validate(self) -> None:
         if self.sampler not in SAMPLERS:
             raise PrismError(f"data.sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
+        if self.loss_on not in LOSS_ON:
+            raise PrismError(f"data.loss_on must be one of {', '.join(LOSS_ON)}, got {self.loss_on!r}")
         if not 0.0 <= self.holdout < 1.0:
             raise PrismError(f"data.holdout must be in [0, 1), got {self.holdout}")
 

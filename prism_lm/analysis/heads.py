@@ -248,7 +248,8 @@ def head_statistics(model: PrismLM, shards: ShardSet, max_windows: int | None = 
             "recall_tokens": len(acc.recall_loss), "recall_mean": float(np.mean(acc.recall_loss)),
             "recall_accuracy": float(np.mean(acc.recall_correct)),
             "other_tokens": len(acc.other_loss), "other_mean": float(np.mean(acc.other_loss)),
-            "by_kind": _recall_groups(acc.recall_loss, [acc.kinds[k] for k in acc.recall_kind], flat, names),
+            "by_kind": _recall_groups(acc.recall_loss, [acc.kinds[k] for k in acc.recall_kind], flat, names,
+                                      acc.recall_correct),
             "by_distance": _recall_groups(acc.recall_loss, [distance_bucket(d) for d in acc.recall_dist])}
     roles = _roles(flat, names, list(acc.kinds))
     if roles:
@@ -373,12 +374,15 @@ def _logit_lag_correlation(profiles: list[np.ndarray], heads, streams) -> dict |
 
 
 def _recall_groups(losses: list[float], groups: list[str], flat: list[dict] | None = None,
-                   streams: list[str] = ()) -> dict:
-    """Recall-token loss per group; with head entries, each stream's mean hit rate and lag null per kind."""
+                   streams: list[str] = (), correct: list[bool] | None = None) -> dict:
+    """Recall-token loss per group (and answer accuracy, given ``correct``); with head entries, each
+    stream's mean hit rate and lag null per kind."""
     out = {}
     for g in dict.fromkeys(groups):
-        vals = [x for x, gg in zip(losses, groups, strict=True) if gg == g]
-        out[g] = {"tokens": len(vals), "loss": float(np.mean(vals))}
+        mine = [i for i, gg in enumerate(groups) if gg == g]
+        out[g] = {"tokens": len(mine), "loss": float(np.mean([losses[i] for i in mine]))}
+        if correct is not None:  # per kind: a task mixed with another is judged on its own answers
+            out[g]["accuracy"] = float(np.mean([correct[i] for i in mine]))
         for stream in streams if flat else ():
             mine = [e for e in flat if e["stream"] == stream and f"hit_rate_{g}" in e]
             if mine:

@@ -12,7 +12,9 @@ takes g = r, r+W, r+2W, ... So W ranks with gradient accumulation A/W see exactl
 one process with accumulation A, and the state is just a counter (plus the epoch).
 
 Both return int64 tensors (B, T); on CUDA they go through pinned memory with non-blocking copies.
-The state is a small dict of ints, saved as JSON by the training loop.
+The state is a small dict of ints, saved as JSON by the training loop. With ``answers``
+(``data.loss_on = "answers"``), targets other than annotated answers are ``IGNORE_INDEX``: the loss
+scores the answers alone, as Zoology trains MQAR (the inputs are unchanged).
 """
 
 from __future__ import annotations
@@ -22,6 +24,17 @@ import torch
 
 from prism_lm.data.shards import ShardSet
 from prism_lm.errors import PrismError
+from prism_lm.model.loss import IGNORE_INDEX
+
+
+def _batch(shards: ShardSet, starts, block_size: int, device: torch.device, answers: np.ndarray | None):
+    """Inputs and targets of the windows at ``starts``; with ``answers`` (``data.loss_on = "answers"``),
+    every target that is not an annotated answer is IGNORE_INDEX, so the loss scores answers only."""
+    rows = shards.windows(starts, block_size + 1)
+    x, y = rows[:, :-1], rows[:, 1:]
+    if answers is not None:
+        y = np.where(answers[np.asarray(starts)[:, None] + np.arange(1, block_size + 1)], y, IGNORE_INDEX)
+    return _to_device(x, y, device)
 
 
 def _to_device(x: np.ndarray, y: np.ndarray, device: torch.device):
@@ -33,7 +46,7 @@ def _to_device(x: np.ndarray, y: np.ndarray, device: torch.device):
 
 class RandomWindows:
     def __init__(self, shards: ShardSet, batch_size: int, block_size: int, seed: int, rank: int = 0,
-                 world_size: int = 1, device: torch.device | str = "cpu", bos: bool = False):
+                 world_size: int = 1, device: torch.device | str = "cpu", bos: bool = False, answers: bool = False):
         if len(shards) <= block_size + 1:
             raise PrismError(f"{shards.split} split has {len(shards)} tokens, "
                              f"need more than block size {block_size} + 1")
@@ -41,6 +54,7 @@ class RandomWindows:
         self.seed, self.rank, self.world_size, self.device = seed, rank, world_size, torch.device(device)
         self.batches = 0
         self.starts = bos_starts(shards, block_size) if bos else None
+        self.answers = shards.answer_mask() if answers else None
 
     def state_dict(self) -> dict:
         return {"kind": "random", "batches": self.batches}
@@ -56,9 +70,8 @@ class RandomWindows:
             starts = rng.integers(0, len(self.shards) - self.block_size - 1, size=self.batch_size)
         else:
             starts = self.starts[rng.integers(0, len(self.starts), size=self.batch_size)]
-        rows = self.shards.windows(starts, self.block_size + 1)
         self.batches += 1
-        return _to_device(rows[:, :-1], rows[:, 1:], self.device)
+        return _batch(self.shards, starts, self.block_size, self.device, self.answers)
 
 
 def bos_starts(shards: ShardSet, block_size: int, chunk: int = 1 << 24) -> np.ndarray:
@@ -86,8 +99,9 @@ def window_starts(shards: ShardSet, T: int, max_windows: int | None = None, bos:
 
 class SequentialWindows:
     def __init__(self, shards: ShardSet, batch_size: int, block_size: int, seed: int, rank: int = 0,
-                 world_size: int = 1, device: torch.device | str = "cpu", shuffle: bool = True):
+                 world_size: int = 1, device: torch.device | str = "cpu", shuffle: bool = True, answers: bool = False):
         self.shards, self.batch_size, self.block_size = shards, batch_size, block_size
+        self.answers = shards.answer_mask() if answers else None
         self.seed, self.rank, self.world_size, self.shuffle = seed, rank, world_size, shuffle
         self.device = torch.device(device)
         self.n_windows = (len(shards) - 1) // block_size
@@ -128,12 +142,12 @@ class SequentialWindows:
         g = self.consumed * self.world_size + self.rank
         ids = self.epoch_order()[g * self.batch_size:(g + 1) * self.batch_size]
         self.consumed += 1
-        rows = self.shards.windows(ids * self.block_size, self.block_size + 1)
-        return _to_device(rows[:, :-1], rows[:, 1:], self.device)
+        return _batch(self.shards, ids * self.block_size, self.block_size, self.device, self.answers)
 
 
 def make_loader(kind: str, shards: ShardSet, batch_size: int, block_size: int, seed: int, rank: int = 0,
-                world_size: int = 1, device: torch.device | str = "cpu"):
+                world_size: int = 1, device: torch.device | str = "cpu", answers: bool = False):
     if kind in ("random", "bos"):
-        return RandomWindows(shards, batch_size, block_size, seed, rank, world_size, device, bos=kind == "bos")
-    return SequentialWindows(shards, batch_size, block_size, seed, rank, world_size, device)
+        return RandomWindows(shards, batch_size, block_size, seed, rank, world_size, device, bos=kind == "bos",
+                             answers=answers)
+    return SequentialWindows(shards, batch_size, block_size, seed, rank, world_size, device, answers=answers)

@@ -169,6 +169,7 @@ class ShardSet:
     def _view(self, first: int, length: int, label: str) -> ShardSet:
         view = copy.copy(self)
         view.first, view.total, view.split = self.first + first, length, label
+        view._answers = None  # its own positions
         return view
 
     def check_fits(self, model_vocab: int) -> None:
@@ -202,6 +203,19 @@ class ShardSet:
 
     def codec(self) -> Codec:
         return Codec.from_json(self.manifest["tokenizer"])
+
+    def answer_mask(self) -> np.ndarray:
+        """bool (len(self),): True at each annotated answer token (``data.loss_on = "answers"`` scores only
+        these); computed once per view. Data without annotations has no answers to train on: an error."""
+        if getattr(self, "_answers", None) is None:
+            notes = self.annotations()
+            if not len(notes):
+                raise PrismError(f"data.loss_on = 'answers' needs annotated answers, and the {self.split} split of "
+                                 f"{self.directory} has none (prepare a synthetic task or the embedded corpus)")
+            mask = np.zeros(self.total, dtype=bool)
+            mask[notes[:, 0]] = True
+            self._answers = mask
+        return self._answers
 
     def annotations(self) -> np.ndarray:
         """int64 (N, 3): recall position, antecedent position, kind id (empty when none)."""

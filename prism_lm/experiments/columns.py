@@ -41,7 +41,8 @@ BOUNDED_SUFFIXES = ("clipped_fraction", "diverged", "hit_rate", "lag_null", "div
 def bounded(column: str) -> bool:
     """A fraction in [0, 1] (its intervals over seeds are taken on the logit scale, wherever they are
     printed: the arm tables and the gates); a difference of two fractions is not one."""
-    return column.endswith(BOUNDED_SUFFIXES) and "stream_diff" not in column
+    fraction = column.endswith(BOUNDED_SUFFIXES) or "recall_accuracy_" in column  # per kind: recall_accuracy_mqar
+    return fraction and "stream_diff" not in column
 
 
 def column_words(column: str) -> str:
@@ -86,4 +87,6 @@ def _other_words(column: str) -> str:
         return f"at {m[1]}x the trained context: {what}"
     if column.startswith("recall_loss_"):
         return f"loss on answer tokens of kind {column[len('recall_loss_'):]} (nats)"
+    if column.startswith("recall_accuracy_"):
+        return f"answer accuracy on answers of kind {column[len('recall_accuracy_'):]}"
     return column

@@ -91,7 +91,7 @@ class EvaluateSpec:
         """Every column a run of ``cfg`` can have in its row (annotation-dependent ones included), so
         an experiment file's verdicts are checked against them before anything trains."""
         from prism_lm.analysis.heads import DISTANCE_BUCKETS
-        from prism_lm.data.embedded import KINDS
+        from prism_lm.data.synthetic import ANNOTATION_KINDS
         from prism_lm.model.attention import ATTENTION_KINDS
 
         cols = set(TRAINING_COLUMNS)
@@ -118,7 +118,7 @@ class EvaluateSpec:
                 cols |= {f"{prefix}cross_kernel"}
             cols |= {f"{prefix}{c}" for c in ("recall_loss", "other_loss", "recall_accuracy", "recall_excess")}
             cols |= {f"{prefix}{s}_role_{m}" for s in streams for m in ("diversity", "strength")}  # 2+ kinds
-            cols |= {f"{prefix}recall_loss_{k}" for k in KINDS}
+            cols |= {f"{prefix}recall_{m}_{k}" for k in ANNOTATION_KINDS for m in ("loss", "accuracy")}
         if len(streams) > 1:  # the trained model with each stream silenced (annotated corpora)
             cols |= {f"{s}_off_{which}_delta" for s in streams for which in ("recall", "other")}
             cols |= {f"{s}_off_recall_accuracy" for s in streams}
@@ -363,6 +363,7 @@ def _head_columns(stats: dict, prefix: str) -> dict:
         cols[f"{prefix}recall_excess"] = recall["recall_mean"] - recall["other_mean"]  # recalls' cost beyond the rest
         for kind, entry in recall["by_kind"].items():
             cols[f"{prefix}recall_loss_{kind}"] = entry["loss"]
+            cols[f"{prefix}recall_accuracy_{kind}"] = entry["accuracy"]
     return cols
 
 

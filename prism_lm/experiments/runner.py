@@ -42,6 +42,7 @@ from prism_lm.config import TrainConfig, from_dict, to_dict
 from prism_lm.errors import PrismError
 from prism_lm.experiments.job import INTERRUPTED, PARENT_ENV, EvaluateSpec, needs_annotations
 from prism_lm.experiments.spec import (
+    SOURCE_JOIN,
     Experiment,
     PlannedRun,
     apply_tuning,
@@ -145,7 +146,8 @@ def _same_claim(before: dict, entry: dict) -> bool:
 
 
 def _prepare_data(experiments: list[Experiment], sweep: SweepDir, log) -> None:
-    """Prepare every ``data = SOURCE`` once into the sweep's data folder and point its runs there."""
+    """Prepare every ``data = SOURCE`` (or list of sources) once into the sweep's data folder and point
+    its runs there."""
     from prism_lm.data.prepare import prepare
     from prism_lm.data.shards import read_manifest
 
@@ -155,7 +157,7 @@ def _prepare_data(experiments: list[Experiment], sweep: SweepDir, log) -> None:
             read_manifest(target)
         except PrismError:
             log(f"[sweep] preparing {source} in {target}")
-            prepare([source], target, val_fraction=0.05, compact_vocab=True, progress=False)
+            prepare(source.split(SOURCE_JOIN), target, val_fraction=0.05, compact_vocab=True, progress=False)
         for e in experiments:
             for r in (*e.tune_runs, *e.runs):
                 if r.data_source == source:

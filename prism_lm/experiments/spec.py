@@ -7,6 +7,7 @@ An experiment file (TOML) is either one experiment or a suite that includes othe
     base = "tiny-prism-cpu"          # a shipped config name or a path (relative to the file)
     seeds = [0, 1, 2]
     data = "embedded:6000"           # optional: a source the sweep prepares once into OUT/data/
+                                     # (or a list of sources, prepared together into one folder)
     [set.run]                        # overrides for every run, by config section
     max_iters = 300
     [arms.prism-pi.model.prism]      # one table per arm; an arm may name its own base
@@ -90,12 +91,13 @@ NOT_INHERITED = ("name", "expected_minutes")  # a file that extends another name
 TUNE_KEYS = {"grid", "seeds", "metric", "holdout", "arms"}
 LADDER_KEYS = {"points", "arm", "baseline", "metric", "claim"}
 DEFAULT_MIN_SEEDS = 5
+SOURCE_JOIN = " + "  # data = [A, B] is the source "A + B"
 SLURM_KEYS = {"partition", "timeout_min", "cpus_per_task", "gpus_per_node", "mem_gb", "account", "qos"}
 # keys added to the config after sweeps were run: they enter a run's identity only when they differ
 # from their default, so the folders of earlier sweeps keep their names
 LATE_KEYS = {"model.mlp": "gelu", "model.position_embedding": "learned", "model.rope_scaling": "base",
              "data.holdout": 0.0, "model.final_norm": True, "model.ista_step_size": 0.1, "model.ista_lambda": 0.1,
-             "model.ista_mode": "replace", "model.gpt_output_scale": 1.0}
+             "model.ista_mode": "replace", "model.gpt_output_scale": 1.0, "data.loss_on": "all"}
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 
 
@@ -262,9 +264,7 @@ def _experiment(path: Path, data: dict) -> Experiment:
     for key, values in grid.items():
         if not _config_key(key) or not isinstance(values, list) or not values:
             raise PrismError(f"{where}: grid axis {key!r} must be 'section.key' (or 'model.prism.key') = [values]")
-    data_source = data.get("data")
-    if data_source is not None and not isinstance(data_source, str):
-        raise PrismError(f"{where}: data must be a source string such as 'embedded:6000'")
+    data_source = data_source_of(where, data)
     evaluate = from_dict(EvaluateSpec, data.get("evaluate", {}), "evaluate")
     evaluate.validate()
     slurm = data.get("slurm", {})
@@ -367,9 +367,22 @@ def _points(data: dict) -> list[dict[str, Any]]:
     return [dict(zip([k for k, _ in axes], point, strict=True)) for point in itertools.product(*(v for _, v in axes))]
 
 
+def data_source_of(where: str, data: dict) -> str | None:
+    """The file's ``data``: one source string, or a list of them prepared together into one folder
+    (documents of each, in order; e.g. a task and the one that teaches its circuit), kept as one
+    string joined by SOURCE_JOIN so that a run's identity and its data folder name both sources."""
+    source = data.get("data")
+    if isinstance(source, list) and source and all(isinstance(s, str) and s for s in source):
+        return SOURCE_JOIN.join(source)
+    if source is not None and not isinstance(source, str):
+        raise PrismError(f"{where}: data must be a source string such as 'embedded:6000' or a list of them, "
+                         f"got {source!r}")
+    return source
+
+
 def _planned(path: Path, data: dict, name: str, arm: str, group: str, labels: dict, point: dict, seed: int
              ) -> PlannedRun:
-    data_source = data.get("data")
+    data_source = data_source_of(str(path), data)
     cfg = _run_config(path, data.get("base"), data.get("set", {}), arm, data["arms"][arm], point, seed)
     if data_source is None:  # the data a run reads, wherever the sweep is started from
         cfg.data.dir = str(Path(cfg.data.dir).resolve())

@@ -46,7 +46,7 @@ class SweepDir:
 
     def data_dir(self, source: str) -> Path:
         """Where the sweep prepares a ``data = SOURCE`` of its files (absolute)."""
-        return (self.path / "data" / source.replace(":", "-").replace("/", "_")).resolve()
+        return (self.path / "data" / source.replace(" ", "").replace(":", "-").replace("/", "_")).resolve()
 
     def run(self, folder: str) -> SweepRun:
         return SweepRun(self.runs_dir / folder)

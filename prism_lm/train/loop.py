@@ -69,9 +69,11 @@ def autocast_for(cfg: TrainConfig, device: torch.device):
 def estimate_loss(model: PrismLM, shards: ShardSet, cfg: TrainConfig, device, ctx, rank: int = 0,
                   world_size: int = 1) -> torch.Tensor:
     """Mean loss over ``eval_iters`` fixed random batches (the same windows at every evaluation; with
-    ``data.sampler = "bos"``, windows that start at a BOS as the training windows do)."""
+    ``data.sampler = "bos"``, windows that start at a BOS as the training windows do; with
+    ``data.loss_on = "answers"``, over the answers as training scores them)."""
     loader = RandomWindows(shards, cfg.run.batch_size, cfg.model.block_size, seed=cfg.run.seed + 7919,
-                           rank=rank, world_size=world_size, device=device, bos=cfg.data.sampler == "bos")
+                           rank=rank, world_size=world_size, device=device, bos=cfg.data.sampler == "bos",
+                           answers=cfg.data.loss_on == "answers")
     was_training = model.training
     model.eval()
     total = torch.zeros((), device=device)
@@ -258,7 +260,8 @@ class _Trainer:
         self.train_model = wrap_model(self.model, world, cfg.run.parallel, cfg.run.compile)
         self.optimizer, self.names = build_optimizer(self.model, cfg, self.device)
         self.loader = make_loader(cfg.data.sampler, data.train, cfg.run.batch_size, cfg.model.block_size,
-                                  cfg.run.seed, world.rank, world.size, self.device)
+                                  cfg.run.seed, world.rank, world.size, self.device,
+                                  answers=cfg.data.loss_on == "answers")
         self.step, self.best_val, self.metrics = 0, None, None
         self.ctx = autocast_for(cfg, self.device)
         self.tokens_per_step = cfg.run.batch_size * cfg.model.block_size * cfg.run.grad_accum

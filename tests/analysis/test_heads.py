@@ -270,3 +270,40 @@ def test_logit_lag_correlation_by_window_sees_where_the_streams_part():
     assert list(result["by_window"]) == ["8", "16", "32", "63"]
     assert result["by_window"]["8"] == pytest.approx(1.0) and result["by_window"]["16"] == pytest.approx(1.0)
     assert result["by_window"]["63"] < result["by_window"]["32"] < 0.5
+
+
+def test_answer_accuracy_per_kind_of_a_mixed_task_is_each_kinds_own_top_prediction_rate(tmp_path):
+    """Two tasks prepared together (a task and the one that teaches its circuit): each kind's accuracy
+    is recomputed here from the model's own argmax at that kind's answers, so a mixture cannot hide a
+    task the model fails behind one it passes."""
+    from prism_lm.data.loader import window_starts
+    from prism_lm.data.synthetic import ANNOTATION_KINDS
+
+    prepare(["synthetic:induction:60:length=6,vocab=24", "synthetic:mqar:60:pairs=3,queries=2,vocab=12"], tmp_path,
+            val_fraction=0.5, compact_vocab=True, progress=False)
+    shards = ShardSet(tmp_path, "val")
+    T = 16
+    torch.manual_seed(0)
+    model = PrismLM(tiny_model_config(vocab_size=shards.vocab_size, block_size=T))
+    train = ShardSet(tmp_path, "train")
+    rows = torch.from_numpy(train.windows(window_starts(train, T, None, bos=True), T + 1).astype("int64"))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for _ in range(60):  # a few steps, so that some answers are right and a wrong sum would show
+        opt.zero_grad()
+        model(rows[:, :-1], rows[:, 1:]).loss.backward()
+        opt.step()
+    model.eval()
+    kinds = head_statistics(model, shards, max_windows=None, bos=True)["recall_loss"]["by_kind"]
+    assert set(kinds) == {"copy", "mqar"}
+    notes = shards.annotations()
+    hits: dict[str, list[bool]] = {"copy": [], "mqar": []}
+    for start in window_starts(shards, T, None, bos=True):
+        row = torch.from_numpy(shards.windows([start], T + 1).astype("int64"))
+        with torch.no_grad():
+            top = model(row[:, :-1]).logits.argmax(-1)[0]
+        for r, _antecedent, kind in notes[(notes[:, 0] > start) & (notes[:, 0] <= start + T) & (notes[:, 1] >= start)]:
+            hits[ANNOTATION_KINDS[kind]].append(bool(top[r - start - 1] == row[0, r - start]))
+    assert 0 < sum(hits["copy"]) and sum(hits["copy"]) / len(hits["copy"]) != sum(hits["mqar"]) / len(hits["mqar"])
+    for kind, mine in hits.items():
+        assert kinds[kind]["tokens"] == len(mine) > 0
+        assert kinds[kind]["accuracy"] == pytest.approx(sum(mine) / len(mine))

@@ -194,3 +194,89 @@ def test_elimination_without_recall_scores_the_stated_floor(pairs, queries):
     assert len(scores) > 20
     assert scores == pytest.approx([elimination_accuracy(pairs, queries)] * len(scores))
     assert elimination_accuracy(4, 4) == pytest.approx((1 / 4 + 1 / 3 + 1 / 2 + 1) / 4)
+
+
+@pytest.mark.parametrize("sampler", ["bos", "random", "sequential"])
+def test_loss_on_answers_scores_exactly_the_annotated_answers_and_leaves_the_inputs(tmp_path_factory, sampler):
+    """data.loss_on = "answers": each sampler's targets are the same tokens where the data annotates an
+    answer and IGNORE_INDEX everywhere else (checked against the annotation file, window by window)."""
+    from prism_lm.model.loss import IGNORE_INDEX
+
+    data = tmp_path_factory.getbasetemp() / "answers-data"
+    if not data.exists():
+        prepare(["synthetic:mqar:200:pairs=4,queries=2,vocab=8"], data, val_fraction=0.1, compact_vocab=True,
+                progress=False)
+    train = ShardSet(data, "train")
+    answer_at = set(train.annotations()[:, 0].tolist())
+    plain = make_loader(sampler, train, batch_size=8, block_size=16, seed=5)
+    masked = make_loader(sampler, train, batch_size=8, block_size=16, seed=5, answers=True)
+    scored = 0
+    for _ in range(4):
+        (x, y), (xm, ym) = plain.next_batch(), masked.next_batch()
+        assert torch.equal(x, xm)
+        kept = ym != IGNORE_INDEX
+        assert torch.equal(ym[kept], y[kept])
+        # the window starting where x[b, 0] sits: recover each row's start from the plain sampler's tokens
+        for b in range(x.shape[0]):
+            start = _start_of(train, x[b])
+            assert kept[b].tolist() == [start + t + 1 in answer_at for t in range(16)]
+        scored += int(kept.sum())
+    assert scored > 0
+
+
+def _start_of(shards: ShardSet, row: torch.Tensor) -> int:
+    """The offset of the unique window of ``shards`` equal to ``row`` (documents repeat rarely at this size)."""
+    stream = torch.from_numpy(shards.window(0, len(shards)))
+    hits = (stream.unfold(0, len(row), 1) == row).all(1).nonzero().flatten().tolist()
+    assert len(hits) == 1, f"{len(hits)} windows match"
+    return hits[0]
+
+
+def test_loss_on_answers_needs_annotations_and_a_known_value(tmp_path):
+    from prism_lm.config import load_train_config
+
+    (tmp_path / "plain.txt").write_text("a plain story with no annotations.\n" * 200)
+    prepare([str(tmp_path / "plain.txt")], tmp_path / "d", val_fraction=0.2, compact_vocab=True, progress=False)
+    with pytest.raises(PrismError, match=r"^data.loss_on = 'answers' needs annotated answers, and the train split"):
+        make_loader("random", ShardSet(tmp_path / "d", "train"), batch_size=2, block_size=8, seed=0, answers=True)
+    with pytest.raises(PrismError, match=r"^data.loss_on must be one of all, answers, got 'keys'"):
+        load_train_config("tiny-prism-cpu", ['data.loss_on="keys"'])
+
+
+def test_the_val_estimate_of_a_run_trained_on_answers_scores_the_answers(tmp_path_factory):
+    """estimate_loss with data.loss_on = "answers" is the mean, batch by batch, of the loss at the answer
+    tokens of its fixed windows, recomputed here from unmasked batches and the annotation file."""
+    import contextlib
+
+    import numpy as np
+
+    from prism_lm.config import load_train_config
+    from prism_lm.model import PrismLM
+    from prism_lm.model.loss import lm_cross_entropy
+    from prism_lm.train.loop import estimate_loss
+
+    data = tmp_path_factory.getbasetemp() / "answers-data"
+    if not data.exists():
+        prepare(["synthetic:mqar:200:pairs=4,queries=2,vocab=8"], data, val_fraction=0.1, compact_vocab=True,
+                progress=False)
+    val = ShardSet(data, "val")
+    cfg = load_train_config("tiny-prism-cpu", [f'data.dir="{data}"', 'data.loss_on="answers"', 'data.sampler="bos"',
+                                               "model.block_size=12", "model.vocab_size=64", "run.eval_iters=3",
+                                               "run.batch_size=4"])
+    torch.manual_seed(0)
+    model = PrismLM(cfg.model).eval()
+    got = estimate_loss(model, val, cfg, torch.device("cpu"), contextlib.nullcontext())
+    windows = RandomWindows(val, 4, 12, seed=cfg.run.seed + 7919, bos=True)
+    answers, means = val.answer_mask(), []
+    for _ in range(3):
+        rng = np.random.default_rng([windows.seed, windows.batches])  # the sampler's own draw, replayed
+        starts = windows.starts[rng.integers(0, len(windows.starts), size=4)]
+        x, y = windows.next_batch()
+        with torch.no_grad():
+            nll = lm_cross_entropy(model(x).logits, y, reduction="none")
+        keep = torch.from_numpy(answers[starts[:, None] + 1 + np.arange(12)])
+        means.append(nll[keep].mean())
+    assert float(got) == pytest.approx(float(torch.stack(means).mean()), rel=1e-5)
+    everything = load_train_config("tiny-prism-cpu", [f'data.dir="{data}"', 'data.sampler="bos"', "model.block_size=12",
+                                                      "model.vocab_size=64", "run.eval_iters=3", "run.batch_size=4"])
+    assert float(estimate_loss(model, val, everything, torch.device("cpu"), contextlib.nullcontext())) != float(got)

@@ -281,3 +281,34 @@ def test_the_white_box_claim_is_pre_registered_at_every_scale_with_parameters_ma
         for arm in ("gpt-rope", "prism-ista", "crate"):  # matched within 5% by depth; the l9 arm brackets below
             assert abs(counts[arm] / counts["prism"] - 1) < 0.05, (scale, arm)
         assert counts["prism-ista-l9"] < counts["prism"] < counts["prism-ista"]
+
+
+def test_data_may_list_sources_prepared_together_into_one_folder_and_a_bad_list_is_one_line(tmp_path):
+    """data = [A, B]: one source "A + B" (its own identity and folder), prepared by the sweep as
+    ``prism data prepare --source A --source B`` would; anything but strings is refused."""
+    from prism_lm.data.shards import ShardSet, read_manifest
+    from prism_lm.experiments.runner import _prepare_data
+    from prism_lm.experiments.sweep_dir import SweepDir
+
+    tasks = ["synthetic:induction:20:length=4,vocab=16", "synthetic:mqar:20:pairs=2,queries=1,vocab=8"]
+    text = write_experiment(tmp_path).read_text(encoding="utf-8")
+    mixed = tmp_path / "mixed.toml"
+    mixed.write_text(text.replace('data = "embedded:150"', f"data = {tasks!r}".replace("'", '"')), encoding="utf-8")
+    (e,) = load_experiments(mixed)
+    assert e.data_source == "synthetic:induction:20:length=4,vocab=16 + synthetic:mqar:20:pairs=2,queries=1,vocab=8"
+    assert {r.data_source for r in e.runs} == {e.data_source}
+    one = tmp_path / "one.toml"
+    one.write_text(text.replace('data = "embedded:150"', f'data = "{tasks[0]}"'), encoding="utf-8")
+    assert {r.identity for r in e.runs}.isdisjoint(r.identity for r in load_experiments(one)[0].runs)
+    sweep = SweepDir(tmp_path / "out")
+    _prepare_data([e], sweep, log=lambda line: None)
+    folder = sweep.data_dir(e.data_source)
+    assert folder.name == "synthetic-induction-20-length=4,vocab=16+synthetic-mqar-20-pairs=2,queries=1,vocab=8"
+    assert [s["spec"] for s in read_manifest(folder)["inputs"]["sources"]] == tasks
+    assert {r.config.data.dir for r in e.runs} == {str(folder)}
+    kinds = set(ShardSet(folder, "train").annotations()[:, 2].tolist())
+    assert len(kinds) == 2  # both tasks' answers, each of its own kind
+    for bad in ("[]", '["embedded:150", 3]', "3"):
+        mixed.write_text(text.replace('data = "embedded:150"', f"data = {bad}"), encoding="utf-8")
+        with pytest.raises(PrismError, match=r"data must be a source string such as 'embedded:6000' or a list of them"):
+            load_experiments(mixed)
