@@ -17,6 +17,7 @@ import torch
 
 from prism_lm.analysis.capture import capture_attention
 from prism_lm.analysis.heads import cache_sinks
+from prism_lm.data.loader import window_starts
 from prism_lm.data.shards import ShardSet
 from prism_lm.errors import PrismError
 from prism_lm.model import PrismLM
@@ -30,15 +31,16 @@ def position_losses(model: PrismLM, shards: ShardSet, multiple: int, max_windows
     T = model.config.block_size
     context = multiple * T
     model.extend_positions(context)
-    n = min(max_windows, (len(shards) - 1) // context)
+    starts = window_starts(shards, context, max_windows)  # spread over the split, as every evaluation reads
+    n = len(starts)
     if n < 1:
         raise PrismError(f"{shards.split} split has {len(shards)} tokens, too few for one window of {context} "
                          f"({multiple} x block_size {T})")
     model.eval()
     sums, sinks = torch.zeros(multiple, dtype=torch.float64), {"sink_first": 0.0, "sink_first4": 0.0}
     for first in range(0, n, batch_size):
-        ids = range(first, min(first + batch_size, n))
-        rows = torch.from_numpy(shards.windows([w * context for w in ids], context + 1))
+        ids = starts[first:first + batch_size]
+        rows = torch.from_numpy(shards.windows(ids, context + 1))
         cache = capture_attention(model, rows[:, :-1])
         nll = torch.nn.functional.cross_entropy(cache.logits.float().flatten(0, 1), rows[:, 1:].flatten(),
                                                 reduction="none").view(len(ids), context)

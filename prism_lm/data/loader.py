@@ -92,9 +92,17 @@ def window_starts(shards: ShardSet, T: int, max_windows: int | None = None, bos:
     """The token offsets of the windows (T + 1 tokens each) an evaluation reads: the split's
     non-overlapping windows in order, or (``bos``, for models trained with ``data.sampler = "bos"``)
     windows that open on the split's ``<|endoftext|>`` tokens, as those models' training windows did.
-    Evaluation, head statistics and interventions all read these."""
+    With ``max_windows``, that many spread evenly over the whole split (the first and the last among
+    them), never its first ones alone: a split prepared from several sources holds them in order, and
+    its first windows would all be the first source's. Evaluation, head statistics and interventions
+    all read these."""
     starts = bos_starts(shards, T).tolist() if bos else [w * T for w in range((len(shards) - 1) // T)]
-    return starts if max_windows is None else starts[:max_windows]
+    if max_windows is None or max_windows >= len(starts):
+        return starts
+    if max_windows <= 1:
+        return starts[:max_windows]
+    picks = np.linspace(0, len(starts) - 1, max_windows).round().astype(int)  # distinct: the gaps are >= 1
+    return [starts[i] for i in picks]
 
 
 class SequentialWindows:

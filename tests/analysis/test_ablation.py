@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from prism_lm.analysis.ablation import default_interventions, intervention_effects
+from prism_lm.data.loader import window_starts
 from prism_lm.data.prepare import prepare
 from prism_lm.data.shards import ShardSet
 from prism_lm.model import PrismLM
@@ -24,7 +25,7 @@ def test_each_effect_is_the_loss_change_under_its_intervention(shards):
     out = intervention_effects(model, shards, max_windows=3, batch_size=2)
     assert set(out["effects"]) == {"signal stream off", "noise stream off"} and out["recall_tokens"] > 0
     # recompute "noise stream off" on all tokens by hand: the mean of both deltas, weighted by counts
-    rows = torch.from_numpy(shards.windows([w * 128 for w in range(3)], 129))
+    rows = torch.from_numpy(shards.windows(window_starts(shards, 128, 3), 129))  # the windows it reads
     with torch.no_grad():
         base = model(rows[:, :-1], rows[:, 1:], reduction="none").loss
         with intervene(model, zero_streams=["noise"]):
@@ -55,8 +56,9 @@ def test_recall_effects_by_distance_are_the_deltas_of_the_recalls_in_each_bucket
     by_distance = out["effects"]["noise off"]["by_distance"]
     assert set(by_distance) <= {"1-16", "17-64", ">64"} and len(by_distance) >= 2
     # by hand: each recall's distance from the annotations, bucketed, and its loss change
-    rows = torch.from_numpy(shards.windows([w * 128 for w in range(3)], 129))
-    mask, _kind, distance = _recall_mask(shards, [0, 128, 256], 128)  # the windows' first tokens
+    starts = window_starts(shards, 128, 3)  # the windows it reads
+    rows = torch.from_numpy(shards.windows(starts, 129))
+    mask, _kind, distance = _recall_mask(shards, starts, 128)
     assert bool((distance[mask] >= 1).all()) and bool((distance[~mask] == -1).all())
     with torch.no_grad():
         base = model(rows[:, :-1], rows[:, 1:], reduction="none").loss

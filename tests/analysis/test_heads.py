@@ -4,6 +4,7 @@ import torch
 
 from prism_lm.analysis import capture_attention
 from prism_lm.analysis.heads import head_statistics, pattern_metrics, profile_sharpness
+from prism_lm.data.loader import window_starts
 from prism_lm.data.prepare import prepare
 from prism_lm.data.shards import ShardSet
 from prism_lm.model import PrismLM
@@ -114,8 +115,7 @@ def test_head_statistics_and_antecedent_hits_agree_with_direct_capture(tmp_path)
     # recompute layer 1 hit rates by hand from the captured maps
     notes = shards.annotations()
     masses, hits = [], []
-    for w in range(3):
-        start = w * T
+    for start in window_starts(shards, T, 3):  # spread over the split
         window = torch.from_numpy(shards.window(start, T + 1))[None]
         A = capture_attention(model, window[:, :-1])["blocks.1.attn.hook_pattern"]
         top = model(window[:, :-1]).logits.argmax(-1)[0]
@@ -276,7 +276,6 @@ def test_answer_accuracy_per_kind_of_a_mixed_task_is_each_kinds_own_top_predicti
     """Two tasks prepared together (a task and the one that teaches its circuit): each kind's accuracy
     is recomputed here from the model's own argmax at that kind's answers, so a mixture cannot hide a
     task the model fails behind one it passes."""
-    from prism_lm.data.loader import window_starts
     from prism_lm.data.synthetic import ANNOTATION_KINDS
 
     prepare(["synthetic:induction:60:length=6,vocab=24", "synthetic:mqar:60:pairs=3,queries=2,vocab=12"], tmp_path,

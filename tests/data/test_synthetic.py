@@ -125,7 +125,11 @@ def test_models_trained_on_bos_windows_are_analysed_on_bos_windows(tmp_path):
     aligned = window_starts(train, 16, 5, bos=True)
     assert len(aligned) == 5 and all(tokens[s] == eot for s in aligned)
     assert all(tokens[s + 1:s + 17].tolist().count(eot) == 0 for s in aligned)  # one whole example each
-    assert window_starts(train, 16, 3) == [0, 16, 32]
+    plain = [w * 16 for w in range((len(train) - 1) // 16)]
+    assert window_starts(train, 16, None) == plain
+    first, middle, last = window_starts(train, 16, 3)  # spread evenly: the first, the middle, the last
+    assert (first, last) == (plain[0], plain[-1]) and abs(plain.index(middle) - (len(plain) - 1) / 2) <= 0.5
+    assert window_starts(train, 16, len(plain) + 5) == plain
 
 
 def test_a_model_trained_on_bos_windows_is_scored_on_bos_windows(tmp_path):
@@ -139,7 +143,8 @@ def test_a_model_trained_on_bos_windows_is_scored_on_bos_windows(tmp_path):
     torch.manual_seed(0)
     model = PrismLM(tiny_model_config(vocab_size=val.vocab_size, block_size=16)).eval()
     tokens, eot = val.window(0, len(val)), val.codec().eot
-    starts = [int(s) for s in (tokens == eot).nonzero()[0] if s + 17 <= len(val)][:5]
+    every = [int(s) for s in (tokens == eot).nonzero()[0] if s + 17 <= len(val)]
+    starts = [every[round(i * (len(every) - 1) / 4)] for i in range(5)]  # five spread over the split
     rows = torch.from_numpy(val.windows(starts, 17))
     with torch.no_grad():
         direct = float(model(rows[:, :-1], rows[:, 1:]).loss)
