@@ -37,6 +37,21 @@ def _batch(shards: ShardSet, starts, block_size: int, device: torch.device, answ
     return _to_device(x, y, device)
 
 
+def answers_in_every_window(shards: ShardSet, starts: np.ndarray, block_size: int) -> np.ndarray:
+    """The split's answer mask (``data.loss_on = "answers"``), once every window a sampler can draw
+    (offsets ``starts``) is known to hold an answer: a batch of windows without one has no loss to
+    take the mean of, so such data is refused before training, not met as a NaN mid-run."""
+    mask = shards.answer_mask()
+    seen = np.concatenate([[0], np.cumsum(mask, dtype=np.int64)])  # seen[i]: answers among the first i tokens
+    empty = int(np.count_nonzero(seen[starts + block_size + 1] == seen[starts + 1]))
+    if empty:
+        raise PrismError(f"data.loss_on = 'answers': {empty:,} of the {len(starts):,} windows of {block_size} tokens "
+                         f"this sampler draws from the {shards.split} split hold no answer, so a batch of them has "
+                         "no loss; use windows that each hold one (data.sampler = 'bos' on a synthetic task) or a "
+                         "longer model.block_size")
+    return mask
+
+
 def _to_device(x: np.ndarray, y: np.ndarray, device: torch.device):
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     if device.type == "cuda":
@@ -54,7 +69,10 @@ class RandomWindows:
         self.seed, self.rank, self.world_size, self.device = seed, rank, world_size, torch.device(device)
         self.batches = 0
         self.starts = bos_starts(shards, block_size) if bos else None
-        self.answers = shards.answer_mask() if answers else None
+        self.answers = None
+        if answers:
+            every = self.starts if bos else np.arange(len(shards) - block_size - 1)
+            self.answers = answers_in_every_window(shards, every, block_size)
 
     def state_dict(self) -> dict:
         return {"kind": "random", "batches": self.batches}
@@ -109,10 +127,11 @@ class SequentialWindows:
     def __init__(self, shards: ShardSet, batch_size: int, block_size: int, seed: int, rank: int = 0,
                  world_size: int = 1, device: torch.device | str = "cpu", shuffle: bool = True, answers: bool = False):
         self.shards, self.batch_size, self.block_size = shards, batch_size, block_size
-        self.answers = shards.answer_mask() if answers else None
         self.seed, self.rank, self.world_size, self.shuffle = seed, rank, world_size, shuffle
         self.device = torch.device(device)
         self.n_windows = (len(shards) - 1) // block_size
+        every = np.arange(self.n_windows) * block_size
+        self.answers = answers_in_every_window(shards, every, block_size) if answers else None
         self.batches_per_rank = self.n_windows // batch_size // world_size  # per epoch; the ragged tail is dropped
         if self.batches_per_rank < 1:
             raise PrismError(f"{shards.split} split has {self.n_windows} windows of {block_size} tokens, fewer than "

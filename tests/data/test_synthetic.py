@@ -244,6 +244,14 @@ def test_loss_on_answers_needs_annotations_and_a_known_value(tmp_path):
     prepare([str(tmp_path / "plain.txt")], tmp_path / "d", val_fraction=0.2, compact_vocab=True, progress=False)
     with pytest.raises(PrismError, match=r"^data.loss_on = 'answers' needs annotated answers, and the train split"):
         make_loader("random", ShardSet(tmp_path / "d", "train"), batch_size=2, block_size=8, seed=0, answers=True)
+    prepare(["synthetic:mqar:50:pairs=6,queries=1,vocab=8"], tmp_path / "m", val_fraction=0.2, compact_vocab=True,
+            progress=False)
+    mqar = ShardSet(tmp_path / "m", "train")  # one answer per 15 tokens: most 4-token windows hold none
+    for sampler in ("random", "sequential", "bos"):
+        with pytest.raises(PrismError, match=r"^data.loss_on = 'answers': [\d,]+ of the [\d,]+ windows of 4 tokens "
+                                             r"this sampler draws from the train split hold no answer"):
+            make_loader(sampler, mqar, batch_size=2, block_size=4, seed=0, answers=True)
+    make_loader("bos", mqar, batch_size=2, block_size=14, seed=0, answers=True)  # one whole example: its answer
     with pytest.raises(PrismError, match=r"^data.loss_on must be one of all, answers, got 'keys'"):
         load_train_config("tiny-prism-cpu", ['data.loss_on="keys"'])
 
