@@ -372,7 +372,8 @@ def _add_analysis(sub) -> None:
     _checkpoint_arg(p)
     _data_arg(p, "prepared data directory (val split; train if val is empty)")
     p.add_argument("--out", required=True, help="new output directory")
-    p.add_argument("--max-windows", type=WINDOWS, default=64, help="windows of block_size tokens for head statistics")
+    p.add_argument("--max-windows", type=WINDOWS, default=64,
+                   help="windows of block_size tokens for head statistics (spread evenly over the split)")
     p.add_argument("--reference", type=_reference, action="append", default=[], metavar="LABEL=VALUE",
                    help="a labelled horizontal line on the loss plot (repeatable)")
     p.add_argument("--layer", type=INDEX, default=None, help="layer for the probe figures (None: the last)")
@@ -391,7 +392,8 @@ def _add_analysis(sub) -> None:
     p.add_argument("--heads", nargs="+", default=None, metavar="L.H",
                    help="zero these heads, each LAYER.HEAD (in --stream, default the first) or LAYER.STREAM.HEAD")
     p.add_argument("--per-layer", action="store_true", help="silence the stream one layer at a time")
-    p.add_argument("--max-windows", type=WINDOWS, default=32, help="windows of block_size tokens to measure on")
+    p.add_argument("--max-windows", type=WINDOWS, default=32,
+                   help="windows of block_size tokens to measure on (spread evenly over the split)")
     _device_arg(p)
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.add_argument("--out", default=None, help="a new folder for ablate.md, ablate.json and the λ figure")
