@@ -102,6 +102,7 @@ def test_eval_time_rope_and_context_changes_keep_the_weights(tmp_path):
         load_model(gpt, overrides=["model.prism.lambda_start=0"])
 
 
+@pytest.mark.slow  # 2-5 s; its class keeps a default case beside it
 def test_eval_sample_analyze_and_explore_take_eval_time_set(trained, capsys, tmp_path):
     assert main(["eval", str(trained / "run"), "--json"]) == 0
     as_trained = json.loads(capsys.readouterr().out)["results"][0]["loss"]

@@ -48,6 +48,7 @@ def test_tensorboard_writes_events_when_installed(data, tmp_path):
     assert list((tmp_path / "run" / "tb").glob("events.out.tfevents.*"))
 
 
+@pytest.mark.slow  # 2-5 s; its class keeps a default case beside it
 def test_wandb_offline_and_resuming_the_same_wandb_run(data, tmp_path, monkeypatch):
     pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_MODE", "offline")

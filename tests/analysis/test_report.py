@@ -100,6 +100,7 @@ def test_step_zero_model_is_rebuilt_from_the_runs_own_seed(tmp_path):
     assert not all(torch.equal(other_seed[k], seen["step0"][k]) for k in other_seed)
 
 
+@pytest.mark.slow  # 2-5 s; its class keeps a default case beside it
 def test_report_says_which_step_and_split_each_headline_number_is_from(tmp_path):
     """One evaluation record at step 0 is 'before any training step', not a final loss; the HTML header is
     readable text, not escaped JSON; the coding-rate figure's layer axis has whole-number ticks."""

@@ -75,6 +75,7 @@ def test_running_again_skips_finished_runs(sweep):
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
 
 
+@pytest.mark.slow  # 2-5 s; its class keeps a default case beside it
 def test_a_result_lacking_a_verdict_column_is_evaluated_again_without_retraining(sweep):
     path, out, _ = sweep
     run = next((out / "runs").glob("prism-s0-*"))
