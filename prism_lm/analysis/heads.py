@@ -379,10 +379,10 @@ def _recall_groups(losses: list[float], groups: list[str], flat: list[dict] | No
     stream's mean hit rate and lag null per kind."""
     out = {}
     for g in dict.fromkeys(groups):
-        mine = [i for i, gg in enumerate(groups) if gg == g]
-        out[g] = {"tokens": len(mine), "loss": float(np.mean([losses[i] for i in mine]))}
+        at = [i for i, gg in enumerate(groups) if gg == g]  # this group's recall tokens
+        out[g] = {"tokens": len(at), "loss": float(np.mean([losses[i] for i in at]))}
         if correct is not None:  # per kind: a task mixed with another is judged on its own answers
-            out[g]["accuracy"] = float(np.mean([correct[i] for i in mine]))
+            out[g]["accuracy"] = float(np.mean([correct[i] for i in at]))
         for stream in streams if flat else ():
             mine = [e for e in flat if e["stream"] == stream and f"hit_rate_{g}" in e]
             if mine:

@@ -132,6 +132,7 @@ class ShardSet:
         if split not in self.manifest["splits"]:
             raise PrismError(f"{directory} has no split {split!r}")
         self.split, self.info = split, self.manifest["splits"][split]
+        self._answers: np.ndarray | None = None  # answer_mask, computed on first use
         self.vocab_size = int(self.manifest["tokenizer"]["vocab_size"])
         self.arrays, self.names, self.starts = [], [], []
         total, self.max_token_id = 0, -1
@@ -207,7 +208,7 @@ class ShardSet:
     def answer_mask(self) -> np.ndarray:
         """bool (len(self),): True at each annotated answer token (``data.loss_on = "answers"`` scores only
         these); computed once per view. Data without annotations has no answers to train on: an error."""
-        if getattr(self, "_answers", None) is None:
+        if self._answers is None:
             notes = self.annotations()
             if not len(notes):
                 raise PrismError(f"data.loss_on = 'answers' needs annotated answers, and the {self.split} split of "
