@@ -11,7 +11,7 @@ from prism_lm.errors import PrismError
 from prism_lm.experiments.verdicts import declared_power, seeds_needed_words, verdict_effect
 from prism_lm.stats import POWER, finite
 
-GATE_KEYS = {"name", "metric", "arm", "above", "below"}
+GATE_KEYS = {"name", "metric", "arm", "baseline", "above", "below"}
 VERDICT_KEYS = {"claim", "metric", "arm", "baseline", "null", "better", "primary", "test", "margin",
                 "smallest_effect", "expected_sd"}
 
@@ -48,18 +48,26 @@ class Gate:
     claim's phenomenon exists and is measurable in this regime (the baseline learns the recalls, a
     sink exists to be measured, the baseline degrades at 4×). ``arm`` (a group, or a list of groups:
     any one suffices) must have the 95% t interval over seeds of ``metric`` wholly above ``above``
-    (or wholly below ``below``). If any gate of a file fails, every verdict of the file reads
-    "untestable in this regime: <gate> (<numbers>)", a decision of its own, never inconclusive."""
+    (or wholly below ``below``); with ``baseline``, the interval of the per-seed difference arm −
+    baseline (paired by seed), for a control that a measure tells a known contrast apart (it sees
+    resonance where the arms resonate by construction). If any gate of a file fails, every verdict of
+    the file reads "untestable in this regime: <gate> (<numbers>)", a decision of its own, never
+    inconclusive."""
 
     name: str
     metric: str
     arm: str | list[str]
     above: float | None = None
     below: float | None = None
+    baseline: str | None = None
 
     @property
     def arms(self) -> list[str]:
         return [self.arm] if isinstance(self.arm, str) else list(self.arm)
+
+    def record(self) -> dict:
+        """The gate as a sweep's plan records it (no ``baseline`` key when it has none, as before it had one)."""
+        return {k: v for k, v in vars(self).items() if k != "baseline" or v is not None}
 
 
 def load_verdict(where: str, table: dict, groups: list[str]) -> Verdict:
@@ -106,6 +114,9 @@ def load_gate(where: str, table, groups: list[str]) -> Gate:
         raise PrismError(f"{where}: gate {gate.name!r} needs exactly one finite bound, above or below")
     if not gate.arms or not all(isinstance(a, str) and a in groups for a in gate.arms):
         raise PrismError(f"{where}: gate {gate.name!r} names unknown arm {gate.arm!r} (arms: {', '.join(groups)})")
+    if gate.baseline is not None and (gate.baseline not in groups or gate.baseline in gate.arms):
+        raise PrismError(f"{where}: gate {gate.name!r}: baseline {gate.baseline!r} must be another of the arms "
+                         f"({', '.join(groups)})")
     return gate
 
 
@@ -120,7 +131,7 @@ def check_claim_metrics(where: str, verdicts: list[Verdict], gates: list[Gate], 
                 raise PrismError(f"{where}: verdict {v.claim!r}: metric {v.metric!r} is not a column that arm "
                                  f"{label!r} produces with this [evaluate]{hint}")
     for gate in gates:
-        for label in gate.arms:
+        for label in [*gate.arms, *filter(None, [gate.baseline])]:
             if gate.metric not in columns[label]:
                 raise PrismError(f"{where}: gate {gate.name!r}: metric {gate.metric!r} is not a column that arm "
                                  f"{label!r} produces with this [evaluate]")

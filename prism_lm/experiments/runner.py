@@ -96,7 +96,7 @@ def plan(experiments: list[Experiment], known: dict[str, str] | None = None) -> 
         body[e.name] = {"file": str(e.path), "description": e.description, "seeds": e.seeds, "arms": e.arms,
                         "groups": e.groups, "runs": entries(e.runs) if e.planned else [],
                         "verdicts": [vars(v) for v in e.verdicts], "evaluate": to_dict(e.evaluate),
-                        "min_seeds": e.min_seeds, "gates": [vars(g) for g in e.gates]}
+                        "min_seeds": e.min_seeds, "gates": [g.record() for g in e.gates]}
         if e.ladder:
             body[e.name]["ladder"] = vars(e.ladder)
         if e.tune:

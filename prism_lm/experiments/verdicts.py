@@ -114,14 +114,25 @@ def gate_results(gates: list[dict], by_group: dict) -> list[dict]:
     for g in gates:
         arms = [g["arm"]] if isinstance(g["arm"], str) else list(g["arm"])
         side, bound = ("above", g["above"]) if g.get("above") is not None else ("below", g["below"])
-        interval = bounded_mean_interval if bounded(g["metric"]) else mean_interval  # as the arm tables print it
-        values = {a: interval(list(by_group.get(a, {}).get(g["metric"], {}).values())) for a in arms}
+        values = _gate_values(g, arms, by_group)
         passed = any(_holds(iv, side, bound) for iv in values.values())
         numbers = "; ".join(f"{a} {interval_words(iv)}" for a, iv in values.items())
         out.append({**g, "values": values, "passed": passed,
-                    "condition": f"{' or '.join(arms)}: {g['metric']} wholly {side} {bound:g}",
+                    "condition": f"{' or '.join(values)}: {g['metric']} wholly {side} {bound:g}",
                     "reason": f"{g['name']}: {g['metric']} not wholly {side} {bound:g} ({numbers})"})
     return out
+
+
+def _gate_values(g: dict, arms: list[str], by_group: dict) -> dict[str, dict]:
+    """Each arm's interval of the gate's metric, or, with a baseline, of arm − baseline paired by seed
+    (keyed "arm − baseline")."""
+    def seeds_of(arm: str) -> dict:
+        return by_group.get(arm, {}).get(g["metric"], {})
+
+    if g.get("baseline"):
+        return {f"{a} − {g['baseline']}": paired_difference(seeds_of(a), seeds_of(g["baseline"])) for a in arms}
+    interval = bounded_mean_interval if bounded(g["metric"]) else mean_interval  # as the arm tables print it
+    return {a: interval(list(seeds_of(a).values())) for a in arms}
 
 
 def _holds(iv: dict, side: str, bound: float) -> bool:

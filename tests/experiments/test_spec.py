@@ -92,6 +92,10 @@ def test_a_gate_loads_and_travels_in_the_plan(tmp_path):
     assert exp.gates[0].arms == ["gpt", "prism"] and exp.gates[0].above == 0.5
     assert plan([exp])["experiments"]["two"]["gates"] == [
         {"name": "g", "metric": "val_loss_32", "arm": ["gpt", "prism"], "above": 0.5, "below": None}]
+    paired_gate = GATE.replace('arm = "gpt"', 'arm = "prism"\nbaseline = "gpt"')
+    path = write_experiment(tmp_path, name="paired.toml", extra=paired_gate)
+    (paired,) = load_experiments(path)
+    assert plan([paired])["experiments"][paired.name]["gates"][0]["baseline"] == "gpt"
 
 
 @pytest.mark.parametrize("edit, message", [
@@ -100,6 +104,8 @@ def test_a_gate_loads_and_travels_in_the_plan(tmp_path):
     (lambda t: t + GATE.replace('above = 0.5', 'above = 0.5\nbelow = 0.9'), "exactly one finite bound"),
     (lambda t: t + GATE.replace('above = 0.5', ''), "exactly one finite bound"),
     (lambda t: t + GATE.replace('arm = "gpt"', 'arm = ["gpt", "gtp"]'), "gate 'g' names unknown arm"),
+    (lambda t: t + GATE.replace('arm = "gpt"', 'arm = "gpt"\nbaseline = "gtp"'), "baseline 'gtp' must be another"),
+    (lambda t: t + GATE.replace('arm = "gpt"', 'arm = "gpt"\nbaseline = "gpt"'), "baseline 'gpt' must be another"),
     (lambda t: t + GATE.replace('metric = "val_loss_32"', 'metric = "val_loss_99"'),
      "gate 'g': metric 'val_loss_99' is not a column"),
     (lambda t: t + "\nbogus = 1\n", "unknown verdict key 'bogus'"),

@@ -245,6 +245,25 @@ def test_a_gate_over_several_arms_passes_when_any_one_does_and_below_bounds_work
     assert not _gated(high, above=None, below=0.2)[0]["passed"]
 
 
+def test_a_paired_gate_decides_on_the_per_seed_difference_not_on_either_arm():
+    """A control that a measure sees a known contrast (C4: resonant-by-construction arms above pi):
+    two arms whose spreads overlap pass when the paired difference is consistently positive, and an
+    offset that flips sign from seed to seed fails however high each arm is."""
+    rng = np.random.default_rng(7)
+    level = rng.normal(0.6, 0.1, 6)  # seed-to-seed spread shared by both arms
+    groups = {"b": {"k": dict(enumerate(level))}, "a": {"k": dict(enumerate(level + 0.05))}}
+    passed, = gate_results([_gate(metric="k", arm="a", baseline="b", above=0.0)], groups)
+    assert passed["passed"] and list(passed["values"]) == ["a − b"]
+    assert passed["values"]["a − b"]["mean"] == pytest.approx(0.05)
+    assert passed["condition"] == "a − b: k wholly above 0"
+    flip = {"b": groups["b"], "a": {"k": {s: v + (0.05 if s % 2 else -0.04) for s, v in groups["b"]["k"].items()}}}
+    failed, = gate_results([_gate(metric="k", arm="a", baseline="b", above=0.0)], flip)
+    assert not failed["passed"]
+    assert failed["reason"].startswith("the baseline learns the recalls: k not wholly above 0 (a − b ")
+    unpaired, = gate_results([_gate(metric="k", arm="a", above=0.62)], groups)  # either arm alone: no
+    assert not unpaired["passed"]
+
+
 def test_a_run_ending_within_the_margin_of_the_unigram_entropy_failed():
     """PRISM at lr 3.0 ended at 4.54-4.57 against an entropy of 4.58: it learned nothing, and the
     rule (within FAILURE_MARGIN = 0.1 nat) now counts it; older rows are judged by today's rule."""
