@@ -65,18 +65,24 @@ def autocast_for(cfg: TrainConfig, device: torch.device):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
+def eval_windows(shards: ShardSet, cfg: TrainConfig, device, rank: int = 0, world_size: int = 1) -> RandomWindows:
+    """The fixed random batches ``estimate_loss`` reads from ``shards``: with ``data.sampler = "bos"``,
+    windows that start at a BOS as the training windows do; with ``data.loss_on = "answers"``, scored
+    on the answers as training scores them. Built once per run (finding the BOS offsets and the
+    windows with an answer reads the whole split)."""
+    return RandomWindows(shards, cfg.run.batch_size, cfg.model.block_size, seed=cfg.run.seed + 7919,
+                         rank=rank, world_size=world_size, device=device, bos=cfg.data.sampler == "bos",
+                         answers=cfg.data.loss_on == "answers")
+
+
 @torch.no_grad()
-def estimate_loss(model: PrismLM, shards: ShardSet, cfg: TrainConfig, device, ctx, rank: int = 0,
-                  world_size: int = 1) -> torch.Tensor:
-    """Mean loss over ``eval_iters`` fixed random batches (the same windows at every evaluation; with
-    ``data.sampler = "bos"``, windows that start at a BOS as the training windows do; with
-    ``data.loss_on = "answers"``, over the answers as training scores them)."""
-    loader = RandomWindows(shards, cfg.run.batch_size, cfg.model.block_size, seed=cfg.run.seed + 7919,
-                           rank=rank, world_size=world_size, device=device, bos=cfg.data.sampler == "bos",
-                           answers=cfg.data.loss_on == "answers")
+def estimate_loss(model: PrismLM, loader: RandomWindows, cfg: TrainConfig, ctx) -> torch.Tensor:
+    """Mean loss over ``eval_iters`` batches of ``loader`` (``eval_windows``), rewound first, so every
+    evaluation reads the same windows."""
+    loader.batches = 0
     was_training = model.training
     model.eval()
-    total = torch.zeros((), device=device)
+    total = torch.zeros((), device=loader.device)
     for _ in range(cfg.run.eval_iters):
         x, y = loader.next_batch()
         with ctx:
@@ -262,6 +268,7 @@ class _Trainer:
         self.loader = make_loader(cfg.data.sampler, data.train, cfg.run.batch_size, cfg.model.block_size,
                                   cfg.run.seed, world.rank, world.size, self.device,
                                   answers=cfg.data.loss_on == "answers")
+        self.eval_loaders = None  # built at the first evaluation (eval_windows)
         self.step, self.best_val, self.metrics = 0, None, None
         self.ctx = autocast_for(cfg, self.device)
         self.tokens_per_step = cfg.run.batch_size * cfg.model.block_size * cfg.run.grad_accum
@@ -384,9 +391,11 @@ class _Trainer:
         if not self.data.has_val:
             return
         cfg, world = self.cfg, self.world
-        val_loss, tr_loss = (all_reduce_mean(estimate_loss(self.model, split, cfg, self.device, self.ctx, world.rank,
-                                                           world.size), world).item()
-                             for split in (self.data.val, self.data.train))
+        if self.eval_loaders is None:
+            self.eval_loaders = [eval_windows(split, cfg, self.device, world.rank, world.size)
+                                 for split in (self.data.val, self.data.train)]
+        val_loss, tr_loss = (all_reduce_mean(estimate_loss(self.model, loader, cfg, self.ctx), world).item()
+                             for loader in self.eval_loaders)
         self._check_finite(val_loss)
         self.metrics.write({"type": "eval", "iter": self.step, "train_loss": tr_loss, "val_loss": val_loss,
                             "lr": lr, "prism_lambda": _lambda(self.model)})

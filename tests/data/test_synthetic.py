@@ -266,7 +266,7 @@ def test_the_val_estimate_of_a_run_trained_on_answers_scores_the_answers(tmp_pat
     from prism_lm.config import load_train_config
     from prism_lm.model import PrismLM
     from prism_lm.model.loss import lm_cross_entropy
-    from prism_lm.train.loop import estimate_loss
+    from prism_lm.train.loop import estimate_loss, eval_windows
 
     data = tmp_path_factory.getbasetemp() / "answers-data"
     if not data.exists():
@@ -278,7 +278,10 @@ def test_the_val_estimate_of_a_run_trained_on_answers_scores_the_answers(tmp_pat
                                                "run.batch_size=4"])
     torch.manual_seed(0)
     model = PrismLM(cfg.model).eval()
-    got = estimate_loss(model, val, cfg, torch.device("cpu"), contextlib.nullcontext())
+    loader = eval_windows(val, cfg, torch.device("cpu"))
+    got = estimate_loss(model, loader, cfg, contextlib.nullcontext())
+    assert not got.requires_grad  # evaluated without building a graph
+    assert float(estimate_loss(model, loader, cfg, contextlib.nullcontext())) == float(got)  # the same windows again
     windows = RandomWindows(val, 4, 12, seed=cfg.run.seed + 7919, bos=True)
     answers, means = val.answer_mask(), []
     for _ in range(3):
@@ -292,4 +295,5 @@ def test_the_val_estimate_of_a_run_trained_on_answers_scores_the_answers(tmp_pat
     assert float(got) == pytest.approx(float(torch.stack(means).mean()), rel=1e-5)
     everything = load_train_config("tiny-prism-cpu", [f'data.dir="{data}"', 'data.sampler="bos"', "model.block_size=12",
                                                       "model.vocab_size=64", "run.eval_iters=3", "run.batch_size=4"])
-    assert float(estimate_loss(model, val, everything, torch.device("cpu"), contextlib.nullcontext())) != float(got)
+    all_tokens = eval_windows(val, everything, torch.device("cpu"))
+    assert float(estimate_loss(model, all_tokens, everything, contextlib.nullcontext())) != float(got)

@@ -9,14 +9,17 @@ import prism_lm
 from prism_lm.errors import DivergedError, PrismError
 from prism_lm.run_dir import read_metrics
 from prism_lm.train import loop
-from prism_lm.train.loop import optimizer_groups, train
+from prism_lm.train.loop import eval_windows, optimizer_groups, train
 from tests.helpers import tiny_train_config
 
 
-def test_run_learns_and_writes_everything(data, tmp_path):
+def test_run_learns_and_writes_everything(data, tmp_path, monkeypatch):
     cfg = tiny_train_config(data, tmp_path / "run", **{"run.max_iters": 24, "run.eval_interval": 12,
                                                    "run.checkpoint_interval": 8})
+    built = []
+    monkeypatch.setattr(loop, "eval_windows", lambda *a, **k: built.append(a[0].split) or eval_windows(*a, **k))
     summary = train(cfg)
+    assert built == ["val", "train"]  # three evaluations, each split's windows found once
     assert summary["step"] == 24 and summary["interrupted_by"] is None
     records = read_metrics(tmp_path / "run" / "metrics.jsonl")
     iters = [r for r in records if r["type"] == "iter"]
