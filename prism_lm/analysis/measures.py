@@ -198,10 +198,11 @@ MEASURES: dict[str, Measure] = {
             "cross-stream kernel",
             "the empirical cross-stream kernel: mean over layers and heads h of |Pearson "
             "correlation| over lags 1..T/2 between signal head h's and noise head h's mean logit-versus-lag "
-            "profile (two-stream kinds); near 1 when the two streams' position codes resonate, near 0 when "
-            "they do not",
-            "resonant stream pairs from incommensurate ones (tested on equal and mirrored "
-            "logit profiles in tests/analysis/test_heads.py)",
+            "profile (two-stream kinds); 1 when the two streams' position codes resonate exactly, and lifted "
+            "towards 1 by any trend both profiles share (recency, the data's own lag structure), so only a "
+            "paired difference between arms that share all else reads resonance, never the level",
+            "an exact resonance from pi, all else equal (tested on profiles of a shared trend plus cosines at "
+            "each stream's frequencies, and on equal and mirrored profiles, in tests/analysis/test_heads.py)",
             stream_diff=False,
             per_model=True,
         ),

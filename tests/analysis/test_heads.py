@@ -272,6 +272,31 @@ def test_logit_lag_correlation_by_window_sees_where_the_streams_part():
     assert result["by_window"]["63"] < result["by_window"]["32"] < 0.5
 
 
+def test_the_kernel_ranks_an_exact_resonance_above_pi_when_all_else_is_equal():
+    """C4's gate compares arms that differ only in their position code: heads whose logit-versus-lag
+    profile is a shared trend (what the data puts there) plus a sum of cosines at their stream's RoPE
+    frequencies. Signal and noise on one frequency ladder (m = 1) must score above signal times pi and
+    noise over pi, for every trend; but a shared trend lifts both towards 1 (the look-alike of
+    resonance: the contrast falls from 0.26 with no trend to under 0.01 with a log-lag one), so only
+    the paired difference of arms that share everything else says "resonance", never the level."""
+    from prism_lm.analysis.heads import _logit_lag_correlation
+
+    T, pairs = 128, 16
+    lags = np.arange(T, dtype=float)
+    base = 10000.0 ** (-np.arange(pairs) / pairs)
+
+    def kernel(m: float, trend: np.ndarray, weight: float) -> float:
+        code = [np.cos(np.outer(lags, w)).sum(1) / pairs for w in (base * m, base / m)]
+        heads = np.stack([trend + weight * code[0], trend + weight * code[1]])
+        return _logit_lag_correlation([heads], [1], [("signal", "noise")])["mean_abs"]
+
+    contrasts = [kernel(1.0, trend, 1.0) - kernel(np.pi, trend, 1.0)
+                 for trend in (np.zeros(T), -0.01 * lags, -np.log1p(lags))]
+    assert all(c > 0 for c in contrasts) and contrasts[0] > 0.2 > contrasts[1] > contrasts[2]
+    assert kernel(1.0, np.zeros(T), 1.0) == pytest.approx(1.0)
+    assert kernel(np.pi, -np.log1p(lags), 1.0) > 0.95  # the level alone cannot tell pi from m = 1
+
+
 def test_answer_accuracy_per_kind_of_a_mixed_task_is_each_kinds_own_top_prediction_rate(tmp_path):
     """Two tasks prepared together (a task and the one that teaches its circuit): each kind's accuracy
     is recomputed here from the model's own argmax at that kind's answers, so a mixture cannot hide a
