@@ -12,6 +12,7 @@ import math
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -20,15 +21,17 @@ from prism_lm.data.loader import window_starts
 from prism_lm.data.shards import ShardSet
 from prism_lm.errors import PrismError
 from prism_lm.model import PrismLM
+from prism_lm.model.loss import lm_cross_entropy
 
 
 @torch.no_grad()
 def evaluate_split(model: PrismLM, shards: ShardSet, context: int, batch_size: int = 8,
                    device: torch.device | str = "cpu", max_windows: int | None = None, progress: bool = False,
-                   bos: bool = False) -> dict:
+                   bos: bool = False, answers: bool = False) -> dict:
     """The mean loss over the split's non-overlapping windows of ``context`` tokens, or (``bos``, for a
     model trained with ``data.sampler = "bos"``) over windows that open on each ``<|endoftext|>``, as
-    its training windows did."""
+    its training windows did. ``answers``: over the annotated answer tokens of those windows only, as
+    a model trained with ``data.loss_on = "answers"`` was scored (``tokens`` counts them)."""
     if context > model.config.block_size:
         if model.wpe is not None:
             raise PrismError(f"context {context} exceeds the model's block size {model.config.block_size} (longer "
@@ -42,12 +45,22 @@ def evaluate_split(model: PrismLM, shards: ShardSet, context: int, batch_size: i
     if n_windows == 0:
         raise PrismError(f"{shards.split} split has {len(shards)} tokens, too few for one window of {context}")
     model.eval()
+    scored = shards.answer_mask() if answers else None
     total, count = 0.0, 0
     for first in tqdm(range(0, n_windows, batch_size), desc=f"context {context}", unit="batch", leave=False,
                       disable=not progress):
-        rows = torch.from_numpy(shards.windows(starts[first:first + batch_size], context + 1)).to(device)
-        total += float(model(rows[:, :-1], rows[:, 1:], reduction="sum").loss)
-        count += rows[:, 1:].numel()
+        batch = starts[first:first + batch_size]
+        rows = torch.from_numpy(shards.windows(batch, context + 1)).to(device)
+        if scored is None:
+            total += float(model(rows[:, :-1], rows[:, 1:], reduction="sum").loss)
+            count += rows[:, 1:].numel()
+        else:  # the targets at offsets 1..context of each window that are answers
+            keep = torch.from_numpy(scored[np.asarray(batch)[:, None] + 1 + np.arange(context)]).to(device)
+            nll = lm_cross_entropy(model(rows[:, :-1]).logits, rows[:, 1:], reduction="none")
+            total += float(nll[keep].sum())
+            count += int(keep.sum())
+    if count == 0:
+        raise PrismError(f"the {shards.split} split's windows of {context} tokens hold no annotated answer to score")
     loss = total / count
     return {"context": context, "split": shards.split, "tokens": count, "windows": n_windows,
             "dropped_tokens": max(0, len(shards) - 1 - count), "loss": loss, "perplexity": math.exp(loss)}

@@ -97,6 +97,8 @@ class EvaluateSpec:
         cols = set(TRAINING_COLUMNS)
         for ctx in self.contexts or [cfg.model.block_size]:
             cols |= {f"val_loss_{ctx}", f"best_val_loss_{ctx}"}
+            if cfg.data.loss_on == "answers":
+                cols.add(f"answer_loss_{ctx}")
         if cfg.model.mlp == "ista":
             prefixes = ("", "init_") if self.initial and self.head_windows else ("",)
             cols |= {f"{p}ista_zero_fraction{layer}" for p in prefixes
@@ -248,6 +250,9 @@ def _evaluation_columns(cfg: TrainConfig, spec: EvaluateSpec, sweep_run: SweepRu
         cols[f"best_val_loss_{ctx}"] = (cols[f"val_loss_{ctx}"] if best is final
                                         else evaluate_split(best, val, ctx, batch_size=16, device=device,
                                                             bos=bos)["loss"])
+        if cfg.data.loss_on == "answers":  # the loss the run trained on: its answers only
+            cols[f"answer_loss_{ctx}"] = evaluate_split(final, val, ctx, batch_size=16, device=device, bos=bos,
+                                                        answers=True)["loss"]
     heads = {}
     cols.update(_sparsity_columns(final, val, spec.head_windows or 16, ""))
     if spec.head_windows:

@@ -256,6 +256,43 @@ def test_loss_on_answers_needs_annotations_and_a_known_value(tmp_path):
         load_train_config("tiny-prism-cpu", ['data.loss_on="keys"'])
 
 
+def test_the_val_loss_on_answers_scores_the_answer_tokens_of_the_evaluation_windows(tmp_path_factory):
+    """evaluate_split(answers=True), the sweep's answer_loss column (what tuning chooses on for runs
+    trained on answers), is the mean loss at the annotated answers of the windows the evaluation reads,
+    recomputed here from the model's per-token loss and the annotation file."""
+    import numpy as np
+
+    from prism_lm.config import load_train_config
+    from prism_lm.data.loader import window_starts
+    from prism_lm.evaluate import evaluate_split
+    from prism_lm.experiments.columns import column_words
+    from prism_lm.experiments.job import EvaluateSpec
+    from prism_lm.model import PrismLM
+    from prism_lm.model.loss import lm_cross_entropy
+
+    data = tmp_path_factory.getbasetemp() / "answers-data"
+    if not data.exists():
+        prepare(["synthetic:mqar:200:pairs=4,queries=2,vocab=8"], data, val_fraction=0.1, compact_vocab=True,
+                progress=False)
+    val = ShardSet(data, "val")
+    cfg = load_train_config("tiny-prism-cpu", [f'data.dir="{data}"', 'data.loss_on="answers"', "model.block_size=12",
+                                               "model.vocab_size=64"])
+    torch.manual_seed(0)
+    model = PrismLM(cfg.model).eval()
+    got = evaluate_split(model, val, 12, bos=True, answers=True)
+    starts = np.asarray(window_starts(val, 12, None, bos=True))
+    rows = torch.from_numpy(val.windows(starts.tolist(), 13))
+    with torch.no_grad():
+        nll = lm_cross_entropy(model(rows[:, :-1]).logits, rows[:, 1:], reduction="none")
+    keep = torch.from_numpy(val.answer_mask()[starts[:, None] + 1 + np.arange(12)])
+    assert got["tokens"] == int(keep.sum()) > 0
+    assert got["loss"] == pytest.approx(float(nll[keep].mean()), rel=1e-5)
+    assert got["loss"] != pytest.approx(evaluate_split(model, val, 12, bos=True)["loss"])
+    assert "answer_loss_12" in EvaluateSpec([12], 0, False).columns(cfg)
+    assert "answer_loss_12" not in EvaluateSpec([12], 0, False).columns(load_train_config("tiny-prism-cpu"))
+    assert column_words("answer_loss_12").startswith("val loss on the answers at context 12")
+
+
 def test_the_val_estimate_of_a_run_trained_on_answers_scores_the_answers(tmp_path_factory):
     """estimate_loss with data.loss_on = "answers" is the mean, batch by batch, of the loss at the answer
     tokens of its fixed windows, recomputed here from unmasked batches and the annotation file."""

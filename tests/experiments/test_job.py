@@ -84,6 +84,33 @@ def test_the_job_evaluates_and_analyses_on_the_runs_device(tmp_path, monkeypatch
     assert {"noise_off_recall_delta_d17_64", "signal_off_recall_delta_dgt64"} <= set(result["row"])
 
 
+@pytest.mark.slow  # one 4-step job on a synthetic task (about 8 s)
+def test_a_job_trained_on_answers_reports_its_answer_loss(tmp_path):
+    """A run with data.loss_on = "answers" gets answer_loss_CTX, the val loss on the answers it trained
+    on (what tuning can choose on), equal to evaluate_split(answers=True) of its final checkpoint."""
+    from prism_lm import load_model
+    from prism_lm.data.shards import ShardSet
+    from prism_lm.evaluate import evaluate_split
+
+    experiments = load_experiments(write_experiment(tmp_path, steps=4))
+    experiments[0].runs = experiments[0].runs[:1]
+    (run,) = experiments[0].runs
+    prepare(["synthetic:mqar:300:pairs=4,queries=2,vocab=8"], tmp_path / "data", val_fraction=0.1,
+            compact_vocab=True, progress=False)
+    run.config.data.dir, run.config.data.sampler, run.config.data.loss_on = str(tmp_path / "data"), "bos", "answers"
+    run.config.model.block_size = 16
+    experiments[0].evaluate.contexts = [16]
+    sweep = SweepDir(tmp_path / "sweep")
+    (task,) = _tasks(experiments, plan(experiments), sweep)
+    _write_job(task)
+    assert run_job(task.path) == "done"
+    row = sweep.run(task.folder.name).read_result()["row"]
+    assert row["best_val_loss_16"] == row["val_loss_16"]  # val fell: best is the final checkpoint
+    final = load_model(task.folder.train_dir)
+    expected = evaluate_split(final, ShardSet(tmp_path / "data", "val"), 16, batch_size=16, bos=True, answers=True)
+    assert row["answer_loss_16"] == pytest.approx(expected["loss"]) and row["answer_loss_16"] != row["val_loss_16"]
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_a_tiny_job_runs_and_evaluates_on_cuda(tmp_path, monkeypatch):
