@@ -46,11 +46,12 @@ def evaluate_split(model: PrismLM, shards: ShardSet, context: int, batch_size: i
         raise PrismError(f"{shards.split} split has {len(shards)} tokens, too few for one window of {context}")
     model.eval()
     scored = shards.answer_mask() if answers else None
-    total, count = 0.0, 0
+    total, count, read = 0.0, 0, 0  # read: the targets the windows hold (count: those scored)
     for first in tqdm(range(0, n_windows, batch_size), desc=f"context {context}", unit="batch", leave=False,
                       disable=not progress):
         batch = starts[first:first + batch_size]
         rows = torch.from_numpy(shards.windows(batch, context + 1)).to(device)
+        read += rows[:, 1:].numel()
         if scored is None:
             total += float(model(rows[:, :-1], rows[:, 1:], reduction="sum").loss)
             count += rows[:, 1:].numel()
@@ -63,7 +64,7 @@ def evaluate_split(model: PrismLM, shards: ShardSet, context: int, batch_size: i
         raise PrismError(f"the {shards.split} split's windows of {context} tokens hold no annotated answer to score")
     loss = total / count
     return {"context": context, "split": shards.split, "tokens": count, "windows": n_windows,
-            "dropped_tokens": max(0, len(shards) - 1 - count), "loss": loss, "perplexity": math.exp(loss)}
+            "dropped_tokens": max(0, len(shards) - 1 - read), "loss": loss, "perplexity": math.exp(loss)}
 
 
 def evaluate_checkpoint(checkpoint: str | Path, data_dir: str | Path | None, contexts: list[int] | None = None,

@@ -201,17 +201,22 @@ def test_elimination_without_recall_scores_the_stated_floor(pairs, queries):
     assert elimination_accuracy(4, 4) == pytest.approx((1 / 4 + 1 / 3 + 1 / 2 + 1) / 4)
 
 
+@pytest.fixture(scope="module")
+def answers_data(tmp_path_factory):
+    """A small MQAR folder (annotated answers) that the answer-scoring tests share."""
+    data = tmp_path_factory.mktemp("answers") / "d"
+    prepare(["synthetic:mqar:200:pairs=4,queries=2,vocab=8"], data, val_fraction=0.1, compact_vocab=True,
+            progress=False)
+    return data
+
+
 @pytest.mark.parametrize("sampler", ["bos", "random", "sequential"])
-def test_loss_on_answers_scores_exactly_the_annotated_answers_and_leaves_the_inputs(tmp_path_factory, sampler):
+def test_loss_on_answers_scores_exactly_the_annotated_answers_and_leaves_the_inputs(answers_data, sampler):
     """data.loss_on = "answers": each sampler's targets are the same tokens where the data annotates an
     answer and IGNORE_INDEX everywhere else (checked against the annotation file, window by window)."""
     from prism_lm.model.loss import IGNORE_INDEX
 
-    data = tmp_path_factory.getbasetemp() / "answers-data"
-    if not data.exists():
-        prepare(["synthetic:mqar:200:pairs=4,queries=2,vocab=8"], data, val_fraction=0.1, compact_vocab=True,
-                progress=False)
-    train = ShardSet(data, "train")
+    train = ShardSet(answers_data, "train")
     answer_at = set(train.annotations()[:, 0].tolist())
     plain = make_loader(sampler, train, batch_size=8, block_size=16, seed=5)
     masked = make_loader(sampler, train, batch_size=8, block_size=16, seed=5, answers=True)
@@ -256,7 +261,7 @@ def test_loss_on_answers_needs_annotations_and_a_known_value(tmp_path):
         load_train_config("tiny-prism-cpu", ['data.loss_on="keys"'])
 
 
-def test_the_val_loss_on_answers_scores_the_answer_tokens_of_the_evaluation_windows(tmp_path_factory):
+def test_the_val_loss_on_answers_scores_the_answer_tokens_of_the_evaluation_windows(answers_data):
     """evaluate_split(answers=True), the sweep's answer_loss column (what tuning chooses on for runs
     trained on answers), is the mean loss at the annotated answers of the windows the evaluation reads,
     recomputed here from the model's per-token loss and the annotation file."""
@@ -270,10 +275,7 @@ def test_the_val_loss_on_answers_scores_the_answer_tokens_of_the_evaluation_wind
     from prism_lm.model import PrismLM
     from prism_lm.model.loss import lm_cross_entropy
 
-    data = tmp_path_factory.getbasetemp() / "answers-data"
-    if not data.exists():
-        prepare(["synthetic:mqar:200:pairs=4,queries=2,vocab=8"], data, val_fraction=0.1, compact_vocab=True,
-                progress=False)
+    data = answers_data  # its path goes into the config
     val = ShardSet(data, "val")
     cfg = load_train_config("tiny-prism-cpu", [f'data.dir="{data}"', 'data.loss_on="answers"', "model.block_size=12",
                                                "model.vocab_size=64"])
@@ -287,13 +289,15 @@ def test_the_val_loss_on_answers_scores_the_answer_tokens_of_the_evaluation_wind
     keep = torch.from_numpy(val.answer_mask()[starts[:, None] + 1 + np.arange(12)])
     assert got["tokens"] == int(keep.sum()) > 0
     assert got["loss"] == pytest.approx(float(nll[keep].mean()), rel=1e-5)
-    assert got["loss"] != pytest.approx(evaluate_split(model, val, 12, bos=True)["loss"])
+    every_token = evaluate_split(model, val, 12, bos=True)
+    assert got["loss"] != pytest.approx(every_token["loss"])
+    assert got["dropped_tokens"] == every_token["dropped_tokens"]  # the same windows read, fewer tokens scored
     assert "answer_loss_12" in EvaluateSpec([12], 0, False).columns(cfg)
     assert "answer_loss_12" not in EvaluateSpec([12], 0, False).columns(load_train_config("tiny-prism-cpu"))
     assert column_words("answer_loss_12").startswith("val loss on the answers at context 12")
 
 
-def test_the_val_estimate_of_a_run_trained_on_answers_scores_the_answers(tmp_path_factory):
+def test_the_val_estimate_of_a_run_trained_on_answers_scores_the_answers(answers_data):
     """estimate_loss with data.loss_on = "answers" is the mean, batch by batch, of the loss at the answer
     tokens of its fixed windows, recomputed here from unmasked batches and the annotation file."""
     import contextlib
@@ -305,10 +309,7 @@ def test_the_val_estimate_of_a_run_trained_on_answers_scores_the_answers(tmp_pat
     from prism_lm.model.loss import lm_cross_entropy
     from prism_lm.train.loop import estimate_loss, eval_windows
 
-    data = tmp_path_factory.getbasetemp() / "answers-data"
-    if not data.exists():
-        prepare(["synthetic:mqar:200:pairs=4,queries=2,vocab=8"], data, val_fraction=0.1, compact_vocab=True,
-                progress=False)
+    data = answers_data  # its path goes into the config
     val = ShardSet(data, "val")
     cfg = load_train_config("tiny-prism-cpu", [f'data.dir="{data}"', 'data.loss_on="answers"', 'data.sampler="bos"',
                                                "model.block_size=12", "model.vocab_size=64", "run.eval_iters=3",
