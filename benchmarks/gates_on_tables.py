@@ -71,7 +71,7 @@ def main() -> None:
         rows = [derived(r) for r in read_results_csv(folder / "results.csv")]
         for name in plan["experiments"]:
             for gate in gates.get(name, []):
-                groups, sources = by_group(rows, name, [*gate.arms, *filter(None, [gate.baseline])], gate.metric)
+                groups, sources = by_group(rows, name, gate.arms_read, gate.metric)
                 (result,) = gate_results([vars(gate)], groups)
                 arms = "; ".join(f"{a} {iv['mean']:.3g} [{iv['ci95'][0]:.3g}, {iv['ci95'][1]:.3g}]"
                                  if iv["ci95"] else f"{a} not measured" for a, iv in result["values"].items())

@@ -65,6 +65,11 @@ class Gate:
     def arms(self) -> list[str]:
         return [self.arm] if isinstance(self.arm, str) else list(self.arm)
 
+    @property
+    def arms_read(self) -> list[str]:
+        """Every arm whose runs the gate reads: its arms, and its baseline if it has one."""
+        return self.arms + ([self.baseline] if self.baseline else [])
+
     def record(self) -> dict:
         """The gate as a sweep's plan records it (no ``baseline`` key when it has none, as before it had one)."""
         return {k: v for k, v in vars(self).items() if k != "baseline" or v is not None}
@@ -131,7 +136,7 @@ def check_claim_metrics(where: str, verdicts: list[Verdict], gates: list[Gate], 
                 raise PrismError(f"{where}: verdict {v.claim!r}: metric {v.metric!r} is not a column that arm "
                                  f"{label!r} produces with this [evaluate]{hint}")
     for gate in gates:
-        for label in [*gate.arms, *filter(None, [gate.baseline])]:
+        for label in gate.arms_read:
             if gate.metric not in columns[label]:
                 raise PrismError(f"{where}: gate {gate.name!r}: metric {gate.metric!r} is not a column that arm "
                                  f"{label!r} produces with this [evaluate]")

@@ -51,11 +51,11 @@ def column_words(column: str) -> str:
         return f"untrained model: {column_words(column[len('init_'):])}"
     if column in TRAINING_WORDS:
         return TRAINING_WORDS[column]
-    for head, words in (("best_val_loss_", "best val loss"), ("val_loss_", "val loss")):
+    for head, words, which in (("best_val_loss_", "best val loss", "whole val split"),
+                               ("val_loss_", "val loss", "whole val split"),
+                               ("answer_loss_", "val loss on the answers", "runs trained on answers")):
         if column.startswith(head) and column[len(head):].isdigit():
-            return f"{words} at context {column[len(head):]} (nats, whole val split)"
-    if column.startswith("answer_loss_") and column[len("answer_loss_"):].isdigit():
-        return f"val loss on the answers at context {column[len('answer_loss_'):]} (nats; runs trained on answers)"
+            return f"{words} at context {column[len(head):]} (nats, {which})"
     if "_off_" in column:
         stream, _, rest = column.partition("_off_")
         which = {"recall_delta": "recall-token loss change", "other_delta": "other-token loss change",
