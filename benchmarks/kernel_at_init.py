@@ -33,16 +33,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from prism_lm.analysis.heads import head_statistics  # noqa: E402
+from prism_lm.bounds import MAX_POSITIONS, BoundedInt  # noqa: E402
 from prism_lm.checkpoint.model import initial_model  # noqa: E402
 from prism_lm.config import load_train_config  # noqa: E402
 from prism_lm.data.shards import ShardSet  # noqa: E402
+from prism_lm.errors import PrismError  # noqa: E402
 from prism_lm.stats import paired_difference  # noqa: E402
 
 MULTIPLIERS = {"m = 1": "1.0", "pi": "pi", "355/113": "355/113", "sqrt10": "3.1622776601683795"}
 
 
-def kernel_at_init(data: str, multiplier: str, seed: int, block: int, windows: int, scaling: str) -> float:
-    val = ShardSet(data, "val")
+def kernel_at_init(val: ShardSet, multiplier: str, seed: int, block: int, windows: int, scaling: str) -> float:
     cfg = load_train_config(ROOT / "configs" / "tiny-prism-cpu.toml", [
         f"model.prism.freq_multiplier={multiplier}", f"model.prism.rope_scaling={scaling}",
         f"run.seed={seed}", f"model.block_size={block}"])
@@ -55,14 +56,20 @@ def kernel_at_init(data: str, multiplier: str, seed: int, block: int, windows: i
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("data", help="a prepared data folder (prism data prepare)")
-    parser.add_argument("--block", type=int, default=128, help="the window, in tokens")
-    parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--windows", type=int, default=16)
+    parser.add_argument("--block", type=BoundedInt(2, MAX_POSITIONS, high_open=False), default=128,
+                        help="the window, in tokens")
+    parser.add_argument("--seeds", type=BoundedInt(2, 1000, high_open=False), default=5,
+                        help="seeds 0..N-1 (two or more: the interval is over their paired differences)")
+    parser.add_argument("--windows", type=BoundedInt(1, 2**20), default=16, help="val windows per model")
     parser.add_argument("--scaling", choices=("frequency", "base"), default="frequency",
                         help="how m enters the position code (C4's frequency arms, or the official base scaling)")
     args = parser.parse_args()
-    values = {name: {s: kernel_at_init(args.data, m, s, args.block, args.windows, args.scaling)
-                     for s in range(args.seeds)} for name, m in MULTIPLIERS.items()}
+    try:
+        val = ShardSet(args.data, "val")
+        values = {name: {s: kernel_at_init(val, m, s, args.block, args.windows, args.scaling)
+                         for s in range(args.seeds)} for name, m in MULTIPLIERS.items()}
+    except PrismError as exc:
+        raise SystemExit(f"error: {exc}") from None
     print(f"cross_kernel at step 0, {args.scaling} scaling, block {args.block}, {args.seeds} seeds "
           "(95% t interval of the paired difference)")
     print(f"pi: {np.mean(list(values['pi'].values())):.3f}")
