@@ -31,7 +31,8 @@ def evaluate_split(model: PrismLM, shards: ShardSet, context: int, batch_size: i
     """The mean loss over the split's non-overlapping windows of ``context`` tokens, or (``bos``, for a
     model trained with ``data.sampler = "bos"``) over windows that open on each ``<|endoftext|>``, as
     its training windows did. ``answers``: over the annotated answer tokens of those windows only, as
-    a model trained with ``data.loss_on = "answers"`` was scored (``tokens`` counts them)."""
+    a model trained with ``data.loss_on = "answers"`` was scored (``tokens`` counts them), with the
+    mean over every target of the same windows beside it (``every_token_loss``, from the same pass)."""
     if context > model.config.block_size:
         if model.wpe is not None:
             raise PrismError(f"context {context} exceeds the model's block size {model.config.block_size} (longer "
@@ -46,7 +47,7 @@ def evaluate_split(model: PrismLM, shards: ShardSet, context: int, batch_size: i
         raise PrismError(f"{shards.split} split has {len(shards)} tokens, too few for one window of {context}")
     model.eval()
     scored = shards.answer_mask() if answers else None
-    total, count, read = 0.0, 0, 0  # read: the targets the windows hold (count: those scored)
+    total, count, read, every = 0.0, 0, 0, 0.0  # read: the targets the windows hold (count: those scored)
     for first in tqdm(range(0, n_windows, batch_size), desc=f"context {context}", unit="batch", leave=False,
                       disable=not progress):
         batch = starts[first:first + batch_size]
@@ -60,11 +61,13 @@ def evaluate_split(model: PrismLM, shards: ShardSet, context: int, batch_size: i
             nll = lm_cross_entropy(model(rows[:, :-1]).logits, rows[:, 1:], reduction="none")
             total += float(nll[keep].sum())
             count += int(keep.sum())
+            every += float(nll.sum())
     if count == 0:
         raise PrismError(f"the {shards.split} split's windows of {context} tokens hold no annotated answer to score")
     loss = total / count
-    return {"context": context, "split": shards.split, "tokens": count, "windows": n_windows,
-            "dropped_tokens": max(0, len(shards) - 1 - read), "loss": loss, "perplexity": math.exp(loss)}
+    result = {"context": context, "split": shards.split, "tokens": count, "windows": n_windows,
+              "dropped_tokens": max(0, len(shards) - 1 - read), "loss": loss, "perplexity": math.exp(loss)}
+    return result | ({"every_token_loss": every / read} if answers else {})
 
 
 def evaluate_checkpoint(checkpoint: str | Path, data_dir: str | Path | None, contexts: list[int] | None = None,

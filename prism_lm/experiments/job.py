@@ -245,14 +245,15 @@ def _evaluation_columns(cfg: TrainConfig, spec: EvaluateSpec, sweep_run: SweepRu
     best = final if same else load_model(best_dir, device=device)
     cols: dict = {"parameters": final.num_params()}
     bos = cfg.data.sampler == "bos"  # scored on the windows it trained on: each opening on a document's separator
+    answers = cfg.data.loss_on == "answers"  # the loss the run trained on, its answers only, goes beside
     for ctx in spec.contexts or [cfg.model.block_size]:
-        cols[f"val_loss_{ctx}"] = evaluate_split(final, val, ctx, batch_size=16, device=device, bos=bos)["loss"]
+        scored = evaluate_split(final, val, ctx, batch_size=16, device=device, bos=bos, answers=answers)
+        cols[f"val_loss_{ctx}"] = scored["every_token_loss" if answers else "loss"]
         cols[f"best_val_loss_{ctx}"] = (cols[f"val_loss_{ctx}"] if best is final
                                         else evaluate_split(best, val, ctx, batch_size=16, device=device,
                                                             bos=bos)["loss"])
-        if cfg.data.loss_on == "answers":  # the loss the run trained on: its answers only
-            cols[f"answer_loss_{ctx}"] = evaluate_split(final, val, ctx, batch_size=16, device=device, bos=bos,
-                                                        answers=True)["loss"]
+        if answers:
+            cols[f"answer_loss_{ctx}"] = scored["loss"]
     heads = {}
     cols.update(_sparsity_columns(final, val, spec.head_windows or 16, ""))
     if spec.head_windows:

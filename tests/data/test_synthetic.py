@@ -292,6 +292,8 @@ def test_the_val_loss_on_answers_scores_the_answer_tokens_of_the_evaluation_wind
     every_token = evaluate_split(model, val, 12, bos=True)
     assert got["loss"] != pytest.approx(every_token["loss"])
     assert got["dropped_tokens"] == every_token["dropped_tokens"]  # the same windows read, fewer tokens scored
+    assert got["every_token_loss"] == pytest.approx(every_token["loss"], rel=1e-5)  # both from one pass
+    assert "every_token_loss" not in every_token
     assert "answer_loss_12" in EvaluateSpec([12], 0, False).columns(cfg)
     assert "answer_loss_12" not in EvaluateSpec([12], 0, False).columns(load_train_config("tiny-prism-cpu"))
     assert column_words("answer_loss_12").startswith("val loss on the answers at context 12")

@@ -109,6 +109,8 @@ def test_a_job_trained_on_answers_reports_its_answer_loss(tmp_path):
     final = load_model(task.folder.train_dir)
     expected = evaluate_split(final, ShardSet(tmp_path / "data", "val"), 16, batch_size=16, bos=True, answers=True)
     assert row["answer_loss_16"] == pytest.approx(expected["loss"]) and row["answer_loss_16"] != row["val_loss_16"]
+    every_token = evaluate_split(final, ShardSet(tmp_path / "data", "val"), 16, batch_size=16, bos=True)
+    assert row["val_loss_16"] == pytest.approx(every_token["loss"], rel=1e-5)
 
 
 @pytest.mark.gpu
