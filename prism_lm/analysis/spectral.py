@@ -122,6 +122,16 @@ def distinguishing_window(cfg: ModelConfig, m_a: float, m_b: float, scaling: str
     return math.inf if largest == 0.0 else 1.0 / largest
 
 
+def ladder_rungs(cfg: ModelConfig, m: float) -> float:
+    """The streams' frequency ratio m² under "frequency" scaling, counted in rungs of the model's own
+    ladder (consecutive pairs turn b^(1/(D/2)) apart). At a whole number k the noise ladder is the signal
+    ladder shifted by k rungs, an exact order-1 resonance of D/2 − k pairs, rational or not; near one
+    (π² is 7.95 rungs of the tiny model's ladder, √10's 10 = 10000^(8/32) exactly 8) the ladders lock on
+    any window shorter than ``closest_approach``'s lock window."""
+    half = PrismAttention.head_width(cfg) // 2
+    return 2 * math.log(m) / (math.log(cfg.rope_base) / half)
+
+
 SCALINGS = ("base", "frequency")
 WHAT_A_WINDOW_TELLS = (
     "Irrationality is a limit property: over a window of W tokens, a frequency ratio r and any rational p/q "

@@ -11,6 +11,7 @@ from prism_lm.analysis.spectral import (
     coherence,
     cross_kernel,
     distinguishing_window,
+    ladder_rungs,
     layer_coding_rates,
     resonance_table,
     stream_frequencies_of,
@@ -251,3 +252,22 @@ def test_the_resonance_figure_never_prints_one_multipliers_name_over_anothers(tm
         for i, (a, box_a) in enumerate(boxes):
             for b, box_b in boxes[i + 1:]:
                 assert not box_a.overlaps(box_b), (a, b)
+
+
+def test_a_whole_number_of_rungs_is_an_exact_ladder_shift_and_pi_sits_next_to_sqrt10s():
+    """Under frequency scaling, m² a whole number of the ladder's rungs makes the noise ladder the signal
+    ladder shifted (an exact order-1 resonance, whether m² is rational or not); π² = 9.87 sits 0.05 rungs
+    from √10's exact 8 on a D = 64, base-10000 ladder, so on windows shorter than its lock window (about
+    8,500 tokens) π looks as resonant as √10 at order 1."""
+    cfg = tiny_model_config(n_embd=64, n_head=2)  # D = 64: 32 rungs of 10000^(1/32)
+    assert ladder_rungs(cfg, math.sqrt(10.0)) == pytest.approx(8.0)
+    assert ladder_rungs(cfg, 1.0) == 0.0
+    assert ladder_rungs(cfg, math.pi) == pytest.approx(7.954, abs=1e-3)
+    rung = 1e4 ** (1 / 64)  # m = the square root of one rung's ratio: a one-rung shift, irrational
+    assert ladder_rungs(cfg, rung) == pytest.approx(1.0)
+    exact = closest_approach(*stream_frequencies_of(cfg, rung, "frequency"), 128, max_order=1)
+    assert exact["gap"] == 0.0 and exact["pair"][0] == exact["pair"][1] + 1
+    pi = closest_approach(*stream_frequencies_of(cfg, math.pi, "frequency"), 128, max_order=1)
+    assert pi["pair"][0] - pi["pair"][1] == 8 and 8000 < pi["lock_window"] < 9000
+    off_ladder = closest_approach(*stream_frequencies_of(cfg, math.sqrt(2.0), "frequency"), 128, max_order=1)
+    assert off_ladder["lock_window"] < 1000  # ratio 2, 2.4 rungs: rational, yet further from locking than π
