@@ -334,14 +334,17 @@ def _dictionary_tables(report: dict) -> list:
         tables.append((f"Closest approach to resonance, smallest |n ω_s − k ω_n| in rad/token over orders n, k ≤ "
                        f"{res['max_order']} and pairs that turn within W = {w0} ('exact': a resonance), under both "
                        f"scalings, and the window (tokens) at which each m's angles first differ from π's by a "
-                       f"radian. {res['what']}",
+                       f"radian; and m² in rungs of the frequency ladder under 'frequency' scaling (a whole "
+                       f"number shifts one stream's ladder onto the other's: an exact resonance, rational or not). "
+                       f"{res['what']}",
                        "Can this window tell π from its rational neighbours? Only where the window at which they "
                        "differ is shorter than the context: a finite window cannot see irrationality itself.",
                        ["m", *[f"{s}: {kind}" for s in res["named"]
-                               for kind in ("all pairs", "matched", "apart from π")]],
+                               for kind in ("all pairs", "matched", "apart from π")], "m² in ladder rungs"],
                        [[name, *[v for s in res["named"] for v in (
                            gap(res["named"][s][name][w0]["closest"]), gap(res["named"][s][name][w0]["closest_matched"]),
-                           "—" if name == "pi" else f"{res['window_to_tell_from_pi'][s][name]:.3g}")]]
+                           "—" if name == "pi" else f"{res['window_to_tell_from_pi'][s][name]:.3g}")],
+                         f"{res['ladder_rungs'][name]:.3f}"]
                         for name in res["named_values"]]))
         coh = report["coherence"]
         tables.append((f"Coherence ‖U_sᵀU_n‖₂ (normalised) per layer; floor at orthogonal init for these shapes "

@@ -165,6 +165,7 @@ def resonance_table(cfg: ModelConfig, windows: tuple[int, ...] = (128, 512, 2048
             "rope_scaling": cfg.prism.rope_scaling,
             "max_order": max_order, "windows": list(windows), "named": named,
             "named_values": {k: float(v) for k, v in NAMED_M.items()}, "window_to_tell_from_pi": apart,
+            "ladder_rungs": {name: ladder_rungs(cfg, m) for name, m in NAMED_M.items()},
             "sweep_m": ms.tolist(), "sweep": {w: [r["matched"] for r in rs] for w, rs in sweep_rows.items()},
             "sweep_gap": {w: [r["closest_matched"]["gap"] for r in rs] for w, rs in sweep_rows.items()},
             "what": WHAT_A_WINDOW_TELLS}

@@ -1,6 +1,7 @@
 import contextlib
 import io
 import json
+import math
 
 import pytest
 
@@ -45,6 +46,10 @@ def test_report_files_and_numbers(trained, analysed):
     assert "dictionary norms" in paths["md"].read_text()
     assert report["attention_step"]["trained"][0]["grad_random_abs_p95"] > 0
     assert "closest approach" in paths["md"].read_text().lower()
+    rungs = report["resonance"]["ladder_rungs"]  # the model's own ladder: its D and base
+    assert rungs["1"] == 0.0 and rungs["sqrt10"] == pytest.approx(2 * math.log(10 ** 0.5) * (
+        report["resonance"]["head_dim"] // 2) / math.log(report["model"]["rope_base"]))
+    assert "m² in ladder rungs" in paths["md"].read_text()
     md, page = paths["md"].read_text(), paths["html"].read_text()
     assert "signal minus noise" in md and "| layer | head | stream |" in md
     assert page.count("data:image/png;base64,") == len(report["figures"]) and "<table>" in page

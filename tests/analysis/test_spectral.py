@@ -269,5 +269,6 @@ def test_a_whole_number_of_rungs_is_an_exact_ladder_shift_and_pi_sits_next_to_sq
     assert exact["gap"] == 0.0 and exact["pair"][0] == exact["pair"][1] + 1
     pi = closest_approach(*stream_frequencies_of(cfg, math.pi, "frequency"), 128, max_order=1)
     assert pi["pair"][0] - pi["pair"][1] == 8 and 8000 < pi["lock_window"] < 9000
+    assert resonance_table(cfg, windows=(128,), sweep=3)["ladder_rungs"]["sqrt10"] == pytest.approx(8.0)
     off_ladder = closest_approach(*stream_frequencies_of(cfg, math.sqrt(2.0), "frequency"), 128, max_order=1)
     assert off_ladder["lock_window"] < 1000  # ratio 2, 2.4 rungs: rational, yet further from locking than π
