@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+TINY_PRISM = ROOT / "configs" / "tiny-prism-cpu.toml"  # the tiny model C4's claim files train
 sys.path.insert(0, str(ROOT))
 
 from prism_lm.analysis.heads import head_statistics  # noqa: E402
@@ -55,7 +56,7 @@ from prism_lm.checkpoint.model import initial_model  # noqa: E402
 from prism_lm.config import load_train_config  # noqa: E402
 from prism_lm.data.shards import ShardSet  # noqa: E402
 from prism_lm.errors import PrismError  # noqa: E402
-from prism_lm.model.config import resolve_multiplier  # noqa: E402
+from prism_lm.model.config import ModelConfig, resolve_multiplier  # noqa: E402
 from prism_lm.stats import paired_difference  # noqa: E402
 
 # Each m and the frequency ratio m² between the streams it sets under frequency scaling: exact (1),
@@ -65,7 +66,7 @@ MULTIPLIERS = {"pi": "pi", "m = 1": "1.0", "sqrt(4/3)": repr((4 / 3) ** 0.5), "s
 
 
 def kernel_at_init(val: ShardSet, multiplier: str, seed: int, block: int, windows: int, scaling: str) -> float:
-    cfg = load_train_config(ROOT / "configs" / "tiny-prism-cpu.toml", [
+    cfg = load_train_config(TINY_PRISM, [
         f"model.prism.freq_multiplier={multiplier}", f"model.prism.rope_scaling={scaling}",
         f"run.seed={seed}", f"model.block_size={block}"])
     cfg.model.vocab_size = val.vocab_size
@@ -99,12 +100,12 @@ def main() -> None:
         print(f"{name}: {np.mean(list(values[name].values())):.3f}; minus pi {d['mean']:+.4f} "
               f"[{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}]")
     print(f"beside it, from the frequencies alone (order 1, all pairs, {args.block}-token window):")
-    model = load_train_config(ROOT / "configs" / "tiny-prism-cpu.toml", [f"model.block_size={args.block}"]).model
+    model = load_train_config(TINY_PRISM, [f"model.block_size={args.block}"]).model
     for name, m in MULTIPLIERS.items():
         print("  " + analytic_line(model, name, float(resolve_multiplier(m)), args.block, args.scaling))
 
 
-def analytic_line(model, name: str, m: float, block: int, scaling: str) -> str:
+def analytic_line(model: ModelConfig, name: str, m: float, block: int, scaling: str) -> str:
     """m's ladder position and how close its streams come to locking: what the step-0 kernel is read
     against (a lock window longer than the block looks exactly resonant on it)."""
     close = closest_approach(*stream_frequencies_of(model, m, scaling), block, max_order=1, skip=fixed_pairs(scaling))
