@@ -43,6 +43,14 @@ def _sweep_report(args) -> None:
     print("wrote " + ", ".join(str(p) for p in paths.values()))
 
 
+def _sweep_pack(args) -> None:
+    from prism_lm.experiments.sweep_dir import SweepDir
+
+    packed, left = SweepDir(args.dir).pack(args.out)
+    print(f"wrote {args.out}: {packed} finished run(s)" + (f"; {left} unfinished left out (they start again "
+                                                           "where the pack is continued)" if left else ""))
+
+
 def _export_hf(args) -> None:
     from prism_lm.errors import warn
     from prism_lm.export.hf import export_hf
@@ -446,7 +454,7 @@ def _add_bench(sub) -> None:
 
 
 def _add_sweep(sub) -> None:
-    """prism sweep run | report"""
+    """prism sweep run | report | pack"""
     sweep = sub.add_parser("sweep", help="experiments: arms x grid x seeds, run locally or on Slurm, and reported",
                            formatter_class=_Help)
     sweep_sub = sweep.add_subparsers(dest="sweep_command", required=True, metavar="COMMAND")
@@ -465,6 +473,10 @@ def _add_sweep(sub) -> None:
                                "and results.csv) to recompute by today's rules")
     p.add_argument("--out", default=None, help="a new folder for the report (None: DIR/report, rewritten each time)")
     p.add_argument("--overwrite", action="store_true", help="write into an --out that already holds files")
+    p = _command(sweep_sub, "pack", "copy a sweep's plan and finished results without checkpoints or data, to "
+                 "continue it elsewhere (sweep run --out PACK) or report it", _sweep_pack)
+    p.add_argument("dir", help="a sweep folder (what sweep run --out wrote); it may still be running")
+    p.add_argument("--out", required=True, help="a new folder for the pack")
 
 
 def _add_export(sub) -> None:

@@ -25,6 +25,7 @@ from pathlib import Path
 from prism_lm import render
 from prism_lm.errors import PrismError
 from prism_lm.experiments.columns import bounded, column_words
+from prism_lm.experiments.figures import draw_figures, headline_metrics
 from prism_lm.experiments.job import FAILURE_RULE, is_failure
 from prism_lm.experiments.ladder import summarise_ladder
 from prism_lm.experiments.spec import tuned_group
@@ -44,9 +45,6 @@ from prism_lm.stats import (
 
 INTERVAL_METHOD = T_METHOD
 PAIRED_METHOD = "arm − baseline per seed, over the seeds both arms ran; 95% Student-t interval of their mean"
-# the columns every experiment's tables show, besides the metrics its verdicts name (the rest: CSV/JSON)
-HEADLINE = ("val_loss_", "grad_norm_max", "grad_norm_mean", "clipped_fraction", "train_seconds")
-
 
 def collect(sweep: SweepDir) -> tuple[dict, list[dict], dict[str, dict]]:
     """The plan, one row per (experiment, planned run) with a result (rows carry the plan's labels),
@@ -219,7 +217,7 @@ def write_report(sweep: str | Path, out: str | Path | None = None, overwrite: bo
     summary = summarise(plan, rows, results)
     if from_table:
         _keep_run_parts(summary, sweep.path / "report.json")
-    figures = _figures(plan, rows, summary, sweep, out / "figures")
+    figures = draw_figures(plan, rows, summary, sweep, out / "figures")
     summary["figures"] = {k: str(v.relative_to(out)) for k, v in figures.items()}
     paths["json"].write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     paths["md"].write_text(_markdown(summary, rows), encoding="utf-8")
@@ -241,18 +239,6 @@ def _keep_run_parts(summary: dict, committed: Path) -> None:
                 e[part] = old[name][part]
 
 
-def _kept_figure(committed: Path, out: Path) -> Path | None:
-    """A committed table's training-curve figure (drawn from runs it no longer holds), copied to ``out``."""
-    import shutil
-
-    if not committed.is_file():
-        return None
-    target = out / committed.name
-    if target.resolve() != committed.resolve():
-        shutil.copyfile(committed, target)
-    return target
-
-
 def _write_parquet(rows: list[dict], columns: list[str], path: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -265,124 +251,6 @@ def _write_parquet(rows: list[dict], columns: list[str], path: Path) -> None:
         elif kinds == {int, float}:
             table[c] = [None if v is None else float(v) for v in values]
     pq.write_table(pa.table(table), path)
-
-
-def _figures(plan: dict, rows: list[dict], summary: dict, sweep: SweepDir, out: Path) -> dict[str, Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from prism_lm.run_dir import read_metrics
-
-    out.mkdir(parents=True, exist_ok=True)
-    figs = {}
-    for name, exp in plan["experiments"].items():
-        colours = {g: plt.cm.tab10(i % 10) for i, g in enumerate(exp["groups"])}
-        fig, ax = plt.subplots(figsize=(7, 4))
-        for entry in exp["runs"]:
-            metrics = sweep.run(entry["folder"]).train_run().metrics_path
-            if not metrics.is_file():
-                continue
-            iters = [r for r in read_metrics(metrics) if r["type"] == "iter" and finite(r["train_loss"])]
-            if iters:
-                ax.plot([r["iter"] for r in iters], [r["train_loss"] for r in iters], color=colours[entry["group"]],
-                        alpha=0.6, lw=1, label=entry["group"] if entry["seed"] == exp["seeds"][0] else None)
-        if ax.lines:  # a committed table has no runs' metrics to draw
-            ax.set(xlabel="step", ylabel="train loss (nats/token)", title=f"{name}: every run, coloured by arm")
-            ax.set_yscale("log")
-            ax.legend(fontsize=7)
-            figs[f"{name}_loss"] = _save(fig, out / f"{name}_loss.png")
-        else:
-            plt.close(fig)
-            kept = _kept_figure(sweep.path / "figures" / f"{name}_loss.png", out)
-            if kept:
-                figs[f"{name}_loss"] = kept
-        arms = summary["experiments"][name]["arms"]
-        shown = [m for m in _headline_metrics(arms, summary["experiments"][name]["verdicts"])
-                 if any(a["metrics"][m]["n"] for a in arms.values())]
-        if shown:
-            fig, axes = plt.subplots(1, len(shown), figsize=(2.6 * len(shown), 3.2), squeeze=False)
-            for ax, metric in zip(axes[0], shown, strict=True):
-                for i, g in enumerate(exp["groups"]):
-                    s = arms[g]["metrics"][metric]
-                    if s["mean"] is None:
-                        continue
-                    err = None if s["ci95"] is None else [[max(0.0, s["mean"] - s["ci95"][0])],
-                                                         [max(0.0, s["ci95"][1] - s["mean"])]]
-                    ax.errorbar([i], [s["mean"]], yerr=err, fmt="o", color=colours[g], capsize=3)
-                    seeds = [r[metric] for r in rows if r["experiment"] == name and r["group"] == g
-                             and finite(r.get(metric))]
-                    ax.scatter([i] * len(seeds), seeds, s=8, color=colours[g], alpha=0.4)
-                ax.set_xticks(range(len(exp["groups"])), exp["groups"], rotation=60, fontsize=6, ha="right")
-                ax.set_title(metric, fontsize=7)
-            fig.suptitle(f"{name}: mean and 95% t interval over seeds (dots: seeds)", fontsize=8)
-            figs[f"{name}_metrics"] = _save(fig, out / f"{name}_metrics.png")
-        tuning = summary["experiments"][name].get("tuning")
-        if tuning and any(p["mean"] is not None for c in tuning["curves"].values() for p in c.values()):
-            figs[f"{name}_tuning"] = _tuning_figure(name, tuning, colours, out)
-        ladder = summary["experiments"][name].get("ladder")
-        if ladder:
-            figs[f"{name}_ladder"] = _ladder_figure(name, ladder, out)
-    return figs
-
-
-def _ladder_figure(name: str, ladder: dict, out: Path) -> Path:
-    """The paired difference against tokens and against parameters, with its seed-level intervals."""
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
-    for ax, key in zip(axes, ("tokens", "parameters"), strict=True):
-        shown = [p for p in ladder["points"] if p[key] and p["difference"]["mean"] is not None]
-        for p in shown:
-            ci = p["difference"]["ci95"]
-            err = None if ci is None else [[p["difference"]["mean"] - ci[0]], [ci[1] - p["difference"]["mean"]]]
-            ax.errorbar([p[key]], [p["difference"]["mean"]], yerr=err, fmt="o", capsize=3, color="C0")
-        ax.axhline(0.0, color="grey", lw=0.8)
-        ax.set_xscale("log")
-        ax.set(xlabel=key, ylabel=f"{ladder['metric']}: {ladder['arm']} − {ladder['baseline']}")
-    fig.suptitle(f"{name}: the gap across scale (95% t intervals over seeds). {ladder['verdict']}", fontsize=8)
-    return _save(fig, out / f"{name}_ladder.png")
-
-
-def _tuning_figure(name: str, tuning: dict, colours: dict, out: Path) -> Path:
-    """Each arm's tuning metric against its tuning points, the chosen one ringed."""
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for arm, curve in tuning["curves"].items():
-        points = [p for p in curve.values() if p["mean"] is not None]  # tuning runs not finished yet are left out
-        if not points:
-            continue
-        xs = list(range(len(points)))
-        ax.errorbar(xs, [p["mean"] for p in points], fmt="o-", color=colours.get(arm), label=arm, capsize=3,
-                    yerr=[[p["mean"] - p["ci95"][0] if p["ci95"] else 0 for p in points],
-                          [p["ci95"][1] - p["mean"] if p["ci95"] else 0 for p in points]])
-        for x, p in zip(xs, points, strict=True):
-            if tuning["chosen"] and tuning["chosen"].get(arm) == p["point"]:
-                ax.scatter([x], [p["mean"]], s=160, facecolors="none", edgecolors=colours.get(arm))
-        ax.set_xticks(xs, [", ".join(f"{v}" for v in p["point"].values()) for p in points], fontsize=7)
-    ax.set(xlabel=", ".join(tuning["grid"]), ylabel=f"{tuning['metric']} (held-out train)",
-           title=f"{name}: tuning curves (chosen point ringed)")
-    ax.legend(fontsize=7)
-    return _save(fig, out / f"{name}_tuning.png")
-
-
-def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return path
-
-
-def _headline_metrics(arms: dict, verdicts: list[dict] = (), gates: list[dict] = ()) -> list[str]:
-    """The verdicts' metrics, the gates', then HEADLINE's that any arm measured."""
-    names = next(iter(arms.values()))["metrics"].keys()
-    named = list(dict.fromkeys(v["metric"] for v in (*verdicts, *gates) if v["metric"] in names))
-    return named + [m for m in names if m not in named
-                    and any(m == h or (h.endswith("_") and m.startswith(h)) for h in HEADLINE)]
 
 
 def _fmt(x) -> str:
@@ -443,7 +311,7 @@ def _tables(summary: dict, rows: list[dict]) -> list[tuple[str, str, list[str], 
     """(experiment, title, header, rows) for every table of the report."""
     out = []
     for name, e in summary["experiments"].items():
-        metrics = _headline_metrics(e["arms"], e["verdicts"], e.get("gates", ()))
+        metrics = headline_metrics(e["arms"], e["verdicts"], e.get("gates", ()))
         if e.get("gates"):
             out.append((name, GATES_TITLE, ["gate", "condition", "arms", "passed"], [_gate_row(g) for g in e["gates"]]))
         out.append((name, *_verdict_table(e)))

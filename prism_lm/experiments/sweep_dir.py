@@ -12,6 +12,10 @@
     OUT/submitit/                  submitit's own files (its executors only)
     OUT/report/                    ``prism sweep report``'s default output
 
+``prism sweep pack`` copies the plan and each finished run's job, result and head statistics (no
+checkpoints, logs or prepared data): a folder of kilobytes that ``sweep run --out`` continues on
+another machine (its unfinished runs start again there) and ``sweep report`` reads.
+
 Everything that reads or writes a sweep (runner, job, report, CLI) goes through ``SweepDir`` and
 ``SweepRun``; the formats of the three JSON files are named here.
 """
@@ -19,10 +23,11 @@ Everything that reads or writes a sweep (runner, job, report, CLI) goes through 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 from prism_lm.errors import PrismError, warn
-from prism_lm.files import WriterLock, read_tagged_json, replace_json
+from prism_lm.files import WriterLock, atomic_directory, disk_errors, read_tagged_json, replace_json
 from prism_lm.run_dir import RunDir
 
 PLAN_FORMAT = "prism-lm sweep plan v1"
@@ -61,8 +66,30 @@ class SweepDir:
     def write_plan(self, plan: dict) -> None:
         replace_json(self.plan_path, plan, PLAN_FORMAT)
 
+    def pack(self, dest: str | Path) -> tuple[int, int]:
+        """Copy the plan and the finished runs' small files (``PACKED_FILES``) into the new folder
+        ``dest``; returns (runs packed, runs left out as unfinished). A running sweep can be packed:
+        results are written whole, so a run is in the pack finished or not at all."""
+        plan = self.read_plan()
+        folders = sorted({r["folder"] for e in plan["experiments"].values()
+                          for r in e.get("tune", {}).get("runs", []) + e["runs"]})
+        finished = [f for f in folders if self.run(f).read_result() is not None]
+        if Path(dest).resolve().is_relative_to(self.path.resolve()):
+            raise PrismError(f"--out {dest} lies inside the sweep folder {self.path}; choose a folder outside it")
+        with disk_errors("the pack", dest), atomic_directory(dest) as tmp:
+            shutil.copy2(self.plan_path, tmp / self.plan_path.name)
+            for folder in finished:
+                source, target = self.run(folder).path, tmp / "runs" / folder
+                target.mkdir(parents=True)
+                for name in PACKED_FILES:
+                    if (source / name).is_file():
+                        shutil.copy2(source / name, target / name)
+        return len(finished), len(folders) - len(finished)
+
 
 RESULT_KEYS = ("row", "evaluate")
+# what a pack keeps of a finished run: enough to skip it, report it and plot its heads
+PACKED_FILES = ("job.json", "result.json", "heads.json", "heads_init.json")
 # how long a job waits for its run's previous job (still saving its checkpoint after a killed sweep)
 LOCK_WAIT_SECONDS = 300.0
 

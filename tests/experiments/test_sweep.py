@@ -16,7 +16,7 @@ import pytest
 from prism_lm.errors import PrismError
 from prism_lm.experiments.report import write_report
 from prism_lm.experiments.runner import run_sweep
-from prism_lm.experiments.sweep_dir import SweepRun
+from prism_lm.experiments.sweep_dir import SweepDir, SweepRun
 from prism_lm.run_dir import read_metrics
 from tests.helpers import write_experiment
 
@@ -242,6 +242,36 @@ def test_the_cli_runs_and_reports_and_bad_input_is_one_line(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "prism_lm", "sweep", "report", str(tmp_path)],
                           capture_output=True, text=True, env=env())
     assert proc.returncode == 2 and "not a sweep folder" in proc.stderr
+
+
+def test_a_pack_carries_the_finished_results_alone_and_continues_on_another_machine(sweep, tmp_path):
+    """A session ends with one run unfinished; its pack (kilobytes, no checkpoints or data) is continued
+    in another folder: the finished runs are skipped, the unfinished one trains, the report reads all."""
+    path, out, _ = sweep
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    unfinished = next((copy / "runs").glob("gpt-s1-*"))
+    (unfinished / "result.json").unlink()
+    pack = tmp_path / "other-machine" / "pack"
+    assert SweepDir(copy).pack(pack) == (3, 1)
+    names = {p.relative_to(pack).parts[-1] for p in pack.rglob("*") if p.is_file()}
+    assert names <= {"sweep.json", "job.json", "result.json", "heads.json", "heads_init.json"} and "heads.json" in names
+    assert not (pack / "runs" / unfinished.name).exists() and sum(p.stat().st_size for p in pack.rglob("*")) < 2e6
+    lines = []
+    assert run_sweep(path, pack, log=lines.append) == 0
+    assert lines[0].startswith("[sweep] preparing embedded:150 in " + str(pack))  # data is made again there
+    assert lines[1].startswith("[sweep] 4 runs in 1 experiment(s): 3 finished, 1 to run")
+    rows = {(r["arm"], r["seed"]): r for r in csv.DictReader(open(write_report(pack, tmp_path / "r")["csv"],
+                                                                    encoding="utf-8"))}
+    kept = read_result(next((copy / "runs").glob("prism-s1-*")))["row"]["val_loss_32"]
+    assert len(rows) == 4 and float(rows["prism", "1"]["val_loss_32"]) == kept
+    with pytest.raises(PrismError, match="refusing to overwrite"):
+        SweepDir(copy).pack(pack)  # an existing pack is never replaced
+    with pytest.raises(PrismError, match="inside the sweep folder"):
+        SweepDir(copy).pack(copy / "pack")
+    proc = subprocess.run([sys.executable, "-m", "prism_lm", "sweep", "pack", str(tmp_path), "--out",
+                           str(tmp_path / "p")], capture_output=True, text=True, env=env())
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "not a sweep folder" in proc.stderr
 
 
 @pytest.mark.slow
