@@ -244,27 +244,26 @@ def test_the_cli_runs_and_reports_and_bad_input_is_one_line(tmp_path):
     assert proc.returncode == 2 and "not a sweep folder" in proc.stderr
 
 
-def test_a_pack_carries_the_finished_results_alone_and_continues_on_another_machine(sweep, tmp_path):
-    """A session ends with one run unfinished; its pack (kilobytes, no checkpoints or data) is continued
-    in another folder: the finished runs are skipped, the unfinished one trains, the report reads all."""
-    path, out, _ = sweep
+def _pack_with_one_run_unfinished(sweep, tmp_path) -> tuple[Path, Path, Path]:
+    """The finished sweep copied, one run's result removed (a session ended during it), and packed:
+    (the copy, the unfinished run's folder in it, the pack on "another machine")."""
+    _, out, _ = sweep
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
     unfinished = next((copy / "runs").glob("gpt-s1-*"))
     (unfinished / "result.json").unlink()
     pack = tmp_path / "other-machine" / "pack"
     assert SweepDir(copy).pack(pack) == (3, 1)
+    return copy, unfinished, pack
+
+
+def test_a_pack_holds_the_finished_results_alone_and_never_replaces_a_folder(sweep, tmp_path):
+    copy, unfinished, pack = _pack_with_one_run_unfinished(sweep, tmp_path)
     names = {p.relative_to(pack).parts[-1] for p in pack.rglob("*") if p.is_file()}
     assert names <= {"sweep.json", "job.json", "result.json", "heads.json", "heads_init.json"} and "heads.json" in names
     assert not (pack / "runs" / unfinished.name).exists() and sum(p.stat().st_size for p in pack.rglob("*")) < 2e6
-    lines = []
-    assert run_sweep(path, pack, log=lines.append) == 0
-    assert lines[0].startswith("[sweep] preparing embedded:150 in " + str(pack))  # data is made again there
-    assert lines[1].startswith("[sweep] 4 runs in 1 experiment(s): 3 finished, 1 to run")
-    rows = {(r["arm"], r["seed"]): r for r in csv.DictReader(open(write_report(pack, tmp_path / "r")["csv"],
-                                                                    encoding="utf-8"))}
-    kept = read_result(next((copy / "runs").glob("prism-s1-*")))["row"]["val_loss_32"]
-    assert len(rows) == 4 and float(rows["prism", "1"]["val_loss_32"]) == kept
+    kept = next((copy / "runs").glob("prism-s1-*"))
+    assert (pack / "runs" / kept.name / "result.json").read_bytes() == (kept / "result.json").read_bytes()
     with pytest.raises(PrismError, match="refusing to overwrite"):
         SweepDir(copy).pack(pack)  # an existing pack is never replaced
     with pytest.raises(PrismError, match="inside the sweep folder"):
@@ -272,6 +271,22 @@ def test_a_pack_carries_the_finished_results_alone_and_continues_on_another_mach
     proc = subprocess.run([sys.executable, "-m", "prism_lm", "sweep", "pack", str(tmp_path), "--out",
                            str(tmp_path / "p")], capture_output=True, text=True, env=env())
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "not a sweep folder" in proc.stderr
+
+
+@pytest.mark.slow  # trains one run and draws a report (10-20 s); the pack's contents are checked above
+def test_a_pack_continues_on_another_machine_and_reports(sweep, tmp_path):
+    """The finished runs are skipped, the unfinished one trains there, the report reads all four."""
+    path = sweep[0]
+    copy, _, pack = _pack_with_one_run_unfinished(sweep, tmp_path)
+    lines = []
+    assert run_sweep(path, pack, log=lines.append) == 0
+    assert lines[0].startswith("[sweep] preparing embedded:150 in " + str(pack))  # data is made again there
+    assert lines[1].startswith("[sweep] 4 runs in 1 experiment(s): 3 finished, 1 to run")
+    paths = write_report(pack, tmp_path / "r")
+    rows = {(r["arm"], r["seed"]): r for r in csv.DictReader(open(paths["csv"], encoding="utf-8"))}
+    kept = read_result(next((copy / "runs").glob("prism-s1-*")))["row"]["val_loss_32"]
+    assert len(rows) == 4 and float(rows["prism", "1"]["val_loss_32"]) == kept
+    assert "loss" in {p.stem.rsplit("_", 1)[-1] for p in (tmp_path / "r" / "figures").glob("*.png")}
 
 
 @pytest.mark.slow
