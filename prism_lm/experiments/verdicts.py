@@ -109,7 +109,8 @@ def seeds_needed_words(power: dict) -> str:
 
 
 def gate_results(gates: list[dict], by_group: dict) -> list[dict]:
-    """Each gate with each of its arms' interval, whether it passed, and the reason in words."""
+    """Each gate with each of its arms' interval, whether it passed, and why in words (the numbers that
+    passed it or failed it)."""
     out = []
     for g in gates:
         arms = [g["arm"]] if isinstance(g["arm"], str) else list(g["arm"])
@@ -117,9 +118,10 @@ def gate_results(gates: list[dict], by_group: dict) -> list[dict]:
         values = _gate_values(g, arms, by_group)
         passed = any(_holds(iv, side, bound) for iv in values.values())
         numbers = "; ".join(f"{a} {interval_words(iv)}" for a, iv in values.items())
+        held = "wholly" if passed else "not wholly"
         out.append({**g, "values": values, "passed": passed,
                     "condition": f"{' or '.join(values)}: {g['metric']} wholly {side} {bound:g}",
-                    "reason": f"{g['name']}: {g['metric']} not wholly {side} {bound:g} ({numbers})"})
+                    "reason": f"{g['name']}: {g['metric']} {held} {side} {bound:g} ({numbers})"})
     return out
 
 

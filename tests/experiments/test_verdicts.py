@@ -256,6 +256,7 @@ def test_a_paired_gate_decides_on_the_per_seed_difference_not_on_either_arm():
     assert passed["passed"] and list(passed["values"]) == ["a − b"]
     assert passed["values"]["a − b"]["mean"] == pytest.approx(0.05)
     assert passed["condition"] == "a − b: k wholly above 0"
+    assert passed["reason"].startswith("the baseline learns the recalls: k wholly above 0 (a − b 0.05 [")
     flip = {"b": groups["b"], "a": {"k": {s: v + (0.05 if s % 2 else -0.04) for s, v in groups["b"]["k"].items()}}}
     failed, = gate_results([_gate(metric="k", arm="a", baseline="b", above=0.0)], flip)
     assert not failed["passed"]
