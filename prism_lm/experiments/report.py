@@ -235,8 +235,18 @@ def _keep_run_parts(summary: dict, committed: Path) -> None:
     old = json.loads(committed.read_text(encoding="utf-8"))["experiments"]
     for name, e in summary["experiments"].items():
         for part in RUN_PARTS:
-            if not e.get(part) and old.get(name, {}).get(part):
+            if not _measured(part, e.get(part)) and _measured(part, old.get(name, {}).get(part)):
                 e[part] = old[name][part]
+
+
+def _measured(part: str, value: dict | None) -> bool:
+    """Whether a run part holds numbers: stream bootstraps at all, tuning curves with a measured point
+    (a table's recomputed tuning has the plan's points and choice, but no runs to measure them)."""
+    if not value:
+        return False
+    if part == "tuning":
+        return any(point["n"] for curve in value["curves"].values() for point in curve.values())
+    return True
 
 
 def _write_parquet(rows: list[dict], columns: list[str], path: Path) -> None:

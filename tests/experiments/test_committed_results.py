@@ -3,6 +3,8 @@ plan (sweep.json) by today's code: the numbers behind docs/claims.md stay checka
 changes, the tables are recomputed with ``prism sweep report FOLDER --out NEW`` (their report.json
 and report.md copied back) and docs/claims-history.md says what moved."""
 
+import copy
+import functools
 import json
 from pathlib import Path
 
@@ -15,10 +17,17 @@ TABLES = sorted(p for pattern in ("claims-*", "ladder-*", "regime-*") for p in R
                 if (p / "sweep.json").is_file())
 
 
+@functools.cache
+def recompute(folder: Path) -> dict:
+    """A table's summary by today's rules from its plan and results.csv alone (computed once per table;
+    a test that changes it works on a copy)."""
+    plan = json.loads((folder / "sweep.json").read_text())
+    return summarise(plan, read_results_csv(folder / "results.csv"), {})
+
+
 @pytest.mark.parametrize("folder", TABLES, ids=[p.name for p in TABLES])
 def test_committed_verdicts_are_recomputed_from_their_table(folder):
-    plan = json.loads((folder / "sweep.json").read_text())
-    recomputed = summarise(plan, read_results_csv(folder / "results.csv"), {})
+    recomputed = recompute(folder)
     committed = json.loads((folder / "report.json").read_text())
     for name, exp in committed["experiments"].items():
         for new, old in zip(recomputed["experiments"][name]["verdicts"], exp["verdicts"], strict=True):
@@ -72,3 +81,22 @@ def test_a_committed_tables_training_curves_are_kept_when_it_is_reported_again(t
     paths = write_report(table, tmp_path / "new")
     assert (tmp_path / "new" / "figures" / figure.name).read_bytes() == figure.read_bytes()
     assert f"figures/{figure.name}" in paths["md"].read_text()
+
+
+TUNED = [p for p in TABLES if any(e.get("tuning") for e in json.loads((p / "report.json").read_text())[
+    "experiments"].values())]
+
+
+@pytest.mark.parametrize("folder", TUNED, ids=[p.name for p in TUNED])
+def test_a_committed_tables_tuning_curves_are_kept_when_it_is_reported_again(folder):
+    """A table holds no tuning runs, so its recomputed tuning has the plan's points but no numbers:
+    the committed curves (what each arm's verdict runs were chosen by) must survive a new report."""
+    from prism_lm.experiments.report import _keep_run_parts
+
+    summary = copy.deepcopy(recompute(folder))
+    committed = json.loads((folder / "report.json").read_text())["experiments"]
+    _keep_run_parts(summary, folder / "report.json")
+    for name, exp in committed.items():
+        if exp.get("tuning"):
+            assert summary["experiments"][name]["tuning"] == exp["tuning"]
+            assert any(p["n"] for c in exp["tuning"]["curves"].values() for p in c.values())
