@@ -29,7 +29,7 @@ from prism_lm.experiments.figures import draw_figures, headline_metrics
 from prism_lm.experiments.job import FAILURE_RULE, is_failure
 from prism_lm.experiments.ladder import summarise_ladder
 from prism_lm.experiments.spec import tuned_group
-from prism_lm.experiments.sweep_dir import SweepDir
+from prism_lm.experiments.sweep_dir import SweepDir, planned_folders
 from prism_lm.experiments.verdicts import DECISION_WORDS, VERDICT_RULES, family, gate_results, interval_words
 from prism_lm.stats import (
     BOUNDED_METHOD,
@@ -50,9 +50,7 @@ def collect(sweep: SweepDir) -> tuple[dict, list[dict], dict[str, dict]]:
     """The plan, one row per (experiment, planned run) with a result (rows carry the plan's labels),
     and each run folder's result, read once (a run shared by experiments is read once)."""
     plan = sweep.read_plan()
-    folders = {entry["folder"] for exp in plan["experiments"].values()
-               for entry in (*exp["runs"], *exp.get("tune", {}).get("runs", []))}
-    results = {f: r for f in sorted(folders) if (r := sweep.run(f).read_result()) is not None}
+    results = {f: r for f in planned_folders(plan) if (r := sweep.run(f).read_result()) is not None}
     rows = []
     for name, exp in plan["experiments"].items():
         for entry in exp["runs"]:

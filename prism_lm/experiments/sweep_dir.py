@@ -70,12 +70,10 @@ class SweepDir:
         """Copy the plan and the finished runs' small files (``PACKED_FILES``) into the new folder
         ``dest``; returns (runs packed, runs left out as unfinished). A running sweep can be packed:
         results are written whole, so a run is in the pack finished or not at all."""
-        plan = self.read_plan()
-        folders = sorted({r["folder"] for e in plan["experiments"].values()
-                          for r in e.get("tune", {}).get("runs", []) + e["runs"]})
-        finished = [f for f in folders if self.run(f).read_result() is not None]
+        folders = planned_folders(self.read_plan())  # first: a folder that is no sweep says so
         if Path(dest).resolve().is_relative_to(self.path.resolve()):
             raise PrismError(f"--out {dest} lies inside the sweep folder {self.path}; choose a folder outside it")
+        finished = [f for f in folders if self.run(f).read_result() is not None]
         with disk_errors("the pack", dest), atomic_directory(dest) as tmp:
             shutil.copy2(self.plan_path, tmp / self.plan_path.name)
             for folder in finished:
@@ -85,6 +83,13 @@ class SweepDir:
                     if (source / name).is_file():
                         shutil.copy2(source / name, target / name)
         return len(finished), len(folders) - len(finished)
+
+
+def planned_folders(plan: dict) -> list[str]:
+    """Every run folder a plan names, tuning runs included, each once (a run shared by experiments is
+    one folder), sorted."""
+    return sorted({entry["folder"] for exp in plan["experiments"].values()
+                   for entry in (*exp["runs"], *exp.get("tune", {}).get("runs", []))})
 
 
 RESULT_KEYS = ("row", "evaluate")
