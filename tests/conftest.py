@@ -13,6 +13,11 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 from tests.helpers import bad_input_world, prepare_tiny, trained_tiny_run  # noqa: E402
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # one test process per core (README's `-n 2`): each keeps to one thread, so two processes do not
+    # fight over both cores with two threads each
+    torch.set_num_threads(1)
+
 
 @pytest.fixture(autouse=True)
 def _seed():
