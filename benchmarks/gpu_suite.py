@@ -245,7 +245,7 @@ def targets(records: list[dict]) -> dict:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", help="folder for results.jsonl and pytest_gpu.txt")
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
@@ -256,7 +256,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-compile", action="store_true", help="eager training steps (fast CPU checks)")
     parser.add_argument("--no-pytest", action="store_true", help="skip `pytest -m gpu`")
     parser.add_argument("--only", nargs="+", metavar="SECTION", help="run these sections alone, in suite order")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         print("error: --device cuda but CUDA is not available (use --device cpu --tiny for the dry run)",
               file=sys.stderr)

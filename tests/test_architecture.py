@@ -125,9 +125,11 @@ def test_the_modules_table_names_every_module_and_only_modules_that_exist():
 
 
 def test_no_function_runs_over_60_lines():
+    """In the package, the benchmark scripts and the tests alike (a benchmark's main grew to 66 once)."""
     long = []
-    for path in PACKAGE.rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 60:
-                long.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {node.name}")
+    for root in (PACKAGE, PACKAGE.parent / "benchmarks", PACKAGE.parent / "tests"):
+        for path in root.rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 60:
+                    long.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno} {node.name}")
     assert long == []
