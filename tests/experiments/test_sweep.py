@@ -16,7 +16,7 @@ import pytest
 from prism_lm.errors import PrismError
 from prism_lm.experiments.report import write_report
 from prism_lm.experiments.runner import run_sweep
-from prism_lm.experiments.sweep_dir import SweepDir, SweepRun
+from prism_lm.experiments.sweep_dir import PACKED_FILES, SweepDir, SweepRun
 from prism_lm.run_dir import read_metrics
 from tests.helpers import write_experiment
 
@@ -271,6 +271,19 @@ def test_a_pack_holds_the_finished_results_alone_and_never_replaces_a_folder(swe
     proc = subprocess.run([sys.executable, "-m", "prism_lm", "sweep", "pack", str(tmp_path), "--out",
                            str(tmp_path / "p")], capture_output=True, text=True, env=env())
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "not a sweep folder" in proc.stderr
+
+
+def test_a_pack_committed_where_the_docs_say_keeps_every_file_it_holds():
+    """docs/experiments.md commits a pack as benchmarks/results/unfinished-<name>/: git must keep its
+    runs (a `runs/` ignore rule once dropped them, leaving a pack of the plan alone)."""
+    repo = Path(__file__).resolve().parents[2]
+    if shutil.which("git") is None or not (repo / ".git").exists():
+        pytest.skip("not a git checkout")
+    pack = "benchmarks/results/unfinished-example"
+    paths = [f"{pack}/sweep.json"] + [f"{pack}/runs/prism-s0-0123456789/{name}" for name in PACKED_FILES]
+    proc = subprocess.run(["git", "check-ignore", *paths], cwd=repo, capture_output=True, text=True)
+    assert proc.returncode == 1 and proc.stdout == ""  # 1: none of them is ignored
+    assert subprocess.run(["git", "check-ignore", "-q", "runs/prism-s0"], cwd=repo).returncode == 0  # still elsewhere
 
 
 @pytest.mark.slow  # trains one run and draws a report (10-20 s); the pack's contents are checked above
